@@ -1,0 +1,74 @@
+# Switchboard — run `make` for the list of targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BUF := node_modules/.bin/buf
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@echo "Switchboard — gRPC service mesh for conversational assistants"
+	@echo
+	@echo "Quick start:  make run   (set up and start the local mesh)"
+	@echo "              make test  (set up and run the whole suite: lint, types, tests)"
+	@echo
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,embeddings]'
+	@touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv and install Switchboard with its dev and embeddings extras
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+.PHONY: tools
+tools: $(STAMP) node_modules/.installed ## Install buf (npm) and the system packages tests use
+	@scripts/install-system-deps.sh
+
+.PHONY: run
+run: $(STAMP) ## Start the local mesh (apps + Envoy sidecars + edge) in the foreground
+	$(BIN)/switchboard up
+
+.PHONY: proto
+proto: $(STAMP) ## Regenerate the Python code under clients/switchboard from protos/
+	$(BIN)/python scripts/gen_protos.py clients
+
+.PHONY: lint
+lint: tools ## ruff format check, ruff lint, buf lint and buf breaking
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BUF) lint
+	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
+		echo "$(BUF) breaking --against .git#ref=HEAD~1"; $(BUF) breaking --against '.git#ref=HEAD~1'; \
+	else echo "buf breaking: no previous commit with protos, skipped"; fi
+
+.PHONY: typecheck
+typecheck: $(STAMP) ## mypy --strict on server and clients
+	$(BIN)/mypy
+
+.PHONY: fmt
+fmt: $(STAMP) ## Format and autofix with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: test
+test: tools lint typecheck ## Install what tests need, then lint, type-check and run the whole suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: $(STAMP) ## Run the benchmarks (figures are quoted in README.md)
+	$(BIN)/python -m scripts.bench
+
+.PHONY: clean
+clean: ## Remove the virtualenv, node_modules and local state
+	rm -rf $(VENV) node_modules .switchboard .mypy_cache .pytest_cache .ruff_cache

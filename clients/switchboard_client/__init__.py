@@ -1,0 +1,1 @@
+"""Typed clients and the `switchboard` command line for the Switchboard mesh."""

@@ -1,0 +1,1 @@
+"""Sub-commands of the `switchboard` CLI that talk to a running mesh."""

@@ -1,0 +1,1 @@
+"""Switchboard servers: classification, context and orchestration behind Envoy sidecars."""

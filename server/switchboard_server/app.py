@@ -1,0 +1,130 @@
+"""The shared server: one ``grpc.aio`` server per service with health and reflection.
+
+``create_server(settings, service, bind)`` returns ``(server, port)`` where ``server``
+is an :class:`AppServer` that tests and ``__main__`` drive the same way::
+
+    server, port = await create_server(settings, ServiceName.CONTEXT, "127.0.0.1:0")
+    await server.start()      # listening; NOT_SERVING until the service is ready
+    ...
+    await server.stop()       # NOT_SERVING at once, then drain within the grace period
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+
+from switchboard_server.config import ServiceName, Settings
+from switchboard_server.interceptors import ServerInterceptor
+from switchboard_server.observability.setup import Observability
+from switchboard_server.registry import build_service
+from switchboard_server.service import Runtime, ServiceModule
+
+log = structlog.get_logger(__name__)
+
+OVERALL = ""  # the empty service name is the server's overall health
+
+
+class AppServer:
+    """A started-or-not gRPC server plus its service module, health and observability."""
+
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        module: ServiceModule,
+        health_servicer: health.aio.HealthServicer,
+        runtime: Runtime,
+        observability: Observability,
+    ) -> None:
+        self.grpc_server = server
+        self.module = module
+        self.health = health_servicer
+        self.runtime = runtime
+        self.observability = observability
+        self._stopping = False
+        self._stopped = asyncio.Event()
+
+    @property
+    def health_names(self) -> Sequence[str]:
+        return (OVERALL, *self.module.service_names)
+
+    async def _set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for name in self.health_names:
+            await self.health.set(name, status)
+
+    async def start(self) -> None:
+        """Listen, then get the service ready; health turns SERVING only when it is."""
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.grpc_server.start()
+        self.observability.start_metrics_server()
+        await self.module.start()
+        if not self._stopping:
+            await self._set_all(health_pb2.HealthCheckResponse.SERVING)
+            log.info("server.ready", service=self.runtime.service.value)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful drain: NOT_SERVING at once, in-flight RPCs get ``grace`` seconds."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        grace = self.runtime.settings.core.grace_period_s if grace is None else grace
+        log.info("server.draining", service=self.runtime.service.value, grace_s=grace)
+        await self.health.enter_graceful_shutdown()
+        await self.grpc_server.stop(grace)
+        await self.module.stop()
+        self.observability.shutdown()
+        log.info("server.stopped", service=self.runtime.service.value)
+        self._stopped.set()
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+
+async def create_server(
+    settings: Settings,
+    service: ServiceName,
+    bind: str | None = None,
+    *,
+    module: ServiceModule | None = None,
+) -> tuple[AppServer, int]:
+    """Build the server for ``service`` bound to ``bind`` (default host:port from settings).
+
+    Returns the not-yet-started :class:`AppServer` and the bound port (useful with port 0).
+    ``module`` replaces the service's own module (tests use it to inject fakes).
+    """
+    observability = Observability(settings, service, CollectorRegistry(auto_describe=True))
+    runtime = Runtime(
+        settings=settings,
+        service=service,
+        metrics=observability.registry,
+        tracer_provider=observability.tracer_provider,
+    )
+    module = module or build_service(runtime)
+    max_bytes = settings.core.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=[*observability.server_interceptors(), ServerInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", max_bytes),
+            ("grpc.max_send_message_length", max_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=settings.core.max_concurrent_rpcs,
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    module.register(server)
+    reflection.enable_server_reflection(
+        (*module.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = bind or f"{settings.core.host}:{settings.core.port_for(service)}"
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}")
+    return AppServer(server, module, health_servicer, runtime, observability), port

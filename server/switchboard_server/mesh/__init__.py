@@ -1,0 +1,1 @@
+"""The mesh: topology, Envoy config rendering and the local process runner."""
