@@ -116,13 +116,17 @@ def _wrap_unary(full_method: str, inner: Callable[..., Awaitable[Any]]) -> Calla
 
 
 def _wrap_streaming(
-    full_method: str, inner: Callable[..., AsyncIterator[Any]]
+    full_method: str, inner: Callable[..., Any]
 ) -> Callable[..., AsyncIterator[Any]]:
     async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         call = _Call(full_method, context)
         try:
-            async for item in inner(request, context):
-                yield item
+            result = inner(request, context)
+            if hasattr(result, "__aiter__"):
+                async for item in result:
+                    yield item
+            else:  # a handler that writes with context.write() and returns None
+                await result
         except grpc.aio.AbortError:
             raise
         except (SwitchboardError, Exception) as exc:  # noqa: BLE001 - mapped to a status

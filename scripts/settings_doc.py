@@ -1,0 +1,38 @@
+"""Rewrite the settings table in README.md from the Settings classes.
+
+Usage: python scripts/settings_doc.py [--check]
+The table sits between the SETTINGS markers; --check fails when it is out of date.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from switchboard_server.config import settings_table
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BEGIN, END = "<!-- SETTINGS:BEGIN -->", "<!-- SETTINGS:END -->"
+
+
+def render() -> str:
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, default, description in settings_table():
+        lines.append(f"| `{name}` | `{default}` | {description} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    text = README.read_text()
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    updated = f"{head}{BEGIN}\n{render()}\n{END}{tail}"
+    if "--check" in sys.argv:
+        if updated != text:
+            raise SystemExit("README.md settings table is stale: run scripts/settings_doc.py")
+        return
+    README.write_text(updated)
+
+
+if __name__ == "__main__":
+    main()
