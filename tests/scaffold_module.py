@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
-
 from switchboard_server import errors
 from switchboard_server.validation import Violations
 
@@ -22,11 +22,13 @@ SERVICE = "switchboard.classification.v1.ClassificationService"
 class ScriptedServicer(pb_grpc.ClassificationServiceServicer):
     def __init__(self) -> None:
         self.started_calls = 0
+        self.call_started = asyncio.Event()
 
     async def Classify(
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyResponse:
         self.started_calls += 1
+        self.call_started.set()
         v = Violations()
         text = v.text("text", request.text, max_bytes=64)
         v.session_id("session_id", request.session_id, required=False)

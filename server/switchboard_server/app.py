@@ -17,6 +17,9 @@ from collections.abc import Sequence
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+# grpc_health exposes the asyncio servicer as `health.aio`, an alias mypy cannot follow.
+from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
@@ -38,7 +41,7 @@ class AppServer:
         self,
         server: grpc.aio.Server,
         module: ServiceModule,
-        health_servicer: health.aio.HealthServicer,
+        health_servicer: AsyncHealthServicer,
         runtime: Runtime,
         observability: Observability,
     ) -> None:
@@ -54,7 +57,7 @@ class AppServer:
     def health_names(self) -> Sequence[str]:
         return (OVERALL, *self.module.service_names)
 
-    async def _set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+    async def _set_all(self, status: int) -> None:
         for name in self.health_names:
             await self.health.set(name, status)
 
@@ -105,6 +108,7 @@ async def create_server(
         service=service,
         metrics=observability.registry,
         tracer_provider=observability.tracer_provider,
+        client_interceptors=observability.client_interceptors,
     )
     module = module or build_service(runtime)
     max_bytes = settings.core.max_message_bytes
@@ -117,7 +121,7 @@ async def create_server(
         ],
         maximum_concurrent_rpcs=settings.core.max_concurrent_rpcs,
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     module.register(server)
     reflection.enable_server_reflection(

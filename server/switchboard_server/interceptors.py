@@ -50,7 +50,7 @@ def split_method(full_method: str) -> tuple[str, str]:
 class _Call:
     """Book-keeping for one RPC: correlation, outcome and the access line."""
 
-    def __init__(self, full_method: str, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, full_method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         self.service, self.method = split_method(full_method)
         self.context = context
         self.correlation_id = correlation_id_from(context.invocation_metadata())
@@ -101,13 +101,13 @@ class _Call:
 
 
 def _wrap_unary(full_method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(full_method, context)
         try:
             return await inner(request, context)
         except grpc.aio.AbortError:
             raise
-        except (SwitchboardError, Exception) as exc:  # noqa: BLE001 - mapped to a status
+        except (SwitchboardError, Exception) as exc:  # mapped to a status
             await call.fail(exc)
         finally:
             call.finish()
@@ -118,7 +118,9 @@ def _wrap_unary(full_method: str, inner: Callable[..., Awaitable[Any]]) -> Calla
 def _wrap_streaming(
     full_method: str, inner: Callable[..., Any]
 ) -> Callable[..., AsyncIterator[Any]]:
-    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def behavior(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
         call = _Call(full_method, context)
         try:
             result = inner(request, context)
@@ -129,7 +131,7 @@ def _wrap_streaming(
                 await result
         except grpc.aio.AbortError:
             raise
-        except (SwitchboardError, Exception) as exc:  # noqa: BLE001 - mapped to a status
+        except (SwitchboardError, Exception) as exc:  # mapped to a status
             await call.fail(exc)
         finally:
             call.finish()
@@ -137,14 +139,16 @@ def _wrap_streaming(
     return behavior
 
 
-class ServerInterceptor(grpc.aio.ServerInterceptor):
+class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Correlation, error mapping and access logging for every handler kind."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -165,6 +169,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_streaming(method, handler.unary_stream), **options
             )
-        return grpc.stream_stream_rpc_method_handler(
-            _wrap_streaming(method, handler.stream_stream), **options
-        )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_streaming(method, handler.stream_stream), **options
+            )
+        return handler

@@ -16,9 +16,9 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
+
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
-
 from switchboard_server.app import AppServer, create_server
 from switchboard_server.config import CoreSettings, ServiceName, Settings
 from tests.scaffold_module import SERVICE, ScriptedModule
@@ -196,8 +196,7 @@ async def test_in_flight_call_completes_during_graceful_stop(served) -> None:
     stub = pb_grpc.ClassificationServiceStub(channel)
     await wait_for(channel, "", SERVING)
     slow = asyncio.ensure_future(stub.Classify(pb.ClassifyRequest(text="sleep:0.5"), timeout=5))
-    while module.servicer.started_calls == 0:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(module.servicer.call_started.wait(), 5)
     await server.stop(2.0)
     reply = await slow
     assert reply.classification.intent == "test/echo"
