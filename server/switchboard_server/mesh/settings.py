@@ -1,17 +1,143 @@
-"""Settings of the local mesh runner (prefix ``SWITCHBOARD_MESH_``)."""
+"""Settings of the local mesh runner and the rendered Envoy configs (``SWITCHBOARD_MESH_``).
+
+Ports and per-method policies of each service live in ``envoy/topology.yaml``; the
+numbers here are the knobs every sidecar shares (retries, circuit breakers, health
+checking, outlier detection, the edge rate limit) and the runner's own behaviour.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class MeshSettings(BaseSettings):
-    """Ports and policies of ``switchboard up``."""
+    """Ports and policies of ``switchboard up`` and of every rendered Envoy config."""
 
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_MESH_", frozen=True, extra="ignore")
 
+    # -- where things listen -------------------------------------------------------------
+    topology_file: Path = Field(
+        default=Path("envoy/topology.yaml"), description="The topology definition to render."
+    )
+    host: str = Field(default="127.0.0.1", description="Address every app and Envoy binds.")
     edge_port: int = Field(default=8080, ge=1, le=65535, description="Edge Envoy gRPC port.")
-    edge_admin_port: int = Field(
-        default=9901, ge=1, le=65535, description="Edge Envoy admin port."
+    edge_admin_port: int = Field(default=9901, ge=1, le=65535, description="Edge Envoy admin port.")
+    replica_port_stride: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Replica N of a service uses the topology's ports plus N times this.",
+    )
+    envoy_binary: str = Field(
+        default="envoy", description="Envoy executable (found next to the Python first)."
+    )
+    envoy_concurrency: int = Field(
+        default=1, ge=1, le=64, description="Worker threads per Envoy (--concurrency)."
+    )
+    envoy_log_level: str = Field(default="warning", description="Envoy's own log level.")
+
+    # -- timeouts ------------------------------------------------------------------------
+    grpc_timeout_max_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Cap on a caller's grpc-timeout that Envoy honours (grpc_timeout_header_max).",
+    )
+    connect_timeout_s: float = Field(
+        default=0.25, gt=0, description="Upstream TCP connect timeout."
+    )
+
+    # -- retries (idempotent methods only) -----------------------------------------------
+    retry_attempts: int = Field(
+        default=2, ge=0, le=10, description="Retries after the first try, idempotent only."
+    )
+    retry_per_try_timeout_s: float = Field(
+        default=1.0, gt=0, description="Deadline of one try (capped by the call's deadline)."
+    )
+    retry_backoff_base_s: float = Field(
+        default=0.025, gt=0, description="Retry back-off base interval (jittered, doubling)."
+    )
+    retry_backoff_max_s: float = Field(
+        default=0.25, gt=0, description="Retry back-off maximum interval."
+    )
+    retry_budget_percent: float = Field(
+        default=20.0,
+        gt=0,
+        le=100,
+        description="Active retries allowed as a percentage of active requests.",
+    )
+    retry_min_concurrency: int = Field(
+        default=3, ge=1, description="Retries always allowed concurrently, whatever the budget."
+    )
+
+    # -- circuit breakers ----------------------------------------------------------------
+    cb_max_connections: int = Field(
+        default=1024, ge=1, description="Circuit breaker: connections per upstream cluster."
+    )
+    cb_max_pending_requests: int = Field(
+        default=64, ge=1, description="Circuit breaker: requests queued for a connection."
+    )
+    cb_max_requests: int = Field(
+        default=256, ge=1, description="Circuit breaker: concurrent requests per cluster."
+    )
+    cb_max_retries: int = Field(
+        default=16, ge=1, description="Circuit breaker: concurrent retries per cluster."
+    )
+
+    # -- outlier detection -----------------------------------------------------------------
+    outlier_consecutive_5xx: int = Field(
+        default=5, ge=1, description="Consecutive 5xx (gRPC errors mapped) that eject a host."
+    )
+    outlier_consecutive_gateway_failure: int = Field(
+        default=3, ge=1, description="Consecutive UNAVAILABLE/connect failures that eject."
+    )
+    outlier_interval_s: float = Field(
+        default=1.0, gt=0, description="Outlier detection sweep interval."
+    )
+    outlier_base_ejection_s: float = Field(
+        default=5.0, gt=0, description="Base ejection time (multiplied by ejection count)."
+    )
+    outlier_max_ejection_percent: int = Field(
+        default=50, ge=0, le=100, description="Most hosts of a cluster that may be ejected."
+    )
+
+    # -- active health checking ------------------------------------------------------------
+    health_interval_s: float = Field(
+        default=1.0, gt=0, description="Active gRPC health check interval."
+    )
+    health_timeout_s: float = Field(default=0.5, gt=0, description="Health check timeout.")
+    health_unhealthy_threshold: int = Field(
+        default=2, ge=1, description="Failed checks before a host is marked unhealthy."
+    )
+    health_healthy_threshold: int = Field(
+        default=1, ge=1, description="Passed checks before a host is healthy again."
+    )
+
+    # -- edge rate limit -------------------------------------------------------------------
+    edge_rate_limit_rps: int = Field(
+        default=2000,
+        ge=0,
+        description="Edge local rate limit, requests per second; 0 turns it off.",
+    )
+    edge_rate_limit_burst: int = Field(
+        default=4000, ge=1, description="Edge rate limit bucket size (burst)."
+    )
+
+    # -- the runner ------------------------------------------------------------------------
+    startup_timeout_s: float = Field(
+        default=120.0, gt=0, description="How long `switchboard up` waits for every health."
+    )
+    restart_backoff_initial_s: float = Field(
+        default=0.5, gt=0, description="First back-off before restarting a dead child."
+    )
+    restart_backoff_max_s: float = Field(
+        default=30.0, gt=0, description="Longest back-off before restarting a dead child."
+    )
+    restart_reset_after_s: float = Field(
+        default=30.0, gt=0, description="A child up this long has its back-off reset."
+    )
+    stop_timeout_s: float = Field(
+        default=10.0, gt=0, description="Wait for a child after SIGTERM before SIGKILL."
     )
