@@ -14,6 +14,7 @@ from switchboard_server.config import ConfigError, ServiceName, load_settings
 from switchboard_server.observability.logging import configure_logging
 
 EXIT_CONFIG = 2
+EXIT_START_FAILED = 1
 
 
 async def serve(service: ServiceName) -> int:
@@ -31,7 +32,14 @@ async def serve(service: ServiceName) -> int:
         loop.add_signal_handler(sig, stop_requested.set)
     log.info("server.starting", service=service.value, port=port)
     start = asyncio.create_task(server.start())
-    await stop_requested.wait()
+    stop_wait = asyncio.create_task(stop_requested.wait())
+    await asyncio.wait({start, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if start.done() and start.exception() is not None:
+        log.error("server.start_failed", service=service.value, exc_info=start.exception())
+        stop_wait.cancel()
+        await server.stop(0)
+        return EXIT_START_FAILED
+    await stop_wait
     if not start.done():
         start.cancel()
     await server.stop()

@@ -1,0 +1,72 @@
+"""Operators can list and call every service with `buf curl`, by reflection alone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from switchboard_server.app import create_server
+from switchboard_server.config import CoreSettings, ServiceName, Settings
+from tests.scaffold_module import SERVICE, ScriptedModule
+
+BUF = Path(__file__).parents[2] / "node_modules" / ".bin" / "buf"
+
+
+async def buf_curl(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(BUF),
+        "curl",
+        "--protocol",
+        "grpc",
+        "--http2-prior-knowledge",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def port(tmp_path: Path) -> AsyncIterator[int]:
+    module = ScriptedModule()
+    module.ready.set()
+    settings = Settings(core=CoreSettings(data_dir=tmp_path))
+    server, port = await create_server(
+        settings, ServiceName.CLASSIFICATION, "127.0.0.1:0", module=module
+    )
+    await server.start()
+    try:
+        yield port
+    finally:
+        await server.stop(0)
+
+
+async def test_buf_curl_lists_methods_by_reflection(port: int) -> None:
+    code, out, err = await buf_curl("--list-methods", f"http://127.0.0.1:{port}")
+    assert code == 0, err
+    methods = set(out.split())
+    assert f"{SERVICE}/Classify" in methods
+    assert f"{SERVICE}/ClassifyStream" in methods
+    assert "grpc.health.v1.Health/Check" in methods
+
+
+async def test_buf_curl_calls_a_method_and_sees_errors(port: int) -> None:
+    url = f"http://127.0.0.1:{port}/{SERVICE}/Classify"
+    code, out, err = await buf_curl("-d", '{"text": "hello"}', url)
+    assert code == 0, err
+    assert json.loads(out)["classification"]["intent"] == "test/echo"
+
+    code, out, err = await buf_curl("-d", '{"text": ""}', url)
+    assert code != 0
+    assert "invalid_argument" in err
