@@ -7,6 +7,7 @@ store) before the health status turns SERVING, and ``stop()`` after the drain.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +26,10 @@ class Runtime:
     service: ServiceName
     metrics: CollectorRegistry
     tracer_provider: TracerProvider
+    client_interceptors: Callable[[str], Sequence[grpc.aio.ClientInterceptor]] = lambda target: ()
+    """Interceptors for an outbound channel to ``target`` (spans, metrics, correlation,
+    access line): ``grpc.aio.insecure_channel(t, interceptors=runtime.client_interceptors(t))``.
+    """
 
 
 class ServiceModule(Protocol):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from itertools import pairwise
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# go-grpc-prometheus / Prometheus client default buckets (seconds).
+DEFAULT_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class ObservabilitySettings(BaseSettings):
-    """Metrics port and trace export."""
+    """Metrics port, trace sampling and export, client access logs, the trace receiver."""
 
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_OBS_", frozen=True, extra="ignore")
 
@@ -20,3 +25,49 @@ class ObservabilitySettings(BaseSettings):
     otlp_endpoint: str = Field(
         default="", description="OTLP/gRPC trace endpoint (host:port); empty turns export off."
     )
+    otlp_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="Seconds one OTLP export may take."
+    )
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of new traces sampled (parent-based: a sampled caller wins).",
+    )
+    latency_buckets_s: tuple[float, ...] = Field(
+        default=DEFAULT_LATENCY_BUCKETS,
+        min_length=1,
+        description="Bucket bounds (seconds) of grpc_*_handling_seconds; JSON list in the env.",
+    )
+    client_access_log: bool = Field(
+        default=True, description="Write one access line per outbound RPC."
+    )
+    receiver_port: int = Field(
+        default=4317,
+        ge=0,
+        le=65535,
+        description="Built-in trace receiver: OTLP/gRPC port (0 picks a free port).",
+    )
+    receiver_query_port: int = Field(
+        default=4320,
+        ge=0,
+        le=65535,
+        description="Built-in trace receiver: HTTP JSON query port, GET /traces (0 = free port).",
+    )
+    receiver_max_traces: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Traces the receiver keeps (oldest go)."
+    )
+    receiver_max_spans_per_trace: int = Field(
+        default=2000, ge=1, le=1_000_000, description="Spans kept per trace; more are dropped."
+    )
+    receiver_url: str = Field(
+        default="http://127.0.0.1:4320",
+        description="Where `switchboard traces` queries the receiver.",
+    )
+
+    @field_validator("latency_buckets_s")
+    @classmethod
+    def _increasing(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b <= a for a, b in pairwise(value)) or value[0] <= 0:
+            raise ValueError("buckets must be positive and strictly increasing")
+        return value

@@ -1,41 +1,88 @@
-"""Per-process observability: tracer provider, metrics registry and their servers."""
+"""Per-process observability: tracer provider, metrics registry and their servers.
+
+``Observability`` is built once per server by ``create_server``. It owns
+
+* the tracer provider (sampler + OTLP exporter from settings, see :mod:`.tracing`);
+* the per-server Prometheus ``CollectorRegistry`` with process/platform/GC metrics and
+  ``grpc_server_*`` / ``grpc_client_*`` RED metrics (see :mod:`.metrics`);
+* the interceptors: ``server_interceptors()`` for the server (OpenTelemetry outermost,
+  then metrics; ``app.py`` appends the correlation/error/access-log interceptor), and
+  ``client_interceptors(target)`` for outbound channels::
+
+      channel = grpc.aio.insecure_channel(
+          target, interceptors=runtime_observability.client_interceptors(target)
+      )
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from prometheus_client import CollectorRegistry, start_http_server
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.sdk.trace.export import SpanExporter
+from prometheus_client import (
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.gc_collector import GCCollector
 
 from switchboard_server.config import ServiceName, Settings
+from switchboard_server.observability.client import ClientTelemetry, telemetry_interceptors
+from switchboard_server.observability.metrics import GrpcMetrics
+from switchboard_server.observability.server_metrics import MetricsServerInterceptor
+from switchboard_server.observability.tracing import build_tracer_provider
 
 
 class Observability:
     """Owns the tracer provider and the Prometheus registry of one server."""
 
-    def __init__(self, settings: Settings, service: ServiceName, registry: CollectorRegistry):
+    def __init__(
+        self,
+        settings: Settings,
+        service: ServiceName,
+        registry: CollectorRegistry,
+        *,
+        span_exporter: SpanExporter | None = None,
+    ):
         self.settings = settings
         self.service = service
         self.registry = registry
-        self.tracer_provider = TracerProvider(
-            resource=Resource.create({"service.name": f"switchboard-{service.value}"})
-        )
-        endpoint = settings.observability.otlp_endpoint
-        if endpoint:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-            self.tracer_provider.add_span_processor(
-                BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True))
-            )
+        obs = settings.observability
+        self.tracer_provider = build_tracer_provider(obs, service.value, exporter=span_exporter)
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        self.server_metrics = GrpcMetrics(registry, "server", obs.latency_buckets_s)
+        self.client_metrics = GrpcMetrics(registry, "client", obs.latency_buckets_s)
         self._metrics_server: Any = None
         self.metrics_port: int | None = None
 
-    def server_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        return [aio_server_interceptor(tracer_provider=self.tracer_provider)]
+    def server_interceptors(self) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+        """OpenTelemetry (outermost, so trace ids are current in the access line), metrics."""
+        return [
+            aio_server_interceptor(tracer_provider=self.tracer_provider),  # type: ignore[no-untyped-call]
+            MetricsServerInterceptor(self.server_metrics),
+        ]
+
+    def client_interceptors(self, target: str = "") -> list[grpc.aio.ClientInterceptor]:
+        """Interceptors for an outbound ``grpc.aio`` channel to ``target``.
+
+        OpenTelemetry client spans (outermost, W3C ``traceparent`` injected), then
+        ``grpc_client_*`` metrics, ``x-correlation-id`` forwarding and one client
+        access line per RPC (``peer`` is ``target``).
+        """
+        telemetry = ClientTelemetry(
+            self.client_metrics,
+            target=target,
+            access_log=self.settings.observability.client_access_log,
+        )
+        otel: list[grpc.aio.ClientInterceptor] = aio_client_interceptors(  # type: ignore[no-untyped-call]
+            tracer_provider=self.tracer_provider
+        )
+        return [*otel, *telemetry_interceptors(telemetry)]
 
     def start_metrics_server(self) -> None:
         port = self.settings.observability.metrics_port

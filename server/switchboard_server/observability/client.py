@@ -1,0 +1,215 @@
+"""Client interceptors for outbound ``grpc.aio`` calls: correlation, metrics, access line.
+
+For every outbound RPC they
+
+* forward the correlation id bound in the structlog context (``x-correlation-id``;
+  a new one is generated and used for this call if none is bound);
+* count it in ``grpc_client_*`` (see :mod:`.metrics`);
+* write one access line ``event="rpc", kind="client"`` with service, method, code,
+  duration_ms, peer (the channel target), trace_id, span_id and correlation_id.
+
+grpc.aio files each interceptor object under exactly one call kind, hence one small
+class per kind sharing :class:`ClientTelemetry`. Put them *inside* the OpenTelemetry
+client interceptors so the client span is current (see ``Observability.client_interceptors``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import grpc
+import structlog
+from opentelemetry import trace
+
+from switchboard_server.observability.metrics import (
+    GrpcMetrics,
+    GrpcType,
+    RpcMeter,
+    split_method,
+    status_code_of,
+)
+
+log = structlog.get_logger("switchboard.access")
+
+CORRELATION_HEADER = "x-correlation-id"
+
+
+def _with_correlation(details: grpc.aio.ClientCallDetails, correlation_id: str) -> Any:
+    metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
+    if CORRELATION_HEADER not in metadata:
+        metadata.add(CORRELATION_HEADER, correlation_id)
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
+
+
+@dataclass
+class _Outbound:
+    """One outbound RPC: its meter and the fields of its access line."""
+
+    telemetry: ClientTelemetry
+    meter: RpcMeter
+    fields: dict[str, Any]
+    started: float = field(default_factory=time.perf_counter)
+
+    def finish(self, code: grpc.StatusCode, *, response_received: bool = False) -> None:
+        if response_received and code is grpc.StatusCode.OK:
+            self.meter.received()
+        self.meter.done(code)
+        if self.telemetry.access_log:
+            log.info(
+                "rpc",
+                kind="client",
+                code=code.name,
+                duration_ms=round((time.perf_counter() - self.started) * 1000, 3),
+                **self.fields,
+            )
+
+
+class ClientTelemetry:
+    """Shared state of the per-kind client interceptors of one channel."""
+
+    def __init__(self, metrics: GrpcMetrics, *, target: str = "", access_log: bool = True):
+        self.metrics = metrics
+        self.target = target
+        self.access_log = access_log
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def begin(
+        self, grpc_type: GrpcType, details: grpc.aio.ClientCallDetails
+    ) -> tuple[_Outbound, Any]:
+        """Start metering; returns the book-keeping and details carrying the correlation id."""
+        bound = structlog.contextvars.get_contextvars().get("correlation_id")
+        correlation_id = bound if isinstance(bound, str) and bound else uuid.uuid4().hex
+        service, method = split_method(details.method)
+        fields: dict[str, Any] = {
+            "service": service,
+            "method": method,
+            "peer": self.target,
+            "correlation_id": correlation_id,
+        }
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            fields["trace_id"] = format(ctx.trace_id, "032x")
+            fields["span_id"] = format(ctx.span_id, "016x")
+        meter = self.metrics.start(grpc_type, details.method)
+        return _Outbound(self, meter, fields), _with_correlation(details, correlation_id)
+
+    async def settle(self, outbound: _Outbound, call: Any, *, unary_response: bool) -> None:
+        """Wait for the call to end and record its outcome."""
+        try:
+            code = status_code_of(await call.code()) or grpc.StatusCode.UNKNOWN
+        except asyncio.CancelledError:
+            outbound.finish(grpc.StatusCode.CANCELLED)
+            raise
+        except grpc.RpcError as exc:
+            code = status_code_of(exc.code()) or grpc.StatusCode.UNKNOWN
+        outbound.finish(code, response_received=unary_response)
+
+    def settle_later(self, outbound: _Outbound, call: Any) -> None:
+        """Record a streaming call's outcome when it ends, without blocking the caller."""
+        task = asyncio.ensure_future(self.settle(outbound, call, unary_response=False))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def start(
+        self,
+        grpc_type: GrpcType,
+        continuation: Callable[[Any, Any], Awaitable[Any]],
+        details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> tuple[_Outbound, Any]:
+        outbound, details = self.begin(grpc_type, details)
+        if grpc_type in ("unary", "server_stream"):
+            outbound.meter.sent()
+        try:
+            call = await continuation(details, request)
+        except grpc.RpcError as exc:
+            outbound.finish(status_code_of(exc.code()) or grpc.StatusCode.UNKNOWN)
+            raise
+        except asyncio.CancelledError:
+            outbound.finish(grpc.StatusCode.CANCELLED)
+            raise
+        return outbound, call
+
+
+class UnaryUnaryTelemetry(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self, telemetry: ClientTelemetry) -> None:
+        self._t = telemetry
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[Any, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        outbound, call = await self._t.start("unary", continuation, client_call_details, request)
+        await self._t.settle(outbound, call, unary_response=True)
+        return call
+
+
+class StreamUnaryTelemetry(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self, telemetry: ClientTelemetry) -> None:
+        self._t = telemetry
+
+    async def intercept_stream_unary(
+        self,
+        continuation: Callable[[Any, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: Iterable[Any] | AsyncIterable[Any],
+    ) -> Any:
+        outbound, call = await self._t.start(
+            "client_stream", continuation, client_call_details, request_iterator
+        )
+        await self._t.settle(outbound, call, unary_response=True)
+        return call
+
+
+class UnaryStreamTelemetry(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self, telemetry: ClientTelemetry) -> None:
+        self._t = telemetry
+
+    async def intercept_unary_stream(  # type: ignore[override]
+        self,
+        continuation: Callable[[Any, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        outbound, call = await self._t.start(
+            "server_stream", continuation, client_call_details, request
+        )
+        self._t.settle_later(outbound, call)
+        return call
+
+
+class StreamStreamTelemetry(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self, telemetry: ClientTelemetry) -> None:
+        self._t = telemetry
+
+    async def intercept_stream_stream(  # type: ignore[override]
+        self,
+        continuation: Callable[[Any, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: Iterable[Any] | AsyncIterable[Any],
+    ) -> Any:
+        outbound, call = await self._t.start(
+            "bidi_stream", continuation, client_call_details, request_iterator
+        )
+        self._t.settle_later(outbound, call)
+        return call
+
+
+def telemetry_interceptors(telemetry: ClientTelemetry) -> list[grpc.aio.ClientInterceptor]:
+    """One interceptor per call kind, all sharing ``telemetry``."""
+    kinds = [
+        UnaryUnaryTelemetry(telemetry),
+        UnaryStreamTelemetry(telemetry),
+        StreamUnaryTelemetry(telemetry),
+        StreamStreamTelemetry(telemetry),
+    ]
+    return cast(list[grpc.aio.ClientInterceptor], kinds)

@@ -1,0 +1,145 @@
+"""Per-RPC RED metrics with the go-grpc-prometheus names, on a given registry.
+
+``GrpcMetrics(registry, "server")`` creates::
+
+    grpc_server_started_total{grpc_type,grpc_service,grpc_method}
+    grpc_server_handled_total{grpc_type,grpc_service,grpc_method,grpc_code}
+    grpc_server_msg_received_total{grpc_type,grpc_service,grpc_method}
+    grpc_server_msg_sent_total{grpc_type,grpc_service,grpc_method}
+    grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}   (histogram)
+
+and ``"client"`` the ``grpc_client_*`` twins. Labels come from method names the
+process itself serves or calls, so the label sets are bounded. Latency observations
+carry an exemplar ``{trace_id, span_id}`` when a sampled span is current (exposed in
+the OpenMetrics format, ``Accept: application/openmetrics-text``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+import grpc
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from switchboard_server.observability.settings import DEFAULT_LATENCY_BUCKETS
+
+Side = Literal["server", "client"]
+GrpcType = Literal["unary", "client_stream", "server_stream", "bidi_stream"]
+LABELS = ("grpc_type", "grpc_service", "grpc_method")
+
+
+def grpc_type_of(request_streaming: bool, response_streaming: bool) -> GrpcType:
+    if request_streaming and response_streaming:
+        return "bidi_stream"
+    if request_streaming:
+        return "client_stream"
+    if response_streaming:
+        return "server_stream"
+    return "unary"
+
+
+def split_method(full_method: str | bytes) -> tuple[str, str]:
+    """'/pkg.Service/Method' -> ('pkg.Service', 'Method')."""
+    if isinstance(full_method, bytes):
+        full_method = full_method.decode()
+    service, _, method = full_method.lstrip("/").partition("/")
+    return service, method
+
+
+def trace_exemplar() -> dict[str, str] | None:
+    """``{trace_id, span_id}`` of the current sampled span, else None."""
+    ctx = trace.get_current_span().get_span_context()
+    if not (ctx.is_valid and ctx.trace_flags.sampled):
+        return None
+    return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
+
+
+def status_code_of(value: object) -> grpc.StatusCode | None:
+    """A ``grpc.StatusCode`` from whatever ``context.code()`` / ``call.code()`` returned."""
+    if isinstance(value, grpc.StatusCode):
+        return value
+    if isinstance(value, int):
+        for code in grpc.StatusCode:
+            if code.value[0] == value:
+                return code
+    return None
+
+
+class GrpcMetrics:
+    """The go-grpc-prometheus collectors of one side (server or client)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        side: Side,
+        buckets: Sequence[float] = DEFAULT_LATENCY_BUCKETS,
+    ) -> None:
+        what = "on the server" if side == "server" else "by the client"
+        self.started = Counter(
+            f"grpc_{side}_started_total",
+            f"Total number of RPCs started {what}.",
+            LABELS,
+            registry=registry,
+        )
+        self.handled = Counter(
+            f"grpc_{side}_handled_total",
+            f"Total number of RPCs completed {what}, regardless of success or failure.",
+            (*LABELS, "grpc_code"),
+            registry=registry,
+        )
+        self.msg_received = Counter(
+            f"grpc_{side}_msg_received_total",
+            f"Total number of RPC stream messages received {what}.",
+            LABELS,
+            registry=registry,
+        )
+        self.msg_sent = Counter(
+            f"grpc_{side}_msg_sent_total",
+            f"Total number of gRPC stream messages sent {what}.",
+            LABELS,
+            registry=registry,
+        )
+        self.handling_seconds = Histogram(
+            f"grpc_{side}_handling_seconds",
+            f"Histogram of response latency (seconds) of gRPC {what} until completion.",
+            LABELS,
+            buckets=tuple(buckets),
+            registry=registry,
+        )
+
+    def start(self, grpc_type: GrpcType, full_method: str | bytes) -> RpcMeter:
+        return RpcMeter(self, grpc_type, full_method)
+
+
+class RpcMeter:
+    """Counts one RPC: started at construction, handled and timed by ``done``."""
+
+    __slots__ = ("_done", "_labels", "_metrics", "_started")
+
+    def __init__(self, metrics: GrpcMetrics, grpc_type: GrpcType, full_method: str | bytes):
+        service, method = split_method(full_method)
+        self._metrics = metrics
+        self._labels = (grpc_type, service, method)
+        self._started = time.perf_counter()
+        self._done = False
+        metrics.started.labels(*self._labels).inc()
+
+    def received(self) -> None:
+        self._metrics.msg_received.labels(*self._labels).inc()
+
+    def sent(self) -> None:
+        self._metrics.msg_sent.labels(*self._labels).inc()
+
+    def done(self, code: grpc.StatusCode) -> None:
+        """Record the outcome once (later calls are ignored)."""
+        if self._done:
+            return
+        self._done = True
+        elapsed = time.perf_counter() - self._started
+        self._metrics.handled.labels(*self._labels, code.name).inc()
+        self._metrics.handling_seconds.labels(*self._labels).observe(
+            elapsed, exemplar=trace_exemplar()
+        )

@@ -1,0 +1,139 @@
+"""Server interceptor feeding :class:`GrpcMetrics` (``grpc_server_*``).
+
+Place it inside the OpenTelemetry interceptor (so latency exemplars carry the server
+span's trace id) and outside the error-mapping interceptor (so it sees the final
+status code, e.g. INVALID_ARGUMENT from a domain ``InvalidArgument``)::
+
+    grpc.aio.server(interceptors=[otel, MetricsServerInterceptor(m), ServerInterceptor()])
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from switchboard_server.observability.metrics import (
+    GrpcMetrics,
+    GrpcType,
+    RpcMeter,
+    grpc_type_of,
+    status_code_of,
+)
+
+
+def _final_code(
+    context: grpc.aio.ServicerContext[Any, Any], exc: BaseException | None
+) -> grpc.StatusCode:
+    code = status_code_of(context.code())
+    if code is not None:
+        return code
+    if exc is None:
+        return grpc.StatusCode.OK
+    if isinstance(exc, Exception):  # incl. grpc.aio.AbortError without a code
+        return grpc.StatusCode.UNKNOWN
+    return grpc.StatusCode.CANCELLED  # asyncio.CancelledError and friends
+
+
+async def _counted(requests: AsyncIterator[Any], meter: RpcMeter) -> AsyncIterator[Any]:
+    async for request in requests:
+        meter.received()
+        yield request
+
+
+def _wrap(
+    metrics: GrpcMetrics,
+    full_method: str,
+    grpc_type: GrpcType,
+    inner: Callable[..., Any],
+    *,
+    request_streaming: bool,
+    response_streaming: bool,
+) -> Callable[..., Any]:
+    def begin(request: Any) -> tuple[RpcMeter, Any]:
+        meter = metrics.start(grpc_type, full_method)
+        if request_streaming:
+            return meter, _counted(request, meter)
+        meter.received()
+        return meter, request
+
+    if response_streaming:
+
+        async def streaming(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            meter, request = begin(request)
+            error: BaseException | None = None
+            try:
+                async for item in inner(request, context):
+                    meter.sent()
+                    yield item
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                meter.done(_final_code(context, error))
+
+        return streaming
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        meter, request = begin(request)
+        error: BaseException | None = None
+        try:
+            response = await inner(request, context)
+            meter.sent()
+            return response
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            meter.done(_final_code(context, error))
+
+    return unary
+
+
+class MetricsServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Counts started/handled RPCs, messages and latency for every handler kind."""
+
+    def __init__(self, metrics: GrpcMetrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        req, resp = handler.request_streaming, handler.response_streaming
+        grpc_type = grpc_type_of(req, resp)
+        options = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        behavior: Any = (
+            handler.unary_unary
+            or handler.unary_stream
+            or handler.stream_unary
+            or handler.stream_stream
+        )
+        wrapped = _wrap(
+            self._metrics,
+            method,
+            grpc_type,
+            behavior,
+            request_streaming=req,
+            response_streaming=resp,
+        )
+        factory = {
+            "unary": grpc.unary_unary_rpc_method_handler,
+            "server_stream": grpc.unary_stream_rpc_method_handler,
+            "client_stream": grpc.stream_unary_rpc_method_handler,
+            "bidi_stream": grpc.stream_stream_rpc_method_handler,
+        }[grpc_type]
+        return factory(wrapped, **options)

@@ -1,0 +1,81 @@
+"""Tracer provider from settings, and a helper for domain spans.
+
+* Sampling: parent-based ratio (``SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO``): a sampled
+  caller (W3C ``traceparent`` from Envoy or another service) is always followed.
+* Export: OTLP/gRPC to ``SWITCHBOARD_OBS_OTLP_ENDPOINT``; empty means off (spans are
+  still created, so trace ids still appear in logs and exemplars).
+
+Domain spans (no grpc import needed)::
+
+    with domain_span(runtime.tracer_provider, "classify", intent_l1="billing",
+                     confidence_bucket="0.8-0.9") as span:
+        ...
+        span.set_attribute("degraded", False)
+
+Attribute values must be bounded and never user text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.util.types import AttributeValue
+
+from switchboard_server.observability.settings import ObservabilitySettings
+
+TRACER_NAME = "switchboard"
+
+
+def service_resource_name(service: str) -> str:
+    """The ``service.name`` resource attribute of a Switchboard service."""
+    return f"switchboard-{service}"
+
+
+def build_tracer_provider(
+    settings: ObservabilitySettings,
+    service: str,
+    *,
+    exporter: SpanExporter | None = None,
+) -> TracerProvider:
+    """A provider for ``service`` with the configured sampler and (optional) exporter.
+
+    ``exporter`` overrides the OTLP exporter (tests pass an in-memory one).
+    """
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_resource_name(service)}),
+        sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
+    )
+    if exporter is None and settings.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(
+            endpoint=settings.otlp_endpoint, insecure=True, timeout=settings.otlp_timeout_s
+        )
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def confidence_bucket(confidence: float) -> str:
+    """A bounded label for a confidence in [0, 1]: '0.0-0.1' ... '0.9-1.0'."""
+    tenth = min(max(int(confidence * 10), 0), 9)
+    return f"{tenth / 10:.1f}-{(tenth + 1) / 10:.1f}"
+
+
+@contextmanager
+def domain_span(
+    tracer_provider: trace.TracerProvider, name: str, **attributes: AttributeValue
+) -> Iterator[trace.Span]:
+    """An INTERNAL span ``name`` (child of the current span) with ``attributes``.
+
+    Exceptions are recorded and set the span status to ERROR, then re-raised.
+    """
+    tracer = tracer_provider.get_tracer(TRACER_NAME)
+    with tracer.start_as_current_span(name, attributes=attributes) as span:
+        yield span
