@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -20,4 +22,65 @@ class OrchestrationSettings(BaseSettings):
     context_target: str = Field(
         default="127.0.0.1:50052",
         description="Where to reach context (the sidecar's egress listener in the mesh).",
+    )
+    deadline_margin_ms: float = Field(
+        default=10.0,
+        ge=0,
+        le=10_000,
+        description="Kept back from the incoming deadline for composing and answering; "
+        "outbound calls get the remaining time minus this margin.",
+    )
+    classify_timeout_ms: float = Field(
+        default=1000.0, gt=0, le=60_000, description="Longest wait for Classify."
+    )
+    context_timeout_ms: float = Field(
+        default=1000.0, gt=0, le=60_000, description="Longest wait for GetContext."
+    )
+    memory_timeout_ms: float = Field(
+        default=2000.0, gt=0, le=60_000, description="Longest wait for AppendMemory."
+    )
+    max_context_results: int = Field(
+        default=5, ge=1, le=50, description="Context sources retrieved when the request says 0."
+    )
+    max_context_chars: int = Field(
+        default=2000, ge=0, le=65536, description="Size budget asked of GetContext (0: default)."
+    )
+    alternatives_offered: int = Field(
+        default=3, ge=0, le=20, description="Alternatives asked of Classify and offered when OOS."
+    )
+    fallback_intent: str = Field(
+        default="general/fallback",
+        description="Intent reported when classification is unavailable.",
+    )
+    min_citation_relevance: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Least relevance of a knowledge passage the default composer cites.",
+    )
+    reply_chunk_chars: int = Field(
+        default=48, ge=1, le=4096, description="Target size of ChatStream reply chunks."
+    )
+    conversation_page_size: int = Field(
+        default=20, ge=1, le=100, description="GetConversation page size when the request says 0."
+    )
+    composer: Literal["rules", "llm"] = Field(
+        default="rules",
+        description="Reply composer: intent-aware rules, or an OpenAI-compatible LLM "
+        "(falls back to rules, flagged degraded, when the LLM fails).",
+    )
+    llm_base_url: str = Field(
+        default="http://127.0.0.1:11434/v1",
+        description="Base URL of the OpenAI-compatible API (POST {base}/chat/completions).",
+    )
+    llm_model: str = Field(default="gpt-4o-mini", description="Model name sent to the LLM API.")
+    llm_api_key: str = Field(default="", description="Bearer key for the LLM API; empty: none.")
+    llm_timeout_ms: float = Field(
+        default=5000.0, gt=0, le=120_000, description="Longest wait for the LLM API."
+    )
+    llm_max_tokens: int = Field(
+        default=256, ge=1, le=32_768, description="max_tokens sent to the LLM API."
+    )
+    llm_temperature: float = Field(
+        default=0.2, ge=0, le=2, description="temperature sent to the LLM API."
     )

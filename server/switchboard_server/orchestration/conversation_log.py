@@ -1,0 +1,144 @@
+"""The durable conversation log behind GetConversation: SQLite in the service's data dir.
+
+Each turn is committed (WAL, ``synchronous=FULL``) before the chat turn is answered.
+The index of a turn is assigned inside the insert, so concurrent turns of one
+session get distinct, gapless indices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+
+from switchboard_server.errors import Unavailable
+from switchboard_server.orchestration.model import Alternative, Intent, Turn, TurnPage
+from switchboard_server.orchestration.ports import DependencyFailed
+
+log = structlog.get_logger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS turns (
+    session_id     TEXT    NOT NULL,
+    idx            INTEGER NOT NULL,
+    user_message   TEXT    NOT NULL,
+    reply          TEXT    NOT NULL,
+    intent_json    TEXT    NOT NULL,
+    ts             TEXT    NOT NULL,
+    correlation_id TEXT    NOT NULL,
+    PRIMARY KEY (session_id, idx)
+) WITHOUT ROWID;
+"""
+
+_INSERT = """
+INSERT INTO turns (session_id, idx, user_message, reply, intent_json, ts, correlation_id)
+SELECT ?, COALESCE(MAX(idx) + 1, 0), ?, ?, ?, ?, ? FROM turns WHERE session_id = ?
+RETURNING idx
+"""
+
+
+def _intent_to_json(intent: Intent) -> str:
+    return json.dumps(asdict(intent), separators=(",", ":"))
+
+
+def _intent_from_json(text: str) -> Intent:
+    data = json.loads(text)
+    data["alternatives"] = tuple(Alternative(**a) for a in data.get("alternatives", ()))
+    return Intent(**data)
+
+
+class SqliteConversationLog:
+    """Turns of every session; open with :meth:`open`, close with :meth:`close`."""
+
+    FILE_NAME = "conversations.sqlite3"
+
+    def __init__(self, directory: Path) -> None:
+        self._path = directory / self.FILE_NAME
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(SCHEMA)
+        self._conn = conn
+
+    async def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise sqlite3.ProgrammingError("conversation log is not open")
+        return self._conn
+
+    async def append(self, session_id: str, turn: Turn) -> int:
+        try:
+            return await asyncio.to_thread(self._append, session_id, turn)
+        except sqlite3.Error as exc:
+            log.error("conversation_log.write_failed", error=type(exc).__name__)
+            raise DependencyFailed("STORAGE_ERROR") from exc
+
+    def _append(self, session_id: str, turn: Turn) -> int:
+        with self._lock:
+            conn = self._connection()
+            row = conn.execute(
+                _INSERT,
+                (
+                    session_id,
+                    turn.user_message,
+                    turn.reply,
+                    _intent_to_json(turn.intent),
+                    turn.timestamp.isoformat(),
+                    turn.correlation_id,
+                    session_id,
+                ),
+            ).fetchone()
+            return int(row[0])
+
+    async def page(self, session_id: str, start: int, size: int) -> TurnPage:
+        try:
+            return await asyncio.to_thread(self._page, session_id, start, size)
+        except sqlite3.Error as exc:
+            log.error("conversation_log.read_failed", error=type(exc).__name__)
+            raise Unavailable("the conversation log cannot be read now") from exc
+
+    def _page(self, session_id: str, start: int, size: int) -> TurnPage:
+        with self._lock:
+            conn = self._connection()
+            total = int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM turns WHERE session_id = ?", (session_id,)
+                ).fetchone()[0]
+            )
+            rows = conn.execute(
+                "SELECT idx, user_message, reply, intent_json, ts, correlation_id FROM turns "
+                "WHERE session_id = ? AND idx >= ? ORDER BY idx LIMIT ?",
+                (session_id, start, size + 1),
+            ).fetchall()
+        turns = tuple(
+            Turn(
+                index=int(r[0]),
+                user_message=r[1],
+                reply=r[2],
+                intent=_intent_from_json(r[3]),
+                timestamp=datetime.fromisoformat(r[4]),
+                correlation_id=r[5],
+            )
+            for r in rows[:size]
+        )
+        next_index = int(rows[size][0]) if len(rows) > size else None
+        return TurnPage(turns, next_index, total)

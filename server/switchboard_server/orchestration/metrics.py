@@ -1,0 +1,43 @@
+"""Domain metrics of the orchestration service (bounded labels only)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from switchboard_server.orchestration.model import ChatResult
+
+
+class ChatMetrics:
+    """Turns, degradations and stage durations, registered in the server's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.turns = Counter(
+            "switchboard_chat_turns_total",
+            "Chat turns answered, by whether any dependency degraded them.",
+            ["degraded"],
+            registry=registry,
+        )
+        self.degradations = Counter(
+            "switchboard_chat_degradations_total",
+            "Dependencies that failed during a chat turn.",
+            ["dependency", "reason"],
+            registry=registry,
+        )
+        self.stage_seconds = Histogram(
+            "switchboard_chat_stage_seconds",
+            "Wall time of each chat pipeline stage.",
+            ["stage"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
+
+    def observe(self, result: ChatResult) -> None:
+        self.turns.labels(degraded=str(bool(result.degraded)).lower()).inc()
+        for item in result.degraded:
+            self.degradations.labels(
+                dependency=item.dependency.name.lower(), reason=item.reason[:32]
+            ).inc()
+        for timing in result.timings:
+            self.stage_seconds.labels(stage=timing.stage.name.lower()).observe(
+                timing.duration_ms / 1000.0
+            )

@@ -1,0 +1,159 @@
+"""gRPC adapters for the peers: classification and context over ``grpc.aio`` channels.
+
+In the mesh the targets are the local sidecar's egress listener; in tests without
+Envoy they are the services themselves. Every call carries the deadline the pipeline
+computed and the turn's ``x-correlation-id``; trace context is added by the client
+interceptors passed in (OpenTelemetry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+import structlog
+
+from switchboard.classification.v1 import classification_service_pb2 as cls_pb
+from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
+from switchboard.context.v1 import context_service_pb2 as ctx_pb
+from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
+from switchboard_server.orchestration.model import (
+    Alternative,
+    Intent,
+    MemoryEntry,
+    Retrieved,
+    Source,
+    SourceKind,
+)
+from switchboard_server.orchestration.ports import DependencyFailed
+
+log = structlog.get_logger(__name__)
+
+_MEMORY_TYPES = {
+    "working": ctx_pb.MEMORY_TYPE_WORKING,
+    "episodic": ctx_pb.MEMORY_TYPE_EPISODIC,
+    "semantic": ctx_pb.MEMORY_TYPE_SEMANTIC,
+}
+
+
+def outbound_metadata() -> tuple[tuple[str, str], ...]:
+    """Metadata for an outbound call: the correlation id bound by the server interceptor."""
+    correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
+    return (("x-correlation-id", str(correlation_id)),) if correlation_id else ()
+
+
+def _failed(exc: grpc.aio.AioRpcError) -> DependencyFailed:
+    return DependencyFailed(exc.code().name)
+
+
+def intent_from_proto(c: cls_pb.Classification) -> Intent:
+    return Intent(
+        intent=c.intent,
+        confidence=c.confidence,
+        out_of_scope=c.out_of_scope,
+        l1=c.hierarchy.l1 or c.intent.split("/")[0],
+        alternatives=tuple(Alternative(a.intent, a.confidence) for a in c.alternatives),
+    )
+
+
+def source_from_proto(s: ctx_pb.Source) -> Source:
+    kind = SourceKind.KNOWLEDGE if s.kind == ctx_pb.SOURCE_KIND_KNOWLEDGE else SourceKind.MEMORY
+    return Source(
+        kind=kind,
+        id=s.id,
+        content=s.content,
+        relevance=s.relevance,
+        title=s.title,
+        metadata=dict(s.metadata),
+    )
+
+
+class GrpcClassifier:
+    """:class:`~switchboard_server.orchestration.ports.Classifier` over gRPC."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = cls_grpc.ClassificationServiceStub(channel)
+
+    async def classify(
+        self, text: str, session_id: str, *, threshold: float | None, top_k: int, budget_s: float
+    ) -> Intent:
+        options = cls_pb.ClassifyOptions(top_k=top_k)
+        if threshold is not None:
+            options.confidence_threshold = threshold
+        request = cls_pb.ClassifyRequest(text=text, session_id=session_id, options=options)
+        try:
+            response = await self._stub.Classify(
+                request, timeout=budget_s, metadata=outbound_metadata()
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _failed(exc) from exc
+        return intent_from_proto(response.classification)
+
+
+class GrpcContext:
+    """:class:`~switchboard_server.orchestration.ports.ContextPort` over gRPC."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = ctx_grpc.ContextServiceStub(channel)
+
+    async def get_context(
+        self, query: str, session_id: str, *, max_results: int, max_chars: int, budget_s: float
+    ) -> Retrieved:
+        request = ctx_pb.GetContextRequest(
+            query=query,
+            session_id=session_id,
+            max_results=max_results,
+            include_knowledge_base=True,
+            max_context_chars=max_chars,
+        )
+        try:
+            response = await self._stub.GetContext(
+                request, timeout=budget_s, metadata=outbound_metadata()
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _failed(exc) from exc
+        return Retrieved(tuple(source_from_proto(s) for s in response.sources), response.context)
+
+    async def append_memory(
+        self, session_id: str, entries: Sequence[MemoryEntry], *, budget_s: float
+    ) -> None:
+        request = ctx_pb.AppendMemoryRequest(
+            session_id=session_id,
+            entries=[
+                ctx_pb.MemoryEntry(
+                    type=_MEMORY_TYPES[e.kind], content=e.content, metadata=e.metadata
+                )
+                for e in entries
+            ],
+        )
+        try:
+            await self._stub.AppendMemory(request, timeout=budget_s, metadata=outbound_metadata())
+        except grpc.aio.AioRpcError as exc:
+            raise _failed(exc) from exc
+
+
+class Peers:
+    """Owns the channels to classification and context."""
+
+    def __init__(
+        self,
+        classification_target: str,
+        context_target: str,
+        *,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        max_message_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        self._channels = [
+            grpc.aio.insecure_channel(target, options=options, interceptors=list(interceptors))
+            for target in (classification_target, context_target)
+        ]
+        self.classifier = GrpcClassifier(self._channels[0])
+        self.context = GrpcContext(self._channels[1])
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close(None)

@@ -1,0 +1,299 @@
+"""The chat pipeline: classify and retrieve concurrently, compose, remember, respond.
+
+Deadlines: every outbound call gets ``min(stage timeout, caller's time left - margin)``.
+A dependency that fails degrades the turn (named in ``degraded``); only bad input
+(checked before the pipeline runs) or the caller's own deadline running out fails it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import structlog
+
+from switchboard_server.errors import DeadlineExceeded
+from switchboard_server.orchestration.model import (
+    ChatOptions,
+    ChatResult,
+    ComposeInput,
+    Composition,
+    Degradation,
+    Dependency,
+    Intent,
+    MemoryEntry,
+    Retrieved,
+    Stage,
+    StageEvent,
+    StageStatus,
+    StageTiming,
+    Turn,
+)
+from switchboard_server.orchestration.ports import (
+    DEADLINE_EXCEEDED,
+    Classifier,
+    Composer,
+    ContextPort,
+    ConversationLog,
+    DependencyFailed,
+)
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+U = TypeVar("U")
+EventSink = Callable[[StageEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """The numbers the pipeline needs (taken from OrchestrationSettings by the module)."""
+
+    margin_s: float = 0.010
+    classify_timeout_s: float = 1.0
+    context_timeout_s: float = 1.0
+    memory_timeout_s: float = 2.0
+    max_context_results: int = 5
+    max_context_chars: int = 2000
+    top_k: int = 3
+    fallback_intent: str = "general/fallback"
+
+
+class _Turn:
+    """Clock, deadline, events and degradations of one turn."""
+
+    def __init__(self, deadline: float | None, margin_s: float, sink: EventSink | None) -> None:
+        self.started = time.monotonic()
+        self.deadline = deadline
+        self.margin_s = margin_s
+        self.sink = sink
+        self.timings: list[StageTiming] = []
+        self.degraded: list[Degradation] = []
+
+    def elapsed_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000.0
+
+    def budget(self, stage_timeout: float) -> tuple[float, bool]:
+        """(timeout for an outbound call, whether the caller's deadline is what bounds it)."""
+        if self.deadline is None:
+            return stage_timeout, False
+        left = self.deadline - time.monotonic() - self.margin_s
+        if left <= 0:
+            raise DeadlineExceeded("the deadline expired before the turn could finish")
+        return (left, True) if left < stage_timeout else (stage_timeout, False)
+
+    def emit(self, stage: Stage, status: StageStatus, duration_ms: float = 0.0) -> None:
+        if self.sink is not None:
+            self.sink(StageEvent(stage, status, self.elapsed_ms(), duration_ms))
+
+    async def stage(
+        self,
+        stage: Stage,
+        dependency: Dependency | None,
+        limit_s: float,
+        call: Callable[[float], Awaitable[T]],
+    ) -> T | None:
+        """Run one outbound stage; None (and a degradation) when the dependency failed."""
+        self.emit(stage, StageStatus.STARTED)
+        begun = time.monotonic()
+        budget, bound_by_caller = self.budget(limit_s)
+        try:
+            result: T | None = await call(budget)
+            status = StageStatus.FINISHED
+        except DependencyFailed as exc:
+            if exc.reason == DEADLINE_EXCEEDED and bound_by_caller:
+                raise DeadlineExceeded(
+                    "the deadline expired while waiting for a dependency"
+                ) from exc
+            if dependency is not None:
+                self.degraded.append(Degradation(dependency, exc.reason))
+            log.warning("chat.dependency_failed", stage=stage.name, reason=exc.reason)
+            result, status = None, StageStatus.FAILED
+        duration = (time.monotonic() - begun) * 1000.0
+        self.timings.append(StageTiming(stage, duration))
+        self.emit(stage, status, duration)
+        return result
+
+
+class ChatPipeline:
+    """One chat turn end to end; collaborators come in through the constructor."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        context: ContextPort,
+        composer: Composer,
+        conversation_log: ConversationLog,
+        config: PipelineConfig,
+        *,
+        fallback_composer: Composer | None = None,
+    ) -> None:
+        self._classifier = classifier
+        self._context = context
+        self._composer = composer
+        self._fallback_composer = fallback_composer
+        self._log = conversation_log
+        self._config = config
+
+    async def run(
+        self,
+        message: str,
+        session_id: str,
+        options: ChatOptions,
+        *,
+        correlation_id: str,
+        deadline: float | None = None,
+        on_event: EventSink | None = None,
+    ) -> ChatResult:
+        """Answer ``message``; ``deadline`` is a ``time.monotonic()`` instant or None."""
+        cfg = self._config
+        turn = _Turn(deadline, cfg.margin_s, on_event)
+        turn.budget(0.0)  # fail fast if the caller's time is already gone
+        max_results = options.max_context_results or cfg.max_context_results
+
+        async def classify(budget_s: float) -> Intent:
+            return await self._classifier.classify(
+                message,
+                session_id,
+                threshold=options.confidence_threshold,
+                top_k=cfg.top_k,
+                budget_s=budget_s,
+            )
+
+        async def retrieve(budget_s: float) -> Retrieved:
+            return await self._context.get_context(
+                message,
+                session_id,
+                max_results=max_results,
+                max_chars=cfg.max_context_chars,
+                budget_s=budget_s,
+            )
+
+        intent, retrieved = await both(
+            turn.stage(Stage.CLASSIFY, Dependency.CLASSIFICATION, cfg.classify_timeout_s, classify),
+            turn.stage(Stage.RETRIEVE, Dependency.CONTEXT, cfg.context_timeout_s, retrieve),
+        )
+        if intent is None:
+            intent = Intent(
+                intent=cfg.fallback_intent,
+                confidence=0.0,
+                l1=cfg.fallback_intent.split("/")[0],
+                fallback=True,
+            )
+        retrieved = retrieved or Retrieved()
+        composition = await self._compose(
+            turn, ComposeInput(message, intent, retrieved, session_id)
+        )
+        turn_index = await self._remember(
+            turn, message, session_id, options, intent, composition, correlation_id
+        )
+        return ChatResult(
+            reply=composition.reply,
+            intent=intent,
+            sources=retrieved.sources,
+            cited=composition.cited,
+            degraded=tuple(turn.degraded),
+            timings=tuple(turn.timings),
+            correlation_id=correlation_id,
+            session_id=session_id,
+            turn_index=turn_index,
+            total_ms=turn.elapsed_ms(),
+        )
+
+    async def _compose(self, turn: _Turn, request: ComposeInput) -> Composition:
+        turn.emit(Stage.COMPOSE, StageStatus.STARTED)
+        begun = time.monotonic()
+        try:
+            composition = await self._composer.compose(request)
+            status = StageStatus.FINISHED
+        except DependencyFailed as exc:
+            if self._fallback_composer is None:
+                raise
+            turn.degraded.append(Degradation(Dependency.COMPOSER, exc.reason))
+            log.warning("chat.composer_failed", reason=exc.reason)
+            composition = await self._fallback_composer.compose(request)
+            status = StageStatus.FAILED
+        duration = (time.monotonic() - begun) * 1000.0
+        turn.timings.append(StageTiming(Stage.COMPOSE, duration))
+        turn.emit(Stage.COMPOSE, status, duration)
+        return composition
+
+    async def _remember(
+        self,
+        turn: _Turn,
+        message: str,
+        session_id: str,
+        options: ChatOptions,
+        intent: Intent,
+        composition: Composition,
+        correlation_id: str,
+    ) -> int:
+        """Write memory (unless skipped) and the conversation log, concurrently."""
+        turn.emit(Stage.REMEMBER, StageStatus.STARTED)
+        begun = time.monotonic()
+        failures_before = len(turn.degraded)
+        record = Turn(
+            index=-1,
+            user_message=message,
+            reply=composition.reply,
+            intent=intent,
+            timestamp=datetime.now(UTC),
+            correlation_id=correlation_id,
+        )
+
+        async def write_log() -> int:
+            try:
+                return await self._log.append(session_id, record)
+            except DependencyFailed as exc:
+                turn.degraded.append(Degradation(Dependency.CONVERSATION_LOG, exc.reason))
+                log.warning("chat.conversation_log_failed", reason=exc.reason)
+                return -1
+
+        async def write_memory() -> None:
+            if options.skip_memory:
+                return
+            entries = memory_entries(message, composition.reply, intent)
+            budget, bound_by_caller = turn.budget(self._config.memory_timeout_s)
+            try:
+                await self._context.append_memory(session_id, entries, budget_s=budget)
+            except DependencyFailed as exc:
+                if exc.reason == DEADLINE_EXCEEDED and bound_by_caller:
+                    raise DeadlineExceeded("the deadline expired while writing memory") from exc
+                turn.degraded.append(Degradation(Dependency.MEMORY, exc.reason))
+                log.warning("chat.memory_write_failed", reason=exc.reason)
+
+        index, _ = await both(write_log(), write_memory())
+        duration = (time.monotonic() - begun) * 1000.0
+        turn.timings.append(StageTiming(Stage.REMEMBER, duration))
+        failed = len(turn.degraded) > failures_before
+        turn.emit(Stage.REMEMBER, StageStatus.FAILED if failed else StageStatus.FINISHED, duration)
+        return index
+
+
+async def both(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:
+    """Run two awaitables concurrently; if one fails (or we are cancelled) cancel the other."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            a = group.create_task(_run(first))
+            b = group.create_task(_run(second))
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return a.result(), b.result()
+
+
+async def _run(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def memory_entries(message: str, reply: str, intent: Intent) -> list[MemoryEntry]:
+    """Working memory gets both sides of the turn; episodic memory gets the exchange."""
+    meta = {"intent": intent.intent}
+    return [
+        MemoryEntry("working", message, {**meta, "role": "user"}),
+        MemoryEntry("working", reply, {**meta, "role": "assistant"}),
+        MemoryEntry("episodic", f"User: {message}\nAssistant: {reply}", meta),
+    ]

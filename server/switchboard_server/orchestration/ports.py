@@ -1,0 +1,69 @@
+"""What the pipeline needs from the outside world, as small Protocols.
+
+The gRPC adapters live in ``peers.py``; tests plug in fakes. A port raises
+:class:`DependencyFailed` with an UPPER_SNAKE reason (``UNAVAILABLE``,
+``DEADLINE_EXCEEDED``, ...) when its call fails; the pipeline degrades the turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from switchboard_server.orchestration.model import (
+    ComposeInput,
+    Composition,
+    Intent,
+    MemoryEntry,
+    Retrieved,
+    Turn,
+    TurnPage,
+)
+
+DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+
+
+class DependencyFailed(Exception):
+    """A call to a dependency failed; ``reason`` is short and UPPER_SNAKE."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Classifier(Protocol):
+    """The classification service."""
+
+    async def classify(
+        self, text: str, session_id: str, *, threshold: float | None, top_k: int, budget_s: float
+    ) -> Intent: ...
+
+
+class ContextPort(Protocol):
+    """The context service: retrieval and memory."""
+
+    async def get_context(
+        self, query: str, session_id: str, *, max_results: int, max_chars: int, budget_s: float
+    ) -> Retrieved: ...
+
+    async def append_memory(
+        self, session_id: str, entries: Sequence[MemoryEntry], *, budget_s: float
+    ) -> None: ...
+
+
+class Composer(Protocol):
+    """Turns a verdict and context into a reply."""
+
+    async def compose(self, request: ComposeInput) -> Composition: ...
+
+
+class ConversationLog(Protocol):
+    """Durable log of the turns of every session."""
+
+    async def append(self, session_id: str, turn: Turn) -> int:
+        """Store the turn durably; return its index in the session."""
+        ...
+
+    async def page(self, session_id: str, start: int, size: int) -> TurnPage:
+        """Turns ``start`` .. ``start + size - 1`` of the session, oldest first."""
+        ...
