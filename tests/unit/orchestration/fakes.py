@@ -1,0 +1,98 @@
+"""In-memory fakes of the pipeline's ports."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from switchboard_server.orchestration.model import (
+    Intent,
+    MemoryEntry,
+    Retrieved,
+    Source,
+    SourceKind,
+    Turn,
+    TurnPage,
+)
+from switchboard_server.orchestration.ports import DependencyFailed
+
+PASSAGE = Source(
+    SourceKind.KNOWLEDGE,
+    "switchboard-overview#0",
+    "Switchboard is a gRPC service mesh for conversational assistants. It routes chat.",
+    0.8,
+    title="Switchboard overview",
+)
+
+
+@dataclass
+class FakeClassifier:
+    intent: Intent = field(default_factory=lambda: Intent("alarm/set", 0.9, l1="alarm"))
+    fail: str | None = None
+    delay: float = 0.0
+    budgets: list[float] = field(default_factory=list)
+    cancelled: bool = False
+
+    async def classify(
+        self, text: str, session_id: str, *, threshold: float | None, top_k: int, budget_s: float
+    ) -> Intent:
+        self.budgets.append(budget_s)
+        try:
+            await asyncio.sleep(min(self.delay, budget_s) if self.delay else 0)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        if self.delay > budget_s:
+            raise DependencyFailed("DEADLINE_EXCEEDED")
+        if self.fail:
+            raise DependencyFailed(self.fail)
+        return self.intent
+
+
+@dataclass
+class FakeContext:
+    sources: tuple[Source, ...] = (PASSAGE,)
+    fail_get: str | None = None
+    fail_append: str | None = None
+    delay: float = 0.0
+    appended: list[tuple[str, list[MemoryEntry]]] = field(default_factory=list)
+    budgets: list[float] = field(default_factory=list)
+
+    async def get_context(
+        self, query: str, session_id: str, *, max_results: int, max_chars: int, budget_s: float
+    ) -> Retrieved:
+        self.budgets.append(budget_s)
+        if self.delay:
+            await asyncio.sleep(min(self.delay, budget_s))
+            if self.delay > budget_s:
+                raise DependencyFailed("DEADLINE_EXCEEDED")
+        if self.fail_get:
+            raise DependencyFailed(self.fail_get)
+        return Retrieved(self.sources[:max_results])
+
+    async def append_memory(
+        self, session_id: str, entries: Sequence[MemoryEntry], *, budget_s: float
+    ) -> None:
+        if self.fail_append:
+            raise DependencyFailed(self.fail_append)
+        self.appended.append((session_id, list(entries)))
+
+
+@dataclass
+class MemoryLog:
+    turns: dict[str, list[Turn]] = field(default_factory=dict)
+    fail: bool = False
+
+    async def append(self, session_id: str, turn: Turn) -> int:
+        if self.fail:
+            raise DependencyFailed("STORAGE_ERROR")
+        turns = self.turns.setdefault(session_id, [])
+        turns.append(replace(turn, index=len(turns)))
+        return len(turns) - 1
+
+    async def page(self, session_id: str, start: int, size: int) -> TurnPage:
+        turns = self.turns.get(session_id, [])
+        chunk = tuple(turns[start : start + size])
+        nxt = start + size if start + size < len(turns) else None
+        return TurnPage(chunk, nxt, len(turns))

@@ -1,0 +1,194 @@
+"""The OpenAI-compatible LLM composer against a local HTTP server speaking that schema."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from switchboard_server.orchestration.llm import LLMComposer, LLMConfig
+from switchboard_server.orchestration.model import (
+    ChatOptions,
+    ComposeInput,
+    Dependency,
+    Intent,
+    Retrieved,
+)
+from switchboard_server.orchestration.pipeline import ChatPipeline, PipelineConfig
+from switchboard_server.orchestration.ports import DependencyFailed
+
+from .fakes import PASSAGE, FakeClassifier, FakeContext, MemoryLog
+from .test_pipeline import rules
+
+
+@dataclass
+class Script:
+    """What the fake API answers next, and what it received."""
+
+    status: int = 200
+    body: Any = None
+    delay: float = 0.0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+
+
+def completion(content: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "test-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    }
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[str, Script]]:
+    script = Script()
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            if self.path != "/v1/chat/completions":
+                self.send_error(404)
+                return
+            length = int(self.headers["Content-Length"])
+            script.requests.append(json.loads(self.rfile.read(length)))
+            script.headers.append(dict(self.headers))
+            if script.delay:
+                release.wait(script.delay)
+            payload = json.dumps(script.body).encode()
+            self.send_response(script.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1", script
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def composer(base_url: str, timeout_s: float = 2.0) -> LLMComposer:
+    return LLMComposer(
+        LLMConfig(
+            base_url=base_url,
+            model="test-model",
+            api_key="sk-test",
+            timeout_s=timeout_s,
+            max_tokens=64,
+            temperature=0.0,
+        )
+    )
+
+
+REQUEST = ComposeInput(
+    "What is Switchboard?", Intent("qa/definition", 0.7, l1="qa"), Retrieved((PASSAGE,))
+)
+
+
+async def test_request_follows_the_chat_completions_schema(api: tuple[str, Script]) -> None:
+    url, script = api
+    script.body = completion(f"It is a gRPC mesh [{PASSAGE.id}].")
+    llm = composer(url)
+    try:
+        result = await llm.compose(REQUEST)
+    finally:
+        await llm.aclose()
+    assert result.reply == f"It is a gRPC mesh [{PASSAGE.id}]."
+    assert result.cited == {PASSAGE.id}
+    sent = script.requests[0]
+    assert sent["model"] == "test-model"
+    assert sent["max_tokens"] == 64
+    assert sent["temperature"] == 0.0
+    assert [m["role"] for m in sent["messages"]] == ["system", "user"]
+    assert sent["messages"][1]["content"] == "What is Switchboard?"
+    assert PASSAGE.id in sent["messages"][0]["content"]
+    assert script.headers[0]["Authorization"] == "Bearer sk-test"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (500, {"error": {"message": "boom"}}, "UNAVAILABLE"),
+        (429, {"error": {"message": "slow down"}}, "RESOURCE_EXHAUSTED"),
+        (200, {"choices": []}, "BAD_RESPONSE"),
+        (200, completion("   "), "BAD_RESPONSE"),
+    ],
+)
+async def test_api_failures_raise_dependency_failed(
+    api: tuple[str, Script], status: int, body: Any, reason: str
+) -> None:
+    url, script = api
+    script.status, script.body = status, body
+    llm = composer(url)
+    try:
+        with pytest.raises(DependencyFailed) as failed:
+            await llm.compose(REQUEST)
+    finally:
+        await llm.aclose()
+    assert failed.value.reason == reason
+
+
+async def test_timeout_and_refused_connection(api: tuple[str, Script]) -> None:
+    url, script = api
+    script.body, script.delay = completion("late"), 2.0
+    llm = composer(url, timeout_s=0.1)
+    try:
+        with pytest.raises(DependencyFailed) as late:
+            await llm.compose(REQUEST)
+    finally:
+        await llm.aclose()
+    assert late.value.reason == "DEADLINE_EXCEEDED"
+    refused = composer("http://127.0.0.1:9/v1")
+    try:
+        with pytest.raises(DependencyFailed) as down:
+            await refused.compose(REQUEST)
+    finally:
+        await refused.aclose()
+    assert down.value.reason == "UNAVAILABLE"
+
+
+async def test_pipeline_falls_back_to_rules_when_the_llm_fails(api: tuple[str, Script]) -> None:
+    url, script = api
+    script.status, script.body = 503, {"error": {"message": "overloaded"}}
+    llm = composer(url)
+    pipeline = ChatPipeline(
+        FakeClassifier(),
+        FakeContext(),
+        llm,
+        MemoryLog(),
+        PipelineConfig(),
+        fallback_composer=rules(),
+    )
+    try:
+        result = await pipeline.run("wake me at 7", "s1", ChatOptions(), correlation_id="c")
+    finally:
+        await llm.aclose()
+    assert [(d.dependency, d.reason) for d in result.degraded] == [
+        (Dependency.COMPOSER, "UNAVAILABLE")
+    ]
+    assert "alarm" in result.reply
