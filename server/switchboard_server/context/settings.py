@@ -9,9 +9,80 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ContextSettings(BaseSettings):
-    """Memory caps, storage backend, ranking and cache."""
+    """Memory caps, storage backend, knowledge base, ranking and cache."""
 
-    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_CONTEXT_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="SWITCHBOARD_CONTEXT_", frozen=True, extra="ignore"
+    )
 
     store: Literal["sqlite", "redis"] = Field(default="sqlite", description="Storage backend.")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL.")
+    redis_key_prefix: str = Field(
+        default="switchboard:context:",
+        min_length=1,
+        max_length=64,
+        description="Prefix of every Redis key the context service writes.",
+    )
+    redis_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="Socket timeout of Redis commands, in seconds."
+    )
+    sqlite_filename: str = Field(
+        default="context.sqlite3",
+        min_length=1,
+        description="SQLite database file inside the service's data directory.",
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="SQLite synchronous mode: FULL fsyncs every commit (survives power loss); "
+        "NORMAL survives a killed process but not a power loss.",
+    )
+    working_cap: int = Field(
+        default=10, ge=1, le=100_000, description="Most working-memory entries per session."
+    )
+    episodic_cap: int = Field(
+        default=50, ge=1, le=100_000, description="Most episodic-memory entries per session."
+    )
+    semantic_cap: int = Field(
+        default=100, ge=1, le=100_000, description="Most semantic-memory entries per session."
+    )
+    max_document_bytes: int = Field(
+        default=65_536, ge=64, le=4_194_304, description="Largest document text, in bytes."
+    )
+    max_title_bytes: int = Field(
+        default=512, ge=16, le=65_536, description="Largest document title, in bytes."
+    )
+    max_documents_per_request: int = Field(
+        default=64, ge=1, le=10_000, description="Most documents in one IngestDocuments call."
+    )
+    passage_max_chars: int = Field(
+        default=700,
+        ge=64,
+        le=65_536,
+        description="Long document text is split into passages of at most this many characters.",
+    )
+    default_max_results: int = Field(
+        default=8, ge=1, le=50, description="Sources returned when a request asks for 0."
+    )
+    default_max_context_chars: int = Field(
+        default=4000,
+        ge=64,
+        le=65_536,
+        description="Size budget of the context block when a request asks for 0.",
+    )
+    candidate_limit: int = Field(
+        default=200,
+        ge=10,
+        le=100_000,
+        description="Knowledge passages scored per query after the lexical pre-selection.",
+    )
+    cache_ttl_s: float = Field(
+        default=60.0, ge=0, le=86_400, description="Lifetime of a cached context; 0 disables."
+    )
+    cache_max_entries: int = Field(
+        default=4096, ge=0, le=1_000_000, description="Most cached contexts (LRU); 0 disables."
+    )
+    seed_default_knowledge: bool = Field(
+        default=True,
+        description="On first start with an empty store, ingest the built-in knowledge base "
+        "that describes Switchboard.",
+    )

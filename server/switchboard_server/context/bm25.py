@@ -1,0 +1,116 @@
+"""BM25 with scores normalised to [0, 1].
+
+A raw BM25 score depends on the corpus, so it is divided by the best score the
+query could reach in that corpus (every term saturated)::
+
+    relevance = sum_t idf(t) * tf(t)*(k1+1) / (tf(t) + k1*(1-b+b*dl/avgdl))
+                / sum_t idf(t) * (k1+1)
+
+i.e. the share of the query's weight a text matches. Two idf variants:
+
+* ``fts5_idf`` is SQLite FTS5's (``ln((N-n+0.5)/(n+0.5))``, floored at 1e-6): the
+  knowledge base uses it in both backends, so Redis ranks like SQLite's ``bm25()``.
+* ``smooth_idf`` (``ln(1+(N-n+0.5)/(n+0.5))``, always positive) is used for the
+  handful of memory entries of one session, where the FTS5 variant would zero a term
+  found in most entries.
+
+k1 and b are FTS5's fixed values so that both backends agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+
+K1 = 1.2
+B = 0.75
+FTS5_MIN_IDF = 1e-6
+
+Idf = Callable[[int, int], float]
+
+
+def fts5_idf(total: int, containing: int) -> float:
+    """SQLite FTS5's idf for a corpus of ``total`` texts, ``containing`` of which match."""
+    value = math.log((total - containing + 0.5) / (containing + 0.5))
+    return max(value, FTS5_MIN_IDF)
+
+
+def smooth_idf(total: int, containing: int) -> float:
+    """Always-positive idf for small corpora."""
+    return math.log(1.0 + (total - containing + 0.5) / (containing + 0.5))
+
+
+def saturation(tf: float, length: float, avg_length: float) -> float:
+    """The tf part of BM25, in [0, k1+1)."""
+    if tf <= 0:
+        return 0.0
+    norm = 1.0 - B + B * (length / avg_length if avg_length > 0 else 1.0)
+    return tf * (K1 + 1.0) / (tf + K1 * norm)
+
+
+def max_score(idfs: Sequence[float]) -> float:
+    """The score of a text that saturates every query term."""
+    return sum(idfs) * (K1 + 1.0)
+
+
+def normalise(score: float, idfs: Sequence[float]) -> float:
+    """``score`` as a share of ``max_score(idfs)``, clamped to [0, 1]."""
+    top = max_score(idfs)
+    if top <= 0:
+        return 0.0
+    return min(1.0, max(0.0, score / top))
+
+
+class Corpus:
+    """BM25 over an in-memory set of texts given as term lists."""
+
+    def __init__(self, documents: Mapping[str, Sequence[str]], idf: Idf = smooth_idf) -> None:
+        self._tf = {key: Counter(terms) for key, terms in documents.items()}
+        self._length = {key: len(terms) for key, terms in documents.items()}
+        total_length = sum(self._length.values())
+        self._avg = total_length / len(documents) if documents else 0.0
+        self._idf = idf
+        self._df: Counter[str] = Counter()
+        for counts in self._tf.values():
+            self._df.update(counts.keys())
+
+    def relevance(self, query: Sequence[str]) -> dict[str, float]:
+        """Normalised relevance of every text that matches at least one query term."""
+        total = len(self._tf)
+        idfs = [self._idf(total, self._df.get(term, 0)) for term in query]
+        result: dict[str, float] = {}
+        for key, counts in self._tf.items():
+            score = 0.0
+            for term, weight in zip(query, idfs, strict=True):
+                tf = counts.get(term, 0)
+                if tf:
+                    score += weight * saturation(tf, self._length[key], self._avg)
+            if score > 0:
+                result[key] = normalise(score, idfs)
+        return result
+
+
+def score_candidates(
+    query: Sequence[str],
+    document_frequency: Mapping[str, int],
+    total: int,
+    average_length: float,
+    candidates: Mapping[str, tuple[int, Mapping[str, int]]],
+    idf: Idf = fts5_idf,
+) -> dict[str, float]:
+    """Normalised relevance of candidates given as ``id -> (length, {term: tf})``.
+
+    Corpus statistics (``total`` texts, their ``average_length`` and each term's
+    ``document_frequency``) describe the whole corpus, not only the candidates.
+    """
+    idfs = [idf(total, document_frequency.get(term, 0)) for term in query]
+    result: dict[str, float] = {}
+    for key, (length, tfs) in candidates.items():
+        score = sum(
+            weight * saturation(tfs.get(term, 0), length, average_length)
+            for term, weight in zip(query, idfs, strict=True)
+        )
+        if score > 0:
+            result[key] = normalise(score, idfs)
+    return result

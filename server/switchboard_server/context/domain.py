@@ -1,0 +1,230 @@
+"""The context service's domain: memory, knowledge base, ranking and the cache.
+
+No gRPC here; the servicer validates requests and hands over domain values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
+
+import structlog
+
+from switchboard_server.context import text
+from switchboard_server.context.assembly import assemble, rank
+from switchboard_server.context.bm25 import Corpus
+from switchboard_server.context.cache import ResultCache
+from switchboard_server.context.metrics import ContextMetrics
+from switchboard_server.context.model import (
+    ALL_MEMORY_TYPES,
+    AppendResult,
+    ContextQuery,
+    ContextResult,
+    DeleteResult,
+    Document,
+    IngestResult,
+    MemoryStats,
+    MemoryType,
+    NewMemory,
+    Passage,
+    PreparedDocument,
+    Source,
+    SourceKind,
+)
+from switchboard_server.context.store.base import ContextStore
+
+log = structlog.get_logger(__name__)
+
+
+def hash_id(value: str) -> str:
+    """A short stable digest for logs: never log a session id in clear."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
+
+
+def prepare(document: Document, passage_max_chars: int) -> PreparedDocument:
+    """Split a document into passages with their index terms (title terms included)."""
+    title_terms = tuple(text.terms(document.title))
+    passages = tuple(
+        Passage(
+            id=f"{document.id}#{i}",
+            document_id=document.id,
+            ordinal=i,
+            title=document.title,
+            content=content,
+            terms=title_terms + tuple(text.terms(content)),
+        )
+        for i, content in enumerate(text.split_passages(document.text, passage_max_chars))
+    )
+    return PreparedDocument(document, passages)
+
+
+class ContextService:
+    """Answers GetContext and owns every write; the store and cache come in from outside."""
+
+    def __init__(
+        self,
+        store: ContextStore,
+        cache: ResultCache,
+        metrics: ContextMetrics,
+        *,
+        caps: Mapping[MemoryType, int],
+        passage_max_chars: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._metrics = metrics
+        self._caps = dict(caps)
+        self._passage_max_chars = passage_max_chars
+        self._clock = clock
+
+    # -- memory ---------------------------------------------------------------------
+
+    def _stats(self, counts: Mapping[MemoryType, int]) -> MemoryStats:
+        return MemoryStats(counts=dict(counts), caps=self._caps)
+
+    async def append_memory(self, session_id: str, entries: Sequence[NewMemory]) -> AppendResult:
+        prepared = [replace(e, terms=tuple(text.terms(e.content))) for e in entries]
+        result = await self._store.append_memory(session_id, prepared, self._clock())
+        for entry in entries:
+            self._metrics.appended.labels(memory_type=entry.type.value).inc()
+        for memory_type, count in result.evicted.items():
+            self._metrics.evicted.labels(memory_type=memory_type.value).inc(count)
+        for memory_type in {e.type for e in entries}:
+            self._metrics.session_memory.labels(memory_type=memory_type.value).observe(
+                result.counts.get(memory_type, 0)
+            )
+        log.debug(
+            "memory.appended",
+            session=hash_id(session_id),
+            entries=len(entries),
+            evicted=sum(result.evicted.values()),
+        )
+        return result
+
+    def stats_of(self, result: AppendResult) -> MemoryStats:
+        return self._stats(result.counts)
+
+    async def clear_memory(self, session_id: str, types: Collection[MemoryType]) -> int:
+        deleted = await self._store.clear_memory(session_id, types or ALL_MEMORY_TYPES)
+        log.info(
+            "memory.cleared",
+            session=hash_id(session_id),
+            types=sorted(t.value for t in types) or "all",
+            deleted=deleted,
+        )
+        return deleted
+
+    async def memory_stats(self, session_id: str) -> MemoryStats:
+        return self._stats(await self._store.memory_counts(session_id))
+
+    # -- knowledge base -------------------------------------------------------------
+
+    async def ingest(self, documents: Sequence[Document]) -> IngestResult:
+        prepared = [prepare(d, self._passage_max_chars) for d in documents]
+        result = await self._store.ingest(prepared, self._clock())
+        await self._refresh_knowledge_gauges()
+        log.info(
+            "knowledge.ingested",
+            documents=result.document_count,
+            passages=result.passage_count,
+            replaced=result.replaced_count,
+        )
+        return result
+
+    async def delete_documents(self, document_ids: Sequence[str]) -> DeleteResult:
+        result = await self._store.delete_documents(document_ids)
+        await self._refresh_knowledge_gauges()
+        log.info("knowledge.deleted", deleted=result.deleted_count, missing=len(result.missing_ids))
+        return result
+
+    async def _refresh_knowledge_gauges(self) -> None:
+        documents, passages = await self._store.knowledge_size()
+        self._metrics.documents.set(documents)
+        self._metrics.passages.set(passages)
+
+    async def seed(self, documents: Sequence[Document]) -> bool:
+        """Ingest the built-in knowledge base once per store; True when it did."""
+        if await self._store.is_seeded():
+            await self._refresh_knowledge_gauges()
+            return False
+        await self.ingest(documents)
+        await self._store.mark_seeded()
+        return True
+
+    # -- retrieval ------------------------------------------------------------------
+
+    async def get_context(self, query: ContextQuery) -> ContextResult:
+        started = time.perf_counter()
+        generations = await self._store.generations(query.session_id)
+        key = query.cache_key()
+        cached = self._cache.get(key, generations)
+        if cached is not None:
+            self._observe("hit", started)
+            return replace(cached, cache_hit=True)
+        result = await self._compute(query)
+        self._cache.put(key, generations, result)
+        self._observe("miss", started)
+        return result
+
+    async def warmup(self, queries: Sequence[ContextQuery]) -> int:
+        """Compute and cache each query; returns how many were computed."""
+        for query in queries:
+            generations = await self._store.generations(query.session_id)
+            self._cache.put(query.cache_key(), generations, await self._compute(query))
+        return len(queries)
+
+    def _observe(self, result: str, started: float) -> None:
+        self._metrics.cache.labels(result=result).inc()
+        self._metrics.retrieval.labels(cache=result).observe(time.perf_counter() - started)
+
+    async def _compute(self, query: ContextQuery) -> ContextResult:
+        terms = text.query_terms(query.query)
+        sources: list[Source] = []
+        recency: dict[str, int] = {}
+        stats: MemoryStats | None = None
+        if query.session_id:
+            records = await self._store.list_memory(query.session_id, query.memory_types)
+            if set(query.memory_types) == set(ALL_MEMORY_TYPES):
+                counts = dict.fromkeys(ALL_MEMORY_TYPES, 0)
+                for record in records:
+                    counts[record.type] += 1
+                stats = self._stats(counts)
+            else:
+                stats = await self.memory_stats(query.session_id)
+            relevance = Corpus({r.id: r.terms for r in records}).relevance(terms)
+            for record in records:
+                score = relevance.get(record.id, 0.0)
+                if score <= 0:
+                    continue
+                recency[record.id] = record.seq
+                sources.append(
+                    Source(
+                        kind=SourceKind.MEMORY,
+                        id=record.id,
+                        content=record.content,
+                        relevance=score,
+                        created_at=record.created_at,
+                        metadata=record.metadata,
+                        memory_type=record.type,
+                    )
+                )
+        if query.include_knowledge_base:
+            for hit in await self._store.search_knowledge(terms, query.max_results):
+                sources.append(
+                    Source(
+                        kind=SourceKind.KNOWLEDGE,
+                        id=hit.passage_id,
+                        content=hit.content,
+                        relevance=hit.relevance,
+                        created_at=hit.created_at,
+                        metadata=hit.metadata,
+                        document_id=hit.document_id,
+                        title=hit.title,
+                    )
+                )
+        ranked = rank(sources, recency)[: query.max_results]
+        context, kept = assemble(ranked, query.max_context_chars)
+        return ContextResult(context=context, sources=kept, stats=stats)

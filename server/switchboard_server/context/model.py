@@ -1,0 +1,175 @@
+"""Domain values of the context service (no gRPC, no storage)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class MemoryType(StrEnum):
+    """The three kinds of session memory."""
+
+    WORKING = "working"
+    EPISODIC = "episodic"
+    SEMANTIC = "semantic"
+
+
+ALL_MEMORY_TYPES: tuple[MemoryType, ...] = tuple(MemoryType)
+
+
+class SourceKind(StrEnum):
+    """Where a ranked source comes from."""
+
+    MEMORY = "memory"
+    KNOWLEDGE = "knowledge"
+
+
+@dataclass(frozen=True, slots=True)
+class NewMemory:
+    """One entry to append."""
+
+    type: MemoryType
+    content: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    terms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRecord:
+    """A stored memory entry; ``seq`` grows with every append (recency order)."""
+
+    id: str
+    type: MemoryType
+    content: str
+    metadata: Mapping[str, str]
+    created_at: float
+    seq: int
+    terms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryStats:
+    """Entries per type and the caps."""
+
+    counts: Mapping[MemoryType, int]
+    caps: Mapping[MemoryType, int]
+
+    def count(self, memory_type: MemoryType) -> int:
+        return self.counts.get(memory_type, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append did: ids in request order, counts after it, entries evicted."""
+
+    entry_ids: tuple[str, ...]
+    counts: Mapping[MemoryType, int]
+    evicted: Mapping[MemoryType, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A knowledge-base document as ingested."""
+
+    id: str
+    title: str
+    text: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A piece of a document; ``terms`` are its index terms (see ``text.terms``)."""
+
+    id: str
+    document_id: str
+    ordinal: int
+    title: str
+    content: str
+    terms: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedDocument:
+    """A document split into passages, ready to store."""
+
+    document: Document
+    passages: tuple[Passage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """Counts of one ingest."""
+
+    document_count: int
+    passage_count: int
+    replaced_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    """Counts of one delete."""
+
+    deleted_count: int
+    missing_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeHit:
+    """A passage found for a query, with its relevance in [0, 1]."""
+
+    passage_id: str
+    document_id: str
+    title: str
+    content: str
+    metadata: Mapping[str, str]
+    created_at: float
+    relevance: float
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A ranked source of the context block."""
+
+    kind: SourceKind
+    id: str
+    content: str
+    relevance: float
+    created_at: float
+    metadata: Mapping[str, str]
+    memory_type: MemoryType | None = None
+    document_id: str = ""
+    title: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ContextQuery:
+    """A validated GetContext request, with server defaults applied."""
+
+    query: str
+    session_id: str
+    memory_types: tuple[MemoryType, ...]
+    max_results: int
+    include_knowledge_base: bool
+    max_context_chars: int
+
+    def cache_key(self) -> tuple[object, ...]:
+        return (
+            " ".join(self.query.lower().split()),
+            self.session_id,
+            tuple(sorted(self.memory_types)),
+            self.max_results,
+            self.include_knowledge_base,
+            self.max_context_chars,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ContextResult:
+    """The answer to a ContextQuery."""
+
+    context: str
+    sources: tuple[Source, ...]
+    stats: MemoryStats | None
+    cache_hit: bool = False

@@ -1,0 +1,91 @@
+"""ContextModule: wires settings, store, cache, metrics and the servicer together."""
+
+from __future__ import annotations
+
+import grpc
+import structlog
+
+from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
+from switchboard_server.config import Settings
+from switchboard_server.context.cache import ResultCache
+from switchboard_server.context.domain import ContextService
+from switchboard_server.context.metrics import ContextMetrics
+from switchboard_server.context.model import MemoryType
+from switchboard_server.context.seed import default_documents
+from switchboard_server.context.servicer import ContextServicer
+from switchboard_server.context.store.base import ContextStore
+from switchboard_server.context.store.redis import RedisStore
+from switchboard_server.context.store.sqlite import SqliteStore
+from switchboard_server.service import Runtime
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME = "switchboard.context.v1.ContextService"
+
+
+def memory_caps(settings: Settings) -> dict[MemoryType, int]:
+    ctx = settings.context
+    return {
+        MemoryType.WORKING: ctx.working_cap,
+        MemoryType.EPISODIC: ctx.episodic_cap,
+        MemoryType.SEMANTIC: ctx.semantic_cap,
+    }
+
+
+def build_store(settings: Settings) -> ContextStore:
+    """The backend chosen by ``settings.context.store`` (no I/O until ``open``)."""
+    from switchboard_server.config import ServiceName
+
+    ctx = settings.context
+    caps = memory_caps(settings)
+    if ctx.store == "redis":
+        return RedisStore(
+            ctx.redis_url,
+            caps,
+            prefix=ctx.redis_key_prefix,
+            timeout_s=ctx.redis_timeout_s,
+            candidate_limit=ctx.candidate_limit,
+        )
+    path = settings.core.data_dir_for(ServiceName.CONTEXT) / ctx.sqlite_filename
+    return SqliteStore(path, caps, synchronous=ctx.sqlite_synchronous)
+
+
+class ContextModule:
+    """The context service as a ServiceModule."""
+
+    def __init__(self, runtime: Runtime, store: ContextStore | None = None) -> None:
+        self._runtime = runtime
+        self._settings = runtime.settings
+        self._store = store or build_store(runtime.settings)
+        self._metrics = ContextMetrics(runtime.metrics)
+        self._servicer = ContextServicer(runtime.settings)
+        self.service: ContextService | None = None
+
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        return (SERVICE_NAME,)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_ContextServiceServicer_to_server(self._servicer, server)
+
+    async def start(self) -> None:
+        ctx = self._settings.context
+        await self._store.open()
+        service = ContextService(
+            self._store,
+            ResultCache(ctx.cache_ttl_s, ctx.cache_max_entries),
+            self._metrics,
+            caps=memory_caps(self._settings),
+            passage_max_chars=ctx.passage_max_chars,
+        )
+        if ctx.seed_default_knowledge:
+            seeded = await service.seed(default_documents())
+            log.info("knowledge.seed", ingested=seeded)
+        self.service = service
+        self._servicer.attach(service)
+        log.info("context.ready", store=ctx.store)
+
+    async def stop(self) -> None:
+        self._servicer.attach(None)
+        self.service = None
+        await self._store.close()

@@ -1,0 +1,94 @@
+"""The storage interface every backend implements.
+
+A backend stores session memory and the knowledge base, and keeps two generation
+counters that the result cache uses: one per session (bumped by every append or
+clear of that session) and one for the knowledge base (bumped by every ingest or
+delete). A counter is bumped no earlier than the write it describes is visible, so
+a cached result tagged with the counters read *before* it was computed can never
+be served after a later write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from switchboard_server.context.model import (
+    AppendResult,
+    DeleteResult,
+    IngestResult,
+    KnowledgeHit,
+    MemoryRecord,
+    MemoryType,
+    NewMemory,
+    PreparedDocument,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Generations:
+    """Cache-validity counters: of one session and of the knowledge base."""
+
+    session: int
+    knowledge: int
+
+
+class ContextStore(Protocol):
+    """Durable memory + knowledge base. Writes are durable when the awaitable returns."""
+
+    async def open(self) -> None:
+        """Connect / create the schema. Called once before any other method."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+    async def append_memory(
+        self, session_id: str, entries: Sequence[NewMemory], now: float
+    ) -> AppendResult:
+        """Append in order, evicting the oldest entries of a type over its cap."""
+        ...
+
+    async def clear_memory(self, session_id: str, types: Collection[MemoryType]) -> int:
+        """Remove the session's entries of ``types``; returns how many."""
+        ...
+
+    async def memory_counts(self, session_id: str) -> Mapping[MemoryType, int]:
+        """Entries per type of the session."""
+        ...
+
+    async def list_memory(
+        self, session_id: str, types: Collection[MemoryType]
+    ) -> list[MemoryRecord]:
+        """The session's entries of ``types``, oldest first."""
+        ...
+
+    async def ingest(self, documents: Sequence[PreparedDocument], now: float) -> IngestResult:
+        """Add documents, replacing any with the same id; all or nothing."""
+        ...
+
+    async def delete_documents(self, document_ids: Sequence[str]) -> DeleteResult:
+        """Remove documents; all or nothing."""
+        ...
+
+    async def search_knowledge(self, query: Sequence[str], limit: int) -> list[KnowledgeHit]:
+        """At most ``limit`` passages matching the query terms, best first."""
+        ...
+
+    async def knowledge_size(self) -> tuple[int, int]:
+        """(documents, passages) in the knowledge base."""
+        ...
+
+    async def generations(self, session_id: str) -> Generations:
+        """Current cache-validity counters."""
+        ...
+
+    async def is_seeded(self) -> bool:
+        """Whether the built-in knowledge base was ingested once already."""
+        ...
+
+    async def mark_seeded(self) -> None:
+        """Record that the built-in knowledge base was ingested."""
+        ...

@@ -1,0 +1,271 @@
+"""Redis backend (``redis.asyncio``), for several replicas of the context service.
+
+Memory of a session is one list per type whose items are ``"<seq> <json>"``;
+appends, eviction and clears are single Lua scripts (atomic). The knowledge base
+keeps each passage's term frequencies in a hash and one sorted set per term
+(``passage -> tf``); a query takes the candidate passages of its terms and scores
+them with BM25 in Python using FTS5's formula, so it ranks like the SQLite backend.
+The cache counters are Redis keys, so every replica sees every write.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from switchboard_server.context import bm25
+from switchboard_server.context.model import (
+    ALL_MEMORY_TYPES,
+    AppendResult,
+    DeleteResult,
+    IngestResult,
+    KnowledgeHit,
+    MemoryRecord,
+    MemoryType,
+    NewMemory,
+    PreparedDocument,
+)
+from switchboard_server.context.store import redis_scripts
+from switchboard_server.context.store.base import Generations
+from switchboard_server.errors import Unavailable
+
+_TYPE_INDEX = {t: i + 1 for i, t in enumerate(ALL_MEMORY_TYPES)}
+
+
+class RedisStore:
+    """Knowledge base and memory in one Redis database under a key prefix."""
+
+    def __init__(
+        self,
+        url: str,
+        caps: Mapping[MemoryType, int],
+        *,
+        prefix: str = "switchboard:context:",
+        timeout_s: float = 2.0,
+        candidate_limit: int = 200,
+    ) -> None:
+        self._url = url
+        self._caps = dict(caps)
+        self._p = prefix
+        self._timeout = timeout_s
+        self._candidate_limit = candidate_limit
+        self._client: aioredis.Redis | None = None
+
+    # -- plumbing -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        client = aioredis.from_url(
+            self._url,
+            decode_responses=True,
+            socket_timeout=self._timeout,
+            socket_connect_timeout=self._timeout,
+        )
+        self._client = client
+        async with self._guard():
+            await client.ping()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def _r(self) -> aioredis.Redis:
+        assert self._client is not None, "store not open"
+        return self._client
+
+    @asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise Unavailable("context store unavailable", reason="STORE_UNAVAILABLE") from exc
+
+    def _memory_keys(self, session_id: str) -> list[str]:
+        return [f"{self._p}m:{{{session_id}}}:{t.value}" for t in ALL_MEMORY_TYPES]
+
+    def _session_gen_key(self, session_id: str) -> str:
+        return f"{self._p}g:{{{session_id}}}"
+
+    # -- memory ---------------------------------------------------------------------
+
+    async def append_memory(
+        self, session_id: str, entries: Sequence[NewMemory], now: float
+    ) -> AppendResult:
+        ids = tuple(uuid.uuid4().hex for _ in entries)
+        args: list[Any] = [self._caps[t] for t in ALL_MEMORY_TYPES]
+        for entry_id, entry in zip(ids, entries, strict=True):
+            payload = {
+                "id": entry_id,
+                "content": entry.content,
+                "metadata": dict(entry.metadata),
+                "created_at": now,
+                "terms": list(entry.terms),
+            }
+            args += [_TYPE_INDEX[entry.type], json.dumps(payload)]
+        keys = [
+            *self._memory_keys(session_id),
+            f"{self._p}seq:{{{session_id}}}",
+            self._session_gen_key(session_id),
+        ]
+        async with self._guard():
+            out = await self._r.eval(redis_scripts.APPEND_MEMORY, len(keys), *keys, *args)
+        evicted = {t: int(out[i]) for i, t in enumerate(ALL_MEMORY_TYPES) if int(out[i])}
+        counts = {t: int(out[i + 3]) for i, t in enumerate(ALL_MEMORY_TYPES)}
+        return AppendResult(ids, counts, evicted)
+
+    async def clear_memory(self, session_id: str, types: Collection[MemoryType]) -> int:
+        keys = [
+            k
+            for t, k in zip(ALL_MEMORY_TYPES, self._memory_keys(session_id), strict=True)
+            if t in types
+        ]
+        keys.append(self._session_gen_key(session_id))
+        async with self._guard():
+            return int(await self._r.eval(redis_scripts.CLEAR_MEMORY, len(keys), *keys))
+
+    async def memory_counts(self, session_id: str) -> Mapping[MemoryType, int]:
+        async with self._guard(), self._r.pipeline(transaction=False) as pipe:
+            for key in self._memory_keys(session_id):
+                pipe.llen(key)
+            lengths = await pipe.execute()
+        return {t: int(n) for t, n in zip(ALL_MEMORY_TYPES, lengths, strict=True)}
+
+    async def list_memory(
+        self, session_id: str, types: Collection[MemoryType]
+    ) -> list[MemoryRecord]:
+        wanted = [
+            (t, k)
+            for t, k in zip(ALL_MEMORY_TYPES, self._memory_keys(session_id), strict=True)
+            if t in types
+        ]
+        async with self._guard(), self._r.pipeline(transaction=False) as pipe:
+            for _, key in wanted:
+                pipe.lrange(key, 0, -1)
+            lists = await pipe.execute()
+        records = []
+        for (memory_type, _), items in zip(wanted, lists, strict=True):
+            for item in items:
+                seq, _, raw = item.partition(" ")
+                data = json.loads(raw)
+                records.append(
+                    MemoryRecord(
+                        data["id"],
+                        memory_type,
+                        data["content"],
+                        data["metadata"],
+                        float(data["created_at"]),
+                        int(seq),
+                        tuple(data.get("terms", ())),
+                    )
+                )
+        records.sort(key=lambda r: r.seq)
+        return records
+
+    # -- knowledge base -------------------------------------------------------------
+
+    async def ingest(self, documents: Sequence[PreparedDocument], now: float) -> IngestResult:
+        payload = [
+            {
+                "id": d.document.id,
+                "title": d.document.title,
+                "metadata": json.dumps(dict(d.document.metadata)),
+                "created_at": repr(now),
+                "passages": [
+                    {
+                        "id": p.id,
+                        "content": p.content,
+                        "length": len(p.terms),
+                        "tf": dict(Counter(p.terms)),
+                    }
+                    for p in d.passages
+                ],
+            }
+            for d in documents
+        ]
+        async with self._guard():
+            replaced = await self._r.eval(redis_scripts.INGEST, 0, self._p, json.dumps(payload))
+        passages = sum(len(d.passages) for d in documents)
+        return IngestResult(len(documents), passages, int(replaced))
+
+    async def delete_documents(self, document_ids: Sequence[str]) -> DeleteResult:
+        async with self._guard():
+            missing = await self._r.eval(redis_scripts.DELETE, 0, self._p, *document_ids)
+        return DeleteResult(len(document_ids) - len(missing), tuple(missing))
+
+    async def search_knowledge(self, query: Sequence[str], limit: int) -> list[KnowledgeHit]:
+        if not query:
+            return []
+        term_keys = [f"{self._p}t:{t}" for t in query]
+        async with self._guard():
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.hmget(f"{self._p}kb", "passages", "length")
+                for key in term_keys:
+                    pipe.zcard(key)
+                    pipe.zrevrange(key, 0, self._candidate_limit - 1)
+                first = await pipe.execute()
+            total, total_length = (int(v or 0) for v in first[0])
+            df = {t: int(first[1 + 2 * i]) for i, t in enumerate(query)}
+            candidates = sorted({pid for i in range(len(query)) for pid in first[2 + 2 * i]})
+            if not candidates or total <= 0:
+                return []
+            async with self._r.pipeline(transaction=False) as pipe:
+                for key in term_keys:
+                    pipe.zmscore(key, candidates)
+                for pid in candidates:
+                    pipe.hget(f"{self._p}p:{pid}", "length")
+                second = await pipe.execute()
+        tf_rows = second[: len(query)]
+        lengths = second[len(query) :]
+        stats = {
+            pid: (
+                int(lengths[j] or 0),
+                {t: int(tf_rows[i][j] or 0) for i, t in enumerate(query)},
+            )
+            for j, pid in enumerate(candidates)
+        }
+        scores = bm25.score_candidates(query, df, total, total_length / total, stats)
+        best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        if not best:
+            return []
+        async with self._guard(), self._r.pipeline(transaction=False) as pipe:
+            for pid, _ in best:
+                pipe.hmget(
+                    f"{self._p}p:{pid}", "document_id", "title", "content", "metadata", "created_at"
+                )
+            rows = await pipe.execute()
+        return [
+            KnowledgeHit(pid, r[0], r[1], r[2], json.loads(r[3]), float(r[4]), score)
+            for (pid, score), r in zip(best, rows, strict=True)
+            if r[0] is not None
+        ]
+
+    async def knowledge_size(self) -> tuple[int, int]:
+        async with self._guard():
+            docs, passages = await self._r.hmget(f"{self._p}kb", "documents", "passages")
+        return int(docs or 0), int(passages or 0)
+
+    # -- cache support --------------------------------------------------------------
+
+    async def generations(self, session_id: str) -> Generations:
+        async with self._guard():
+            session, knowledge = await self._r.mget(
+                self._session_gen_key(session_id), f"{self._p}kbgen"
+            )
+        return Generations(int(session or 0), int(knowledge or 0))
+
+    async def is_seeded(self) -> bool:
+        async with self._guard():
+            return bool(await self._r.exists(f"{self._p}meta:seeded"))
+
+    async def mark_seeded(self) -> None:
+        async with self._guard():
+            await self._r.set(f"{self._p}meta:seeded", "1")

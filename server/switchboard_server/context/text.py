@@ -1,0 +1,99 @@
+"""Text handling shared by every backend: index terms and passage splitting.
+
+Both backends index the same terms so that they rank alike: lowercase runs of
+letters and digits (no underscore, like SQLite's ``unicode61`` tokenizer), English
+stop words dropped, and a light suffix stemmer so that "retries", "retried" and
+"retrying" all match "retry".
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_WORD = re.compile(r"[^\W_]+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+_STOP_WORDS = """a about above after again all am an and any are as at be because been before
+being below between both but by can could did do does doing down during each few for from
+further had has have having he her here hers herself him himself his how i if in into is it
+its itself just me more most my myself no nor not now of off on once only or other our ours
+ourselves out over own same she should so some such than that the their theirs them
+themselves then there these they this those through to too under until up very was we were
+what when where which while who whom why will with would you your yours yourself yourselves"""
+
+STOP_WORDS = frozenset(_STOP_WORDS.split())
+
+
+def _strip_accents(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def stem(word: str) -> str:
+    """A light English suffix stemmer (plural, -ed, -ing, trailing e)."""
+    if len(word) <= 3 or word.isdigit():
+        return word
+    if word.endswith(("ies", "ied")) and len(word) > 4:
+        word = word[:-3] + "y"
+    elif word.endswith("ying") and len(word) > 5:
+        word = word[:-3]
+    elif word.endswith("ing") and len(word) > 5:
+        word = word[:-3]
+        if len(word) > 2 and word[-1] == word[-2] and word[-1] not in "lsz":
+            word = word[:-1]
+    elif word.endswith("ed") and len(word) > 4:
+        word = word[:-2]
+        if len(word) > 2 and word[-1] == word[-2] and word[-1] not in "lsz":
+            word = word[:-1]
+    elif word.endswith("es") and word[:-2].endswith(("s", "x", "z", "ch", "sh")):
+        word = word[:-2]
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    if word.endswith("e") and len(word) > 4:
+        word = word[:-1]
+    return word
+
+
+def terms(text: str) -> list[str]:
+    """Index terms of ``text`` in order (duplicates kept)."""
+    words = _WORD.findall(_strip_accents(text).lower())
+    return [stem(w) for w in words if w not in STOP_WORDS]
+
+
+def query_terms(text: str) -> list[str]:
+    """Distinct index terms of a query, in order of first appearance."""
+    return list(dict.fromkeys(terms(text)))
+
+
+def split_passages(text: str, max_chars: int) -> list[str]:
+    """Split ``text`` into passages of at most ``max_chars`` characters.
+
+    Paragraphs are kept whole when they fit; longer ones are cut at sentence ends,
+    and a sentence longer than the limit at the last space before it.
+    """
+    pieces: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        paragraph = " ".join(paragraph.split())
+        if not paragraph:
+            continue
+        for sentence in _SENTENCE_END.split(paragraph):
+            while len(sentence) > max_chars:
+                cut = sentence.rfind(" ", 0, max_chars + 1)
+                cut = cut if cut > max_chars // 2 else max_chars
+                pieces.append(sentence[:cut].strip())
+                sentence = sentence[cut:].strip()
+            if sentence:
+                pieces.append(sentence)
+    passages: list[str] = []
+    current = ""
+    for piece in pieces:
+        candidate = f"{current} {piece}" if current else piece
+        if len(candidate) <= max_chars:
+            current = candidate
+        else:
+            passages.append(current)
+            current = piece
+    if current:
+        passages.append(current)
+    return passages
