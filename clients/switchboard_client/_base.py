@@ -1,0 +1,91 @@
+"""The shared part of every client: channel ownership, default deadline, error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self, TypeVar, cast
+
+import grpc
+
+from switchboard_client._config import ConnectConfig
+from switchboard_client._errors import from_rpc_error
+
+R = TypeVar("R")
+
+
+class BaseClient:
+    """An async context manager that owns a ``grpc.aio`` channel (unless one is given)."""
+
+    def __init__(
+        self, config: ConnectConfig | None = None, *, channel: grpc.aio.Channel | None = None
+    ) -> None:
+        self.config = config or ConnectConfig()
+        self._channel = channel
+        self._owns_channel = channel is None
+
+    async def __aenter__(self) -> Self:
+        self.channel  # noqa: B018 - open the channel inside the running loop
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            size = self.config.max_message_bytes
+            options: list[tuple[str, Any]] = [
+                ("grpc.max_receive_message_length", size),
+                ("grpc.max_send_message_length", size),
+                *self.config.channel_options,
+            ]
+            self._channel = grpc.aio.insecure_channel(self.config.target, options=options)
+            self._bind(self._channel)
+        return self._channel
+
+    def _bind(self, channel: grpc.aio.Channel) -> None:
+        """Create the stubs of the concrete client."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        if self._channel is not None and self._owns_channel:
+            await self._channel.close(None)
+            self._channel = None
+
+    def _options(self, timeout_s: float | None, correlation_id: str | None) -> dict[str, Any]:
+        metadata = list(self.config.metadata)
+        if correlation_id:
+            metadata.append(("x-correlation-id", correlation_id))
+        return {
+            "timeout": self.config.timeout_s if timeout_s is None else timeout_s,
+            "metadata": tuple(metadata),
+            "wait_for_ready": self.config.wait_for_ready,
+        }
+
+    async def _unary(self, call: Callable[..., R], request: Any, **options: Any) -> R:
+        """Await a unary call (stubs are typed as sync), mapping failures to our errors."""
+        try:
+            return await cast(Awaitable[R], call(request, **options))
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def _stream(
+        self, call: Callable[..., Any], request: Any, **options: Any
+    ) -> AsyncIterator[Any]:
+        """Iterate a server stream; leaving early cancels the call."""
+        stream = call(request, **options)
+        try:
+            async for item in stream:
+                yield item
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from None
+        finally:
+            cancel = getattr(stream, "cancel", None)
+            if cancel is not None:
+                cancel()
