@@ -23,6 +23,7 @@ RETRY_ON = "unavailable,resource-exhausted,cancelled,connect-failure,refused-str
 HEALTH_SERVICE = "grpc.health.v1.Health"
 OTLP_CLUSTER = "otlp_collector"
 LOCAL_APP = "local_app"
+MAX_DOWNSTREAM_CONNECTIONS = 10_000
 
 ACCESS_LOG_FORMAT = {
     "time": "%START_TIME%",
@@ -75,11 +76,19 @@ def _access_log() -> list[Config]:
     ]
 
 
-def _tracing(service_name: str, otlp_endpoint: str) -> Config:
-    """OpenTelemetry spans; with no collector the tracer still propagates traceparent."""
-    otel: Config = {"service_name": service_name}
-    if otlp_endpoint:
-        otel["grpc_service"] = {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}, "timeout": "1s"}
+def _tracing(service_name: str, otlp_endpoint: str) -> Config | None:
+    """OpenTelemetry spans to the collector.
+
+    Envoy 1.40 refuses an OpenTelemetry tracer without an exporter, so with no collector
+    there is no tracer: Envoy then forwards ``traceparent``/``tracestate`` untouched and
+    the apps' spans still join the caller's trace.
+    """
+    if not otlp_endpoint:
+        return None
+    otel = {
+        "service_name": service_name,
+        "grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}, "timeout": "1s"},
+    }
     return {
         "spawn_upstream_span": True,
         "provider": {
@@ -161,7 +170,6 @@ def _listener(
         codec_type="AUTO",
         http2_protocol_options={},
         generate_request_id=True,
-        tracing=_tracing(tracing_name, otlp_endpoint),
         access_log=_access_log(),
         route_config={
             "name": name,
@@ -169,6 +177,9 @@ def _listener(
         },
         http_filters=_http_filters(plan, settings, rate_limit=rate_limit),
     )
+    tracing = _tracing(tracing_name, otlp_endpoint)
+    if tracing is not None:
+        hcm["tracing"] = tracing
     return {
         "name": name,
         "address": _address(host, port),
@@ -358,11 +369,15 @@ def _bootstrap(
     return {
         "admin": {"address": _address("127.0.0.1", admin_port)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
-        "layered_runtime": {
-            "layers": [
+        "overload_manager": {
+            "resource_monitors": [
                 {
-                    "name": "static",
-                    "static_layer": {"overload": {"global_downstream_max_connections": 10000}},
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": _typed(
+                        "envoy.extensions.resource_monitors.downstream_connections.v3."
+                        "DownstreamConnectionsConfig",
+                        max_active_downstream_connections=MAX_DOWNSTREAM_CONNECTIONS,
+                    ),
                 }
             ]
         },

@@ -69,7 +69,9 @@ class MeshSettings(BaseSettings):
         description="Active retries allowed as a percentage of active requests.",
     )
     retry_min_concurrency: int = Field(
-        default=3, ge=1, description="Retries always allowed concurrently, whatever the budget."
+        default=10,
+        ge=1,
+        description="Retries always allowed concurrently, whatever the budget.",
     )
 
     # -- circuit breakers ----------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""Real Envoy processes on free loopback ports in front of in-process fake apps.
+
+``Mesh`` renders the configs with the production renderer, starts every Envoy as a
+child process (killed by PID on exit, even on failure) and the fake apps in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from switchboard_server.app import AppServer, create_server
+from switchboard_server.config import CoreSettings, ServiceName, Settings
+from switchboard_server.mesh.envoy import cluster_hosts, counters, envoy_command, is_ready
+from switchboard_server.mesh.render import render_all, write_configs
+from switchboard_server.mesh.settings import MeshSettings
+from switchboard_server.mesh.topology import Plan, Topology, make_plan
+from tests.mesh.fakes import CLASSIFICATION, CONTEXT, FakeModule
+
+READY_TIMEOUT_S = 30.0
+_SERVICES = {"classification": CLASSIFICATION, "context": CONTEXT}
+
+
+class PortPool:
+    """Distinct free loopback ports (the OS picks them; we never hand out one twice)."""
+
+    def __init__(self) -> None:
+        self.used: set[int] = set()
+
+    def __call__(self, purpose: str = "", default: int = 0) -> int:
+        while True:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in self.used:
+                self.used.add(port)
+                return port
+
+
+@dataclass
+class Mesh:
+    plan: Plan
+    settings: MeshSettings
+    apps: dict[str, AppServer] = field(default_factory=dict)
+    modules: dict[str, FakeModule] = field(default_factory=dict)
+    envoys: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    admin_ports: dict[str, int] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+    http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
+
+    @property
+    def edge(self) -> str:
+        return f"127.0.0.1:{self.plan.edge_port}"
+
+    async def edge_stats(self) -> dict[str, int]:
+        return await counters(self.http, self.plan.edge_admin_port)
+
+    async def edge_hosts(self) -> dict[str, list[object]]:
+        return await cluster_hosts(self.http, self.plan.edge_admin_port)
+
+    def edge_log(self) -> str:
+        return self.logs["edge"].read_text()
+
+
+def sub_topology(topology: Topology, services: Mapping[str, int]) -> Topology:
+    """Only ``services`` (name -> replicas), all routed by the edge."""
+    kept = {name: topology.services[name] for name in services}
+    return Topology(services=kept, edge_routes=tuple(services)).with_replicas(services)
+
+
+@contextlib.asynccontextmanager
+async def running_mesh(
+    topology: Topology, settings: MeshSettings, tmp: Path, otlp_endpoint: str = ""
+) -> AsyncIterator[Mesh]:
+    plan = make_plan(topology, settings, PortPool())
+    mesh = Mesh(plan=plan, settings=settings)
+    try:
+        for replica in plan.all_replicas():
+            module = FakeModule(_SERVICES[replica.service])
+            app_settings = Settings(core=CoreSettings(data_dir=tmp / replica.name))
+            server, _ = await create_server(
+                app_settings,
+                ServiceName(replica.service),
+                f"127.0.0.1:{replica.app_port}",
+                module=module,
+            )
+            await server.start()
+            mesh.apps[replica.name] = server
+            mesh.modules[replica.name] = module
+        paths = write_configs(render_all(plan, settings, otlp_endpoint), tmp / "envoy")
+        mesh.admin_ports = {"edge": plan.edge_admin_port} | {
+            f"{r.name}.sidecar": r.admin_port for r in plan.all_replicas()
+        }
+        for name, path in paths.items():
+            log = tmp / f"{name}.log"
+            mesh.logs[name] = log
+            with log.open("wb") as out:
+                mesh.envoys[name] = await asyncio.create_subprocess_exec(
+                    *envoy_command(path, settings),
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env={**os.environ, "SWITCHBOARD_ENVOY_NAME": name},
+                    start_new_session=True,
+                )
+        await _wait_ready(mesh)
+        yield mesh
+    finally:
+        for proc in mesh.envoys.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        for server in mesh.apps.values():
+            await server.stop(0)
+        await mesh.http.aclose()
+
+
+async def _wait_ready(mesh: Mesh) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + READY_TIMEOUT_S
+    pending = dict(mesh.admin_ports)
+    while pending:
+        for name, port in list(pending.items()):
+            proc = mesh.envoys[name]
+            if proc.returncode is not None:
+                raise RuntimeError(f"envoy {name} exited: {mesh.logs[name].read_text()[-2000:]}")
+            if await is_ready(mesh.http, port):
+                del pending[name]
+        if loop.time() > deadline:
+            raise TimeoutError(f"envoys not ready: {sorted(pending)}")
+        await asyncio.sleep(0.05)
+
+
+async def wait_healthy(mesh: Mesh, cluster: str, count: int, timeout_s: float = 15.0) -> None:
+    """Until ``count`` hosts of the edge's ``cluster`` pass active health checks."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        hosts = (await mesh.edge_hosts()).get(cluster, [])
+        healthy = [h for h in hosts if not h[1]]  # type: ignore[index]
+        if len(healthy) >= count:
+            return
+        if loop.time() > deadline:
+            raise TimeoutError(f"{cluster}: hosts {hosts}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,156 @@
+"""Every rendered Envoy config validates, and the policy lands where the topology says."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+
+from switchboard.classification.v1 import classification_service_pb2 as cls_pb
+from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
+from switchboard_server.mesh.envoy import envoy_command
+from switchboard_server.mesh.render import render_all, render_edge, write_configs
+from switchboard_server.mesh.settings import MeshSettings
+from switchboard_server.mesh.topology import (
+    Topology,
+    TopologyError,
+    make_plan,
+    parse_topology,
+    service_methods,
+)
+from tests.mesh.harness import PortPool, running_mesh, sub_topology, wait_healthy
+
+pytestmark = pytest.mark.mesh
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+async def _validate(path: Path, settings: MeshSettings) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *envoy_command(path, settings, validate=True),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode or 0, out.decode()
+
+
+@pytest.mark.parametrize("otlp", ["", "127.0.0.1:4317"])
+async def test_every_rendered_config_validates(
+    topology: Topology, tmp_path: Path, otlp: str
+) -> None:
+    settings = MeshSettings()
+    plan = make_plan(topology.with_replicas({"classification": 2}), settings)
+    paths = write_configs(render_all(plan, settings, otlp), tmp_path)
+    assert set(paths) == {
+        "edge",
+        "classification-0.sidecar",
+        "classification-1.sidecar",
+        "context-0.sidecar",
+        "orchestration-0.sidecar",
+    }
+    results = await asyncio.gather(*(_validate(p, settings) for p in paths.values()))
+    for (code, out), path in zip(results, paths.values(), strict=True):
+        assert code == 0, f"{path.name}: {out}"
+
+
+def _routes(config: dict) -> dict[str, dict]:  # type: ignore[type-arg]
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    vhost = hcm["typed_config"]["route_config"]["virtual_hosts"][0]
+    return {r["name"]: r["route"] for r in vhost["routes"]}
+
+
+def test_retries_only_on_idempotent_routes(topology: Topology) -> None:
+    settings = MeshSettings()
+    routes = _routes(render_edge(make_plan(topology, settings), settings))
+    for method in ("AppendMemory", "ClearMemory", "IngestDocuments", "DeleteDocuments"):
+        assert "retry_policy" not in routes[f"context.{method}"]
+    assert "retry_policy" not in routes["orchestration.Chat"]
+    assert "retry_policy" not in routes["classification.AddExamples"]
+    default = routes["classification"]  # Classify, ClassifyBatch, ListIntents, ...
+    assert default["retry_policy"]["retry_on"] == (
+        "unavailable,resource-exhausted,cancelled,connect-failure,refused-stream,reset"
+    )
+    assert default["max_stream_duration"]["grpc_timeout_header_max"] == "60.000s"
+
+
+def test_grpc_stats_allowlist_comes_from_the_protos(topology: Topology) -> None:
+    settings = MeshSettings()
+    edge = render_edge(make_plan(topology, settings), settings)
+    hcm = edge["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    stats = next(f for f in hcm["typed_config"]["http_filters"] if f["name"].endswith("grpc_stats"))
+    allow = {
+        s["name"]: s["method_names"]
+        for s in stats["typed_config"]["individual_method_stats_allowlist"]["services"]
+    }
+    assert "AppendMemory" in allow["switchboard.context.v1.ContextService"]
+    for name, methods in allow.items():
+        if name.startswith("switchboard."):
+            assert list(methods) == list(service_methods(name))
+
+
+def test_topology_rejects_unknown_methods() -> None:
+    raw = {
+        "services": {
+            "context": {
+                "grpc_service": "switchboard.context.v1.ContextService",
+                "app_port": 1,
+                "sidecar_port": 2,
+                "admin_port": 3,
+                "metrics_port": 4,
+                "default": {"timeout_s": 1, "idempotent": True},
+                "methods": {"AppendMemorie": {"idempotent": False}},
+            }
+        }
+    }
+    with pytest.raises(TopologyError, match=r"services\.context\.methods\.AppendMemorie"):
+        parse_topology(raw)
+
+
+def test_replicas_get_their_own_ports(topology: Topology) -> None:
+    plan = make_plan(topology.with_replicas({"classification": 3}), MeshSettings())
+    ports = [r.sidecar_port for r in plan.replicas["classification"]]
+    assert ports == [10051, 10151, 10251]
+    all_ports = [plan.edge_port, plan.edge_admin_port]
+    for r in plan.all_replicas():
+        all_ports += [r.app_port, r.sidecar_port, r.admin_port, r.metrics_port]
+        all_ports += list(r.egress_ports.values())
+    assert len(all_ports) == len(set(all_ports))
+
+
+@pytest.mark.parametrize("collector", [False, True])
+async def test_trace_context_crosses_the_mesh(
+    topology: Topology, tmp_path: Path, collector: bool
+) -> None:
+    """traceparent reaches the app with or without a collector; with one, Envoy joins."""
+    otlp = f"127.0.0.1:{PortPool()()}" if collector else ""  # nothing listens: spans drop
+    topo = sub_topology(topology, {"classification": 1})
+    async with running_mesh(topo, MeshSettings(), tmp_path, otlp_endpoint=otlp) as mesh:
+        await wait_healthy(mesh, "classification", 1)
+        async with grpc.aio.insecure_channel(mesh.edge) as channel:
+            stub = cls_grpc.ClassificationServiceStub(channel)
+            await stub.Classify(
+                cls_pb.ClassifyRequest(text="hi"),
+                metadata=(("traceparent", TRACEPARENT), ("x-correlation-id", "corr-1")),
+                timeout=5,
+            )
+        seen = mesh.modules["classification-0"].state.last_metadata
+        for _ in range(100):  # Envoy flushes its access log asynchronously
+            if '"path"' in mesh.edge_log():
+                break
+            await asyncio.sleep(0.05)
+        log_text = mesh.edge_log()
+    assert TRACE_ID in seen["traceparent"]
+    assert seen["x-request-id"]
+    assert seen["x-correlation-id"] == "corr-1"
+    if collector:
+        assert seen["traceparent"] != TRACEPARENT  # Envoy's own spans in between
+        assert f'"trace_id":"{TRACE_ID}"' in log_text

@@ -1,0 +1,171 @@
+"""Retries, health checking, ejection and circuit breaking through real Envoy processes.
+
+The apps are in-process fakes serving the real contracts (tests/mesh/fakes.py) behind
+their own rendered sidecars; the edge routes to the replicas' sidecars, as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+
+from switchboard.classification.v1 import classification_service_pb2 as cls_pb
+from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
+from switchboard.context.v1 import context_service_pb2 as ctx_pb
+from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
+from switchboard_server.mesh.settings import MeshSettings
+from switchboard_server.mesh.topology import Topology
+from tests.mesh.fakes import CLASSIFICATION
+from tests.mesh.harness import running_mesh, sub_topology, wait_healthy
+
+pytestmark = pytest.mark.mesh
+
+FAST = {
+    "health_interval_s": 0.2,
+    "health_timeout_s": 0.2,
+    "health_unhealthy_threshold": 2,
+    "outlier_interval_s": 0.2,
+}
+
+
+def _classify(stub: cls_grpc.ClassificationServiceStub, i: int) -> grpc.aio.UnaryUnaryCall:
+    return stub.Classify(cls_pb.ClassifyRequest(text=f"hello {i}"), timeout=5)
+
+
+async def test_retries_hide_an_unavailable_replica(topology: Topology, tmp_path: Path) -> None:
+    """UNAVAILABLE from a Python handler reaches Envoy trailers-only, so it is retried."""
+    topo = sub_topology(topology, {"classification": 2})
+    async with running_mesh(topo, MeshSettings(**FAST), tmp_path) as mesh:
+        await wait_healthy(mesh, "classification", 2)
+        mesh.modules["classification-0"].state.mode = "unavailable"
+        before = await mesh.edge_stats()
+        async with grpc.aio.insecure_channel(mesh.edge) as channel:
+            stub = cls_grpc.ClassificationServiceStub(channel)
+            replies = [await _classify(stub, i) for i in range(40)]
+        after = await mesh.edge_stats()
+
+    assert all(r.classification.intent == "test/echo" for r in replies)
+    assert mesh.modules["classification-0"].state.calls["Classify"] > 0
+    retried = "cluster.classification.upstream_rq_retry"
+    assert after[retried] - before.get(retried, 0) > 0
+
+
+async def test_append_memory_is_never_retried(topology: Topology, tmp_path: Path) -> None:
+    topo = sub_topology(topology, {"context": 1})
+    async with running_mesh(topo, MeshSettings(**FAST), tmp_path) as mesh:
+        await wait_healthy(mesh, "context", 1)
+        state = mesh.modules["context-0"].state
+        state.mode = "unavailable"
+        async with grpc.aio.insecure_channel(mesh.edge) as channel:
+            stub = ctx_grpc.ContextServiceStub(channel)
+            for _ in range(3):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stub.AppendMemory(ctx_pb.AppendMemoryRequest(session_id="s1"), timeout=5)
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            append_retries = (await mesh.edge_stats()).get("cluster.context.upstream_rq_retry", 0)
+            # The same failure on an idempotent method is retried: the policy is live.
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.GetContext(ctx_pb.GetContextRequest(session_id="s1"), timeout=5)
+        stats = await mesh.edge_stats()
+
+    assert state.calls["AppendMemory"] == 3
+    assert append_retries == 0
+    assert state.calls["GetContext"] > 1
+    assert stats["cluster.context.upstream_rq_retry"] > 0
+
+
+async def _load(
+    stub: cls_grpc.ClassificationServiceStub, calls: int, workers: int, pause_s: float
+) -> list[str]:
+    """Bounded, paced load; returns the status-code names of failed calls."""
+    failures: list[str] = []
+    queue = iter(range(calls))
+
+    async def worker() -> None:
+        for i in queue:
+            try:
+                await _classify(stub, i)
+            except grpc.aio.AioRpcError as exc:
+                failures.append(exc.code().name)
+            await asyncio.sleep(pause_s)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return failures
+
+
+@pytest.mark.parametrize("fault", ["not_serving", "killed"])
+async def test_bad_replica_stops_receiving_traffic(
+    topology: Topology, tmp_path: Path, fault: str
+) -> None:
+    """600 calls over ~2 s; halfway one replica goes bad; no caller notices."""
+    settings = MeshSettings(**FAST)
+    topo = sub_topology(topology, {"classification": 2})
+    async with running_mesh(topo, settings, tmp_path) as mesh:
+        await wait_healthy(mesh, "classification", 2)
+        bad = mesh.modules["classification-0"].state
+        good = mesh.modules["classification-1"].state
+        async with grpc.aio.insecure_channel(mesh.edge) as channel:
+            stub = cls_grpc.ClassificationServiceStub(channel)
+            load = asyncio.create_task(_load(stub, 600, 6, 0.02))
+            for _ in range(1000):  # a third of the load has gone through
+                if bad.calls["Classify"] + good.calls["Classify"] >= 200:
+                    break
+                await asyncio.sleep(0.01)
+            switched_at = time.monotonic()
+            if fault == "not_serving":
+                await mesh.apps["classification-0"].health.set(
+                    CLASSIFICATION, health_pb2.HealthCheckResponse.NOT_SERVING
+                )
+            else:
+                await mesh.apps["classification-0"].stop(0)
+            failures = await load
+            finished_at = time.monotonic()
+        hosts = (await mesh.edge_hosts())["classification"]
+
+    # unhealthy_threshold failed checks, one interval apart, each within the timeout
+    detect_s = (
+        settings.health_interval_s * settings.health_unhealthy_threshold + settings.health_timeout_s
+    )
+    assert failures == []
+    assert finished_at - switched_at > detect_s + 0.3  # the load outlived detection
+    assert bad.last_call_at - switched_at < detect_s + 0.2
+    assert good.calls["Classify"] > 300
+    assert sum(1 for _, flags, _ in hosts if flags) == 1  # the bad one is marked
+
+
+async def test_overload_is_refused_fast(topology: Topology, tmp_path: Path) -> None:
+    settings = MeshSettings(cb_max_requests=2, cb_max_pending_requests=1, **FAST)
+    topo = sub_topology(topology, {"classification": 1})
+    async with running_mesh(topo, settings, tmp_path) as mesh:
+        await wait_healthy(mesh, "classification", 1)
+        state = mesh.modules["classification-0"].state
+        state.mode, state.slow_s = "slow", 0.6
+        async with grpc.aio.insecure_channel(mesh.edge) as channel:
+            stub = cls_grpc.ClassificationServiceStub(channel)
+
+            async def timed(i: int) -> tuple[str, float]:
+                started = time.perf_counter()
+                try:
+                    await _classify(stub, i)
+                    code = "OK"
+                except grpc.aio.AioRpcError as exc:
+                    code = exc.code().name
+                return code, time.perf_counter() - started
+
+            results = await asyncio.gather(*(timed(i) for i in range(20)))
+        stats = await mesh.edge_stats()
+
+    refused = [t for code, t in results if code in ("UNAVAILABLE", "RESOURCE_EXHAUSTED")]
+    assert len(refused) >= 10
+    assert max(refused) < 0.3  # the deadline is 5 s; a served call takes 0.6 s
+    overflow = sum(
+        v
+        for k, v in stats.items()
+        if k.startswith("cluster.classification.") and k.endswith("_overflow")
+    )
+    assert overflow >= len(refused)
