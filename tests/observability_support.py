@@ -127,7 +127,7 @@ def captured_logs() -> Iterator[LogCapture]:
     capture = LogCapture()
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    configure_logging("info", "json", stream=capture.stream)
+    configure_logging("info", "json", stream=capture.stream, cache=False)
     try:
         yield capture
     finally:

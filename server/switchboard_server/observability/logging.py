@@ -24,8 +24,15 @@ def add_trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", *, stream: Any = None) -> None:
-    """Route structlog and stdlib logging to ``stream`` (stdout) as JSON or console text."""
+def configure_logging(
+    level: str = "info", fmt: str = "auto", *, stream: Any = None, cache: bool = True
+) -> None:
+    """Route structlog and stdlib logging to ``stream`` (stdout) as JSON or console text.
+
+    structlog events go through the stdlib logger named by ``get_logger(name)`` (so every
+    line carries ``logger``) and one root handler renders them and foreign stdlib records
+    alike. ``cache=False`` lets tests reconfigure (cached loggers keep their first config).
+    """
     out = stream or sys.stdout
     console = fmt == "console" or (fmt == "auto" and out.isatty())
     numeric = logging.getLevelNamesMapping()[level.upper()]
@@ -43,17 +50,20 @@ def configure_logging(level: str = "info", fmt: str = "auto", *, stream: Any = N
         processors=[
             *shared,
             structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            renderer,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=cache,
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
             foreign_pre_chain=shared,
         )
     )

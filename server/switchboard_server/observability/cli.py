@@ -1,0 +1,126 @@
+"""``switchboard traces`` and ``switchboard trace-receiver``.
+
+* ``switchboard traces [--json] [--limit N] [--trace-id ID] [--url URL]`` lists recent
+  traces from a running receiver as span-tree waterfalls (or JSON documents).
+* ``switchboard trace-receiver [--port P] [--query-port Q]`` runs the built-in OTLP/gRPC
+  receiver in the foreground until SIGTERM/SIGINT (see :mod:`.trace_receiver`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from typing import Any
+
+import httpx
+
+from switchboard_server.config import ConfigError, Settings, load_settings
+from switchboard_server.observability.logging import configure_logging
+from switchboard_server.observability.trace_receiver import TraceReceiver
+from switchboard_server.observability.trace_store import SpanRecord
+from switchboard_server.observability.trace_view import render_waterfall
+
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+
+
+def _settings() -> Settings | None:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return None
+
+
+def _fetch(url: str, path: str, params: dict[str, Any]) -> Any:
+    reply = httpx.get(f"{url.rstrip('/')}{path}", params=params, timeout=10)
+    if reply.status_code == 404:
+        return None
+    reply.raise_for_status()
+    return reply.json()
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def traces_command(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if settings is None:
+        return EXIT_CONFIG
+    url = args.url or settings.observability.receiver_url
+    try:
+        if args.trace_id:
+            one = _fetch(url, f"/traces/{args.trace_id}", {})
+            documents = [] if one is None else [one]
+        else:
+            documents = _fetch(url, "/traces", {"limit": args.limit}) or []
+    except httpx.HTTPError as exc:
+        print(f"switchboard traces: cannot query {url}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if args.json:
+        print(json.dumps(documents, indent=2))
+        return 0
+    if not documents:
+        print("no traces")
+    for document in documents:
+        spans = [SpanRecord.from_json(s) for s in document["spans"]]
+        print(render_waterfall(spans))
+        print()
+    return 0
+
+
+async def _run_receiver(receiver: TraceReceiver) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    receiver.start()
+    try:
+        await stop.wait()
+    finally:
+        receiver.stop()
+    return 0
+
+
+def receiver_command(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if settings is None:
+        return EXIT_CONFIG
+    configure_logging(settings.core.log_level, settings.core.log_format)
+    receiver = TraceReceiver.from_settings(settings)
+    if args.port is not None:
+        receiver.port = args.port
+    if args.query_port is not None:
+        receiver.query_port = args.query_port
+    return asyncio.run(_run_receiver(receiver))
+
+
+def register(subparsers: Any) -> None:
+    traces = subparsers.add_parser(
+        "traces", help="List recent traces from the trace receiver as span trees."
+    )
+    traces.add_argument("--json", action="store_true", help="Print JSON documents.")
+    traces.add_argument("--limit", type=_non_negative, default=10, help="Most traces to list (10).")
+    traces.add_argument("--trace-id", help="Show only this trace (hex id).")
+    traces.add_argument("--url", help="Receiver query URL (SWITCHBOARD_OBS_RECEIVER_URL).")
+    traces.set_defaults(func=traces_command)
+
+    receiver = subparsers.add_parser(
+        "trace-receiver", help="Run the built-in OTLP/gRPC trace receiver in the foreground."
+    )
+    receiver.add_argument(
+        "--port", type=int, help="OTLP/gRPC port (SWITCHBOARD_OBS_RECEIVER_PORT, 4317)."
+    )
+    receiver.add_argument(
+        "--query-port",
+        type=int,
+        help="HTTP query port (SWITCHBOARD_OBS_RECEIVER_QUERY_PORT, 4320).",
+    )
+    receiver.set_defaults(func=receiver_command)
