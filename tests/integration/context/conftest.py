@@ -1,0 +1,86 @@
+"""Fixtures of the context-service tests: a real redis-server and a real context server.
+
+``store_kind`` parametrises a test over both backends; the Redis server is started
+once per session on a free loopback port (append-only, fsync always) and stopped by
+PID; each test gets its own key prefix, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from switchboard_server.config import Settings
+from tests.integration.context.support import (
+    STORES,
+    RedisServer,
+    Running,
+    context_settings,
+    free_port,
+    running,
+    stop_process,
+)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (run scripts/install-system-deps.sh)")
+    port = free_port()
+    directory = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "yes", "--appendfsync", "always", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        client.close()
+        yield RedisServer(f"redis://127.0.0.1:{port}/0", proc.pid)
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_settings(request: pytest.FixtureRequest, store_kind: str, tmp_path: Path) -> Any:
+    """``make_settings(**context_overrides) -> Settings`` for this test's backend."""
+    url = ""
+    if store_kind == "redis":
+        url = request.getfixturevalue("redis_server").url
+    prefix = f"t{uuid.uuid4().hex[:12]}:"
+
+    def make(**overrides: Any) -> Settings:
+        return context_settings(store_kind, tmp_path / "data", url, prefix, **overrides)
+
+    return make
+
+
+@pytest.fixture
+async def ctx(make_settings: Any) -> AsyncIterator[Running]:
+    """A context server with default settings (built-in knowledge base seeded)."""
+    async with running(make_settings()) as server:
+        yield server

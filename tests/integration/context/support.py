@@ -1,0 +1,87 @@
+"""Helpers of the context-service tests (servers, settings, error details)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
+from switchboard_server.app import AppServer, create_server
+from switchboard_server.config import CoreSettings, ServiceName, Settings
+from switchboard_server.context.settings import ContextSettings
+
+STORES = ("sqlite", "redis")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """Terminate by PID, then kill if it does not exit in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    url: str
+    pid: int
+
+
+def context_settings(
+    store: str, data_dir: Path, redis_url: str = "", prefix: str = "", **overrides: Any
+) -> Settings:
+    extra: dict[str, Any] = {"store": store, **overrides}
+    if store == "redis":
+        extra |= {"redis_url": redis_url, "redis_key_prefix": prefix}
+    return Settings(core=CoreSettings(data_dir=data_dir), context=ContextSettings(**extra))
+
+
+@dataclass
+class Running:
+    server: AppServer
+    port: int
+    channel: grpc.aio.Channel
+    stub: pb_grpc.ContextServiceStub
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Running]:
+    """A started context server on port 0 and a channel to it; stopped on exit."""
+    server, port = await create_server(settings, ServiceName.CONTEXT, "127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        await server.start()
+        yield Running(server, port, channel, pb_grpc.ContextServiceStub(channel))
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+def violated_fields(exc: grpc.aio.AioRpcError) -> list[str]:
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    assert status is not None, "error without google.rpc.Status details"
+    fields = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            fields.extend(v.field for v in bad.field_violations)
+    return fields
