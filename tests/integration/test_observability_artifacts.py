@@ -1,0 +1,161 @@
+"""Prometheus and Grafana artifacts under docker/: valid, tested, in step with the topology.
+
+Runs the real ``promtool`` (Debian package ``prometheus``, installed by
+``scripts/install-system-deps.sh``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from switchboard_server.mesh.settings import MeshSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS = ROOT / "docker" / "prometheus"
+GRAFANA = ROOT / "docker" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "switchboard.json"
+RECORDED = re.compile(r"switchboard:[a-z0-9_]+:[a-z0-9_]+")
+
+
+def promtool(*args: str, cwd: Path = PROMETHEUS) -> str:
+    exe = shutil.which("promtool")
+    assert exe, "promtool missing: run scripts/install-system-deps.sh (Debian: prometheus)"
+    done = subprocess.run(
+        [exe, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load((PROMETHEUS / "rules" / "switchboard.yml").read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def dashboard_panels() -> list[dict[str, Any]]:
+    return list(json.loads(DASHBOARD.read_text())["panels"])
+
+
+def dashboard_exprs() -> list[str]:
+    return [t["expr"] for p in dashboard_panels() for t in p.get("targets", [])]
+
+
+def test_promtool_checks_config_and_rules() -> None:
+    assert "SUCCESS" in promtool("check", "config", "prometheus.yml")
+    assert "SUCCESS" in promtool("check", "rules", "rules/switchboard.yml")
+
+
+def test_promtool_alert_unit_tests_pass() -> None:
+    assert "SUCCESS" in promtool("test", "rules", "tests/switchboard_test.yml")
+
+
+def test_alerts_cover_the_issue_list() -> None:
+    alerts = {r["alert"]: r["expr"] for r in rules() if "alert" in r}
+    wanted = {
+        "SwitchboardHighErrorRatio": "error_ratio",
+        "SwitchboardHighLatencyP99": "p99",
+        "SwitchboardHighRetryRate": "retry_ratio",
+        "SwitchboardOutlierEjections": "ejections",
+        "SwitchboardCircuitBreakerOverflow": "overflows",
+    }
+    for alert, fragment in wanted.items():
+        assert fragment in alerts[alert], alert
+
+
+def test_scrape_targets_match_the_topology() -> None:
+    topology = yaml.safe_load((ROOT / "envoy" / "topology.yaml").read_text())
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    app = {
+        (sc["labels"]["service"], sc["targets"][0].rsplit(":", 1)[1])
+        for sc in jobs["switchboard-app"]["static_configs"]
+    }
+    envoy = {
+        (sc["labels"]["service"], sc["targets"][0].rsplit(":", 1)[1])
+        for sc in jobs["switchboard-envoy"]["static_configs"]
+    }
+    services = topology["services"]
+    assert jobs["switchboard-app"]["metrics_path"] == "/metrics"
+    assert jobs["switchboard-envoy"]["metrics_path"] == "/stats/prometheus"
+    assert app == {(name, str(spec["metrics_port"])) for name, spec in services.items()}
+    sidecars = {(name, str(spec["admin_port"])) for name, spec in services.items()}
+    edge_admin = MeshSettings.model_fields["edge_admin_port"].default
+    assert envoy == sidecars | {("edge", str(edge_admin))}
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """Every panel query, with Grafana variables filled in, passes promtool as a rule."""
+    exprs = [
+        e.replace("$__rate_interval", "1m").replace("$service", "context")
+        for e in dashboard_exprs()
+    ]
+    assert exprs
+    group = {"name": "dashboard", "rules": []}
+    for i, expr in enumerate(exprs):
+        group["rules"].append({"record": f"dashboard:query_{i}:check", "expr": expr})
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [group]}))
+    assert f"SUCCESS: {len(exprs)} rules found" in promtool("check", "rules", str(path))
+
+
+def test_dashboard_structure() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard_panels()
+    datasource = yaml.safe_load(
+        (GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )["datasources"][0]
+    provider = yaml.safe_load(
+        (GRAFANA / "provisioning" / "dashboards" / "switchboard.yml").read_text()
+    )["providers"][0]
+    assert provider["type"] == "file"
+    assert dashboard["uid"]
+    assert dashboard["title"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    for panel in panels:
+        pos = panel["gridPos"]
+        assert 0 <= pos["x"] < pos["x"] + pos["w"] <= 24, panel["title"]
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
+            assert panel["targets"], panel["title"]
+    # no two panels overlap
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        pos = panel["gridPos"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+    # the repeated per-service row puts app RED beside sidecar retries/ejections
+    variable = dashboard["templating"]["list"][0]["name"]
+    (row,) = [p for p in panels if p.get("repeat") == variable]
+    same_row = [p for p in panels if p["gridPos"]["y"] == row["gridPos"]["y"] + 1]
+    text = " ".join(t["expr"] for p in same_row for t in p["targets"])
+    for metric in (
+        "grpc_server_handled_total",
+        "grpc_server_handling_seconds_bucket",
+        "envoy_cluster_upstream_rq_retry",
+        "envoy_cluster_outlier_detection_ejections_enforced_total",
+    ):
+        assert metric in text, metric
+
+
+def test_recorded_series_used_anywhere_are_defined() -> None:
+    defined = {r["record"] for r in rules() if "record" in r}
+    used = set(RECORDED.findall(" ".join(dashboard_exprs())))
+    used |= set(RECORDED.findall(" ".join(r["expr"] for r in rules())))
+    assert used <= defined, used - defined
+
+
+@pytest.mark.parametrize(
+    "path", sorted([*PROMETHEUS.rglob("*.yml"), *GRAFANA.rglob("*.yml")]), ids=str
+)
+def test_yaml_artifacts_parse(path: Path) -> None:
+    assert yaml.safe_load(path.read_text()) is not None
