@@ -1,0 +1,107 @@
+"""Tracer provider from settings, domain spans, metric helpers, settings validation."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+import structlog
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from pydantic import ValidationError
+
+from switchboard_server.observability.metrics import split_method, status_code_of
+from switchboard_server.observability.settings import ObservabilitySettings
+from switchboard_server.observability.tracing import (
+    build_tracer_provider,
+    confidence_bucket,
+    domain_span,
+)
+from tests.observability_support import captured_logs
+
+
+def test_domain_spans_nest_and_carry_attributes_and_errors() -> None:
+    exporter = InMemorySpanExporter()
+    provider = build_tracer_provider(ObservabilitySettings(), "orchestration", exporter=exporter)
+    with domain_span(provider, "compose", sources=3, degraded=False) as outer:
+        with domain_span(provider, "classify", intent_l1="billing"):
+            pass
+        outer.set_attribute("confidence_bucket", confidence_bucket(0.87))
+    with pytest.raises(RuntimeError), domain_span(provider, "remember"):
+        raise RuntimeError("store down")
+    provider.shutdown()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert spans["classify"].parent is not None
+    assert spans["classify"].parent.span_id == spans["compose"].context.span_id
+    assert dict(spans["compose"].attributes or {}) == {
+        "sources": 3,
+        "degraded": False,
+        "confidence_bucket": "0.8-0.9",
+    }
+    assert spans["remember"].status.status_code is StatusCode.ERROR
+    assert spans["compose"].resource.attributes["service.name"] == "switchboard-orchestration"
+
+
+def test_sample_ratio_zero_samples_no_new_trace_but_keeps_ids() -> None:
+    exporter = InMemorySpanExporter()
+    settings = ObservabilitySettings(trace_sample_ratio=0.0)
+    provider = build_tracer_provider(settings, "context", exporter=exporter)
+    with domain_span(provider, "retrieve") as span:
+        assert span.get_span_context().trace_id != 0
+        assert not span.get_span_context().trace_flags.sampled
+    provider.shutdown()
+    assert exporter.get_finished_spans() == ()
+
+
+def test_empty_otlp_endpoint_means_no_exporter() -> None:
+    provider = build_tracer_provider(ObservabilitySettings(otlp_endpoint=""), "context")
+    assert provider._active_span_processor._span_processors == ()
+    provider.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("value", "bucket"), [(0.0, "0.0-0.1"), (0.05, "0.0-0.1"), (0.95, "0.9-1.0"), (1.0, "0.9-1.0")]
+)
+def test_confidence_buckets_are_bounded(value: float, bucket: str) -> None:
+    assert confidence_bucket(value) == bucket
+
+
+def test_settings_reject_bad_buckets_and_ratios() -> None:
+    with pytest.raises(ValidationError, match="latency_buckets_s"):
+        ObservabilitySettings(latency_buckets_s=(0.1, 0.05))
+    with pytest.raises(ValidationError, match="trace_sample_ratio"):
+        ObservabilitySettings(trace_sample_ratio=1.5)
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHBOARD_OBS_LATENCY_BUCKETS_S", "[0.01, 0.1, 1]")
+    monkeypatch.setenv("SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO", "0.25")
+    settings = ObservabilitySettings()
+    assert settings.latency_buckets_s == (0.01, 0.1, 1.0)
+    assert settings.trace_sample_ratio == 0.25
+
+
+def test_metric_helpers() -> None:
+    assert split_method("/pkg.v1.Service/Method") == ("pkg.v1.Service", "Method")
+    assert split_method(b"/pkg.v1.Service/Method") == ("pkg.v1.Service", "Method")
+    assert status_code_of(grpc.StatusCode.NOT_FOUND) is grpc.StatusCode.NOT_FOUND
+    assert status_code_of(3) is grpc.StatusCode.INVALID_ARGUMENT
+    assert status_code_of(None) is None
+
+
+def test_json_logs_carry_logger_level_and_trace_ids() -> None:
+    exporter = InMemorySpanExporter()
+    provider = build_tracer_provider(ObservabilitySettings(), "context", exporter=exporter)
+    with captured_logs() as logs:
+        log = structlog.get_logger("switchboard.test")
+        with domain_span(provider, "retrieve") as span:
+            log.info("retrieved", sources=2)
+        log.debug("hidden")
+    provider.shutdown()
+    (line,) = logs.lines()
+    ctx = span.get_span_context()
+    assert line["event"] == "retrieved"
+    assert line["logger"] == "switchboard.test"
+    assert line["level"] == "info"
+    assert line["sources"] == 2
+    assert line["trace_id"] == format(ctx.trace_id, "032x")
+    assert line["span_id"] == format(ctx.span_id, "016x")
