@@ -1,0 +1,1 @@
+"""Model backends behind one interface (:class:`~.base.Scorer`): tfidf, embeddings, hybrid."""

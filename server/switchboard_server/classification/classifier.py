@@ -1,0 +1,328 @@
+"""The classifier service in domain terms: classify, learn while serving, describe.
+
+Serving state is one immutable :class:`Serving` snapshot (model + overlay) that is
+replaced, never mutated, so inference threads read a consistent pair. CPU work runs
+in executors: inference in a small pool, training in a single background thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from switchboard_server.classification.artifacts import ArtifactStore
+from switchboard_server.classification.backends.base import EncoderFactory
+from switchboard_server.classification.dataset import Example
+from switchboard_server.classification.metrics import ClassificationMetrics
+from switchboard_server.classification.model import TrainConfig, TrainedModel, artifact_key
+from switchboard_server.classification.overlay import Overlay
+from switchboard_server.classification.settings import ClassificationSettings
+from switchboard_server.classification.sources import DataSource
+from switchboard_server.classification.taxonomy import OOS, IntentCount, intent_counts
+from switchboard_server.classification.trainer import train_model
+from switchboard_server.classification.verdict import Options, Verdict, decide
+from switchboard_server.errors import ResourceExhausted, Unavailable
+
+log = structlog.get_logger(__name__)
+
+#: The durable append: examples -> total stored (blocking; runs in a worker thread).
+StoreAdd = Callable[[list[Example]], int]
+
+
+@dataclass(frozen=True)
+class Serving:
+    model: TrainedModel
+    overlay: Overlay
+
+
+@dataclass(frozen=True)
+class AddResult:
+    added: int
+    total: int
+    new_intents: tuple[str, ...]
+    retrain_scheduled: bool
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    version: str
+    backend: str
+    intent_count: int
+    domain_count: int
+    training_example_count: int
+    runtime_example_count: int
+    threshold: float
+    trained_at: datetime
+    artifact_key: str
+    retraining: bool
+
+
+@dataclass(frozen=True)
+class DomainCount:
+    name: str
+    intent_count: int
+    example_count: int
+
+
+class Classifier:
+    """Owns the serving model, the run-time examples and the background retrain."""
+
+    def __init__(
+        self,
+        settings: ClassificationSettings,
+        artifacts: ArtifactStore,
+        encoder_factory: EncoderFactory,
+        *,
+        inference: Executor,
+        training: Executor,
+        metrics: ClassificationMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self._source: DataSource | None = None
+        self._store_add: StoreAdd | None = None
+        self.artifacts = artifacts
+        self.encoder_factory = encoder_factory
+        self.config = TrainConfig.from_settings(settings)
+        self._inference = inference
+        self._training = training
+        self._metrics = metrics
+        self._serving: Serving | None = None
+        self._runtime: list[Example] = []
+        self._lock = asyncio.Lock()  # serialises overlay/runtime changes and swaps
+        self._retrain_requested = False
+        self._retrain_task: asyncio.Task[None] | None = None
+        self.retraining = False
+
+    # ---- life cycle -------------------------------------------------------------
+
+    @property
+    def source(self) -> DataSource:
+        if self._source is None:
+            raise Unavailable("the model is still loading", reason="MODEL_NOT_READY")
+        return self._source
+
+    async def start(
+        self, source: DataSource, store_add: StoreAdd, runtime_examples: Sequence[Example]
+    ) -> None:
+        """Load the cached model for base + run-time data, or train it (off the loop)."""
+        loop = asyncio.get_running_loop()
+        self._source, self._store_add = source, store_add
+        self._runtime = list(runtime_examples)
+        model, complete = await loop.run_in_executor(self._training, self._load_or_train)
+        overlay = await self._build_overlay(model, self._runtime)
+        self._swap(Serving(model, overlay))
+        if self._metrics is not None:
+            self._metrics.allow_domains(i.path.split("/")[0] for i in self.intents())
+            self._metrics.runtime_examples.set(len(self._runtime))
+        if not complete:
+            self._schedule_retrain()
+
+    async def stop(self) -> None:
+        task, self._retrain_task = self._retrain_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _load_or_train(self) -> tuple[TrainedModel, bool]:
+        """(model, whether it includes every run-time example)."""
+        base, held = self.source.train, self.source.heldout
+        full = base + self._runtime
+        key = artifact_key(self.config, full, held)
+        model = self.artifacts.load(key, self.encoder_factory)
+        if model is not None:
+            log.info("model.loaded", version=model.version, cached=True)
+            return model, True
+        if self._runtime:
+            fallback = self.artifacts.load(
+                artifact_key(self.config, base, held), self.encoder_factory
+            )
+            if fallback is not None:
+                log.info("model.loaded", version=fallback.version, cached=True, stale=True)
+                return fallback, False
+        started = time.perf_counter()
+        model = train_model(full, held, self.config, self.encoder_factory)
+        self.artifacts.save(model)
+        log.info(
+            "model.trained",
+            version=model.version,
+            seconds=round(time.perf_counter() - started, 2),
+            examples=model.training_example_count,
+        )
+        return model, True
+
+    # ---- classify -----------------------------------------------------------------
+
+    @property
+    def serving(self) -> Serving:
+        if self._serving is None:
+            raise Unavailable("the model is still loading", reason="MODEL_NOT_READY")
+        return self._serving
+
+    async def classify(self, texts: Sequence[str], options: Options) -> list[Verdict]:
+        serving = self.serving
+        loop = asyncio.get_running_loop()
+        verdicts = await loop.run_in_executor(
+            self._inference, self._infer, serving, list(texts), options
+        )
+        if self._metrics is not None:
+            self._metrics.observe(verdicts)
+        return verdicts
+
+    def _infer(self, serving: Serving, texts: list[str], options: Options) -> list[Verdict]:
+        started = time.perf_counter()
+        model = serving.model
+        proba, features = model.scorer.analyse(texts)
+        matches = serving.overlay.nearest(features)
+        threshold = model.threshold if options.threshold is None else options.threshold
+        elapsed_ms = (time.perf_counter() - started) * 1000 / max(len(texts), 1)
+        verdicts = []
+        for row, match in zip(proba, matches, strict=True):
+            intent, confidence, hierarchy, alternatives, oos, decided = decide(
+                row,
+                model.hierarchy,
+                threshold=threshold,
+                top_k=options.top_k,
+                match=match,
+                overlay_min_similarity=self.settings.overlay_min_similarity,
+            )
+            verdicts.append(
+                Verdict(
+                    intent=intent,
+                    confidence=confidence,
+                    hierarchy=hierarchy,
+                    alternatives=alternatives,
+                    out_of_scope=oos,
+                    model_version=model.version,
+                    threshold=threshold,
+                    overlay_match=decided,
+                    overlay_similarity=match.similarity if match else 0.0,
+                    inference_ms=elapsed_ms,
+                    backend=model.backend,
+                )
+            )
+        return verdicts
+
+    # ---- learn while serving --------------------------------------------------------
+
+    async def add_examples(self, examples: Sequence[Example]) -> AddResult:
+        """Durable first, then effective through the overlay, then a retrain is scheduled."""
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            serving = self.serving
+            if len(self._runtime) + len(examples) > self.settings.max_runtime_examples:
+                raise ResourceExhausted(
+                    "the run-time example store is full",
+                    reason="RUNTIME_EXAMPLES_FULL",
+                    metadata={"limit": str(self.settings.max_runtime_examples)},
+                )
+            known = self._known_intents()
+            assert self._store_add is not None
+            total = await loop.run_in_executor(None, self._store_add, list(examples))
+            features = await loop.run_in_executor(
+                self._inference, serving.model.scorer.features, [e.text for e in examples]
+            )
+            self._runtime.extend(examples)
+            self._swap(Serving(serving.model, serving.overlay.with_added(examples, features)))
+        if self._metrics is not None:
+            self._metrics.runtime_examples.set(total)
+            self._metrics.allow_domains(e.intent.split("/")[0] for e in examples)
+        new = tuple(sorted({e.intent for e in examples if e.intent != OOS} - known))
+        scheduled = self._schedule_retrain()
+        log.info("examples.added", count=len(examples), total=total, new_intents=len(new))
+        return AddResult(len(examples), total, new, scheduled)
+
+    def _known_intents(self) -> set[str]:
+        return {e.intent for e in self.source.train} | {e.intent for e in self._runtime}
+
+    def _schedule_retrain(self) -> bool:
+        if not self.settings.retrain_enabled:
+            return False
+        self._retrain_requested = True
+        if self._retrain_task is None or self._retrain_task.done():
+            self._retrain_task = asyncio.get_running_loop().create_task(self._retrain_loop())
+        return True
+
+    async def _retrain_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._retrain_requested:
+            await asyncio.sleep(self.settings.retrain_delay_s)
+            self._retrain_requested = False
+            snapshot = self.source.train + list(self._runtime)
+            self.retraining = True
+            try:
+                model = await loop.run_in_executor(self._training, self._train_and_save, snapshot)
+            except Exception as exc:
+                log.error("model.retrain_failed", error=type(exc).__name__, exc_info=exc)
+                if self._metrics is not None:
+                    self._metrics.retrains.labels("error").inc()
+                continue
+            finally:
+                self.retraining = False
+            async with self._lock:
+                overlay = await self._build_overlay(model, self._runtime)
+                self._swap(Serving(model, overlay))
+            if self._metrics is not None:
+                self._metrics.retrains.labels("ok").inc()
+            log.info("model.swapped", version=model.version)
+
+    def _train_and_save(self, examples: list[Example]) -> TrainedModel:
+        key = artifact_key(self.config, examples, self.source.heldout)
+        cached = self.artifacts.load(key, self.encoder_factory)
+        if cached is not None:
+            return cached
+        model = train_model(examples, self.source.heldout, self.config, self.encoder_factory)
+        self.artifacts.save(model)
+        return model
+
+    async def _build_overlay(self, model: TrainedModel, examples: list[Example]) -> Overlay:
+        if not examples:
+            return Overlay()
+        snapshot = list(examples)
+        features = await asyncio.get_running_loop().run_in_executor(
+            self._inference, model.scorer.features, [e.text for e in snapshot]
+        )
+        return Overlay(snapshot, features)
+
+    def _swap(self, serving: Serving) -> None:
+        self._serving = serving
+        if self._metrics is not None:
+            self._metrics.serving(serving.model.version, serving.model.backend)
+
+    # ---- describe -------------------------------------------------------------------
+
+    def intents(self) -> list[IntentCount]:
+        return intent_counts(
+            (e.intent for e in self.source.train), (e.intent for e in self._runtime)
+        )
+
+    def domains(self) -> list[DomainCount]:
+        intents: Counter[str] = Counter()
+        examples: Counter[str] = Counter()
+        for item in self.intents():
+            l1 = item.path.split("/")[0]
+            intents[l1] += 1
+            examples[l1] += item.example_count + item.runtime_example_count
+        return [DomainCount(name, intents[name], examples[name]) for name in sorted(intents)]
+
+    def info(self) -> ModelInfo:
+        model = self.serving.model
+        intents = self.intents()
+        return ModelInfo(
+            version=model.version,
+            backend=model.backend,
+            intent_count=len(intents),
+            domain_count=len({i.path.split("/")[0] for i in intents}),
+            training_example_count=model.training_example_count,
+            runtime_example_count=len(self._runtime),
+            threshold=model.threshold,
+            trained_at=model.trained_at,
+            artifact_key=model.artifact_key,
+            retraining=self.retraining,
+        )
