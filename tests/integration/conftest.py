@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import shutil
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,11 +77,20 @@ async def start_services(
     *,
     settings: Settings | None = None,
     modules: Mapping[ServiceName, ServiceModule] | None = None,
+    model_cache: Path | None = None,
 ) -> AsyncIterator[RunningServices]:
-    """Start ``services`` on 127.0.0.1:0, orchestration pointed at the peers started here."""
+    """Start ``services`` on 127.0.0.1:0, orchestration pointed at the peers started here.
+
+    ``model_cache`` is a directory of trained classification models shared between
+    starts: copied in before classification starts (so it loads instead of training)
+    and updated afterwards.
+    """
     base = settings or Settings(core=CoreSettings(data_dir=data_dir, grace_period_s=0.0))
     modules = modules or {}
     running = RunningServices(base, {}, {})
+    models = base.core.data_dir_for(ServiceName.CLASSIFICATION) / "models"
+    if model_cache is not None and ServiceName.CLASSIFICATION not in modules:
+        _copy_models(model_cache, models)
     try:
         for service in (s for s in ALL_SERVICES if s in services and s is not ALL_SERVICES[2]):
             server, port = await create_server(
@@ -103,13 +113,30 @@ async def start_services(
             running.servers[ServiceName.ORCHESTRATION] = server
             running.ports[ServiceName.ORCHESTRATION] = port
         await asyncio.gather(*(server.start() for server in running.servers.values()))
+        if model_cache is not None and ServiceName.CLASSIFICATION not in modules:
+            _copy_models(models, model_cache)
         yield running
     finally:
         await running.close()
 
 
+def _copy_models(source: Path, destination: Path) -> None:
+    if not source.is_dir():
+        return
+    destination.mkdir(parents=True, exist_ok=True)
+    for path in source.glob("*.pkl"):
+        if not (destination / path.name).exists():
+            shutil.copy2(path, destination / path.name)
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Trained classification models shared by every ``start_services`` of the session."""
+    return tmp_path_factory.mktemp("classification-models")
+
+
 @pytest.fixture
-async def services(tmp_path: Path) -> AsyncIterator[RunningServices]:
+async def services(tmp_path: Path, model_cache: Path) -> AsyncIterator[RunningServices]:
     """All three services, in-process on free ports, with a tmp data dir."""
-    async with start_services(tmp_path) as running:
+    async with start_services(tmp_path, model_cache=model_cache) as running:
         yield running

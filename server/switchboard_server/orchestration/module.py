@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
@@ -35,11 +34,6 @@ def pipeline_config(s: OrchestrationSettings) -> PipelineConfig:
     )
 
 
-def client_interceptors(runtime: Runtime) -> list[grpc.aio.ClientInterceptor]:
-    """Trace-context propagation for outbound calls (the observability part's, if it has one)."""
-    return list(aio_client_interceptors(tracer_provider=runtime.tracer_provider))  # type: ignore[no-untyped-call]
-
-
 class OrchestrationModule:
     """The orchestration service: peers' channels and the conversation log are its resources."""
 
@@ -49,7 +43,7 @@ class OrchestrationModule:
         self._peers = Peers(
             s.classification_target,
             s.context_target,
-            interceptors=client_interceptors(runtime),
+            interceptors_for=runtime.client_interceptors,
             max_message_bytes=settings.core.max_message_bytes,
         )
         self._log = SqliteConversationLog(settings.core.data_dir_for(ServiceName.ORCHESTRATION))

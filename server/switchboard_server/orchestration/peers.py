@@ -2,13 +2,13 @@
 
 In the mesh the targets are the local sidecar's egress listener; in tests without
 Envoy they are the services themselves. Every call carries the deadline the pipeline
-computed and the turn's ``x-correlation-id``; trace context is added by the client
-interceptors passed in (OpenTelemetry).
+computed and the turn's ``x-correlation-id``; trace context, client metrics and the
+client access line come from the interceptors of ``Runtime.client_interceptors``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 import structlog
@@ -140,7 +140,7 @@ class Peers:
         classification_target: str,
         context_target: str,
         *,
-        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        interceptors_for: Callable[[str], Sequence[grpc.aio.ClientInterceptor]] = lambda _: (),
         max_message_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         options = [
@@ -148,7 +148,9 @@ class Peers:
             ("grpc.max_send_message_length", max_message_bytes),
         ]
         self._channels = [
-            grpc.aio.insecure_channel(target, options=options, interceptors=list(interceptors))
+            grpc.aio.insecure_channel(
+                target, options=options, interceptors=list(interceptors_for(target))
+            )
             for target in (classification_target, context_target)
         ]
         self.classifier = GrpcClassifier(self._channels[0])
