@@ -128,6 +128,14 @@ class MeshSettings(BaseSettings):
     )
 
     # -- the runner ------------------------------------------------------------------------
+    app_module: str = Field(
+        default="switchboard_server",
+        description="Module run as `python -m MODULE <service>` for each app.",
+    )
+    trace_receiver: bool = Field(
+        default=True,
+        description="Run the built-in trace receiver when SWITCHBOARD_OBS_OTLP_ENDPOINT is empty.",
+    )
     startup_timeout_s: float = Field(
         default=120.0, gt=0, description="How long `switchboard up` waits for every health."
     )

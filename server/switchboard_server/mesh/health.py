@@ -1,0 +1,28 @@
+"""Health probes: gRPC ``grpc.health.v1`` through a port, Envoy admin ``/ready``."""
+
+from __future__ import annotations
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from switchboard_server.mesh.envoy import is_ready
+
+PROBE_TIMEOUT_S = 1.0
+
+
+async def grpc_health(target: str, service: str = "", timeout_s: float = PROBE_TIMEOUT_S) -> str:
+    """The serving status name (SERVING, NOT_SERVING, ...) or the failure's code name."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            return str(exc.code().name)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+async def envoy_ready(client: httpx.AsyncClient, admin_port: int) -> str:
+    return "SERVING" if await is_ready(client, admin_port) else "NOT_READY"

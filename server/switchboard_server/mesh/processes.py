@@ -1,0 +1,122 @@
+"""Child processes of the runner: spawned in their own process group, tied to our life.
+
+Every child gets its own session (so a signal to its group reaches anything it forks)
+and ``PR_SET_PDEATHSIG`` (so the kernel sends it SIGTERM if the runner dies without
+cleaning up: no orphans). Output is read line by line and handed to a sink with the
+child's name, which the runner prints as one merged, prefixed log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+PR_SET_PDEATHSIG = 1
+LineSink = Callable[[str, str], None]  # (child name, line)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """What to run: a name, a role (app, sidecar, edge, traces) and its command line."""
+
+    name: str
+    role: str
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+class Child:
+    """One running (or restartable) child process."""
+
+    def __init__(self, spec: ChildSpec, sink: LineSink) -> None:
+        self.spec = spec
+        self.sink = sink
+        self.proc: asyncio.subprocess.Process | None = None
+        self.started_at = 0.0
+        self.restarts = 0
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> None:
+        env = {**os.environ, **self.spec.env}
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.spec.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self.started_at = time.monotonic()
+        self._reader = asyncio.create_task(self._pump(self.proc))
+        log.info("child.started", child=self.name, role=self.spec.role, pid=self.proc.pid)
+
+    async def _pump(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            self.sink(self.name, line.decode(errors="replace").rstrip("\n"))
+
+    async def wait(self) -> int:
+        assert self.proc is not None
+        code = await self.proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._reader, 2.0)
+        return code
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Signal the child's whole process group."""
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    async def stop(self, timeout_s: float) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout_s``; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.returncode is None:
+            self.signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout_s)
+            except TimeoutError:
+                log.warning("child.kill", child=self.name, pid=self.proc.pid)
+                self.signal(signal.SIGKILL)
+        return await self.wait()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

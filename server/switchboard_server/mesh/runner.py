@@ -1,0 +1,295 @@
+"""``switchboard up``: run the apps, their sidecars, the edge (and a trace receiver).
+
+The runner renders the Envoy configs for a :class:`Plan`, starts every process as a
+child (see :mod:`.processes`), waits until each is healthy (apps by gRPC health
+through their sidecar, every Envoy by admin ``/ready``, the whole by gRPC health
+through the edge), writes the state file ``<data_dir>/mesh/state.json`` that
+``switchboard status``/``stats``/``down`` read, restarts a child that dies (with
+doubling back-off), and on stop drains in order: edge, apps (callers first), sidecars.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+import structlog
+
+from switchboard_server.config import Settings
+from switchboard_server.mesh.envoy import envoy_command
+from switchboard_server.mesh.health import envoy_ready, grpc_health
+from switchboard_server.mesh.processes import Child, ChildSpec
+from switchboard_server.mesh.render import render_all, write_configs
+from switchboard_server.mesh.state import MeshState, ProcessInfo, write_state
+from switchboard_server.mesh.topology import Plan, Replica
+
+log = structlog.get_logger(__name__)
+
+SERVING = "SERVING"
+POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Probe:
+    """How to tell one child is healthy: gRPC health at a target, or Envoy /ready."""
+
+    kind: str  # grpc | envoy | http
+    target: str  # host:port for grpc, admin port for envoy, URL for http
+    service: str = ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    spec: ChildSpec
+    probe: Probe
+    info: dict[str, Any]  # ports shown by status
+
+
+def mesh_dir(settings: Settings) -> Path:
+    return settings.core.data_dir / "mesh"
+
+
+class MeshRunner:
+    """Supervises every process of one mesh until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        plan: Plan,
+        *,
+        out: TextIO | None = None,
+        python: str = sys.executable,
+    ) -> None:
+        self.settings = settings
+        self.mesh = settings.mesh
+        self.plan = plan
+        self.out = out or sys.stdout
+        self.python = python
+        self.dir = mesh_dir(settings)
+        self.state_path = self.dir / "state.json"
+        self.children: dict[str, Child] = {}
+        self.entries: dict[str, Entry] = {}
+        self.status = "starting"
+        self.stopping = False
+        self._failures: dict[str, int] = {}
+        self._watchers: list[asyncio.Task[None]] = []
+        self._width = 12
+        self.otlp_endpoint = settings.observability.otlp_endpoint
+        self.trace_query_url = ""
+        if not self.otlp_endpoint and self.mesh.trace_receiver:
+            obs = settings.observability
+            self.otlp_endpoint = f"{self.plan.host}:{obs.receiver_port}"
+            self.trace_query_url = f"http://{self.plan.host}:{obs.receiver_query_port}"
+
+    # -- what runs ---------------------------------------------------------------------
+
+    def _app_env(self, replica: Replica) -> dict[str, str]:
+        env = {
+            "SWITCHBOARD_HOST": self.plan.host,
+            "SWITCHBOARD_PORT": str(replica.app_port),
+            "SWITCHBOARD_DATA_DIR": str(self.settings.core.data_dir),
+            "SWITCHBOARD_LOG_FORMAT": "json",
+            "SWITCHBOARD_OBS_METRICS_PORT": str(replica.metrics_port),
+            "SWITCHBOARD_OBS_OTLP_ENDPOINT": self.otlp_endpoint,
+        }
+        for callee, port in replica.egress_ports.items():
+            env[f"SWITCHBOARD_{replica.service.upper()}_{callee.upper()}_TARGET"] = (
+                f"127.0.0.1:{port}"
+            )
+        return env
+
+    def build(self) -> list[Entry]:
+        """Render the configs and describe every child (does not start anything)."""
+        host = self.plan.host
+        configs = write_configs(
+            render_all(self.plan, self.mesh, self.otlp_endpoint), self.dir / "envoy"
+        )
+        entries: list[Entry] = []
+        if self.trace_query_url:
+            obs = self.settings.observability
+            argv = [self.python, "-m", "switchboard_client.cli", "trace-receiver"]
+            argv += ["--port", str(obs.receiver_port), "--query-port"]
+            argv += [str(obs.receiver_query_port)]
+            entries.append(
+                Entry(
+                    ChildSpec("traces", "traces", argv),
+                    Probe("http", f"{self.trace_query_url}/healthz"),
+                    {"otlp": self.otlp_endpoint, "query": f"{self.trace_query_url}/traces"},
+                )
+            )
+        for replica in self.plan.all_replicas():
+            spec = self.plan.topology.services[replica.service]
+            argv = [self.python, "-m", self.mesh.app_module, replica.service]
+            entries.append(
+                Entry(
+                    ChildSpec(replica.name, "app", argv, self._app_env(replica)),
+                    Probe("grpc", f"{host}:{replica.sidecar_port}", spec.grpc_service),
+                    {
+                        "grpc": f"{host}:{replica.app_port}",
+                        "metrics": f"http://{host}:{replica.metrics_port}/metrics",
+                    },
+                )
+            )
+            name = f"{replica.name}.sidecar"
+            entries.append(self._envoy(name, "sidecar", configs[name], replica.admin_port))
+            self._sidecar_info(entries[-1], replica)
+        edge = self._envoy("edge", "edge", configs["edge"], self.plan.edge_admin_port)
+        edge.info["grpc"] = f"{host}:{self.plan.edge_port}"
+        entries.append(edge)
+        return entries
+
+    def _sidecar_info(self, entry: Entry, replica: Replica) -> None:
+        entry.info["grpc"] = f"{self.plan.host}:{replica.sidecar_port}"
+        for callee, port in replica.egress_ports.items():
+            entry.info[f"egress.{callee}"] = f"127.0.0.1:{port}"
+
+    def _envoy(self, name: str, role: str, config: Path, admin_port: int) -> Entry:
+        argv = envoy_command(config, self.mesh)
+        return Entry(
+            ChildSpec(name, role, argv, {"SWITCHBOARD_ENVOY_NAME": name}),
+            Probe("envoy", str(admin_port)),
+            {"admin": f"http://127.0.0.1:{admin_port}"},
+        )
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def _sink(self, name: str, line: str) -> None:
+        self.out.write(f"{name:<{self._width}} | {line}\n")
+        self.out.flush()
+
+    async def run(self, stop: asyncio.Event, on_healthy: Callable[[], None] | None = None) -> int:
+        """Start everything, wait for health, supervise until ``stop``; the exit code."""
+        entries = self.build()
+        self._width = max(len(e.spec.name) for e in entries)
+        self.entries = {e.spec.name: e for e in entries}
+        exit_code = 0
+        try:
+            for entry in entries:
+                child = Child(entry.spec, self._sink)
+                self.children[entry.spec.name] = child
+                await child.start()
+                self._watchers.append(asyncio.create_task(self._watch(child, stop)))
+            self._write("starting")
+            if not await self._wait_healthy(stop):
+                if not stop.is_set():
+                    exit_code = 1
+                    self._write("failed")
+            else:
+                self._write("healthy")
+                if on_healthy is not None:
+                    on_healthy()
+                await stop.wait()
+        finally:
+            await self.shutdown()
+        return exit_code
+
+    async def probe(self, client: httpx.AsyncClient, entry: Entry) -> str:
+        probe = entry.probe
+        if probe.kind == "grpc":
+            return await grpc_health(probe.target, probe.service)
+        if probe.kind == "envoy":
+            return await envoy_ready(client, int(probe.target))
+        try:
+            reply = await client.get(probe.target, timeout=1.0)
+        except httpx.HTTPError:
+            return "UNREACHABLE"
+        return SERVING if reply.status_code == 200 else f"HTTP_{reply.status_code}"
+
+    async def _wait_healthy(self, stop: asyncio.Event) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.mesh.startup_timeout_s
+        edge = f"{self.plan.host}:{self.plan.edge_port}"
+        pending = set(self.entries)
+        async with httpx.AsyncClient() as client:
+            while not stop.is_set():
+                for name in sorted(pending):
+                    if await self.probe(client, self.entries[name]) == SERVING:
+                        pending.discard(name)
+                        log.info("child.healthy", child=name)
+                if not pending and await grpc_health(edge) == SERVING:
+                    return True
+                if loop.time() > deadline:
+                    log.error("mesh.unhealthy", waiting_for=sorted(pending) or ["edge"])
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), POLL_S)
+        return False
+
+    def _backoff(self, child: Child) -> float:
+        ran = time.monotonic() - child.started_at
+        if ran >= self.mesh.restart_reset_after_s:
+            self._failures[child.name] = 0
+        failures = self._failures.get(child.name, 0)
+        self._failures[child.name] = failures + 1
+        delay = self.mesh.restart_backoff_initial_s * 2**failures
+        return float(min(delay, self.mesh.restart_backoff_max_s))
+
+    async def _watch(self, child: Child, stop: asyncio.Event) -> None:
+        while True:
+            code = await child.wait()
+            if self.stopping or stop.is_set():
+                return
+            delay = self._backoff(child)
+            log.warning("child.exited", child=child.name, code=code, restart_in_s=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if self.stopping or stop.is_set():
+                return
+            child.restarts += 1
+            await child.start()
+            self._write(self.status)
+
+    async def shutdown(self) -> None:
+        """Drain: edge first, then apps (callers first), then sidecars and the rest."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self._write("stopping")
+        timeout = self.mesh.stop_timeout_s
+        callers_first = sorted(self.plan.topology.services.values(), key=lambda s: -len(s.calls))
+        order = [["edge"]]
+        order += [[r.name for r in self.plan.replicas[s.name]] for s in callers_first]
+        order.append([n for n in self.children if n.endswith(".sidecar")])
+        order.append([n for n in self.children if n not in {x for g in order for x in g}])
+        for group in order:
+            children = [self.children[n] for n in group if n in self.children]
+            await asyncio.gather(*(c.stop(timeout) for c in children))
+        for task in self._watchers:
+            task.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        self._write("stopped")
+        log.info("mesh.stopped")
+
+    # -- the state file ----------------------------------------------------------------
+
+    def _write(self, status: str) -> None:
+        self.status = status
+        processes = [
+            ProcessInfo(
+                name=name,
+                role=self.entries[name].spec.role,
+                pid=child.pid,
+                restarts=child.restarts,
+                probe=self.entries[name].probe.__dict__,
+                endpoints=self.entries[name].info,
+            )
+            for name, child in self.children.items()
+        ]
+        state = MeshState(
+            supervisor_pid=os.getpid(),
+            status=status,
+            edge_grpc=f"{self.plan.host}:{self.plan.edge_port}",
+            edge_admin=f"http://127.0.0.1:{self.plan.edge_admin_port}",
+            trace_receiver=self.otlp_endpoint or "off",
+            trace_query=f"{self.trace_query_url}/traces" if self.trace_query_url else "",
+            processes=processes,
+        )
+        write_state(self.state_path, state)
