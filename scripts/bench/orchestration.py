@@ -22,6 +22,7 @@ from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from switchboard_server.app import AppServer, create_server
 from switchboard_server.config import CoreSettings, ServiceName, Settings
+from switchboard_server.observability.logging import configure_logging
 
 RATE_PER_S = 50.0
 DURATION_S = 10.0
@@ -128,6 +129,7 @@ async def measure(rate: float = RATE_PER_S, duration_s: float = DURATION_S) -> d
 
 
 def run() -> dict[str, Any]:
+    configure_logging("warning", "json")  # an access line per RPC is not what we measure
     return asyncio.run(measure())
 
 
