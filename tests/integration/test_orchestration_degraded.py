@@ -24,12 +24,20 @@ async def test_classification_down_gives_fallback_intent_and_a_reply(
         async with OrchestrationClient(config) as client:
             response = await client.chat("what is switchboard?", session_id="cls-down")
             history = await client.get_conversation("cls-down")
+        metrics = running.servers[ServiceName.ORCHESTRATION].runtime.metrics
+        moved = metrics.get_sample_value(
+            "switchboard_chat_degradations_total",
+            {"dependency": "classification", "reason": "UNAVAILABLE"},
+        )
+        turns = metrics.get_sample_value("switchboard_chat_turns_total", {"degraded": "true"})
     assert degraded(response) == [(pb.DEPENDENCY_CLASSIFICATION, "UNAVAILABLE")]
     assert response.intent.fallback
     assert response.intent.intent == "general/fallback"
     assert any(s.cited for s in response.sources)  # context still answered
     assert response.reply
     assert history.total_turns == 1
+    assert moved == 1.0
+    assert turns == 1.0
 
 
 async def test_context_down_replies_without_context_and_flags_memory(
