@@ -75,7 +75,7 @@ def switchboard(
     env: dict[str, str], *args: str, timeout: float = 90
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "switchboard_client.cli", *args],
+        [sys.executable, "-m", "switchboard_server.mesh", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -105,7 +105,8 @@ def test_up_detach_status_stats_restart_down(mesh_env: dict[str, str]) -> None:
     up = switchboard(mesh_env, "up", "--detach", "--replicas", "classification=2")
     assert up.returncode == 0, up.stderr + up.stdout
     edge = f"127.0.0.1:{mesh_env['SWITCHBOARD_MESH_EDGE_PORT']}"
-    assert edge in up.stdout and "trace receiver" in up.stdout
+    assert edge in up.stdout
+    assert "trace receiver" in up.stdout
 
     status = _status(mesh_env)
     names = {p["name"]: p for p in status["processes"]}  # type: ignore[attr-defined]
@@ -153,12 +154,13 @@ def test_up_detach_status_stats_restart_down(mesh_env: dict[str, str]) -> None:
     assert switchboard(mesh_env, "status").returncode != 0
 
 
-def test_foreground_up_streams_prefixed_logs_and_stops_on_sigterm(
+def test_foreground_up_streams_prefixed_logs_and_leaves_no_orphans(
     mesh_env: dict[str, str],
 ) -> None:
+    """The merged log is prefixed by child; a runner killed outright takes its children."""
     env = {**mesh_env, "SWITCHBOARD_MESH_TRACE_RECEIVER": "false"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "switchboard_client.cli", "up"],
+        [sys.executable, "-m", "switchboard_server.mesh", "up"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -173,24 +175,14 @@ def test_foreground_up_streams_prefixed_logs_and_stops_on_sigterm(
             cls_grpc.ClassificationServiceStub(ch).Classify(
                 cls_pb.ClassifyRequest(text="hi"), timeout=5
             )
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
+        time.sleep(1.0)  # Envoy flushes its access log every 0.5 s
+        proc.send_signal(signal.SIGKILL)  # no chance to clean up: PDEATHSIG must do it
+        out, _ = proc.communicate(timeout=30)
+        _wait(lambda: not any(pid_alive(p) for p in pids), 30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 0, out
-    assert [p for p in pids if pid_alive(p)] == []
     lines = out.splitlines()
     assert any(line.startswith("classification-0 ") and '"server.ready"' in line for line in lines)
     assert any(line.startswith("edge ") and "/Classify" in line for line in lines)
-
-
-def test_no_orphans_when_the_runner_is_killed(mesh_env: dict[str, str]) -> None:
-    env = {**mesh_env, "SWITCHBOARD_MESH_TRACE_RECEIVER": "false"}
-    up = switchboard(env, "up", "--detach")
-    assert up.returncode == 0, up.stderr
-    status = _status(env)
-    pids = [p["pid"] for p in status["processes"]]  # type: ignore[attr-defined]
-    os.kill(status["supervisor_pid"], signal.SIGKILL)  # type: ignore[arg-type]
-    _wait(lambda: not any(pid_alive(p) for p in pids), 30)

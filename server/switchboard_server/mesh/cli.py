@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -95,6 +96,7 @@ def up_command(args: argparse.Namespace) -> int:
     if args.detach:
         return _detach(settings, args.replicas)
     configure_logging(settings.core.log_level, settings.core.log_format)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe
     return asyncio.run(_up(settings, plan))
 
 
@@ -117,7 +119,7 @@ def _detach(settings: Settings, replicas: list[str]) -> int:
     directory = mesh_dir(settings)
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / "mesh.log"
-    argv = [sys.executable, "-m", "switchboard_client.cli", "up"]
+    argv = [sys.executable, "-m", "switchboard_server.mesh", "up"]
     for value in replicas:
         argv += ["--replicas", value]
     with log_path.open("ab") as out:

@@ -41,6 +41,8 @@ def envoy_command(config: Path, settings: MeshSettings, *, validate: bool = Fals
         "1",
         "--parent-shutdown-time-s",
         "2",
+        "--file-flush-interval-msec",
+        str(settings.envoy_log_flush_ms),
     ]
     if validate:
         command[1:1] = ["--mode", "validate"]

@@ -115,7 +115,7 @@ class MeshRunner:
         entries: list[Entry] = []
         if self.trace_query_url:
             obs = self.settings.observability
-            argv = [self.python, "-m", "switchboard_client.cli", "trace-receiver"]
+            argv = [self.python, "-m", "switchboard_server.mesh", "trace-receiver"]
             argv += ["--port", str(obs.receiver_port), "--query-port"]
             argv += [str(obs.receiver_query_port)]
             entries.append(

@@ -38,6 +38,9 @@ class MeshSettings(BaseSettings):
         default=1, ge=1, le=64, description="Worker threads per Envoy (--concurrency)."
     )
     envoy_log_level: str = Field(default="warning", description="Envoy's own log level.")
+    envoy_log_flush_ms: int = Field(
+        default=500, ge=10, description="How often Envoy flushes its access log (ms)."
+    )
 
     # -- timeouts ------------------------------------------------------------------------
     grpc_timeout_max_s: float = Field(
