@@ -24,6 +24,7 @@ from switchboard_client._orchestration import OrchestrationClient
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
 QUIT_WORDS = frozenset({"/quit", "/exit", "quit", "exit"})
 
 
@@ -152,7 +153,10 @@ async def _history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    return asyncio.run(_chat(args, sys.stdout, sys.stderr))
+    try:
+        return asyncio.run(_chat(args, sys.stdout, sys.stderr))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 def run_history(args: argparse.Namespace) -> int:
