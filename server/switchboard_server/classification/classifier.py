@@ -20,6 +20,7 @@ import structlog
 from switchboard_server.classification.artifacts import ArtifactStore
 from switchboard_server.classification.backends.base import EncoderFactory
 from switchboard_server.classification.dataset import Example
+from switchboard_server.classification.lifecycle import load_or_train
 from switchboard_server.classification.metrics import ClassificationMetrics
 from switchboard_server.classification.model import TrainConfig, TrainedModel, artifact_key
 from switchboard_server.classification.overlay import Overlay
@@ -109,10 +110,15 @@ class Classifier:
         return self._source
 
     async def start(
-        self, source: DataSource, store_add: StoreAdd, runtime_examples: Sequence[Example]
+        self,
+        source: DataSource,
+        store_add: StoreAdd,
+        runtime_examples: Sequence[Example],
+        backend: str | None = None,
     ) -> None:
         """Load the cached model for base + run-time data, or train it (off the loop)."""
         loop = asyncio.get_running_loop()
+        self.config = TrainConfig.from_settings(self.settings, backend)
         self._source, self._store_add = source, store_add
         self._runtime = list(runtime_examples)
         model, complete = await loop.run_in_executor(self._training, self._load_or_train)
@@ -131,31 +137,9 @@ class Classifier:
             await asyncio.gather(task, return_exceptions=True)
 
     def _load_or_train(self) -> tuple[TrainedModel, bool]:
-        """(model, whether it includes every run-time example)."""
-        base, held = self.source.train, self.source.heldout
-        full = base + self._runtime
-        key = artifact_key(self.config, full, held)
-        model = self.artifacts.load(key, self.encoder_factory)
-        if model is not None:
-            log.info("model.loaded", version=model.version, cached=True)
-            return model, True
-        if self._runtime:
-            fallback = self.artifacts.load(
-                artifact_key(self.config, base, held), self.encoder_factory
-            )
-            if fallback is not None:
-                log.info("model.loaded", version=fallback.version, cached=True, stale=True)
-                return fallback, False
-        started = time.perf_counter()
-        model = train_model(full, held, self.config, self.encoder_factory)
-        self.artifacts.save(model)
-        log.info(
-            "model.trained",
-            version=model.version,
-            seconds=round(time.perf_counter() - started, 2),
-            examples=model.training_example_count,
+        return load_or_train(
+            self.config, self.source, self._runtime, self.artifacts, self.encoder_factory
         )
-        return model, True
 
     # ---- classify -----------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from switchboard_server.classification.backends.encoder import CachedEncoderFact
 from switchboard_server.classification.classifier import Classifier
 from switchboard_server.classification.metrics import ClassificationMetrics
 from switchboard_server.classification.servicer import ClassificationServicer
-from switchboard_server.classification.sources import load_source, resolve_paths
+from switchboard_server.classification.sources import load_source, resolve
 from switchboard_server.classification.store import ExampleStore
 from switchboard_server.config import ServiceName
 from switchboard_server.service import Runtime
@@ -66,13 +66,14 @@ class ClassificationModule:
 
     async def start(self) -> None:
         settings = self.runtime.settings.classification
-        train_path, heldout_path = resolve_paths(settings, self.artifacts)
-        source = await asyncio.to_thread(load_source, train_path, heldout_path)
+        choice = await asyncio.to_thread(resolve, settings, self.artifacts)
+        source = await asyncio.to_thread(load_source, choice.train_path, choice.heldout_path)
         self._store = await asyncio.to_thread(ExampleStore, self.data_dir / STORE_FILE)
         runtime_examples = await asyncio.to_thread(self._store.all)
-        await self.classifier.start(source, self._store.add, runtime_examples)
+        await self.classifier.start(source, self._store.add, runtime_examples, choice.backend)
         log.info(
             "classification.ready",
+            data=choice.origin,
             version=self.classifier.info().version,
             runtime_examples=len(runtime_examples),
         )

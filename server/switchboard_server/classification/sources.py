@@ -37,15 +37,35 @@ def load_source(train_path: Path, heldout_path: Path | None) -> DataSource:
     return DataSource(train_path, heldout_path, load_jsonl(train_path), heldout)
 
 
-def resolve_paths(
-    settings: ClassificationSettings, artifacts: ArtifactStore
-) -> tuple[Path, Path | None]:
-    """(train, held-out) paths by precedence: settings, ``active.json``, bundled HWU64."""
+@dataclass(frozen=True)
+class Choice:
+    """Where the service's data come from and which backend trains on them."""
+
+    train_path: Path
+    heldout_path: Path | None
+    backend: str
+    origin: str  # "settings" | "switchboard train" | "bundled"
+
+
+def resolve(settings: ClassificationSettings, artifacts: ArtifactStore) -> Choice:
+    """Data by precedence: settings, ``active.json`` (``switchboard train``), bundled HWU64.
+
+    The backend is the setting when it was set explicitly, else the one
+    ``switchboard train`` used, else the default.
+    """
+    backend = settings.backend
     if settings.train_path is not None:
-        return settings.train_path, settings.validation_path
+        return Choice(settings.train_path, settings.validation_path, backend, "settings")
     active = artifacts.read_active()
     if active and isinstance(active.get("train_path"), str):
         held = active.get("validation_path")
-        return Path(active["train_path"]), Path(held) if isinstance(held, str) else None
+        if "backend" not in settings.model_fields_set and isinstance(active.get("backend"), str):
+            backend = active["backend"]
+        return Choice(
+            Path(active["train_path"]),
+            Path(held) if isinstance(held, str) else None,
+            backend,
+            "switchboard train",
+        )
     held_default = settings.validation_path or bundled_hwu64("valid")
-    return bundled_hwu64("train"), held_default
+    return Choice(bundled_hwu64("train"), held_default, backend, "bundled")

@@ -84,9 +84,12 @@ def _fit_tfidf(
     known = [(t, y) for t, y in zip(held, held_y, strict=True) if y in set(classes)]
     if known:
         head.calibrate(
-            featurizer.transform([t for t, _ in known]), label_index(classes, [y for _, y in known])
+            featurizer.transform_many([t for t, _ in known]),
+            label_index(classes, [y for _, y in known]),
         )
-    return scorer, scorer.analyse(held)[0] if held else np.empty((0, len(classes)), np.float32)
+    if not held:
+        return scorer, np.empty((0, len(classes)), np.float32)
+    return scorer, head.proba(featurizer.transform_many(held))
 
 
 def _fit_embedding_head(

@@ -74,11 +74,14 @@ class TfidfFeaturizer:
             min_df=self.char_min_df,
             dtype=np.float32,
         )
-        word.fit(texts)
-        char.fit(texts)
+        fitted = sp.hstack([word.fit_transform(texts), char.fit_transform(texts)]).tocsr()
         self._parts = [_Part(word, 0), _Part(char, len(word.vocabulary_))]
         self.dimension = len(word.vocabulary_) + len(char.vocabulary_)
-        return self.transform(texts)
+        return fitted
+
+    def transform_many(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """The same rows as :meth:`transform`, through scikit-learn (faster for big batches)."""
+        return sp.hstack([p.vectorizer.transform(texts) for p in self._parts]).tocsr()
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         """Rows as the fitted vectorisers would produce them, side by side."""
