@@ -17,8 +17,8 @@ NEW_TEXT = "beam me up to the mothership scotty"
 NEW_INTENT = "scifi/teleport"
 
 
-async def wait_for_version_change(stub, old: str, timeout: float = 90.0) -> str:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+async def wait_for_version_change(stub, old: str, limit_s: float = 90.0) -> str:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         info = await stub.GetModelInfo(pb.GetModelInfoRequest())
         if info.model_version != old and not info.retraining:

@@ -66,7 +66,8 @@ async def test_serves_hwu64_intents_with_hierarchy(served: Running) -> None:
     assert 0.05 <= info.default_confidence_threshold <= 0.7
     assert len(info.artifact_key) == 64
     intents = await served.stub.ListIntents(pb.ListIntentsRequest())
-    assert len(intents.intents) == 64 and len(intents.domains) == 18
+    assert len(intents.intents) == 64
+    assert len(intents.domains) == 18
     assert [i.path for i in intents.intents] == sorted(i.path for i in intents.intents)
     alarm = next(d for d in intents.domains if d.name == "alarm")
     assert alarm.intent_count == 3
@@ -102,7 +103,8 @@ async def test_threshold_override_gives_oos_with_the_best_guess_first(served: Ru
             )
         )
     ).classification
-    assert strict.out_of_scope and strict.intent == "oos"
+    assert strict.out_of_scope
+    assert strict.intent == "oos"
     assert strict.alternatives[0].intent == normal.intent == "alarm/set"
     assert len(strict.alternatives) == 5
     assert strict.confidence == pytest.approx(normal.confidence, abs=1e-5)

@@ -85,7 +85,7 @@ def test_an_overlay_match_decides_even_for_a_new_intent() -> None:
     index = HierarchyIndex(["a/x", "b/z"])
     proba = np.array([0.9, 0.1], np.float32)
     match = Match("c/new", 0.95)
-    intent, conf, h, alts, oos, overlay = decide(
+    intent, conf, h, _alts, oos, overlay = decide(
         proba, index, threshold=0.5, top_k=2, match=match, overlay_min_similarity=0.8
     )
     assert (intent, oos, overlay, h.l1, h.l2) == ("c/new", False, True, "c", "new")
@@ -97,7 +97,9 @@ def test_an_overlay_match_decides_even_for_a_new_intent() -> None:
     as_oos = decide(
         proba, index, threshold=0.5, top_k=2, match=Match("oos", 1.0), overlay_min_similarity=0.8
     )
-    assert as_oos[0] == "oos" and as_oos[4] is True and as_oos[3][0][0] == "a/x"
+    assert as_oos[0] == "oos"
+    assert as_oos[4] is True
+    assert as_oos[3][0][0] == "a/x"
 
 
 def test_overlay_prefers_the_newest_of_equal_examples() -> None:
@@ -128,7 +130,7 @@ def test_threshold_tuning_targets_acceptance_or_balances_with_oos() -> None:
 
 
 def test_holdout_split_is_stratified_and_deterministic() -> None:
-    examples = small_examples() + [Example("rare one", "rare/intent")]
+    examples = [*small_examples(), Example("rare one", "rare/intent")]
     keep, held = holdout_split(examples, 0.1)
     assert holdout_split(examples, 0.1) == (keep, held)
     assert len(keep) + len(held) == len(examples)
@@ -163,7 +165,8 @@ def test_artifacts_round_trip_and_a_corrupt_one_means_retrain(
 ) -> None:
     store = ArtifactStore(tmp_path, keep=2)
     path = store.save(tfidf_model)
-    assert path.exists() and not list(path.parent.glob("*.tmp"))
+    assert path.exists()
+    assert not list(path.parent.glob("*.tmp"))
     loaded = store.load(tfidf_model.artifact_key, FakeEncoder)
     assert loaded is not None
     assert loaded.version == tfidf_model.version
