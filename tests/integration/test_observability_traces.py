@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
@@ -103,6 +104,29 @@ async def test_one_relayed_call_is_one_correctly_parented_trace(
     assert await query(receiver, f"/traces/{traces[0]['trace_id']}") == traces[0]
 
 
+async def test_health_probe_traces_are_hidden_unless_asked_for(
+    tmp_path: Path, receiver: TraceReceiver
+) -> None:
+    settings = Settings(
+        core=CoreSettings(data_dir=tmp_path),
+        observability=ObservabilitySettings(otlp_endpoint=receiver.otlp_endpoint),
+    )
+    async with (
+        serving(settings, RelayModule()) as (_, port),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        await pb_grpc.ClassificationServiceStub(channel).Classify(
+            pb.ClassifyRequest(text="hello"), timeout=5
+        )
+    default = await query(receiver, "/traces?limit=10")
+    everything = await query(receiver, "/traces?limit=10&health=true")
+    assert [t["method"] for t in default] == [CLASSIFY]
+    assert sorted(t["method"] for t in everything) == sorted(
+        [CLASSIFY, "/grpc.health.v1.Health/Check"]
+    )
+
+
 async def test_access_lines_share_correlation_and_trace_ids(
     tmp_path: Path, receiver: TraceReceiver
 ) -> None:
@@ -158,11 +182,12 @@ async def test_traces_command_prints_trees_and_json(
 
 
 async def test_traces_command_reports_an_unreachable_receiver(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    args = build_parser().parse_args(["traces", "--url", "http://127.0.0.1:9"])
+    monkeypatch.setenv("SWITCHBOARD_OBS_RECEIVER_QUERY_PORT", "9")
+    args = build_parser().parse_args(["traces"])
     assert args.func(args) == 3
-    assert "cannot query" in capsys.readouterr().err
+    assert "cannot query http://127.0.0.1:9" in capsys.readouterr().err
 
 
 def test_trace_receiver_command_runs_standalone_and_stops_on_sigterm(tmp_path: Path) -> None:

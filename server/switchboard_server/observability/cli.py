@@ -54,13 +54,15 @@ def traces_command(args: argparse.Namespace) -> int:
     settings = _settings()
     if settings is None:
         return EXIT_CONFIG
-    url = args.url or settings.observability.receiver_url
+    obs = settings.observability
+    url = args.url or obs.receiver_url or f"http://{settings.core.host}:{obs.receiver_query_port}"
     try:
         if args.trace_id:
             one = _fetch(url, f"/traces/{args.trace_id}", {})
             documents = [] if one is None else [one]
         else:
-            documents = _fetch(url, "/traces", {"limit": args.limit}) or []
+            params = {"limit": args.limit, "health": str(args.health).lower()}
+            documents = _fetch(url, "/traces", params) or []
     except httpx.HTTPError as exc:
         print(f"switchboard traces: cannot query {url}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -109,6 +111,9 @@ def register(subparsers: Any) -> None:
     traces.add_argument("--json", action="store_true", help="Print JSON documents.")
     traces.add_argument("--limit", type=_non_negative, default=10, help="Most traces to list (10).")
     traces.add_argument("--trace-id", help="Show only this trace (hex id).")
+    traces.add_argument(
+        "--health", action="store_true", help="Include traces of health probes (hidden)."
+    )
     traces.add_argument("--url", help="Receiver query URL (SWITCHBOARD_OBS_RECEIVER_URL).")
     traces.set_defaults(func=traces_command)
 

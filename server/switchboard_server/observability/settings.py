@@ -61,8 +61,11 @@ class ObservabilitySettings(BaseSettings):
         default=2000, ge=1, le=1_000_000, description="Spans kept per trace; more are dropped."
     )
     receiver_url: str = Field(
-        default="http://127.0.0.1:4320",
-        description="Where `switchboard traces` queries the receiver.",
+        default="",
+        description=(
+            "Where `switchboard traces` queries the receiver; empty means "
+            "http://<SWITCHBOARD_HOST>:<SWITCHBOARD_OBS_RECEIVER_QUERY_PORT>."
+        ),
     )
 
     @field_validator("latency_buckets_s")

@@ -4,9 +4,11 @@ It serves ``opentelemetry.proto.collector.trace.v1.TraceService/Export`` (what t
 Python OTLP exporter and Envoy's ``envoy.tracers.opentelemetry`` send), keeps recent
 traces in a :class:`TraceStore`, and answers an HTTP JSON query API:
 
-* ``GET /traces?limit=N`` -> ``[{"trace_id", "root", "services", "span_count",
-  "duration_ms", "spans": [{trace_id, span_id, parent_span_id, service, name, kind,
-  start_unix_nano, end_unix_nano, status, attributes}, ...]}, ...]`` newest first;
+* ``GET /traces?limit=N[&health=true]`` -> ``[{"trace_id", "root", "method",
+  "services", "span_count", "duration_ms", "spans": [{trace_id, span_id,
+  parent_span_id, service, name, kind, start_unix_nano, end_unix_nano, status,
+  attributes}, ...]}, ...]`` newest first; traces of health probes only with
+  ``health=true``;
 * ``GET /traces/<trace_id>`` -> one such document (404 if unknown);
 * ``GET /healthz`` -> ``ok``.
 
@@ -40,8 +42,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 
 from switchboard_server.config import Settings
-from switchboard_server.observability.trace_store import TraceStore, spans_of
-from switchboard_server.observability.trace_view import trace_json
+from switchboard_server.observability.trace_store import SpanRecord, TraceStore, spans_of
+from switchboard_server.observability.trace_view import is_health_check, trace_json
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +61,10 @@ class _TraceService(otlp_grpc.TraceServiceServicer):  # type: ignore[misc]
         return otlp.ExportTraceServiceResponse()
 
 
+def _not_health_check(spans: list[SpanRecord]) -> bool:
+    return not is_health_check(spans)
+
+
 def _query_handler(store: TraceStore) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -70,7 +76,9 @@ def _query_handler(store: TraceStore) -> type[BaseHTTPRequestHandler]:
                 if not raw.isdigit():
                     self._send(400, "text/plain", b"limit must be a non-negative integer")
                     return
-                traces = store.recent(min(int(raw), MAX_QUERY_LIMIT))
+                health = parse_qs(url.query).get("health", ["false"])[0] in ("1", "true")
+                keep = None if health else _not_health_check
+                traces = store.recent(min(int(raw), MAX_QUERY_LIMIT), keep)
                 self._json([trace_json(spans) for spans in traces])
             elif url.path.startswith("/traces/"):
                 spans = store.trace(url.path.removeprefix("/traces/"))

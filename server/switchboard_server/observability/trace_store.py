@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +32,12 @@ class SpanRecord:
     end_unix_nano: int
     status: str
     attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        """The gRPC method of the span: its name (apps) or ``grpc.path`` (Envoy)."""
+        path = self.attributes.get("grpc.path")
+        return str(path) if path else self.name
 
     @property
     def duration_ms(self) -> float:
@@ -122,11 +129,20 @@ class TraceStore:
             spans = list(self._traces.get(trace_id.lower(), {}).values())
         return sorted(spans, key=lambda s: (s.start_unix_nano, s.end_unix_nano))
 
-    def recent(self, limit: int = 20) -> list[list[SpanRecord]]:
-        """Up to ``limit`` traces, most recently updated first, spans by start time."""
+    def recent(
+        self, limit: int = 20, keep: Callable[[list[SpanRecord]], bool] | None = None
+    ) -> list[list[SpanRecord]]:
+        """Up to ``limit`` traces (those ``keep`` accepts), most recently updated first."""
         with self._lock:
-            ids = list(self._traces)[::-1][: max(limit, 0)]
-        return [self.trace(trace_id) for trace_id in ids]
+            ids = list(self._traces)[::-1]
+        out: list[list[SpanRecord]] = []
+        for trace_id in ids:
+            if len(out) >= limit:
+                break
+            spans = self.trace(trace_id)
+            if spans and (keep is None or keep(spans)):
+                out.append(spans)
+        return out
 
     def clear(self) -> None:
         with self._lock:

@@ -27,6 +27,17 @@ def span_tree(spans: Sequence[SpanRecord]) -> list[tuple[int, SpanRecord]]:
     return out
 
 
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+def is_health_check(spans: Sequence[SpanRecord]) -> bool:
+    """A trace of a health probe (Envoy active health checks trace every probe)."""
+    return any(
+        s.method.startswith(HEALTH_PREFIX) or s.attributes.get("user_agent") == "Envoy/HC"
+        for s in spans
+    )
+
+
 def trace_json(spans: Sequence[SpanRecord]) -> dict[str, Any]:
     """One trace: id, root, services, duration and its spans (tree order)."""
     ordered = [span for _, span in span_tree(spans)]
@@ -37,11 +48,17 @@ def trace_json(spans: Sequence[SpanRecord]) -> dict[str, Any]:
     return {
         "trace_id": ordered[0].trace_id,
         "root": ordered[0].name,
+        "method": next((s.method for s in ordered if s.method.startswith("/")), ""),
         "services": sorted({s.service for s in ordered}),
         "span_count": len(ordered),
         "duration_ms": round((end - start) / 1e6, 3),
         "spans": [s.to_json() for s in ordered],
     }
+
+
+def _label(span: SpanRecord) -> str:
+    """Envoy names spans ``ingress``/``router X egress``: add the gRPC method."""
+    return span.name if span.method == span.name else f"{span.name} {span.method}"
 
 
 def render_waterfall(spans: Sequence[SpanRecord], *, width: int = 30) -> str:
@@ -62,6 +79,6 @@ def render_waterfall(spans: Sequence[SpanRecord], *, width: int = 30) -> str:
         offset_ms = (span.start_unix_nano - start) / 1e6
         lines.append(
             f"  |{bar}| +{offset_ms:8.2f} ms {span.duration_ms:8.2f} ms  "
-            f"{'  ' * depth}{span.service}: {span.name} [{span.kind.lower()}]{flag}"
+            f"{'  ' * depth}{span.service}: {_label(span)} [{span.kind.lower()}]{flag}"
         )
     return "\n".join(lines)

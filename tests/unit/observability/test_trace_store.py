@@ -8,7 +8,12 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from switchboard_server.observability.trace_store import SpanRecord, TraceStore, spans_of
-from switchboard_server.observability.trace_view import render_waterfall, span_tree, trace_json
+from switchboard_server.observability.trace_view import (
+    is_health_check,
+    render_waterfall,
+    span_tree,
+    trace_json,
+)
 
 TRACE = "ab" * 16
 
@@ -125,3 +130,30 @@ def test_trace_json_and_waterfall() -> None:
     assert lines[3].endswith("ERROR")
     assert trace_json([]) == {"trace_id": "", "spans": []}
     assert render_waterfall([]) == ""
+
+
+def test_health_probe_traces_are_recognised_and_filtered() -> None:
+    probe = [
+        SpanRecord(
+            trace_id="cd" * 16,
+            span_id="01",
+            parent_span_id="",
+            service="envoy-context",
+            name="ingress",
+            kind="SERVER",
+            start_unix_nano=0,
+            end_unix_nano=1,
+            status="UNSET",
+            attributes={"grpc.path": "/grpc.health.v1.Health/Check", "user_agent": "Envoy/HC"},
+        )
+    ]
+    store = TraceStore()
+    store.add([record("a0")])
+    store.add(probe)
+    assert is_health_check(probe)
+    assert not is_health_check(store.trace(TRACE))
+    assert [t[0].trace_id for t in store.recent(5)] == ["cd" * 16, TRACE]
+    kept = store.recent(5, keep=lambda spans: not is_health_check(spans))
+    assert [t[0].trace_id for t in kept] == [TRACE]
+    assert trace_json(probe)["method"] == "/grpc.health.v1.Health/Check"
+    assert "ingress /grpc.health.v1.Health/Check" in render_waterfall(probe)
