@@ -1,7 +1,7 @@
 """Chat across the three real services on real ports (in-process, no Envoy).
 
-One set of services is shared by the module (the classifier trains once); the
-tests use distinct sessions so they do not see each other's memory.
+Each test gets fresh services (``services`` fixture); the classifier trains once per
+session thanks to the shared model cache and is loaded from it afterwards.
 """
 
 from __future__ import annotations
@@ -9,12 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
-import pytest_asyncio
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
@@ -26,18 +24,12 @@ from switchboard_client import (
 )
 from switchboard_server.config import ServiceName
 
-from .conftest import RunningServices, start_services
-
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+from .conftest import RunningServices
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def mesh(
-    tmp_path_factory: pytest.TempPathFactory, model_cache: Path
-) -> AsyncIterator[RunningServices]:
-    data_dir = tmp_path_factory.mktemp("orchestration-chat")
-    async with start_services(data_dir, model_cache=model_cache) as running:
-        yield running
+@pytest.fixture
+def mesh(services: RunningServices) -> RunningServices:
+    return services
 
 
 def client(mesh: RunningServices) -> OrchestrationClient:
