@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TypeVar
 
 K1 = 1.2
 B = 0.75
 FTS5_MIN_IDF = 1e-6
 
 Idf = Callable[[int, int], float]
+K = TypeVar("K", bound=Hashable)
 
 
 def fts5_idf(total: int, containing: int) -> float:
@@ -91,26 +93,40 @@ class Corpus:
         return result
 
 
-def score_candidates(
+def raw_scores(
     query: Sequence[str],
     document_frequency: Mapping[str, int],
     total: int,
     average_length: float,
-    candidates: Mapping[str, tuple[int, Mapping[str, int]]],
+    candidates: Mapping[K, tuple[int, Mapping[str, int]]],
     idf: Idf = fts5_idf,
-) -> dict[str, float]:
-    """Normalised relevance of candidates given as ``id -> (length, {term: tf})``.
+) -> dict[K, float]:
+    """BM25 of candidates given as ``id -> (length, {term: tf})`` (only those above 0).
 
     Corpus statistics (``total`` texts, their ``average_length`` and each term's
     ``document_frequency``) describe the whole corpus, not only the candidates.
     """
     idfs = [idf(total, document_frequency.get(term, 0)) for term in query]
-    result: dict[str, float] = {}
+    result: dict[K, float] = {}
     for key, (length, tfs) in candidates.items():
         score = sum(
             weight * saturation(tfs.get(term, 0), length, average_length)
             for term, weight in zip(query, idfs, strict=True)
         )
         if score > 0:
-            result[key] = normalise(score, idfs)
+            result[key] = score
     return result
+
+
+def score_candidates(
+    query: Sequence[str],
+    document_frequency: Mapping[str, int],
+    total: int,
+    average_length: float,
+    candidates: Mapping[K, tuple[int, Mapping[str, int]]],
+    idf: Idf = fts5_idf,
+) -> dict[K, float]:
+    """Like ``raw_scores`` but normalised to [0, 1]."""
+    idfs = [idf(total, document_frequency.get(term, 0)) for term in query]
+    raw = raw_scores(query, document_frequency, total, average_length, candidates, idf)
+    return {key: normalise(score, idfs) for key, score in raw.items()}

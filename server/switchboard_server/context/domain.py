@@ -5,6 +5,7 @@ No gRPC here; the servicer validates requests and hands over domain values.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -182,49 +183,63 @@ class ContextService:
 
     async def _compute(self, query: ContextQuery) -> ContextResult:
         terms = text.query_terms(query.query)
-        sources: list[Source] = []
-        recency: dict[str, int] = {}
-        stats: MemoryStats | None = None
-        if query.session_id:
-            records = await self._store.list_memory(query.session_id, query.memory_types)
-            if set(query.memory_types) == set(ALL_MEMORY_TYPES):
-                counts = dict.fromkeys(ALL_MEMORY_TYPES, 0)
-                for record in records:
-                    counts[record.type] += 1
-                stats = self._stats(counts)
-            else:
-                stats = await self.memory_stats(query.session_id)
-            relevance = Corpus({r.id: r.terms for r in records}).relevance(terms)
-            for record in records:
-                score = relevance.get(record.id, 0.0)
-                if score <= 0:
-                    continue
-                recency[record.id] = record.seq
-                sources.append(
-                    Source(
-                        kind=SourceKind.MEMORY,
-                        id=record.id,
-                        content=record.content,
-                        relevance=score,
-                        created_at=record.created_at,
-                        metadata=record.metadata,
-                        memory_type=record.type,
-                    )
-                )
-        if query.include_knowledge_base:
-            for hit in await self._store.search_knowledge(terms, query.max_results):
-                sources.append(
-                    Source(
-                        kind=SourceKind.KNOWLEDGE,
-                        id=hit.passage_id,
-                        content=hit.content,
-                        relevance=hit.relevance,
-                        created_at=hit.created_at,
-                        metadata=hit.metadata,
-                        document_id=hit.document_id,
-                        title=hit.title,
-                    )
-                )
+        memory, knowledge = await asyncio.gather(
+            self._memory_sources(query, terms), self._knowledge_sources(query, terms)
+        )
+        sources, recency, stats = memory
+        sources.extend(knowledge)
         ranked = rank(sources, recency)[: query.max_results]
         context, kept = assemble(ranked, query.max_context_chars)
         return ContextResult(context=context, sources=kept, stats=stats)
+
+    async def _memory_sources(
+        self, query: ContextQuery, terms: list[str]
+    ) -> tuple[list[Source], dict[str, int], MemoryStats | None]:
+        """Matching memory entries (with their recency) and the session's stats."""
+        if not query.session_id:
+            return [], {}, None
+        records = await self._store.list_memory(query.session_id, query.memory_types)
+        if set(query.memory_types) == set(ALL_MEMORY_TYPES):
+            counts = dict.fromkeys(ALL_MEMORY_TYPES, 0)
+            for record in records:
+                counts[record.type] += 1
+            stats = self._stats(counts)
+        else:
+            stats = await self.memory_stats(query.session_id)
+        relevance = Corpus({r.id: r.terms for r in records}).relevance(terms)
+        sources: list[Source] = []
+        recency: dict[str, int] = {}
+        for record in records:
+            score = relevance.get(record.id, 0.0)
+            if score <= 0:
+                continue
+            recency[record.id] = record.seq
+            sources.append(
+                Source(
+                    kind=SourceKind.MEMORY,
+                    id=record.id,
+                    content=record.content,
+                    relevance=score,
+                    created_at=record.created_at,
+                    metadata=record.metadata,
+                    memory_type=record.type,
+                )
+            )
+        return sources, recency, stats
+
+    async def _knowledge_sources(self, query: ContextQuery, terms: list[str]) -> list[Source]:
+        if not query.include_knowledge_base:
+            return []
+        return [
+            Source(
+                kind=SourceKind.KNOWLEDGE,
+                id=hit.passage_id,
+                content=hit.content,
+                relevance=hit.relevance,
+                created_at=hit.created_at,
+                metadata=hit.metadata,
+                document_id=hit.document_id,
+                title=hit.title,
+            )
+            for hit in await self._store.search_knowledge(terms, query.max_results)
+        ]

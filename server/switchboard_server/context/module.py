@@ -47,7 +47,13 @@ def build_store(settings: Settings) -> ContextStore:
             candidate_limit=ctx.candidate_limit,
         )
     path = settings.core.data_dir_for(ServiceName.CONTEXT) / ctx.sqlite_filename
-    return SqliteStore(path, caps, synchronous=ctx.sqlite_synchronous)
+    return SqliteStore(
+        path,
+        caps,
+        synchronous=ctx.sqlite_synchronous,
+        match_budget=ctx.match_budget,
+        readers=ctx.sqlite_readers,
+    )
 
 
 class ContextModule:

@@ -36,6 +36,9 @@ class ContextSettings(BaseSettings):
         description="SQLite synchronous mode: FULL fsyncs every commit (survives power loss); "
         "NORMAL survives a killed process but not a power loss.",
     )
+    sqlite_readers: int = Field(
+        default=2, ge=1, le=64, description="SQLite reader threads (one connection each)."
+    )
     working_cap: int = Field(
         default=10, ge=1, le=100_000, description="Most working-memory entries per session."
     )
@@ -73,7 +76,14 @@ class ContextSettings(BaseSettings):
         default=200,
         ge=10,
         le=100_000,
-        description="Knowledge passages scored per query after the lexical pre-selection.",
+        description="Redis: most passages per query term scored with BM25 in Python.",
+    )
+    match_budget: int = Field(
+        default=1000,
+        ge=10,
+        le=10_000_000,
+        description="SQLite: postings the FTS5 candidate match may read; the rarest query "
+        "terms that fit are matched, then candidates are rescored with every term.",
     )
     cache_ttl_s: float = Field(
         default=60.0, ge=0, le=86_400, description="Lifetime of a cached context; 0 disables."

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,22 +58,29 @@ CREATE TABLE IF NOT EXISTS passages (
     document_id TEXT NOT NULL,
     ordinal INTEGER NOT NULL,
     title TEXT NOT NULL,
-    content TEXT NOT NULL
+    content TEXT NOT NULL,
+    length INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS passages_document ON passages (document_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts
     USING fts5 (terms, tokenize = 'unicode61 remove_diacritics 0');
-CREATE VIRTUAL TABLE IF NOT EXISTS passages_vocab USING fts5vocab (passages_fts, 'row');
+CREATE TABLE IF NOT EXISTS term_df (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kb_stats (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    passages INTEGER NOT NULL,
+    terms INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO kb_stats (id, passages, terms) VALUES (1, 0, 0);
 """
 
-SEARCH = """
-WITH hits AS (
-    SELECT rowid, -bm25(passages_fts) AS score FROM passages_fts
-    WHERE passages_fts MATCH ? ORDER BY bm25(passages_fts) LIMIT ?
-)
-SELECT p.id, p.document_id, p.title, p.content, d.metadata, d.created_at, hits.score
-FROM hits JOIN passages p ON p.rowid = hits.rowid JOIN documents d ON d.id = p.document_id
-ORDER BY hits.score DESC, p.id
+CANDIDATES = """
+SELECT rowid, -bm25(passages_fts) FROM passages_fts
+WHERE passages_fts MATCH ? ORDER BY bm25(passages_fts) LIMIT ?
+"""
+TERMS = "SELECT terms FROM passages_fts WHERE rowid = ?"
+PASSAGE = """
+SELECT p.id, p.document_id, p.title, p.content, d.metadata, d.created_at
+FROM passages p JOIN documents d ON d.id = p.document_id WHERE p.rowid = ?
 """
 
 
@@ -88,19 +96,27 @@ class SqliteStore:
     """The embedded default backend (one process owns the file)."""
 
     def __init__(
-        self, path: Path, caps: Mapping[MemoryType, int], *, synchronous: str = "FULL"
+        self,
+        path: Path,
+        caps: Mapping[MemoryType, int],
+        *,
+        synchronous: str = "FULL",
+        match_budget: int = 1000,
+        readers: int = 2,
     ) -> None:
         self._path = path
+        self._match_budget = match_budget
         self._caps = dict(caps)
         self._synchronous = synchronous
         self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="context-sqlite-w")
-        self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="context-sqlite-r")
+        self._read_threads = ThreadPoolExecutor(readers, thread_name_prefix="context-sqlite-r")
         self._writer: GroupCommitWriter | None = None
         self._write_conn: sqlite3.Connection | None = None
-        self._read_conn: sqlite3.Connection | None = None
+        self._local = threading.local()  # one read connection per reader thread
+        self._read_conns: list[sqlite3.Connection] = []
+        self._read_lock = threading.Lock()
         self._session_gen: dict[str, int] = defaultdict(int)
         self._knowledge_gen = 0
-        self._passage_total: tuple[int, int] | None = None  # (knowledge_gen, passages)
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -114,9 +130,6 @@ class SqliteStore:
             return conn
 
         self._write_conn = await loop.run_in_executor(self._write_thread, open_writer)
-        self._read_conn = await loop.run_in_executor(
-            self._read_thread, _connect, self._path, self._synchronous
-        )
         self._writer = GroupCommitWriter(self._write_conn, self._write_thread)
 
     async def close(self) -> None:
@@ -125,18 +138,29 @@ class SqliteStore:
             await self._writer.wait_idle()
         if self._write_conn is not None:
             await loop.run_in_executor(self._write_thread, self._write_conn.close)
-        if self._read_conn is not None:
-            await loop.run_in_executor(self._read_thread, self._read_conn.close)
-        self._write_conn = self._read_conn = self._writer = None
+        self._write_conn = self._writer = None
         self._write_thread.shutdown(wait=True)
-        self._read_thread.shutdown(wait=True)
+        self._read_threads.shutdown(wait=True)
+        with self._read_lock:
+            for conn in self._read_conns:
+                conn.close()
+            self._read_conns.clear()
+
+    def _reader(self) -> sqlite3.Connection:
+        """This reader thread's connection (opened on first use in the thread)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self._path, self._synchronous)
+            self._local.conn = conn
+            with self._read_lock:
+                self._read_conns.append(conn)
+        return conn
 
     async def _read(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
-        conn = self._read_conn
-        assert conn is not None, "store not open"
+        assert self._writer is not None, "store not open"
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._read_thread, lambda: conn.execute(query, params).fetchall()
+            self._read_threads, lambda: self._reader().execute(query, params).fetchall()
         )
 
     def _write(self) -> GroupCommitWriter:
@@ -241,13 +265,22 @@ class SqliteStore:
                 )
                 for p in prepared.passages:
                     cur = conn.execute(
-                        "INSERT INTO passages (id, document_id, ordinal, title, content)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (p.id, p.document_id, p.ordinal, p.title, p.content),
+                        "INSERT INTO passages (id, document_id, ordinal, title, content, length)"
+                        " VALUES (?, ?, ?, ?, ?, ?)",
+                        (p.id, p.document_id, p.ordinal, p.title, p.content, len(p.terms)),
+                    )
+                    conn.execute(
+                        "UPDATE kb_stats SET passages = passages + 1, terms = terms + ?",
+                        (len(p.terms),),
                     )
                     conn.execute(
                         "INSERT INTO passages_fts (rowid, terms) VALUES (?, ?)",
                         (cur.lastrowid, " ".join(p.terms)),
+                    )
+                    conn.executemany(
+                        "INSERT INTO term_df (term, df) VALUES (?, 1)"
+                        " ON CONFLICT (term) DO UPDATE SET df = df + 1",
+                        [(t,) for t in set(p.terms)],
                     )
             passages = sum(len(d.passages) for d in documents)
             return IngestResult(len(documents), passages, replaced)
@@ -266,35 +299,61 @@ class SqliteStore:
         return result
 
     async def search_knowledge(self, query: Sequence[str], limit: int) -> list[KnowledgeHit]:
+        """FTS5 ``bm25()`` ranking, bounded in cost.
+
+        Terms in more than half the passages have FTS5's floor idf (they add
+        nothing) and are left out, unless the query has no other term. Candidates
+        come from the rarest terms whose postings fit in ``match_budget`` rows; when
+        a term was left out of that match, each candidate is rescored with the full
+        query, so scores are exact BM25 and only the candidate set is approximate.
+        """
         if not query:
             return []
-        conn = self._read_conn
-        assert conn is not None, "store not open"
-        known_total = self._passage_total
-        generation = self._knowledge_gen
+        assert self._writer is not None, "store not open"
+        budget = self._match_budget
+        pool = max(limit * 2, 16)
 
-        def search() -> tuple[int, list[Any], dict[str, int]]:
-            if known_total is not None and known_total[0] == generation:
-                total = known_total[1]
-            else:
-                total = conn.execute("SELECT count(*) FROM passages").fetchone()[0]
-            match = " OR ".join(f'"{t}"' for t in query)
-            rows = conn.execute(SEARCH, (match, limit)).fetchall()
+        def search() -> tuple[int, dict[str, int], list[tuple[float, Any]]]:
+            conn = self._reader()
+            total, words = conn.execute("SELECT passages, terms FROM kb_stats").fetchone()
             marks = ",".join("?" * len(query))
             df = dict(
                 conn.execute(
-                    f"SELECT term, doc FROM passages_vocab WHERE term IN ({marks})", tuple(query)
+                    f"SELECT term, df FROM term_df WHERE term IN ({marks})", tuple(query)
                 ).fetchall()
             )
-            return total, rows, df
+            present = sorted((t for t in query if df.get(t, 0) > 0), key=lambda t: df[t])
+            if not present or total <= 0:
+                return total, df, []
+            useful = [t for t in present if bm25.fts5_idf(total, df[t]) > bm25.FTS5_MIN_IDF]
+            useful = useful or present
+            selective, rows = [useful[0]], df[useful[0]]
+            for term in useful[1:]:
+                if rows + df[term] > budget:
+                    break
+                selective.append(term)
+                rows += df[term]
+            hits = conn.execute(CANDIDATES, (_match(selective), pool)).fetchall()
+            if len(selective) == len(useful):
+                scores = {rowid: score for rowid, score in hits}
+            else:  # rescore with every term: exact BM25, as FTS5 computes it
+                candidates = {}
+                for rowid, _ in hits:
+                    terms = conn.execute(TERMS, (rowid,)).fetchone()[0].split()
+                    candidates[rowid] = (len(terms), Counter(terms))
+                scores = bm25.raw_scores(useful, df, total, words / total, candidates)
+            best = sorted(scores.items(), key=lambda h: (-h[1], h[0]))[:limit]
+            return total, df, [(s, conn.execute(PASSAGE, (r,)).fetchone()) for r, s in best]
 
         loop = asyncio.get_running_loop()
-        total, rows, df = await loop.run_in_executor(self._read_thread, search)
-        self._passage_total = (generation, total)
+        total, df, found = await loop.run_in_executor(self._read_threads, search)
         idfs = [bm25.fts5_idf(total, df.get(t, 0)) for t in query]
         return [
-            KnowledgeHit(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], bm25.normalise(r[6], idfs))
-            for r in rows
+            KnowledgeHit(
+                r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], bm25.normalise(score, idfs)
+            )
+            for score, r in found
+            if r is not None
         ]
 
     async def knowledge_size(self) -> tuple[int, int]:
@@ -318,11 +377,28 @@ class SqliteStore:
         await self._write().submit(write)
 
 
+def _match(terms: Sequence[str]) -> str:
+    """An FTS5 query matching any of ``terms`` (index terms are alphanumeric)."""
+    return " OR ".join(f'"{t}"' for t in terms)
+
+
 def _delete_document(conn: sqlite3.Connection, document_id: str) -> int:
     """Delete a document and its passages; 1 if it existed, else 0."""
     rowids = conn.execute(
         "SELECT rowid FROM passages WHERE document_id = ?", (document_id,)
     ).fetchall()
+    for (rowid,) in rowids:
+        (terms,) = conn.execute(
+            "SELECT terms FROM passages_fts WHERE rowid = ?", (rowid,)
+        ).fetchone()
+        words = terms.split()
+        conn.executemany(
+            "UPDATE term_df SET df = df - 1 WHERE term = ?", [(t,) for t in set(words)]
+        )
+        conn.execute(
+            "UPDATE kb_stats SET passages = passages - 1, terms = terms - ?", (len(words),)
+        )
+    conn.execute("DELETE FROM term_df WHERE df <= 0")
     conn.executemany("DELETE FROM passages_fts WHERE rowid = ?", rowids)
     conn.execute("DELETE FROM passages WHERE document_id = ?", (document_id,))
     return conn.execute("DELETE FROM documents WHERE id = ?", (document_id,)).rowcount

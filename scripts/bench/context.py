@@ -1,0 +1,207 @@
+"""Context service benchmark: GetContext p50 and AppendMemory throughput (SQLite).
+
+A real context server (``python -m switchboard_server context``, SQLite) holds a synthetic
+knowledge base of 10,000 passages and 1,000 sessions with 30 memory entries each;
+queries are 3-6 words drawn from the same Zipf-like vocabulary. The result cache is
+off for the "miss" figures, so every GetContext does the full retrieval.
+
+    .venv/bin/python -m scripts.bench context
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from switchboard.context.v1 import context_service_pb2 as pb
+from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
+
+PASSAGES = 10_000
+PASSAGES_PER_DOC = 5
+SESSIONS = 1_000
+ENTRIES_PER_TYPE = 10
+QUERIES = 2_000
+APPENDS = 3_000
+CONCURRENCY = 32
+VOCABULARY = 5_000
+SEED = 7
+
+
+def _words(rng: random.Random, vocab: list[str], n: int) -> str:
+    """``n`` words drawn from a Zipf(1) law over the vocabulary, like content words of text."""
+    return " ".join(rng.choices(vocab, cum_weights=_cum_weights(len(vocab)), k=n))
+
+
+@functools.cache
+def _cum_weights(size: int) -> list[float]:
+    return list(itertools.accumulate(1.0 / (rank + 1) for rank in range(size)))
+
+
+def _vocab(rng: random.Random) -> list[str]:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = {"".join(rng.choice(letters) for _ in range(rng.randint(4, 9))) for _ in range(9000)}
+    result = sorted(words)[:VOCABULARY]
+    rng.shuffle(result)
+    return result
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _load(stub: pb_grpc.ContextServiceStub, rng: random.Random, vocab: list[str]) -> None:
+    docs = PASSAGES // PASSAGES_PER_DOC
+    batch: list[pb.Document] = []
+    for d in range(docs):
+        text = "\n\n".join(_words(rng, vocab, 60) + "." for _ in range(PASSAGES_PER_DOC))
+        batch.append(pb.Document(id=f"doc-{d}", title=_words(rng, vocab, 3), text=text))
+        if len(batch) == 64 or d == docs - 1:
+            await stub.IngestDocuments(pb.IngestDocumentsRequest(documents=batch), timeout=60)
+            batch = []
+    for s in range(SESSIONS):
+        entries = [
+            pb.MemoryEntry(type=t, content=_words(rng, vocab, 12))
+            for t in (pb.MEMORY_TYPE_WORKING, pb.MEMORY_TYPE_EPISODIC, pb.MEMORY_TYPE_SEMANTIC)
+            for _ in range(ENTRIES_PER_TYPE)
+        ]
+        await stub.AppendMemory(pb.AppendMemoryRequest(session_id=f"s{s}", entries=entries))
+
+
+async def _latencies(
+    stub: pb_grpc.ContextServiceStub, requests: list[pb.GetContextRequest]
+) -> list[float]:
+    out = []
+    for request in requests:
+        started = time.perf_counter()
+        await stub.GetContext(request, timeout=10)
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+async def _append_rate(stub: pb_grpc.ContextServiceStub, rng: random.Random) -> float:
+    queue = list(range(APPENDS))
+
+    async def worker() -> None:
+        while queue:
+            i = queue.pop()
+            await stub.AppendMemory(
+                pb.AppendMemoryRequest(
+                    session_id=f"s{i % SESSIONS}",
+                    entries=[pb.MemoryEntry(type=pb.MEMORY_TYPE_WORKING, content=f"turn {i}")],
+                ),
+                timeout=10,
+            )
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return APPENDS / (time.perf_counter() - started)
+
+
+def _start_server(data_dir: str, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "SWITCHBOARD_DATA_DIR": data_dir,
+        "SWITCHBOARD_PORT": str(port),
+        "SWITCHBOARD_LOG_LEVEL": "warning",
+        "SWITCHBOARD_LOG_FORMAT": "json",
+        "SWITCHBOARD_CONTEXT_STORE": "sqlite",
+        "SWITCHBOARD_CONTEXT_CACHE_TTL_S": "0",
+        "SWITCHBOARD_CONTEXT_SEED_DEFAULT_KNOWLEDGE": "false",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "switchboard_server", "context"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _wait_serving(channel: grpc.aio.Channel, proc: subprocess.Popen[bytes]) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("context server did not become SERVING")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _main() -> dict[str, Any]:
+    rng = random.Random(SEED)
+    vocab = _vocab(rng)
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = _start_server(tmp, port)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                await _wait_serving(channel, proc)
+                stub = pb_grpc.ContextServiceStub(channel)
+                started = time.perf_counter()
+                await _load(stub, rng, vocab)
+                load_s = time.perf_counter() - started
+                requests = [
+                    pb.GetContextRequest(
+                        query=_words(rng, vocab, rng.randint(3, 6)),
+                        session_id=f"s{rng.randrange(SESSIONS)}",
+                        include_knowledge_base=True,
+                        max_results=8,
+                    )
+                    for _ in range(QUERIES)
+                ]
+                await _latencies(stub, requests[:100])  # warm up
+                miss = await _latencies(stub, requests)
+                rate = await _append_rate(stub, rng)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+    return {
+        "passages": PASSAGES,
+        "sessions": SESSIONS,
+        "memory_entries": SESSIONS * ENTRIES_PER_TYPE * 3,
+        "load_seconds": round(load_s, 1),
+        "get_context_p50_ms": round(statistics.median(miss), 3),
+        "get_context_p95_ms": round(_percentile(miss, 0.95), 3),
+        "get_context_p99_ms": round(_percentile(miss, 0.99), 3),
+        "append_memory_per_s": round(rate),
+        "append_concurrency": CONCURRENCY,
+        "store": "sqlite (WAL, synchronous=FULL)",
+        "note": "cache off; python -m switchboard_server context, client over loopback gRPC",
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def run() -> dict[str, Any]:
+    return asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(), indent=2))
