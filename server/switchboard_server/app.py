@@ -124,6 +124,7 @@ async def create_server(
     health_servicer = AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     module.register(server)
+    observability.server_metrics.initialize(module.service_names)
     reflection.enable_server_reflection(
         (*module.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )

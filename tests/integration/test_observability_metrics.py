@@ -102,6 +102,17 @@ async def test_server_counters_equal_calls_per_method_and_code(tmp_path: Path) -
     }
 
 
+async def test_every_method_and_code_exists_at_zero_before_any_call(tmp_path: Path) -> None:
+    async with serving(settings_for(tmp_path), RelayModule()) as (server, _):
+        assert server.observability.metrics_port is not None
+        text = await scrape(server.observability.metrics_port)
+    handled = samples(text, "grpc_server_handled_total")
+    assert handled[key("unary", "AddExamples", "INTERNAL")] == 0
+    assert handled[key("bidi_stream", "ClassifyStream", "OK")] == 0
+    assert len([k for k in handled if dict(k)["grpc_method"] == "Classify"]) == 17
+    assert samples(text, "grpc_server_started_total")[key("unary", "GetModelInfo")] == 0
+
+
 async def test_latency_histogram_carries_trace_id_exemplars(tmp_path: Path) -> None:
     module = RelayModule()
     async with (

@@ -17,10 +17,11 @@ the OpenMetrics format, ``Accept: application/openmetrics-text``).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import grpc
+from google.protobuf import descriptor_pool
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -109,6 +110,28 @@ class GrpcMetrics:
             buckets=tuple(buckets),
             registry=registry,
         )
+
+    def initialize(self, service_names: Iterable[str]) -> None:
+        """Create the zero-valued series of every method of ``service_names`` (all codes),
+        as go-grpc-prometheus does, so ``rate()`` sees the first call and the first error.
+
+        Services not in the default protobuf descriptor pool are skipped.
+        """
+        pool = descriptor_pool.Default()
+        for name in service_names:
+            try:
+                service = pool.FindServiceByName(name)
+            except KeyError:
+                continue
+            for method in service.methods:
+                grpc_type = grpc_type_of(method.client_streaming, method.server_streaming)
+                labels = (grpc_type, name, method.name)
+                self.started.labels(*labels)
+                self.msg_received.labels(*labels)
+                self.msg_sent.labels(*labels)
+                self.handling_seconds.labels(*labels)
+                for code in grpc.StatusCode:
+                    self.handled.labels(*labels, code.name)
 
     def start(self, grpc_type: GrpcType, full_method: str | bytes) -> RpcMeter:
         return RpcMeter(self, grpc_type, full_method)
