@@ -15,7 +15,7 @@ from switchboard_server.classification.dataset import Example, fingerprint
 from switchboard_server.classification.settings import ClassificationSettings
 from switchboard_server.classification.taxonomy import HierarchyIndex
 
-ARTIFACT_FORMAT = 1
+ARTIFACT_FORMAT = 2
 
 
 @dataclass(frozen=True)

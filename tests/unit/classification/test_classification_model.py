@@ -187,3 +187,17 @@ def test_example_store_is_durable_across_reopen(tmp_path: Path) -> None:
     journal = reopened._db.execute("PRAGMA journal_mode").fetchone()[0]
     assert journal == "wal"
     reopened.close()
+
+
+def test_fast_tfidf_rows_equal_scikit_learn_for_single_texts_and_batches(
+    tfidf_model: TrainedModel,
+) -> None:
+    featurizer = tfidf_model.scorer.featurizer  # type: ignore[attr-defined]
+    texts = [e.text for e in small_examples()] + ["", "zzz qqq", "!!!", "Wake ME up  at\tSEVEN"]
+    reference = featurizer.transform_many(texts)
+    batch_raw, batch_unit = featurizer.transform_pair(texts)
+    assert abs(batch_raw - reference).max() < 1e-6
+    for i, text in enumerate(texts):
+        raw, unit = featurizer.transform_pair([text])
+        assert abs(raw - reference[i]).max() < 1e-6
+        assert abs(unit - batch_unit[i]).max() < 1e-6

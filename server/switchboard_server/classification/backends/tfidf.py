@@ -23,31 +23,60 @@ from switchboard_server.classification.backends.base import (
 )
 
 Analyzer = Callable[[str], list[str]]
+SMALL_BATCH = 4  # up to this many texts: row by row
 
 
 class _Part:
-    """One fitted vectoriser reduced to what a transform needs."""
+    """One fitted vectoriser reduced to what a transform needs.
 
-    def __init__(self, vectorizer: TfidfVectorizer, offset: int) -> None:
+    A text becomes the vocabulary indices of its n-grams (with repeats). For the
+    ``char_wb`` part the n-grams are computed per word (that is how ``char_wb`` works),
+    so each distinct word's indices are cached in a bounded dictionary.
+    """
+
+    def __init__(self, vectorizer: TfidfVectorizer, offset: int, cache_words: int) -> None:
         self.vectorizer = vectorizer
         self.vocabulary: dict[str, int] = dict(vectorizer.vocabulary_)
         self.idf = np.asarray(vectorizer.idf_, dtype=np.float32)
         self.offset = offset
+        self.per_word = vectorizer.analyzer == "char_wb"
+        self.cache_words = cache_words
         self._analyzer: Analyzer | None = None
+        self._preprocess: Callable[[str], str] | None = None
+        self._cache: dict[str, list[int]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_analyzer"] = None
+        state.update(_analyzer=None, _preprocess=None, _cache={})
         return state
 
+    def indices(self, text: str) -> list[int]:
+        vocabulary = self.vocabulary
+        if not self.per_word:
+            if self._analyzer is None:
+                self._analyzer = self.vectorizer.build_analyzer()
+            found = (vocabulary.get(token) for token in self._analyzer(text))
+            return [i for i in found if i is not None]
+        if self._preprocess is None:
+            self._preprocess = self.vectorizer.build_preprocessor()
+        out: list[int] = []
+        cache = self._cache
+        for word in self._preprocess(text).split():
+            hit = cache.get(word)
+            if hit is None:
+                grams = (vocabulary.get(g) for g in self.vectorizer._char_wb_ngrams(word))
+                hit = [i for i in grams if i is not None]
+                if len(cache) >= self.cache_words:
+                    cache.clear()
+                cache[word] = hit
+            out.extend(hit)
+        return out
+
     def row(self, text: str) -> tuple[npt.NDArray[np.int64], FloatArray]:
-        if self._analyzer is None:
-            self._analyzer = self.vectorizer.build_analyzer()
+        """(column indices incl. the offset, values) of one text's unit-norm row."""
         counts: dict[int, int] = {}
-        for token in self._analyzer(text):
-            index = self.vocabulary.get(token)
-            if index is not None:
-                counts[index] = counts.get(index, 0) + 1
+        for index in self.indices(text):
+            counts[index] = counts.get(index, 0) + 1
         if not counts:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         idx = np.fromiter(counts.keys(), np.int64, len(counts))
@@ -56,12 +85,39 @@ class _Part:
         values /= np.linalg.norm(values)
         return idx + self.offset, values.astype(np.float32, copy=False)
 
+    def matrix(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """TF-IDF rows (sublinear tf, idf, L2 per row) exactly as the vectoriser makes them."""
+        rows: list[int] = []
+        cols: list[int] = []
+        for row, text in enumerate(texts):
+            found = self.indices(text)
+            cols.extend(found)
+            rows.extend([row] * len(found))
+        shape = (len(texts), len(self.idf))
+        counts = sp.csr_matrix(
+            (
+                np.ones(len(cols), np.float32),
+                (np.asarray(rows, np.int64), np.asarray(cols, np.int64)),
+            ),
+            shape=shape,
+        )
+        counts.sum_duplicates()
+        data = (np.float32(1.0) + np.log(counts.data)) * self.idf[counts.indices]
+        lengths = np.diff(counts.indptr)
+        squares = np.zeros(len(texts), np.float32)
+        np.add.at(squares, np.repeat(np.arange(len(texts)), lengths), data * data)
+        norms = np.sqrt(squares)
+        norms[norms == 0] = 1.0
+        data = (data / np.repeat(norms, lengths)).astype(np.float32)
+        return sp.csr_matrix((data, counts.indices, counts.indptr), shape=shape)
+
 
 class TfidfFeaturizer:
     """Word 1-2 + char_wb 2-5 TF-IDF, each part L2-normalised (as scikit-learn does)."""
 
-    def __init__(self, char_min_df: int) -> None:
+    def __init__(self, char_min_df: int, cache_words: int = 50_000) -> None:
         self.char_min_df = char_min_df
+        self.cache_words = cache_words
         self._parts: list[_Part] = []
         self.dimension = 0
 
@@ -75,12 +131,15 @@ class TfidfFeaturizer:
             dtype=np.float32,
         )
         fitted = sp.hstack([word.fit_transform(texts), char.fit_transform(texts)]).tocsr()
-        self._parts = [_Part(word, 0), _Part(char, len(word.vocabulary_))]
+        self._parts = [
+            _Part(word, 0, self.cache_words),
+            _Part(char, len(word.vocabulary_), self.cache_words),
+        ]
         self.dimension = len(word.vocabulary_) + len(char.vocabulary_)
         return fitted
 
     def transform_many(self, texts: Sequence[str]) -> sp.csr_matrix:
-        """The same rows as :meth:`transform`, through scikit-learn (faster for big batches)."""
+        """The same rows as :meth:`transform`, through scikit-learn itself."""
         return sp.hstack([p.vectorizer.transform(texts) for p in self._parts]).tocsr()
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
@@ -91,29 +150,36 @@ class TfidfFeaturizer:
         """(rows as scikit-learn makes them, the same rows scaled to unit L2 norm).
 
         Each non-empty part is unit-norm, so a row's norm is sqrt(non-empty parts).
+        Few texts go row by row (no sparse-matrix set-up cost), many as whole matrices.
         """
+        if len(texts) <= SMALL_BATCH:
+            return self._rows(texts)
+        parts = [p.matrix(texts) for p in self._parts]
+        raw = sp.hstack(parts, format="csr", dtype=np.float32)
+        nonempty = sum((np.diff(m.indptr) > 0).astype(np.float32) for m in parts)
+        scale = 1.0 / np.sqrt(np.maximum(nonempty, 1.0))
+        unit_data = raw.data * np.repeat(scale, np.diff(raw.indptr)).astype(np.float32)
+        unit = sp.csr_matrix((unit_data, raw.indices, raw.indptr), shape=raw.shape)
+        return raw, unit
+
+    def _rows(self, texts: Sequence[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         indices: list[npt.NDArray[np.int64]] = []
         values: list[FloatArray] = []
+        scaled: list[FloatArray] = []
         indptr = np.zeros(len(texts) + 1, np.int64)
-        scales = np.ones(len(texts), np.float32)
         for row, text in enumerate(texts):
-            size = 0
-            parts = 0
-            for part in self._parts:
-                idx, val = part.row(text)
+            pieces = [part.row(text) for part in self._parts]
+            filled = sum(1 for idx, _ in pieces if len(idx))
+            scale = np.float32(1.0 / np.sqrt(filled)) if filled else np.float32(1.0)
+            for idx, val in pieces:
                 indices.append(idx)
                 values.append(val)
-                size += len(idx)
-                parts += bool(len(idx))
-            indptr[row + 1] = indptr[row] + size
-            if parts:
-                scales[row] = 1.0 / np.sqrt(parts)
-        data = np.concatenate(values) if values else np.empty(0, np.float32)
+                scaled.append(val * scale)
+            indptr[row + 1] = indptr[row] + sum(len(idx) for idx, _ in pieces)
         cols = np.concatenate(indices) if indices else np.empty(0, np.int64)
         shape = (len(texts), self.dimension)
-        raw = sp.csr_matrix((data, cols, indptr), shape=shape)
-        unit_data = data * np.repeat(scales, np.diff(indptr))
-        unit = sp.csr_matrix((unit_data, cols, indptr), shape=shape)
+        raw = sp.csr_matrix((np.concatenate(values), cols, indptr), shape=shape)
+        unit = sp.csr_matrix((np.concatenate(scaled), cols, indptr), shape=shape)
         return raw, unit
 
 
