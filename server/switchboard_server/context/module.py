@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import structlog
 
@@ -16,6 +18,7 @@ from switchboard_server.context.servicer import ContextServicer
 from switchboard_server.context.store.base import ContextStore
 from switchboard_server.context.store.redis import RedisStore
 from switchboard_server.context.store.sqlite import SqliteStore
+from switchboard_server.errors import Unavailable
 from switchboard_server.service import Runtime
 
 log = structlog.get_logger(__name__)
@@ -74,9 +77,21 @@ class ContextModule:
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_ContextServiceServicer_to_server(self._servicer, server)
 
+    async def _open_store(self) -> None:
+        """Open the store, retrying while it is unavailable (health stays NOT_SERVING)."""
+        delay = 0.1
+        while True:
+            try:
+                await self._store.open()
+                return
+            except Unavailable:
+                log.warning("context.store_unavailable", store=self._settings.context.store)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def start(self) -> None:
         ctx = self._settings.context
-        await self._store.open()
+        await self._open_store()
         service = ContextService(
             self._store,
             ResultCache(ctx.cache_ttl_s, ctx.cache_max_entries),

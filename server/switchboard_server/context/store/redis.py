@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -58,6 +59,7 @@ class RedisStore:
         self._timeout = timeout_s
         self._candidate_limit = candidate_limit
         self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -69,8 +71,19 @@ class RedisStore:
             socket_connect_timeout=self._timeout,
         )
         self._client = client
-        async with self._guard():
-            await client.ping()
+        self._scripts = {
+            "append": client.register_script(redis_scripts.APPEND_MEMORY),
+            "clear": client.register_script(redis_scripts.CLEAR_MEMORY),
+            "ingest": client.register_script(redis_scripts.INGEST),
+            "delete": client.register_script(redis_scripts.DELETE),
+        }
+        try:
+            async with self._guard():
+                await client.ping()
+        except Unavailable:
+            await client.aclose()
+            self._client = None
+            raise
 
     async def close(self) -> None:
         if self._client is not None:
@@ -117,7 +130,7 @@ class RedisStore:
             self._session_gen_key(session_id),
         ]
         async with self._guard():
-            out = await self._r.eval(redis_scripts.APPEND_MEMORY, len(keys), *keys, *args)
+            out = await self._scripts["append"](keys=keys, args=args)
         evicted = {t: int(out[i]) for i, t in enumerate(ALL_MEMORY_TYPES) if int(out[i])}
         counts = {t: int(out[i + 3]) for i, t in enumerate(ALL_MEMORY_TYPES)}
         return AppendResult(ids, counts, evicted)
@@ -130,7 +143,7 @@ class RedisStore:
         ]
         keys.append(self._session_gen_key(session_id))
         async with self._guard():
-            return int(await self._r.eval(redis_scripts.CLEAR_MEMORY, len(keys), *keys))
+            return int(await self._scripts["clear"](keys=keys))
 
     async def memory_counts(self, session_id: str) -> Mapping[MemoryType, int]:
         async with self._guard(), self._r.pipeline(transaction=False) as pipe:
@@ -192,13 +205,13 @@ class RedisStore:
             for d in documents
         ]
         async with self._guard():
-            replaced = await self._r.eval(redis_scripts.INGEST, 0, self._p, json.dumps(payload))
+            replaced = await self._scripts["ingest"](args=[self._p, json.dumps(payload)])
         passages = sum(len(d.passages) for d in documents)
         return IngestResult(len(documents), passages, int(replaced))
 
     async def delete_documents(self, document_ids: Sequence[str]) -> DeleteResult:
         async with self._guard():
-            missing = await self._r.eval(redis_scripts.DELETE, 0, self._p, *document_ids)
+            missing = await self._scripts["delete"](args=[self._p, *document_ids])
         return DeleteResult(len(document_ids) - len(missing), tuple(missing))
 
     async def search_knowledge(self, query: Sequence[str], limit: int) -> list[KnowledgeHit]:
