@@ -7,6 +7,7 @@ test_mesh_chat.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,14 +16,17 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.classification.v1 import classification_service_pb2 as cls_pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
 from switchboard_server.mesh.processes import pid_alive
+from tests.mesh.fakes import CLASSIFICATION
 from tests.mesh.harness import PortPool
 
 pytestmark = pytest.mark.mesh
@@ -68,7 +72,8 @@ def mesh_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         state = json.loads(state_file.read_text())
         for pid in [state["supervisor_pid"], *(p["pid"] for p in state["processes"])]:
             if pid and pid_alive(pid):
-                os.killpg(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
 
 
 def switchboard(
@@ -92,6 +97,26 @@ def _status(env: dict[str, str]) -> dict[str, object]:
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
+def _state(env: dict[str, str]) -> dict[str, Any]:
+    """The runner's state file, read directly (cheaper than a `status` process)."""
+    path = Path(env["SWITCHBOARD_DATA_DIR"]) / "mesh" / "state.json"
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _serving(target: str, service: str) -> bool:
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=1
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
 def _wait(predicate: object, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -101,88 +126,136 @@ def _wait(predicate: object, timeout_s: float = 30.0) -> None:
     raise TimeoutError
 
 
-def test_up_detach_status_stats_restart_down(mesh_env: dict[str, str]) -> None:
-    up = switchboard(mesh_env, "up", "--detach", "--replicas", "classification=2")
-    assert up.returncode == 0, up.stderr + up.stdout
-    edge = f"127.0.0.1:{mesh_env['SWITCHBOARD_MESH_EDGE_PORT']}"
-    assert edge in up.stdout
-    assert "trace receiver" in up.stdout
-
-    status = _status(mesh_env)
-    names = {p["name"]: p for p in status["processes"]}  # type: ignore[attr-defined]
-    assert set(names) == {
-        "traces",
-        "classification-0",
-        "classification-1",
-        "context-0",
-        "classification-0.sidecar",
-        "classification-1.sidecar",
-        "context-0.sidecar",
-        "edge",
-    }
-    assert all(p["health"] == "SERVING" for p in names.values()), names
-
-    with grpc.insecure_channel(edge) as channel:
-        stub = cls_grpc.ClassificationServiceStub(channel)
-        for i in range(20):
-            stub.Classify(cls_pb.ClassifyRequest(text=f"hi {i}"), timeout=5)
-
-    stats = switchboard(mesh_env, "stats", "--json")
-    summaries = {s["envoy"]: s for s in json.loads(stats.stdout)}
-    edge_cls = next(c for c in summaries["edge"]["clusters"] if c["cluster"] == "classification")
-    assert edge_cls["requests"] >= 20
-    assert [h["health"] for h in edge_cls["hosts"]] == ["healthy", "healthy"]
-    assert "classification" in switchboard(mesh_env, "stats").stdout
-
-    # a child that dies is restarted (new pid) and becomes healthy again
-    victim = names["classification-1"]["pid"]
-    os.kill(victim, signal.SIGKILL)
-
-    def restarted() -> bool:
-        now = {p["name"]: p for p in _status(mesh_env)["processes"]}  # type: ignore[attr-defined]
-        app = now["classification-1"]
-        return app["restarts"] >= 1 and app["pid"] != victim and app["health"] == "SERVING"
-
-    _wait(restarted)
-    pids = [p["pid"] for p in _status(mesh_env)["processes"]]  # type: ignore[attr-defined]
-    supervisor = status["supervisor_pid"]
-
-    down = switchboard(mesh_env, "down")
-    assert down.returncode == 0, down.stderr
-    assert not pid_alive(supervisor)  # type: ignore[arg-type]
-    assert [p for p in pids if pid_alive(p)] == []
-    assert switchboard(mesh_env, "status").returncode != 0
-
-
-def test_foreground_up_streams_prefixed_logs_and_leaves_no_orphans(
-    mesh_env: dict[str, str],
+def test_up_restarts_a_dead_child_and_down_drains_everything(
+    mesh_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """The merged log is prefixed by child; a runner killed outright takes its children."""
-    env = {**mesh_env, "SWITCHBOARD_MESH_TRACE_RECEIVER": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "switchboard_server.mesh", "up"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    """Foreground `up --replicas classification=2`: prefixed merged log, status, stats,
+    a killed child restarted with a new pid, then `down` stops every process."""
+    log_path = tmp_path / "up.log"
+    with log_path.open("w") as log_file:  # a pipe nobody reads would stall the runner
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "switchboard_server.mesh",
+                "up",
+                "--replicas",
+                "classification=2",
+            ],
+            env=mesh_env,
+            cwd=ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        _wait(lambda: _status(env).get("status") == "healthy", 60)
-        pids = [p["pid"] for p in _status(env)["processes"]]  # type: ignore[attr-defined]
-        with grpc.insecure_channel(f"127.0.0.1:{env['SWITCHBOARD_MESH_EDGE_PORT']}") as ch:
-            cls_grpc.ClassificationServiceStub(ch).Classify(
-                cls_pb.ClassifyRequest(text="hi"), timeout=5
+        _wait(lambda: _state(mesh_env).get("status") == "healthy", 60)
+        status = _status(mesh_env)
+        names = {p["name"]: p for p in status["processes"]}  # type: ignore[attr-defined]
+        assert set(names) == {
+            "traces",
+            "classification-0",
+            "classification-1",
+            "context-0",
+            "classification-0.sidecar",
+            "classification-1.sidecar",
+            "context-0.sidecar",
+            "edge",
+        }
+        assert all(p["health"] == "SERVING" for p in names.values()), names
+
+        edge = f"127.0.0.1:{mesh_env['SWITCHBOARD_MESH_EDGE_PORT']}"
+        with grpc.insecure_channel(edge) as channel:
+            stub = cls_grpc.ClassificationServiceStub(channel)
+            for i in range(20):
+                stub.Classify(cls_pb.ClassifyRequest(text=f"hi {i}"), timeout=5)
+        stats = switchboard(mesh_env, "stats", "--json")
+        summaries = {s["envoy"]: s for s in json.loads(stats.stdout)}
+        edge_cls = next(
+            c for c in summaries["edge"]["clusters"] if c["cluster"] == "classification"
+        )
+        assert edge_cls["requests"] >= 20
+        assert [h["health"] for h in edge_cls["hosts"]] == ["healthy", "healthy"]
+
+        victim = names["classification-1"]["pid"]
+        os.kill(victim, signal.SIGKILL)
+
+        def restarted() -> bool:
+            now = {p["name"]: p for p in _state(mesh_env)["processes"]}
+            app = now["classification-1"]
+            return bool(app["restarts"] >= 1 and app["pid"] != victim) and _serving(
+                app["endpoints"]["grpc"], CLASSIFICATION
             )
-        time.sleep(1.0)  # Envoy flushes its access log every 0.5 s
-        proc.send_signal(signal.SIGKILL)  # no chance to clean up: PDEATHSIG must do it
-        out, _ = proc.communicate(timeout=30)
-        _wait(lambda: not any(pid_alive(p) for p in pids), 30)
+
+        _wait(restarted)
+        pids = [p["pid"] for p in _state(mesh_env)["processes"]]
+        down = switchboard(mesh_env, "down")
+        assert down.returncode == 0, down.stderr
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    out = log_path.read_text()
+    assert proc.returncode == 0, out[-3000:]
+    assert [p for p in pids if pid_alive(p)] == []
+    assert switchboard(mesh_env, "status").returncode != 0
     lines = out.splitlines()
-    assert any(line.startswith("classification-0 ") and '"server.ready"' in line for line in lines)
+    assert any(line.startswith("classification-1 ") and '"server.ready"' in line for line in lines)
     assert any(line.startswith("edge ") and "/Classify" in line for line in lines)
+    assert any('"child.exited"' in line and "classification-1" in line for line in lines)
+
+
+_ORPHAN_RUNNER = """
+import asyncio, sys
+from switchboard_server.mesh.processes import Child, ChildSpec
+
+async def main():
+    child = Child(ChildSpec("sleeper", "test", [sys.executable, "-c",
+                  "import time; time.sleep(60)"]), lambda name, line: None)
+    await child.start()
+    print("PID", child.pid, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_children_die_with_a_killed_runner() -> None:
+    """PR_SET_PDEATHSIG: a runner killed outright (no clean-up) leaves no orphan."""
+    runner = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_RUNNER], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert runner.stdout is not None
+        line = ""
+        while not line.startswith("PID "):
+            line = runner.stdout.readline()
+        child_pid = int(line.split()[1])
+        assert pid_alive(child_pid)
+        runner.kill()
+        runner.wait()
+        _wait(lambda: not pid_alive(child_pid), 10)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        if runner.stdout is not None:
+            runner.stdout.close()
+
+
+def test_render_envoy_writes_one_config_per_envoy(tmp_path: Path) -> None:
+    result = switchboard(
+        {**os.environ}, "render-envoy", "--out", str(tmp_path), "--replicas", "context=2"
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "classification-0.sidecar.yaml",
+        "context-0.sidecar.yaml",
+        "context-1.sidecar.yaml",
+        "edge.yaml",
+        "orchestration-0.sidecar.yaml",
+    ]
+    bad = switchboard({**os.environ}, "render-envoy", "--out", str(tmp_path), "--replicas", "x")
+    assert bad.returncode == 2
+    assert "SERVICE=COUNT" in bad.stderr
