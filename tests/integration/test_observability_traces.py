@@ -218,3 +218,40 @@ def test_trace_receiver_command_runs_standalone_and_stops_on_sigterm(tmp_path: P
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+async def test_client_interceptors_outside_an_rpc_generate_and_forward_a_correlation_id(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(core=CoreSettings(data_dir=tmp_path))
+    with captured_logs() as logs:
+        async with serving(settings, RelayModule()) as (server, port):
+            target = f"127.0.0.1:{port}"
+            interceptors = server.observability.client_interceptors(target)
+            async with grpc.aio.insecure_channel(target, interceptors=interceptors) as channel:
+                stub = pb_grpc.ClassificationServiceStub(channel)
+                await stub.Classify(pb.ClassifyRequest(text="hello"), timeout=5)
+                stream = stub.ClassifyStream(
+                    iter([pb.ClassifyStreamRequest(request_id=str(i)) for i in range(3)]),
+                    timeout=5,
+                )
+                assert [r.request_id async for r in stream] == ["0", "1", "2"]
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await stub.Classify(pb.ClassifyRequest(text=""), timeout=5)
+                await settle()
+        lines = logs.lines()
+
+    access = [e for e in lines if e.get("event") == "rpc"]
+    by_kind: dict[str, list[dict[str, Any]]] = {"client": [], "server": []}
+    for line in access:
+        by_kind[line["kind"]].append(line)
+    assert [(e["method"], e["code"]) for e in by_kind["client"]] == [
+        ("Classify", "OK"),
+        ("ClassifyStream", "OK"),
+        ("Classify", "INVALID_ARGUMENT"),
+    ]
+    for client, srv in zip(by_kind["client"], by_kind["server"], strict=True):
+        assert len(client["correlation_id"]) == 32
+        assert srv["correlation_id"] == client["correlation_id"]
+        assert client["peer"] == target
+    assert len({e["correlation_id"] for e in by_kind["client"]}) == 3
