@@ -7,16 +7,12 @@ PID; each test gets its own key prefix, so tests never see each other's data.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from switchboard_server.config import Settings
 from tests.integration.context.support import (
@@ -26,35 +22,16 @@ from tests.integration.context.support import (
     context_settings,
     free_port,
     running,
+    start_redis,
     stop_process,
 )
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (run scripts/install-system-deps.sh)")
     port = free_port()
-    directory = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "yes", "--appendfsync", "always", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = start_redis(port, tmp_path_factory.mktemp("redis"))
     try:
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        client.close()
         yield RedisServer(f"redis://127.0.0.1:{port}/0", proc.pid)
     finally:
         stop_process(proc)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import redis
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -37,6 +40,33 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
+
+
+def start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
+    """A real redis-server on 127.0.0.1:port, append-only with fsync always; ready on return."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (run scripts/install-system-deps.sh)")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "yes", "--appendfsync", "always", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return proc
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    stop_process(proc)
+                    raise
+                time.sleep(0.05)
+    finally:
+        client.close()
 
 
 @dataclass(frozen=True)

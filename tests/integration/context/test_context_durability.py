@@ -19,9 +19,9 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
-
 from tests.integration.context.support import free_port, stop_process
 
 WRITERS = 6
@@ -71,7 +71,9 @@ async def wait_serving(channel: grpc.aio.Channel, proc: subprocess.Popen[bytes])
     raise AssertionError("context server did not become SERVING")
 
 
-async def writer(stub: pb_grpc.ContextServiceStub, w: int, acked: list[int]) -> None:
+async def writer(
+    stub: pb_grpc.ContextServiceStub, w: int, acked: list[list[int]], enough: asyncio.Event
+) -> None:
     i = 0
     while True:
         request = pb.AppendMemoryRequest(
@@ -82,7 +84,9 @@ async def writer(stub: pb_grpc.ContextServiceStub, w: int, acked: list[int]) -> 
             await stub.AppendMemory(request, timeout=5)
         except grpc.aio.AioRpcError:
             return
-        acked.append(i)
+        acked[w].append(i)
+        if sum(map(len, acked)) >= TARGET_ACKS:
+            enough.set()
         i += 1
 
 
@@ -96,9 +100,9 @@ async def test_acknowledged_appends_survive_kill_9(make_settings: Any, tmp_path:
         async with grpc.aio.insecure_channel(target) as channel:
             await wait_serving(channel, proc)
             stub = pb_grpc.ContextServiceStub(channel)
-            tasks = [asyncio.create_task(writer(stub, w, acked[w])) for w in range(WRITERS)]
-            while sum(map(len, acked)) < TARGET_ACKS and all(not t.done() for t in tasks):
-                await asyncio.sleep(0.01)
+            enough = asyncio.Event()
+            tasks = [asyncio.create_task(writer(stub, w, acked, enough)) for w in range(WRITERS)]
+            await asyncio.wait_for(enough.wait(), 60)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
             await asyncio.wait_for(asyncio.gather(*tasks), 30)

@@ -1,0 +1,76 @@
+"""Redis down: the context service answers UNAVAILABLE (retryable), never crashes, and
+after Redis is back every acknowledged write is there (kill -9 of redis-server itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from switchboard.context.v1 import context_service_pb2 as pb
+from tests.integration.context.support import (
+    Running,
+    context_settings,
+    free_port,
+    running,
+    start_redis,
+    stop_process,
+)
+
+
+async def until_ok(ctx: Running, session: str) -> pb.GetMemoryStatsResponse:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return await ctx.stub.GetMemoryStats(
+                pb.GetMemoryStatsRequest(session_id=session), timeout=5
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def test_redis_kill_9_then_restart(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start_redis(port, tmp_path)
+    settings = context_settings(
+        "redis", tmp_path / "data", f"redis://127.0.0.1:{port}/0", "outage:",
+        redis_timeout_s=1.0,
+    )  # fmt: skip
+    try:
+        async with running(settings) as ctx:
+            for i in range(20):
+                await ctx.stub.AppendMemory(
+                    pb.AppendMemoryRequest(
+                        session_id="s-outage",
+                        entries=[pb.MemoryEntry(type=pb.MEMORY_TYPE_SEMANTIC, content=f"f{i}")],
+                    )
+                )
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+            for call, request in (
+                (ctx.stub.GetContext, pb.GetContextRequest(query="f1", session_id="s-outage")),
+                (ctx.stub.AppendMemory, pb.AppendMemoryRequest(
+                    session_id="s-outage",
+                    entries=[pb.MemoryEntry(type=pb.MEMORY_TYPE_SEMANTIC, content="lost")])),
+            ):  # fmt: skip
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await call(request, timeout=10)
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+            proc = start_redis(port, tmp_path)
+            stats = await until_ok(ctx, "s-outage")
+            assert stats.memory_stats.semantic_count == 20
+            reply = await ctx.stub.GetContext(
+                pb.GetContextRequest(query="f19", session_id="s-outage")
+            )
+            assert [s.content for s in reply.sources] == ["f19"]
+    finally:
+        stop_process(proc)
