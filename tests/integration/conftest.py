@@ -81,6 +81,8 @@ async def start_services(
 ) -> AsyncIterator[RunningServices]:
     """Start ``services`` on 127.0.0.1:0, orchestration pointed at the peers started here.
 
+    ``data_dir`` is used when ``settings`` is not given (grace period 0 for fast stops).
+
     ``model_cache`` is a directory of trained classification models shared between
     starts: copied in before classification starts (so it loads instead of training)
     and updated afterwards.
