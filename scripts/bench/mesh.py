@@ -1,0 +1,279 @@
+"""The mesh's cost: the same chat pipeline direct (app to app) and through Envoy, one run.
+
+Direct: the three apps, orchestration calling the other two on their app ports.
+Mesh: `python -m switchboard_server.mesh up --detach` (edge + one sidecar per app,
+orchestration calling through its sidecar's egress listeners). Both on free loopback
+ports with a fresh data dir, tracing export off in both.
+
+For each, an open-loop load of RATE Chat turns/s for SECONDS (after WARMUP_S) on one
+channel; latency is measured from each turn's scheduled start (no coordinated
+omission). CPU is utime+stime from /proc/<pid>/stat of every app and Envoy, before and
+after. An Envoy "traversal" is one request through one Envoy listener, counted from the
+Envoys' own ``http.*.downstream_rq_total`` (health checks included: ~1/s per cluster).
+
+    python -m scripts.bench mesh        # or SWITCHBOARD_BENCH_MESH_SECONDS=20 ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import yaml
+
+from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
+from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
+from switchboard_server.mesh.envoy import counters
+from switchboard_server.mesh.health import grpc_health
+from switchboard_server.mesh.processes import pid_alive
+
+RATE = float(os.environ.get("SWITCHBOARD_BENCH_MESH_RATE", "100"))
+SECONDS = float(os.environ.get("SWITCHBOARD_BENCH_MESH_SECONDS", "10"))
+WARMUP_S = 3.0
+SESSIONS = 50
+CALL_TIMEOUT_S = 5.0
+STARTUP_TIMEOUT_S = 240.0
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("classification", "context", "orchestration")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+_DOWNSTREAM = re.compile(r"^http\.[^.]+\.downstream_rq_total$")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def _cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(p) for p in pids)
+
+
+async def _load(target: str, seconds: float) -> dict[str, Any]:
+    """Open loop at RATE turns/s; latencies from each turn's scheduled start."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    degraded = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.OrchestrationServiceStub(channel)
+        loop = asyncio.get_running_loop()
+
+        async def turn(i: int, scheduled: float) -> None:
+            nonlocal degraded
+            try:
+                reply = await stub.Chat(
+                    pb.ChatRequest(
+                        message=f"what is my account balance? ({i % 7})",
+                        session_id=f"bench-{i % SESSIONS}",
+                    ),
+                    timeout=CALL_TIMEOUT_S,
+                )
+                degraded += bool(reply.degraded)
+                latencies.append(loop.time() - scheduled)
+            except grpc.aio.AioRpcError as exc:
+                errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+
+        start = loop.time()
+        tasks = []
+        total = int(seconds * RATE)
+        for i in range(total):
+            scheduled = start + i / RATE
+            await asyncio.sleep(max(0.0, scheduled - loop.time()))
+            tasks.append(asyncio.create_task(turn(i, scheduled)))
+        await asyncio.gather(*tasks)
+        elapsed = loop.time() - start
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 2)
+
+    return {
+        "turns": total,
+        "ok": len(latencies),
+        "errors": errors,
+        "degraded": degraded,
+        "achieved_rate": round(total / elapsed, 1),
+        "p50_ms": pct(0.50) if latencies else None,
+        "p99_ms": pct(0.99) if latencies else None,
+    }
+
+
+async def _measure(target: str, pids: dict[str, list[int]]) -> dict[str, Any]:
+    await _load(target, WARMUP_S)
+    before = {role: _cpu(p) for role, p in pids.items()}
+    result = await _load(target, SECONDS)
+    after = {role: _cpu(p) for role, p in pids.items()}
+    for role in pids:
+        result[f"{role}_cpu_ms_per_turn"] = round(
+            (after[role] - before[role]) * 1000 / result["turns"], 3
+        )
+    return result
+
+
+async def _wait_serving(targets: list[tuple[str, str]]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    for target, service in targets:
+        while await grpc_health(target, service) != "SERVING":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{target} {service} not serving")
+            await asyncio.sleep(0.5)
+
+
+async def _direct(data_dir: Path) -> dict[str, Any]:
+    ports = {s: _free_port() for s in SERVICES}
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        for service in SERVICES:
+            env = {
+                **os.environ,
+                "SWITCHBOARD_PORT": str(ports[service]),
+                "SWITCHBOARD_DATA_DIR": str(data_dir),
+                "SWITCHBOARD_LOG_LEVEL": "warning",
+                "SWITCHBOARD_OBS_OTLP_ENDPOINT": "",
+                "SWITCHBOARD_ORCHESTRATION_CLASSIFICATION_TARGET": (
+                    f"127.0.0.1:{ports['classification']}"
+                ),
+                "SWITCHBOARD_ORCHESTRATION_CONTEXT_TARGET": f"127.0.0.1:{ports['context']}",
+            }
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "switchboard_server",
+                    service,
+                    env=env,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+        await _wait_serving([(f"127.0.0.1:{ports[s]}", "") for s in SERVICES])
+        target = f"127.0.0.1:{ports['orchestration']}"
+        return await _measure(target, {"app": [p.pid for p in procs]})
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            await asyncio.wait_for(proc.wait(), 30)
+
+
+def _mesh_env(tmp: Path, data_dir: Path) -> dict[str, str]:
+    raw = yaml.safe_load((ROOT / "envoy" / "topology.yaml").read_text())
+    for spec in raw["services"].values():
+        for key in ("app_port", "sidecar_port", "admin_port", "metrics_port"):
+            spec[key] = _free_port()
+        spec["egress_ports"] = {c: _free_port() for c in spec.get("egress_ports", {})}
+    topology = tmp / "topology.yaml"
+    topology.write_text(yaml.safe_dump(raw))
+    return {
+        **os.environ,
+        "SWITCHBOARD_DATA_DIR": str(data_dir),
+        "SWITCHBOARD_LOG_LEVEL": "warning",
+        "SWITCHBOARD_OBS_OTLP_ENDPOINT": "",
+        "SWITCHBOARD_MESH_TRACE_RECEIVER": "false",
+        "SWITCHBOARD_MESH_TOPOLOGY_FILE": str(topology),
+        "SWITCHBOARD_MESH_EDGE_PORT": str(_free_port()),
+        "SWITCHBOARD_MESH_EDGE_ADMIN_PORT": str(_free_port()),
+        "SWITCHBOARD_MESH_STARTUP_TIMEOUT_S": str(STARTUP_TIMEOUT_S),
+    }
+
+
+async def _command(env: dict[str, str], *argv: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def _traversals(admins: list[int]) -> int:
+    async with httpx.AsyncClient() as client:
+        total = 0
+        for port in admins:
+            stats = await counters(client, port)
+            total += sum(v for k, v in stats.items() if _DOWNSTREAM.match(k))
+    return total
+
+
+async def _mesh(tmp: Path, data_dir: Path) -> dict[str, Any]:
+    env = _mesh_env(tmp, data_dir)
+    mesh = [sys.executable, "-m", "switchboard_server.mesh"]
+    pids: dict[str, list[int]] = {"app": [], "envoy": []}
+    code, output = await _command(env, *mesh, "up", "--detach")
+    try:
+        if code != 0:
+            raise RuntimeError(output[-2000:])
+        state = json.loads((data_dir / "mesh" / "state.json").read_text())
+        admins = []
+        pids["runner"] = [state["supervisor_pid"]]  # it pumps every child's log
+        for process in state["processes"]:
+            role = "app" if process["role"] == "app" else "envoy"
+            pids[role].append(process["pid"])
+            if "admin" in process["endpoints"]:
+                admins.append(int(process["endpoints"]["admin"].rsplit(":", 1)[1]))
+        target = state["edge_grpc"]
+        await _load(target, WARMUP_S)
+        before = {role: _cpu(p) for role, p in pids.items()}
+        hops_before = await _traversals(admins)
+        result = await _load(target, SECONDS)
+        after = {role: _cpu(p) for role, p in pids.items()}
+        hops = await _traversals(admins) - hops_before
+        for role in pids:
+            result[f"{role}_cpu_ms_per_turn"] = round(
+                (after[role] - before[role]) * 1000 / result["turns"], 3
+            )
+        result["envoy_traversals_per_turn"] = round(hops / result["turns"], 2)
+        result["envoy_cpu_ms_per_traversal"] = round(
+            (after["envoy"] - before["envoy"]) * 1000 / max(hops, 1), 4
+        )
+        return result
+    finally:
+        await _command(env, *mesh, "down")
+        for pid in pids["app"] + pids["envoy"]:
+            if pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+
+
+async def _run() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="switchboard-bench-mesh-") as name:
+        tmp = Path(name)
+        direct = await _direct(tmp / "direct")
+        mesh = await _mesh(tmp, tmp / "mesh")
+    direct_cpu = direct["app_cpu_ms_per_turn"]
+    mesh_cpu = (
+        mesh["app_cpu_ms_per_turn"] + mesh["envoy_cpu_ms_per_turn"] + mesh["runner_cpu_ms_per_turn"]
+    )
+    return {
+        "rate_turns_per_s": RATE,
+        "seconds": SECONDS,
+        "cores": os.cpu_count(),
+        "direct": direct,
+        "mesh": mesh,
+        "cpu_ratio_mesh_over_direct": round(mesh_cpu / direct_cpu, 3) if direct_cpu else None,
+    }
+
+
+def run() -> dict[str, Any]:
+    return asyncio.run(_run())
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
