@@ -11,9 +11,12 @@ import asyncio
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import structlog
 
@@ -22,6 +25,8 @@ from switchboard_server.orchestration.model import Alternative, Intent, Turn, Tu
 from switchboard_server.orchestration.ports import DependencyFailed
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS turns (
@@ -62,9 +67,17 @@ class SqliteConversationLog:
         self._path = directory / self.FILE_NAME
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking SQLite work on the log's own thread (not the shared default pool)."""
+        if self._executor is None:
+            raise sqlite3.ProgrammingError("conversation log is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._open)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="conversation-log")
+        await self._run(self._open)
 
     def _open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +92,9 @@ class SqliteConversationLog:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -87,7 +103,7 @@ class SqliteConversationLog:
 
     async def append(self, session_id: str, turn: Turn) -> int:
         try:
-            return await asyncio.to_thread(self._append, session_id, turn)
+            return await self._run(self._append, session_id, turn)
         except sqlite3.Error as exc:
             log.error("conversation_log.write_failed", error=type(exc).__name__)
             raise DependencyFailed("STORAGE_ERROR") from exc
@@ -111,7 +127,7 @@ class SqliteConversationLog:
 
     async def page(self, session_id: str, start: int, size: int) -> TurnPage:
         try:
-            return await asyncio.to_thread(self._page, session_id, start, size)
+            return await self._run(self._page, session_id, start, size)
         except sqlite3.Error as exc:
             log.error("conversation_log.read_failed", error=type(exc).__name__)
             raise Unavailable("the conversation log cannot be read now") from exc
