@@ -6,16 +6,15 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from importlib.metadata import version
 from typing import Any
-
-import sklearn
 
 from switchboard_server.classification.backends.base import Scorer
 from switchboard_server.classification.dataset import Example, fingerprint
 from switchboard_server.classification.settings import ClassificationSettings
 from switchboard_server.classification.taxonomy import HierarchyIndex
 
-ARTIFACT_FORMAT = 2
+ARTIFACT_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def artifact_key(config: TrainConfig, train: list[Example], heldout: list[Exampl
     """sha256 of the artifact format, library version, config and data."""
     material = {
         "format": ARTIFACT_FORMAT,
-        "sklearn": sklearn.__version__,
+        "sklearn": version("scikit-learn"),
         "config": asdict(config),
         "train": fingerprint(train),
         "heldout": fingerprint(heldout) if heldout is not None else None,

@@ -192,10 +192,27 @@ def test_example_store_is_durable_across_reopen(tmp_path: Path) -> None:
 def test_fast_tfidf_rows_equal_scikit_learn_for_single_texts_and_batches(
     tfidf_model: TrainedModel,
 ) -> None:
+    import scipy.sparse as sp
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    corpus = [e.text for e in small_examples()]  # what the refitted model was fitted on
+    word = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(corpus)
+    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)
+    char.fit(corpus)
+    texts = [
+        *corpus,
+        "",
+        "zzz qqq",
+        "!!!",
+        "Wake ME up  at\tSEVEN, then PLAY jazz!!",
+        "a b c d e f",
+        "café naïve résumé ÆON",
+        "set-an alarm_for 7:30 o'clock",
+    ]
+    reference = sp.hstack([word.transform(texts), char.transform(texts)]).tocsr()
     featurizer = tfidf_model.scorer.featurizer  # type: ignore[attr-defined]
-    texts = [e.text for e in small_examples()] + ["", "zzz qqq", "!!!", "Wake ME up  at\tSEVEN"]
-    reference = featurizer.transform_many(texts)
     batch_raw, batch_unit = featurizer.transform_pair(texts)
+    assert batch_raw.shape == reference.shape
     assert abs(batch_raw - reference).max() < 1e-6
     for i, text in enumerate(texts):
         raw, unit = featurizer.transform_pair([text])

@@ -8,8 +8,6 @@ from typing import Any, Protocol, TypeAlias
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
 
 FloatArray = npt.NDArray[np.float32]
 Features: TypeAlias = FloatArray | sp.csr_matrix
@@ -56,6 +54,17 @@ def cosine(queries: Features, keys: Features) -> FloatArray:
     return np.asarray(product, dtype=np.float32)
 
 
+def log_softmax(logits: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    result: npt.NDArray[Any] = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return result
+
+
+def softmax(logits: FloatArray) -> FloatArray:
+    result: FloatArray = np.exp(log_softmax(logits)).astype(np.float32)
+    return result
+
+
 class LinearHead:
     """Logits = X W^T + b, probabilities = softmax(logits / temperature)."""
 
@@ -70,17 +79,19 @@ class LinearHead:
         return np.asarray(raw, dtype=np.float32) + self.intercept
 
     def proba(self, features: Features) -> FloatArray:
-        return np.asarray(softmax(self.logits(features) / self.temperature, axis=1), np.float32)
+        return softmax(self.logits(features) / np.float32(self.temperature))
 
     def calibrate(self, features: Features, label_index: npt.NDArray[np.int64]) -> float:
         """Fit the temperature minimising held-out negative log-likelihood."""
+        from scipy.optimize import minimize_scalar  # training only: keeps serving imports light
+
         if len(label_index) == 0:
             return self.temperature
         logits = self.logits(features).astype(np.float64)
         rows = np.arange(len(label_index))
 
         def nll(log_t: float) -> float:
-            scaled = log_softmax(logits / np.exp(log_t), axis=1)
+            scaled = log_softmax(logits / np.exp(log_t))
             return float(-scaled[rows, label_index].mean())
 
         result = minimize_scalar(nll, bounds=(-5.0, 5.0), method="bounded")

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.linear_model import LogisticRegression
 
 from switchboard_server.classification.backends.base import (
     Encoder,
@@ -24,6 +23,8 @@ def fit_logistic(features: FloatArray, labels: Sequence[str], c: float) -> Linea
     classes = sorted(set(labels))
     if len(classes) == 1:
         return LinearHead(np.zeros((1, features.shape[1]), np.float32), np.zeros(1, np.float32))
+    from sklearn.linear_model import LogisticRegression  # training only
+
     model = LogisticRegression(C=c, max_iter=1000).fit(features, labels)
     coef, intercept = model.coef_, model.intercept_
     if len(classes) == 2:
