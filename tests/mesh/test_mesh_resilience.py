@@ -169,3 +169,26 @@ async def test_overload_is_refused_fast(topology: Topology, tmp_path: Path) -> N
         if k.startswith("cluster.classification.") and k.endswith("_overflow")
     )
     assert overflow >= len(refused)
+
+
+async def test_edge_rate_limit_answers_resource_exhausted(
+    topology: Topology, tmp_path: Path
+) -> None:
+    settings = MeshSettings(edge_rate_limit_rps=1, edge_rate_limit_burst=2)
+    topo = sub_topology(topology, {"classification": 1})
+    async with running_mesh(topo, settings, tmp_path) as mesh:
+        await wait_healthy(mesh, "classification", 1)
+        codes = []
+        async with grpc.aio.insecure_channel(mesh.edge) as channel:
+            stub = cls_grpc.ClassificationServiceStub(channel)
+            for i in range(6):
+                try:
+                    await _classify(stub, i)
+                    codes.append("OK")
+                except grpc.aio.AioRpcError as exc:
+                    codes.append(exc.code().name)
+        stats = await mesh.edge_stats()
+    assert codes[:2] == ["OK", "OK"]  # the burst
+    assert codes.count("RESOURCE_EXHAUSTED") >= 3
+    assert stats["edge_rate_limit.http_local_rate_limit.rate_limited"] >= 3
+    assert mesh.modules["classification-0"].state.calls["Classify"] == codes.count("OK")
