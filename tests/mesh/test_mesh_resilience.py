@@ -102,7 +102,7 @@ async def _load(
 async def test_bad_replica_stops_receiving_traffic(
     topology: Topology, tmp_path: Path, fault: str
 ) -> None:
-    """600 calls over ~2 s; halfway one replica goes bad; no caller notices."""
+    """800 calls over ~3 s; after 200 one replica goes bad; no caller notices."""
     settings = MeshSettings(**FAST)
     topo = sub_topology(topology, {"classification": 2})
     async with running_mesh(topo, settings, tmp_path) as mesh:
@@ -111,7 +111,7 @@ async def test_bad_replica_stops_receiving_traffic(
         good = mesh.modules["classification-1"].state
         async with grpc.aio.insecure_channel(mesh.edge) as channel:
             stub = cls_grpc.ClassificationServiceStub(channel)
-            load = asyncio.create_task(_load(stub, 600, 6, 0.02))
+            load = asyncio.create_task(_load(stub, 800, 6, 0.02))
             for _ in range(1000):  # a third of the load has gone through
                 if bad.calls["Classify"] + good.calls["Classify"] >= 200:
                     break
@@ -132,9 +132,12 @@ async def test_bad_replica_stops_receiving_traffic(
         settings.health_interval_s * settings.health_unhealthy_threshold + settings.health_timeout_s
     )
     assert failures == []
-    assert finished_at - switched_at > detect_s + 0.3  # the load outlived detection
-    assert bad.last_call_at - switched_at < detect_s + 0.2
-    assert good.calls["Classify"] > 300
+    # the bad replica's last call came within the detection window (plus slack for a
+    # loaded machine), and traffic went on to the good one well after it
+    assert bad.last_call_at - switched_at < detect_s + 1.0
+    assert good.last_call_at - bad.last_call_at > 0.3
+    assert finished_at - switched_at > detect_s + 0.3
+    assert good.calls["Classify"] > 400
     assert sum(1 for _, flags, _ in hosts if flags) == 1  # the bad one is marked
 
 

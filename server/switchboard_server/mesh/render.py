@@ -260,7 +260,7 @@ def _ops_routes(cluster: str, settings: MeshSettings) -> list[Config]:
         {
             "name": f"{prefix.strip('/.')}",
             "match": {"prefix": prefix, "grpc": {}},
-            "route": _route_action(cluster, 5.0, settings, retry=True),
+            "route": _route_action(cluster, settings.ops_timeout_s, settings, retry=True),
         }
         for prefix in (f"/{HEALTH_SERVICE}/", "/grpc.reflection.")
     ]
@@ -411,7 +411,11 @@ def render_sidecar(
     spec = plan.topology.services[replica.service]
     ingress_routes = service_routes(spec, LOCAL_APP, settings, retries=False)
     ingress_routes.append(
-        {"name": "ops", "match": {"prefix": "/"}, "route": {"cluster": LOCAL_APP, "timeout": "5s"}}
+        {
+            "name": "ops",
+            "match": {"prefix": "/"},
+            "route": {"cluster": LOCAL_APP, "timeout": _seconds(settings.ops_timeout_s)},
+        }
     )
     tracing_name = f"envoy-{replica.service}"
     listeners = [

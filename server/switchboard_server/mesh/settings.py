@@ -48,6 +48,9 @@ class MeshSettings(BaseSettings):
         gt=0,
         description="Cap on a caller's grpc-timeout that Envoy honours (grpc_timeout_header_max).",
     )
+    ops_timeout_s: float = Field(
+        default=5.0, gt=0, description="Route timeout of health checks and reflection."
+    )
     connect_timeout_s: float = Field(
         default=0.25, gt=0, description="Upstream TCP connect timeout."
     )
