@@ -2,8 +2,13 @@
 
 A real context server (``python -m switchboard_server context``, SQLite) holds a synthetic
 knowledge base of 10,000 passages and 1,000 sessions with 30 memory entries each;
-queries are 3-6 words drawn from the same Zipf-like vocabulary. The result cache is
-off for the "miss" figures, so every GetContext does the full retrieval.
+queries are 3-6 words drawn from the same Zipf vocabulary. The result cache is off,
+so every GetContext does the full retrieval. ``get_context_*`` is measured by a
+gRPC client over loopback; ``get_context_service_*`` runs the same queries through
+the domain service on the same database in this process (no gRPC), which shows
+how much of the time is retrieval and how much is the RPC. The ``*_cpu_ms`` figures
+are CPU time per call (server process, or this process for the service-side run):
+unlike latencies they do not grow when other work competes for the cores.
 
     .venv/bin/python -m scripts.bench context
 """
@@ -22,13 +27,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
 
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
+from switchboard_server.config import CoreSettings, Settings
+from switchboard_server.context import translate
+from switchboard_server.context.cache import ResultCache
+from switchboard_server.context.domain import ContextService
+from switchboard_server.context.metrics import ContextMetrics
+from switchboard_server.context.model import MemoryType, NewMemory
+from switchboard_server.context.module import build_store, memory_caps
+from switchboard_server.context.settings import ContextSettings
+from switchboard_server.validation import Violations
 
 PASSAGES = 10_000
 PASSAGES_PER_DOC = 5
@@ -37,6 +53,7 @@ ENTRIES_PER_TYPE = 10
 QUERIES = 2_000
 APPENDS = 3_000
 CONCURRENCY = 32
+BATCH = 10
 VOCABULARY = 5_000
 SEED = 7
 
@@ -93,7 +110,8 @@ async def _latencies(
     return out
 
 
-async def _append_rate(stub: pb_grpc.ContextServiceStub, rng: random.Random) -> float:
+async def _append_rate(stub: pb_grpc.ContextServiceStub, batch: int = 1) -> float:
+    """Entries appended per second, ``batch`` entries per AppendMemory call."""
     queue = list(range(APPENDS))
 
     async def worker() -> None:
@@ -102,14 +120,17 @@ async def _append_rate(stub: pb_grpc.ContextServiceStub, rng: random.Random) -> 
             await stub.AppendMemory(
                 pb.AppendMemoryRequest(
                     session_id=f"s{i % SESSIONS}",
-                    entries=[pb.MemoryEntry(type=pb.MEMORY_TYPE_WORKING, content=f"turn {i}")],
+                    entries=[
+                        pb.MemoryEntry(type=pb.MEMORY_TYPE_WORKING, content=f"turn {i}.{j}")
+                        for j in range(batch)
+                    ],
                 ),
                 timeout=10,
             )
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return APPENDS / (time.perf_counter() - started)
+    return APPENDS * batch / (time.perf_counter() - started)
 
 
 def _start_server(data_dir: str, port: int) -> subprocess.Popen[bytes]:
@@ -143,6 +164,58 @@ async def _wait_serving(channel: grpc.aio.Channel, proc: subprocess.Popen[bytes]
     raise RuntimeError("context server did not become SERVING")
 
 
+async def _service_side(data_dir: Path, requests: list[pb.GetContextRequest]) -> dict[str, float]:
+    """The same work through the domain service on the same database (no gRPC)."""
+    settings = Settings(
+        core=CoreSettings(data_dir=data_dir),
+        context=ContextSettings(cache_ttl_s=0, seed_default_knowledge=False),
+    )
+    store = build_store(settings)
+    await store.open()
+    try:
+        service = ContextService(
+            store,
+            ResultCache(0, 0),
+            ContextMetrics(CollectorRegistry()),
+            caps=memory_caps(settings),
+            passage_max_chars=settings.context.passage_max_chars,
+        )
+        queries = [translate.context_query(Violations(), r, settings) for r in requests]
+        latencies = []
+        cpu = time.process_time()
+        for query in queries:
+            started = time.perf_counter()
+            await service.get_context(query)
+            latencies.append((time.perf_counter() - started) * 1000)
+        cpu_get = (time.process_time() - cpu) / len(queries)
+        pending = list(range(APPENDS))
+
+        async def worker() -> None:
+            while pending:
+                i = pending.pop()
+                entry = NewMemory(MemoryType.WORKING, f"turn {i}")
+                await service.append_memory(f"s{i % SESSIONS}", [entry])
+
+        cpu, started = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        elapsed, cpu_append = time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        await store.close()
+    return {
+        "get_context_service_p50_ms": round(statistics.median(latencies), 3),
+        "get_context_service_p95_ms": round(_percentile(latencies, 0.95), 3),
+        "get_context_service_cpu_ms": round(cpu_get * 1000, 3),
+        "append_memory_service_per_s": round(APPENDS / elapsed),
+        "append_memory_service_cpu_ms": round(cpu_append / APPENDS * 1000, 3),
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -172,8 +245,13 @@ async def _main() -> dict[str, Any]:
                     for _ in range(QUERIES)
                 ]
                 await _latencies(stub, requests[:100])  # warm up
+                cpu = _cpu_seconds(proc.pid)
                 miss = await _latencies(stub, requests)
-                rate = await _append_rate(stub, rng)
+                cpu_get = (_cpu_seconds(proc.pid) - cpu) / len(requests)
+                cpu = _cpu_seconds(proc.pid)
+                rate = await _append_rate(stub)
+                cpu_append = (_cpu_seconds(proc.pid) - cpu) / APPENDS
+                batched_rate = await _append_rate(stub, batch=BATCH)
         finally:
             proc.terminate()
             try:
@@ -181,6 +259,7 @@ async def _main() -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+        service_side = await _service_side(Path(tmp), requests)
     return {
         "passages": PASSAGES,
         "sessions": SESSIONS,
@@ -189,10 +268,14 @@ async def _main() -> dict[str, Any]:
         "get_context_p50_ms": round(statistics.median(miss), 3),
         "get_context_p95_ms": round(_percentile(miss, 0.95), 3),
         "get_context_p99_ms": round(_percentile(miss, 0.99), 3),
+        "get_context_server_cpu_ms": round(cpu_get * 1000, 3),
         "append_memory_per_s": round(rate),
         "append_concurrency": CONCURRENCY,
+        "append_memory_server_cpu_ms": round(cpu_append * 1000, 3),
+        f"append_entries_per_s_batch{BATCH}": round(batched_rate),
         "store": "sqlite (WAL, synchronous=FULL)",
         "note": "cache off; python -m switchboard_server context, client over loopback gRPC",
+        **service_side,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
 

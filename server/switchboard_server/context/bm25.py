@@ -20,7 +20,6 @@ k1 and b are FTS5's fixed values so that both backends agree.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TypeVar
 
@@ -65,29 +64,30 @@ def normalise(score: float, idfs: Sequence[float]) -> float:
 
 
 class Corpus:
-    """BM25 over an in-memory set of texts given as term lists."""
+    """BM25 over an in-memory set of texts given as term lists (e.g. one session's memory).
+
+    Only the query's terms are counted, so scoring is cheap for short queries.
+    """
 
     def __init__(self, documents: Mapping[str, Sequence[str]], idf: Idf = smooth_idf) -> None:
-        self._tf = {key: Counter(terms) for key, terms in documents.items()}
-        self._length = {key: len(terms) for key, terms in documents.items()}
-        total_length = sum(self._length.values())
+        self._documents = documents
+        total_length = sum(len(terms) for terms in documents.values())
         self._avg = total_length / len(documents) if documents else 0.0
         self._idf = idf
-        self._df: Counter[str] = Counter()
-        for counts in self._tf.values():
-            self._df.update(counts.keys())
 
     def relevance(self, query: Sequence[str]) -> dict[str, float]:
         """Normalised relevance of every text that matches at least one query term."""
-        total = len(self._tf)
-        idfs = [self._idf(total, self._df.get(term, 0)) for term in query]
+        total = len(self._documents)
+        tfs = {key: [terms.count(t) for t in query] for key, terms in self._documents.items()}
+        df = [sum(1 for counts in tfs.values() if counts[i]) for i in range(len(query))]
+        idfs = [self._idf(total, n) for n in df]
         result: dict[str, float] = {}
-        for key, counts in self._tf.items():
+        for key, counts in tfs.items():
+            length = len(self._documents[key])
             score = 0.0
-            for term, weight in zip(query, idfs, strict=True):
-                tf = counts.get(term, 0)
+            for tf, weight in zip(counts, idfs, strict=True):
                 if tf:
-                    score += weight * saturation(tf, self._length[key], self._avg)
+                    score += weight * saturation(tf, length, self._avg)
             if score > 0:
                 result[key] = normalise(score, idfs)
         return result

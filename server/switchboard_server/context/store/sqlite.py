@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -77,10 +77,10 @@ CANDIDATES = """
 SELECT rowid, -bm25(passages_fts) FROM passages_fts
 WHERE passages_fts MATCH ? ORDER BY bm25(passages_fts) LIMIT ?
 """
-TERMS = "SELECT terms FROM passages_fts WHERE rowid = ?"
-PASSAGE = """
-SELECT p.id, p.document_id, p.title, p.content, d.metadata, d.created_at
-FROM passages p JOIN documents d ON d.id = p.document_id WHERE p.rowid = ?
+TERMS = "SELECT rowid, terms FROM passages_fts WHERE rowid IN ({})"
+PASSAGES = """
+SELECT p.rowid, p.id, p.document_id, p.title, p.content, d.metadata, d.created_at
+FROM passages p JOIN documents d ON d.id = p.document_id WHERE p.rowid IN ({})
 """
 
 
@@ -246,7 +246,7 @@ class SqliteStore:
         )
         return [
             MemoryRecord(
-                r[0], MemoryType(r[1]), r[2], json.loads(r[3]), r[4], r[5], tuple(r[6].split())
+                r[0], MemoryType(r[1]), r[2], _metadata(r[3]), r[4], r[5], tuple(r[6].split())
             )
             for r in rows
         ]
@@ -337,13 +337,15 @@ class SqliteStore:
             if len(selective) == len(useful):
                 scores = {rowid: score for rowid, score in hits}
             else:  # rescore with every term: exact BM25, as FTS5 computes it
+                rowids = [rowid for rowid, _ in hits]
                 candidates = {}
-                for rowid, _ in hits:
-                    terms = conn.execute(TERMS, (rowid,)).fetchone()[0].split()
-                    candidates[rowid] = (len(terms), Counter(terms))
+                for rowid, text in _in(conn, TERMS, rowids):
+                    terms = text.split()
+                    candidates[rowid] = (len(terms), {t: terms.count(t) for t in useful})
                 scores = bm25.raw_scores(useful, df, total, words / total, candidates)
             best = sorted(scores.items(), key=lambda h: (-h[1], h[0]))[:limit]
-            return total, df, [(s, conn.execute(PASSAGE, (r,)).fetchone()) for r, s in best]
+            rows = {r[0]: r[1:] for r in _in(conn, PASSAGES, [rowid for rowid, _ in best])}
+            return total, df, [(score, rows.get(rowid)) for rowid, score in best]
 
         loop = asyncio.get_running_loop()
         total, df, found = await loop.run_in_executor(self._read_threads, search)
@@ -375,6 +377,17 @@ class SqliteStore:
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('seeded', '1')")
 
         await self._write().submit(write)
+
+
+def _metadata(raw: str) -> dict[str, str]:
+    return {} if raw == "{}" else dict(json.loads(raw))
+
+
+def _in(conn: sqlite3.Connection, query: str, values: Sequence[Any]) -> list[Any]:
+    """Run ``query`` whose ``IN ({})`` takes ``values``."""
+    if not values:
+        return []
+    return conn.execute(query.format(",".join("?" * len(values))), tuple(values)).fetchall()
 
 
 def _match(terms: Sequence[str]) -> str:
