@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -184,10 +185,15 @@ async def test_traces_command_prints_trees_and_json(
 async def test_traces_command_reports_an_unreachable_receiver(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SWITCHBOARD_OBS_RECEIVER_QUERY_PORT", "9")
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("SWITCHBOARD_OBS_RECEIVER_QUERY_PORT", str(port))
     args = build_parser().parse_args(["traces"])
-    assert args.func(args) == 3
-    assert "cannot query http://127.0.0.1:9" in capsys.readouterr().err
+    code = args.func(args)
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert f"cannot query http://127.0.0.1:{port}" in err
 
 
 def test_trace_receiver_command_runs_standalone_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -39,6 +39,12 @@ CHAT = "/switchboard.orchestration.v1.OrchestrationService/Chat"
 CLASSIFY = "/switchboard.classification.v1.ClassificationService/Classify"
 GET_CONTEXT = "/switchboard.context.v1.ContextService/GetContext"
 APPEND_MEMORY = "/switchboard.context.v1.ContextService/AppendMemory"
+APP_SERVER_SPANS = {
+    ("switchboard-orchestration", CHAT),
+    ("switchboard-classification", CLASSIFY),
+    ("switchboard-context", GET_CONTEXT),
+    ("switchboard-context", APPEND_MEMORY),
+}
 CORRELATION_ID = "corr-obs-acceptance"
 TRACE_WAIT_S = 30.0
 
@@ -164,8 +170,8 @@ def _trace(turn: Turn, *, complete: bool) -> list[dict[str, Any]]:
         reply = httpx.get(f"{turn.query_url()}/traces/{turn.trace_id}", timeout=5)
         spans: list[dict[str, Any]] = reply.json()["spans"] if reply.status_code == 200 else []
         ids = {s["span_id"] for s in spans} | {turn.client_span_id}
-        app_servers = {s["name"] for s in spans if s["service"].startswith("switchboard-")}
-        whole = {CHAT, CLASSIFY, GET_CONTEXT, APPEND_MEMORY} <= app_servers
+        servers = {(s["service"], s["name"]) for s in spans if s["kind"] == "SERVER"}
+        whole = servers >= APP_SERVER_SPANS
         if spans and whole and (not complete or all(s["parent_span_id"] in ids for s in spans)):
             return spans
         if time.monotonic() > deadline:
