@@ -48,11 +48,19 @@ async def test_retries_hide_an_unavailable_replica(topology: Topology, tmp_path:
             stub = cls_grpc.ClassificationServiceStub(channel)
             replies = [await _classify(stub, i) for i in range(40)]
         after = await mesh.edge_stats()
+        prometheus = await mesh.http.get(
+            f"http://127.0.0.1:{mesh.plan.edge_admin_port}/stats/prometheus"
+        )
 
     assert all(r.classification.intent == "test/echo" for r in replies)
     assert mesh.modules["classification-0"].state.calls["Classify"] > 0
     retried = "cluster.classification.upstream_rq_retry"
     assert after[retried] - before.get(retried, 0) > 0
+    # grpc_stats: per-method counters for allowlisted methods only
+    method = "cluster.classification.grpc.switchboard.classification.v1.ClassificationService"
+    assert after[f"{method}.Classify.success"] >= 40
+    assert prometheus.status_code == 200
+    assert "envoy_cluster_upstream_rq_retry" in prometheus.text
 
 
 async def test_append_memory_is_never_retried(topology: Topology, tmp_path: Path) -> None:

@@ -180,7 +180,10 @@ def status_command(args: argparse.Namespace) -> int:
         print("switchboard status: no mesh has run here (no state file)", file=sys.stderr)
         return EXIT_NOT_RUNNING
     alive = pid_alive(state.supervisor_pid) and state.status != "stopped"
-    health = asyncio.run(probe_all(state)) if alive else {}
+    if alive:
+        health = asyncio.run(probe_all(state))
+    else:
+        health = {p.name: "STOPPED" for p in state.processes}
     if args.json:
         print(json.dumps(_status_json(state, alive, health), indent=2))
     else:
