@@ -211,13 +211,20 @@ def test_one_chat_is_one_trace_through_every_sidecar_correctly_parented(turn: Tu
     assert edge_path[:2] == ingress
     assert {svc for svc, _ in edge_path[2:]} == {"envoy-edge"}
 
-    for service, method in (
-        ("classification", CLASSIFY),
-        ("context", GET_CONTEXT),
-        ("context", APPEND_MEMORY),
+    for service, method, stage_name in (
+        ("classification", CLASSIFY, "chat.classify"),
+        ("context", GET_CONTEXT, "chat.retrieve"),
+        ("context", APPEND_MEMORY, "chat.remember"),
     ):
         client = one("switchboard-orchestration", "CLIENT", method)
-        assert client["parent_span_id"] == chat["span_id"]
+        # client span <- domain span of its pipeline stage <- the Chat server span
+        stage = by_id[client["parent_span_id"]]
+        assert (stage["service"], stage["kind"], stage["name"]) == (
+            "switchboard-orchestration",
+            "INTERNAL",
+            stage_name,
+        )
+        assert stage["parent_span_id"] == chat["span_id"]
         server = one(f"switchboard-{service}", "SERVER", method)
         hops = _path_to_root(spans, server)
         # callee app <- callee sidecar ingress <- caller sidecar egress <- caller client span
@@ -228,7 +235,7 @@ def test_one_chat_is_one_trace_through_every_sidecar_correctly_parented(turn: Tu
             ("envoy-orchestration", "CLIENT"),
             ("envoy-orchestration", "SERVER"),
         ], method
-        assert _path_to_root(spans, client)[1:] == _path_to_root(spans, chat)
+        assert _path_to_root(spans, client)[2:] == _path_to_root(spans, chat)
         assert server["start_unix_nano"] >= client["start_unix_nano"]
         assert server["end_unix_nano"] <= client["end_unix_nano"]
     assert all(s["status"] != "ERROR" for s in spans)

@@ -73,6 +73,7 @@ class OrchestrationModule:
             self._log,
             pipeline_config(s),
             fallback_composer=rules,
+            tracer_provider=runtime.tracer_provider,
         )
         self._servicer = OrchestrationServicer(
             pipeline,

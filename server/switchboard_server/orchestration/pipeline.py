@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import structlog
+from opentelemetry import trace
 
 from switchboard_server.errors import DeadlineExceeded
+from switchboard_server.observability.tracing import confidence_bucket
 from switchboard_server.orchestration.model import (
     ChatOptions,
     ChatResult,
@@ -63,10 +65,25 @@ class PipelineConfig:
     fallback_intent: str = "general/fallback"
 
 
-class _Turn:
-    """Clock, deadline, events and degradations of one turn."""
+SPAN_NAMES = {
+    Stage.CLASSIFY: "chat.classify",
+    Stage.RETRIEVE: "chat.retrieve",
+    Stage.COMPOSE: "chat.compose",
+    Stage.REMEMBER: "chat.remember",
+}
 
-    def __init__(self, deadline: float | None, margin_s: float, sink: EventSink | None) -> None:
+
+class _Turn:
+    """Clock, deadline, events, degradations and domain spans of one turn."""
+
+    def __init__(
+        self,
+        deadline: float | None,
+        margin_s: float,
+        sink: EventSink | None,
+        tracer: trace.Tracer,
+    ) -> None:
+        self.tracer = tracer
         self.started = time.monotonic()
         self.deadline = deadline
         self.margin_s = margin_s
@@ -101,18 +118,20 @@ class _Turn:
         self.emit(stage, StageStatus.STARTED)
         begun = time.monotonic()
         budget, bound_by_caller = self.budget(limit_s)
-        try:
-            result: T | None = await call(budget)
-            status = StageStatus.FINISHED
-        except DependencyFailed as exc:
-            if exc.reason == DEADLINE_EXCEEDED and bound_by_caller:
-                raise DeadlineExceeded(
-                    "the deadline expired while waiting for a dependency"
-                ) from exc
-            if dependency is not None:
-                self.degraded.append(Degradation(dependency, exc.reason))
-            log.warning("chat.dependency_failed", stage=stage.name, reason=exc.reason)
-            result, status = None, StageStatus.FAILED
+        with self.tracer.start_as_current_span(SPAN_NAMES[stage]) as span:
+            try:
+                result: T | None = await call(budget)
+                status = StageStatus.FINISHED
+            except DependencyFailed as exc:
+                if exc.reason == DEADLINE_EXCEEDED and bound_by_caller:
+                    raise DeadlineExceeded(
+                        "the deadline expired while waiting for a dependency"
+                    ) from exc
+                if dependency is not None:
+                    self.degraded.append(Degradation(dependency, exc.reason))
+                log.warning("chat.dependency_failed", stage=stage.name, reason=exc.reason)
+                span.set_attributes({"degraded": True, "degraded.reason": exc.reason})
+                result, status = None, StageStatus.FAILED
         duration = (time.monotonic() - begun) * 1000.0
         self.timings.append(StageTiming(stage, duration))
         self.emit(stage, status, duration)
@@ -131,7 +150,10 @@ class ChatPipeline:
         config: PipelineConfig,
         *,
         fallback_composer: Composer | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
+        provider = tracer_provider or trace.NoOpTracerProvider()
+        self._tracer = provider.get_tracer("switchboard.orchestration")
         self._classifier = classifier
         self._context = context
         self._composer = composer
@@ -151,27 +173,37 @@ class ChatPipeline:
     ) -> ChatResult:
         """Answer ``message``; ``deadline`` is a ``time.monotonic()`` instant or None."""
         cfg = self._config
-        turn = _Turn(deadline, cfg.margin_s, on_event)
+        turn = _Turn(deadline, cfg.margin_s, on_event, self._tracer)
         turn.budget(0.0)  # fail fast if the caller's time is already gone
         max_results = options.max_context_results or cfg.max_context_results
 
         async def classify(budget_s: float) -> Intent:
-            return await self._classifier.classify(
+            verdict = await self._classifier.classify(
                 message,
                 session_id,
                 threshold=options.confidence_threshold,
                 top_k=cfg.top_k,
                 budget_s=budget_s,
             )
+            trace.get_current_span().set_attributes(
+                {
+                    "intent.l1": verdict.l1,
+                    "intent.confidence_bucket": confidence_bucket(verdict.confidence),
+                    "intent.out_of_scope": verdict.out_of_scope,
+                }
+            )
+            return verdict
 
         async def retrieve(budget_s: float) -> Retrieved:
-            return await self._context.get_context(
+            found = await self._context.get_context(
                 message,
                 session_id,
                 max_results=max_results,
                 max_chars=cfg.max_context_chars,
                 budget_s=budget_s,
             )
+            trace.get_current_span().set_attribute("context.sources", len(found.sources))
+            return found
 
         intent, retrieved = await both(
             turn.stage(Stage.CLASSIFY, Dependency.CLASSIFICATION, cfg.classify_timeout_s, classify),
@@ -185,11 +217,24 @@ class ChatPipeline:
                 fallback=True,
             )
         retrieved = retrieved or Retrieved()
-        composition = await self._compose(
-            turn, ComposeInput(message, intent, retrieved, session_id)
-        )
-        turn_index = await self._remember(
-            turn, message, session_id, options, intent, composition, correlation_id
+        with self._tracer.start_as_current_span("chat.compose") as span:
+            composition = await self._compose(
+                turn, ComposeInput(message, intent, retrieved, session_id)
+            )
+            span.set_attribute("compose.cited", len(composition.cited))
+        with self._tracer.start_as_current_span("chat.remember"):
+            turn_index = await self._remember(
+                turn, message, session_id, options, intent, composition, correlation_id
+            )
+        trace.get_current_span().set_attributes(
+            {
+                "chat.intent.l1": intent.l1,
+                "chat.intent.confidence_bucket": confidence_bucket(intent.confidence),
+                "chat.intent.out_of_scope": intent.out_of_scope,
+                "chat.intent.fallback": intent.fallback,
+                "chat.sources": len(retrieved.sources),
+                "chat.degraded": sorted(d.dependency.name for d in turn.degraded),
+            }
         )
         return ChatResult(
             reply=composition.reply,
