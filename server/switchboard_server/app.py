@@ -82,7 +82,8 @@ class AppServer:
         await self.health.enter_graceful_shutdown()
         await self.grpc_server.stop(grace)
         await self.module.stop()
-        self.observability.shutdown()
+        # Flushing spans may wait on an unreachable collector: keep the event loop free.
+        await asyncio.to_thread(self.observability.shutdown)
         log.info("server.stopped", service=self.runtime.service.value)
         self._stopped.set()
 
