@@ -58,7 +58,7 @@ class ClassificationSettings(BaseSettings):
         default=128, ge=8, le=512, description="Tokens kept per text by the encoder."
     )
     onnx_threads: int = Field(
-        default=1, ge=0, le=64, description="onnxruntime intra-op threads (0 = its default)."
+        default=2, ge=0, le=64, description="onnxruntime intra-op threads (0 = its default)."
     )
     target_in_scope_acceptance: float = Field(
         default=0.95,
