@@ -107,3 +107,19 @@ async def test_a_storm_of_classify_during_a_background_retrain_sees_no_error(
         await asyncio.gather(*workers)  # any failed RPC raises here
         assert calls > 0
         assert {old, new} <= versions
+
+
+async def test_a_full_example_store_refuses_with_resource_exhausted(tmp_path: Path) -> None:
+    import grpc
+
+    data = small_dataset(tmp_path)
+    async with classification_server(
+        tmp_path / "data", train_path=data, max_runtime_examples=2, retrain_enabled=False
+    ) as running:
+        examples = [pb.Example(text=f"teleport me {i}", intent=NEW_INTENT) for i in range(3)]
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await running.stub.AddExamples(pb.AddExamplesRequest(examples=examples))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        reply = await running.stub.AddExamples(pb.AddExamplesRequest(examples=examples[:2]))
+        assert reply.runtime_example_count == 2
+        assert not reply.retrain_scheduled
