@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 import yaml
 
 from switchboard.context.v1 import context_service_pb2 as pb
-from tests.integration.context.support import Running
+from tests.integration.context.support import Running, running
 
 CASES = yaml.safe_load((Path(__file__).parent / "ranking_cases.yaml").read_text())
 TYPES = {"working": pb.MEMORY_TYPE_WORKING, "semantic": pb.MEMORY_TYPE_SEMANTIC}
@@ -89,3 +90,16 @@ async def test_recency_breaks_ties_in_memory(ctx: Running, make_settings: Any) -
         )
     reply = await ctx.stub.GetContext(pb.GetContextRequest(query="topic", session_id="s-tie"))
     assert [s.content for s in reply.sources] == ["topic gamma", "topic beta", "topic alpha"]
+
+
+async def test_reader_threads_answer_like_inline_reads(make_settings: Any) -> None:
+    """SQLITE_READERS > 0 moves reads to threads; answers are the same (Redis ignores it)."""
+    request = pb.GetContextRequest(
+        query="how does switchboard retry failed calls?", include_knowledge_base=True
+    )
+    async with running(make_settings(sqlite_readers=0)) as inline:
+        expected = await inline.stub.GetContext(request)
+    async with running(make_settings(sqlite_readers=2)) as threaded:
+        replies = await asyncio.gather(*(threaded.stub.GetContext(request) for _ in range(20)))
+    assert expected.sources[0].document_id == "retries"
+    assert all(list(r.sources) == list(expected.sources) for r in replies)
