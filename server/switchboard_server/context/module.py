@@ -77,21 +77,10 @@ class ContextModule:
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_ContextServiceServicer_to_server(self._servicer, server)
 
-    async def _open_store(self) -> None:
-        """Open the store, retrying while it is unavailable (health stays NOT_SERVING)."""
-        delay = 0.1
-        while True:
-            try:
-                await self._store.open()
-                return
-            except Unavailable:
-                log.warning("context.store_unavailable", store=self._settings.context.store)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
     async def start(self) -> None:
+        """Open the store and seed the knowledge base, retrying while the store is
+        unavailable (Redis not up yet): health stays NOT_SERVING until both are done."""
         ctx = self._settings.context
-        await self._open_store()
         service = ContextService(
             self._store,
             ResultCache(ctx.cache_ttl_s, ctx.cache_max_entries),
@@ -99,9 +88,20 @@ class ContextModule:
             caps=memory_caps(self._settings),
             passage_max_chars=ctx.passage_max_chars,
         )
-        if ctx.seed_default_knowledge:
-            seeded = await service.seed(default_documents())
-            log.info("knowledge.seed", ingested=seeded)
+        opened, delay = False, 0.1
+        while True:
+            try:
+                if not opened:
+                    await self._store.open()
+                    opened = True
+                if ctx.seed_default_knowledge:
+                    seeded = await service.seed(default_documents())
+                    log.info("knowledge.seed", ingested=seeded)
+                break
+            except Unavailable:
+                log.warning("context.store_unavailable", store=ctx.store, retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
         self.service = service
         self._servicer.attach(service)
         log.info("context.ready", store=ctx.store)

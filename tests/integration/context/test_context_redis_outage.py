@@ -11,8 +11,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.context.v1 import context_service_pb2 as pb
+from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
+from switchboard_server.app import create_server
+from switchboard_server.config import ServiceName
+from switchboard_server.context.module import SERVICE_NAME
 from tests.integration.context.support import (
     Running,
     context_settings,
@@ -74,3 +79,39 @@ async def test_redis_kill_9_then_restart(tmp_path: Path) -> None:
             assert [s.content for s in reply.sources] == ["f19"]
     finally:
         stop_process(proc)
+
+
+async def test_not_serving_until_redis_is_up(tmp_path: Path) -> None:
+    port = free_port()
+    settings = context_settings(
+        "redis", tmp_path / "data", f"redis://127.0.0.1:{port}/0", "late:", redis_timeout_s=0.5
+    )
+    server, grpc_port = await create_server(settings, ServiceName.CONTEXT, "127.0.0.1:0")
+    proc = None
+    starting = asyncio.create_task(server.start())
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+            await asyncio.sleep(0.5)
+            before = await health.Check(request, timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await pb_grpc.ContextServiceStub(channel).GetContext(
+                    pb.GetContextRequest(query="retry"), timeout=5
+                )
+            proc = start_redis(port, tmp_path)
+            await asyncio.wait_for(starting, 30)
+            after = await health.Check(request, timeout=5)
+            reply = await pb_grpc.ContextServiceStub(channel).GetContext(
+                pb.GetContextRequest(query="how does switchboard retry failed calls?",
+                                     include_knowledge_base=True), timeout=5,
+            )  # fmt: skip
+        assert before.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert after.status == health_pb2.HealthCheckResponse.SERVING
+        assert reply.sources[0].document_id == "retries"  # seeded once Redis was up
+    finally:
+        starting.cancel()
+        await server.stop(0)
+        if proc is not None:
+            stop_process(proc)
