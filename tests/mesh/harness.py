@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,3 +151,22 @@ async def wait_healthy(mesh: Mesh, cluster: str, count: int, timeout_s: float = 
         if loop.time() > deadline:
             raise TimeoutError(f"{cluster}: hosts {hosts}")
         await asyncio.sleep(0.05)
+
+
+async def warm_up(
+    mesh: Mesh, call: Callable[[int], Awaitable[object]], method: str, timeout_s: float = 10.0
+) -> None:
+    """Call until every replica has served ``method`` once.
+
+    ``/clusters`` can show a host healthy up to one health-check interval before the
+    worker's load balancer starts picking it; tests that need both replicas wait here.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    i = 0
+    while not all(m.state.calls[method] for m in mesh.modules.values()):
+        if loop.time() > deadline:
+            raise TimeoutError({k: m.state.calls[method] for k, m in mesh.modules.items()})
+        await call(i)
+        i += 1
+        await asyncio.sleep(0.02)

@@ -79,7 +79,10 @@ def test_retries_only_on_idempotent_routes(topology: Topology) -> None:
     assert default["retry_policy"]["retry_on"] == (
         "unavailable,resource-exhausted,cancelled,connect-failure,refused-stream,reset"
     )
-    assert default["max_stream_duration"]["grpc_timeout_header_max"] == "60.000s"
+    assert default["max_stream_duration"] == {
+        "max_stream_duration": "2.000s",  # the route default when no grpc-timeout is sent
+        "grpc_timeout_header_max": "60.000s",
+    }
 
 
 def test_grpc_stats_allowlist_comes_from_the_protos(topology: Topology) -> None:

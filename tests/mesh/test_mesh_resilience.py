@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -21,13 +22,15 @@ from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Topology
 from tests.mesh.fakes import CLASSIFICATION
-from tests.mesh.harness import running_mesh, sub_topology, wait_healthy
+from tests.mesh.harness import running_mesh, sub_topology, wait_healthy, warm_up
 
 pytestmark = pytest.mark.mesh
 
+# Fast health checking for the ejection test only; the timeout stays generous, as a
+# check that times out on a loaded machine would mark a good replica unhealthy.
 FAST = {
     "health_interval_s": 0.2,
-    "health_timeout_s": 0.2,
+    "health_timeout_s": 0.5,
     "health_unhealthy_threshold": 2,
     "outlier_interval_s": 0.2,
 }
@@ -40,12 +43,13 @@ def _classify(stub: cls_grpc.ClassificationServiceStub, i: int) -> grpc.aio.Unar
 async def test_retries_hide_an_unavailable_replica(topology: Topology, tmp_path: Path) -> None:
     """UNAVAILABLE from a Python handler reaches Envoy trailers-only, so it is retried."""
     topo = sub_topology(topology, {"classification": 2})
-    async with running_mesh(topo, MeshSettings(**FAST), tmp_path) as mesh:
+    async with running_mesh(topo, MeshSettings(), tmp_path) as mesh:
         await wait_healthy(mesh, "classification", 2)
-        mesh.modules["classification-0"].state.mode = "unavailable"
-        before = await mesh.edge_stats()
         async with grpc.aio.insecure_channel(mesh.edge) as channel:
             stub = cls_grpc.ClassificationServiceStub(channel)
+            await warm_up(mesh, lambda i: _classify(stub, i), "Classify")
+            mesh.modules["classification-0"].state.mode = "unavailable"
+            before = await mesh.edge_stats()
             replies = [await _classify(stub, i) for i in range(40)]
         after = await mesh.edge_stats()
         prometheus = await mesh.http.get(
@@ -65,7 +69,7 @@ async def test_retries_hide_an_unavailable_replica(topology: Topology, tmp_path:
 
 async def test_append_memory_is_never_retried(topology: Topology, tmp_path: Path) -> None:
     topo = sub_topology(topology, {"context": 1})
-    async with running_mesh(topo, MeshSettings(**FAST), tmp_path) as mesh:
+    async with running_mesh(topo, MeshSettings(), tmp_path) as mesh:
         await wait_healthy(mesh, "context", 1)
         state = mesh.modules["context-0"].state
         state.mode = "unavailable"
@@ -119,6 +123,7 @@ async def test_bad_replica_stops_receiving_traffic(
         good = mesh.modules["classification-1"].state
         async with grpc.aio.insecure_channel(mesh.edge) as channel:
             stub = cls_grpc.ClassificationServiceStub(channel)
+            await warm_up(mesh, lambda i: _classify(stub, i), "Classify")
             load = asyncio.create_task(_load(stub, 800, 6, 0.02))
             for _ in range(1000):  # a third of the load has gone through
                 if bad.calls["Classify"] + good.calls["Classify"] >= 200:
@@ -150,7 +155,7 @@ async def test_bad_replica_stops_receiving_traffic(
 
 
 async def test_overload_is_refused_fast(topology: Topology, tmp_path: Path) -> None:
-    settings = MeshSettings(cb_max_requests=2, cb_max_pending_requests=1, **FAST)
+    settings = MeshSettings(cb_max_requests=2, cb_max_pending_requests=1)
     topo = sub_topology(topology, {"classification": 1})
     async with running_mesh(topo, settings, tmp_path) as mesh:
         await wait_healthy(mesh, "classification", 1)
@@ -203,3 +208,32 @@ async def test_edge_rate_limit_answers_resource_exhausted(
     assert codes.count("RESOURCE_EXHAUSTED") >= 3
     assert stats["edge_rate_limit.http_local_rate_limit.rate_limited"] >= 3
     assert mesh.modules["classification-0"].state.calls["Classify"] == codes.count("OK")
+
+
+async def test_grpc_timeout_overrides_the_route_timeout(topology: Topology, tmp_path: Path) -> None:
+    """AppendMemory's route timeout (0.3 s here) applies only when the caller sets none."""
+    context = topology.services["context"]
+    short = replace(context.overrides["AppendMemory"], timeout_s=0.3)
+    topology = replace(
+        topology,
+        services={
+            **topology.services,
+            "context": replace(context, overrides={**context.overrides, "AppendMemory": short}),
+        },
+    )
+    topo = sub_topology(topology, {"context": 1})
+    async with running_mesh(topo, MeshSettings(), tmp_path) as mesh:
+        await wait_healthy(mesh, "context", 1)
+        state = mesh.modules["context-0"].state
+        state.mode, state.slow_s = "slow", 0.8
+        request = ctx_pb.AppendMemoryRequest(session_id="s1")
+        async with grpc.aio.insecure_channel(mesh.edge) as channel:
+            stub = ctx_grpc.ContextServiceStub(channel)
+            reply = await stub.AppendMemory(request, timeout=5)  # grpc-timeout: 5 s wins
+            started = time.perf_counter()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.AppendMemory(request)  # no deadline: the route's 0.3 s
+            cut_after = time.perf_counter() - started
+    assert list(reply.entry_ids) == ["e1"]
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert cut_after < 0.75

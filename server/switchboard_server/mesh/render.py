@@ -193,17 +193,29 @@ def _listener(
     }
 
 
+def per_try_timeout(timeout_s: float, settings: MeshSettings) -> float:
+    """The setting, but never so short that a slow method's every try is cut off:
+    at least the method's timeout shared among its tries."""
+    share = timeout_s / (settings.retry_attempts + 1)
+    return max(settings.retry_per_try_timeout_s, share)
+
+
 def _route_action(cluster: str, timeout_s: float, settings: MeshSettings, *, retry: bool) -> Config:
     action: Config = {
         "cluster": cluster,
         "timeout": _seconds(timeout_s),
-        "max_stream_duration": {"grpc_timeout_header_max": _seconds(settings.grpc_timeout_max_s)},
+        # With max_stream_duration set Envoy ignores `timeout`: the caller's grpc-timeout
+        # (capped) bounds the call, and max_stream_duration does when it sent none.
+        "max_stream_duration": {
+            "max_stream_duration": _seconds(timeout_s),
+            "grpc_timeout_header_max": _seconds(settings.grpc_timeout_max_s),
+        },
     }
     if retry and settings.retry_attempts > 0:
         action["retry_policy"] = {
             "retry_on": RETRY_ON,
             "num_retries": settings.retry_attempts,
-            "per_try_timeout": _seconds(settings.retry_per_try_timeout_s),
+            "per_try_timeout": _seconds(per_try_timeout(timeout_s, settings)),
             "retry_back_off": {
                 "base_interval": _seconds(settings.retry_backoff_base_s),
                 "max_interval": _seconds(settings.retry_backoff_max_s),

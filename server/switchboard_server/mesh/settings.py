@@ -60,7 +60,12 @@ class MeshSettings(BaseSettings):
         default=2, ge=0, le=10, description="Retries after the first try, idempotent only."
     )
     retry_per_try_timeout_s: float = Field(
-        default=1.0, gt=0, description="Deadline of one try (capped by the call's deadline)."
+        default=1.0,
+        gt=0,
+        description=(
+            "Deadline of one try; a method whose timeout shared among its tries is longer "
+            "gets that share instead."
+        ),
     )
     retry_backoff_base_s: float = Field(
         default=0.025, gt=0, description="Retry back-off base interval (jittered, doubling)."
@@ -115,7 +120,7 @@ class MeshSettings(BaseSettings):
     health_interval_s: float = Field(
         default=1.0, gt=0, description="Active gRPC health check interval."
     )
-    health_timeout_s: float = Field(default=0.5, gt=0, description="Health check timeout.")
+    health_timeout_s: float = Field(default=1.0, gt=0, description="Health check timeout.")
     health_unhealthy_threshold: int = Field(
         default=2, ge=1, description="Failed checks before a host is marked unhealthy."
     )
