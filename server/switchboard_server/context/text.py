@@ -2,8 +2,8 @@
 
 Both backends index the same terms so that they rank alike: lowercase runs of
 letters and digits (no underscore, like SQLite's ``unicode61`` tokenizer), English
-stop words dropped, and a light suffix stemmer so that "retries", "retried" and
-"retrying" all match "retry".
+stop words and chat fillers ("tell me", "please", "explain") dropped, and a light
+suffix stemmer so that "retries", "retried" and "retrying" all match "retry".
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ further had has have having he her here hers herself him himself his how i if in
 its itself just me more most my myself no nor not now of off on once only or other our ours
 ourselves out over own same she should so some such than that the their theirs them
 themselves then there these they this those through to too under until up very was we were
-what when where which while who whom why will with would you your yours yourself yourselves"""
+what when where which while who whom why will with would you your yours yourself yourselves
+hi hello hey please thanks thank ok okay tell explain describe show give know want need
+let us can may might must shall also really just"""
 
 STOP_WORDS = frozenset(_STOP_WORDS.split())
 
