@@ -37,7 +37,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         stop_process(proc)
 
 
-@pytest.fixture(params=STORES)
+@pytest.fixture(
+    params=[pytest.param(s, marks=[pytest.mark.redis] if s == "redis" else []) for s in STORES]
+)
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

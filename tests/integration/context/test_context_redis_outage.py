@@ -41,6 +41,9 @@ async def until_ok(ctx: Running, session: str) -> pb.GetMemoryStatsResponse:
             await asyncio.sleep(0.1)
 
 
+pytestmark = pytest.mark.redis
+
+
 async def test_redis_kill_9_then_restart(tmp_path: Path) -> None:
     port = free_port()
     proc = start_redis(port, tmp_path)
