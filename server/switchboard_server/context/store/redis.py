@@ -227,8 +227,14 @@ class RedisStore:
                 first = await pipe.execute()
             total, total_length = (int(v or 0) for v in first[0])
             df = {t: int(first[1 + 2 * i]) for i, t in enumerate(query)}
-            candidates = sorted({pid for i in range(len(query)) for pid in first[2 + 2 * i]})
-            if not candidates or total <= 0:
+            if total <= 0:
+                return []
+            # Like the SQLite backend: terms in over half the passages (FTS5's floor idf)
+            # do not bring candidates, unless the query has no other term.
+            present = [i for i, t in enumerate(query) if df[t] > 0]
+            useful = [i for i in present if bm25.fts5_idf(total, df[query[i]]) > bm25.FTS5_MIN_IDF]
+            candidates = sorted({pid for i in useful or present for pid in first[2 + 2 * i]})
+            if not candidates:
                 return []
             async with self._r.pipeline(transaction=False) as pipe:
                 for key in term_keys:
