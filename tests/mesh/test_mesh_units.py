@@ -1,0 +1,58 @@
+"""Small pure pieces of the mesh: replica parsing, back-off, per-try timeouts."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from switchboard_server.config import CoreSettings, Settings
+from switchboard_server.mesh.cli import parse_replicas
+from switchboard_server.mesh.processes import Child, ChildSpec, pid_alive
+from switchboard_server.mesh.render import per_try_timeout
+from switchboard_server.mesh.runner import MeshRunner
+from switchboard_server.mesh.settings import MeshSettings
+from switchboard_server.mesh.topology import Topology, TopologyError, make_plan
+
+
+def test_parse_replicas() -> None:
+    assert parse_replicas(["classification=2", "context=3"]) == {
+        "classification": 2,
+        "context": 3,
+    }
+    for bad in ("classification", "classification=two", "=2"):
+        with pytest.raises(TopologyError):
+            Topology({}, ()).with_replicas(parse_replicas([bad]))
+
+
+def test_unknown_or_zero_replicas_are_refused(topology: Topology) -> None:
+    with pytest.raises(TopologyError, match="unknown service 'nope'"):
+        topology.with_replicas({"nope": 2})
+    with pytest.raises(TopologyError, match="at least 1"):
+        topology.with_replicas({"context": 0})
+
+
+def test_per_try_timeout_never_starves_a_slow_method() -> None:
+    settings = MeshSettings(retry_per_try_timeout_s=1.0, retry_attempts=2)
+    assert per_try_timeout(2.0, settings) == 1.0  # fast method: the setting
+    assert per_try_timeout(30.0, settings) == 10.0  # slow one: its share of the timeout
+
+
+def test_restart_backoff_doubles_caps_and_resets(topology: Topology, tmp_path: Path) -> None:
+    mesh = MeshSettings(
+        restart_backoff_initial_s=0.5, restart_backoff_max_s=3.0, restart_reset_after_s=30.0
+    )
+    settings = Settings(core=CoreSettings(data_dir=tmp_path), mesh=mesh)
+    runner = MeshRunner(settings, make_plan(topology, mesh))
+    child = Child(ChildSpec("x", "app", ["true"]), lambda name, line: None)
+    child.started_at = time.monotonic()
+    assert [runner._backoff(child) for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    child.started_at = time.monotonic() - 31  # it had been up a while before dying
+    assert runner._backoff(child) == 0.5
+
+
+def test_pid_alive() -> None:
+    assert pid_alive(os.getpid())
+    assert not pid_alive(2**22 + 12345)  # beyond pid_max on Linux
