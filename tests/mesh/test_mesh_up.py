@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -259,3 +260,12 @@ def test_render_envoy_writes_one_config_per_envoy(tmp_path: Path) -> None:
     bad = switchboard({**os.environ}, "render-envoy", "--out", str(tmp_path), "--replicas", "x")
     assert bad.returncode == 2
     assert "SERVICE=COUNT" in bad.stderr
+
+
+def test_up_refuses_ports_in_use(mesh_env: dict[str, str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", int(mesh_env["SWITCHBOARD_MESH_EDGE_PORT"])))
+        sock.listen()
+        result = switchboard(mesh_env, "up", "--detach")
+    assert result.returncode == 1
+    assert f"edge ({mesh_env['SWITCHBOARD_MESH_EDGE_PORT']})" in result.stderr

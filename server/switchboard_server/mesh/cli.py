@@ -27,7 +27,7 @@ from typing import Any
 from switchboard_server.config import ConfigError, Settings, load_settings
 from switchboard_server.mesh.processes import pid_alive
 from switchboard_server.mesh.render import render_all, write_configs
-from switchboard_server.mesh.runner import MeshRunner, mesh_dir
+from switchboard_server.mesh.runner import MeshRunner, mesh_dir, ports_in_use
 from switchboard_server.mesh.state import MeshState, read_state
 from switchboard_server.mesh.stats import collect, format_summary
 from switchboard_server.mesh.status import endpoint_table, probe_all, status_table
@@ -90,6 +90,14 @@ def up_command(args: argparse.Namespace) -> int:
         print(
             f"switchboard up: a mesh is already running (pid {running.supervisor_pid}); "
             "run `switchboard down` first",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    busy = ports_in_use(plan)
+    if busy:
+        print(
+            "switchboard up: ports already in use: " + ", ".join(busy) + "\n"
+            "  (change them in the topology file or with SWITCHBOARD_MESH_* settings)",
             file=sys.stderr,
         )
         return EXIT_FAILED

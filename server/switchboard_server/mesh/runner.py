@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -55,6 +56,33 @@ class Entry:
 
 def mesh_dir(settings: Settings) -> Path:
     return settings.core.data_dir / "mesh"
+
+
+def planned_ports(plan: Plan) -> dict[str, int]:
+    """Every port the plan listens on, by what listens there."""
+    ports = {"edge": plan.edge_port, "edge admin": plan.edge_admin_port}
+    for r in plan.all_replicas():
+        ports |= {
+            f"{r.name} app": r.app_port,
+            f"{r.name} sidecar": r.sidecar_port,
+            f"{r.name} sidecar admin": r.admin_port,
+            f"{r.name} metrics": r.metrics_port,
+        }
+        ports |= {f"{r.name} egress to {c}": p for c, p in r.egress_ports.items()}
+    return ports
+
+
+def ports_in_use(plan: Plan) -> list[str]:
+    """'<what> (<port>)' for each planned port something already listens on."""
+    busy = []
+    for what, port in planned_ports(plan).items():
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Envoy/gRPC do
+            try:
+                sock.bind((plan.host, port))
+            except OSError:
+                busy.append(f"{what} ({port})")
+    return busy
 
 
 class MeshRunner:
