@@ -66,6 +66,10 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "SWITCHBOARD_MESH_EDGE_ADMIN_PORT": str(ports()),
         "SWITCHBOARD_MESH_TRACE_RECEIVER": "false",
         "SWITCHBOARD_MESH_STARTUP_TIMEOUT_S": "180",
+        # generous peer deadlines: a loaded test machine must not turn into "degraded"
+        "SWITCHBOARD_ORCHESTRATION_CLASSIFY_TIMEOUT_MS": "5000",
+        "SWITCHBOARD_ORCHESTRATION_CONTEXT_TIMEOUT_MS": "5000",
+        "SWITCHBOARD_ORCHESTRATION_MEMORY_TIMEOUT_MS": "5000",
     }
     up = _mesh(env, "up", "--detach")
     try:
