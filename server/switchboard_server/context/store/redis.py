@@ -215,44 +215,55 @@ class RedisStore:
         return DeleteResult(len(document_ids) - len(missing), tuple(missing))
 
     async def search_knowledge(self, query: Sequence[str], limit: int) -> list[KnowledgeHit]:
+        """BM25 (FTS5's formula) over a bounded candidate set.
+
+        Candidates are the passages of the rarest query terms, at most
+        ``candidate_limit`` in all (the highest term frequencies when a term has
+        more); terms in over half the passages bring none unless the query has no
+        other term. Every candidate is scored with every query term.
+        """
         if not query:
             return []
-        term_keys = [f"{self._p}t:{t}" for t in query]
+        term_keys = {t: f"{self._p}t:{t}" for t in query}
         async with self._guard():
             async with self._r.pipeline(transaction=False) as pipe:
                 pipe.hmget(f"{self._p}kb", "passages", "length")
-                for key in term_keys:
+                for key in term_keys.values():
                     pipe.zcard(key)
-                    pipe.zrevrange(key, 0, self._candidate_limit - 1)
                 first = await pipe.execute()
             total, total_length = (int(v or 0) for v in first[0])
-            df = {t: int(first[1 + 2 * i]) for i, t in enumerate(query)}
-            if total <= 0:
+            df = {t: int(n) for t, n in zip(query, first[1:], strict=True)}
+            present = sorted((t for t in query if df[t] > 0), key=lambda t: df[t])
+            if total <= 0 or not present:
                 return []
-            # Like the SQLite backend: terms in over half the passages (FTS5's floor idf)
-            # do not bring candidates, unless the query has no other term.
-            present = [i for i, t in enumerate(query) if df[t] > 0]
-            useful = [i for i in present if bm25.fts5_idf(total, df[query[i]]) > bm25.FTS5_MIN_IDF]
-            candidates = sorted({pid for i in useful or present for pid in first[2 + 2 * i]})
-            if not candidates:
-                return []
+            useful = [t for t in present if bm25.fts5_idf(total, df[t]) > bm25.FTS5_MIN_IDF]
+            budget, chosen = self._candidate_limit, list[str]()
+            for term in useful or present:
+                if chosen and df[term] > budget:
+                    break
+                chosen.append(term)
+                budget -= df[term]
             async with self._r.pipeline(transaction=False) as pipe:
-                for key in term_keys:
-                    pipe.zmscore(key, candidates)
-                for pid in candidates:
-                    pipe.hget(f"{self._p}p:{pid}", "length")
+                for term in chosen:
+                    pipe.zrevrange(term_keys[term], 0, self._candidate_limit - 1)
+                candidates = sorted({pid for pids in await pipe.execute() for pid in pids})
+            scored = present
+            async with self._r.pipeline(transaction=False) as pipe:
+                for term in scored:
+                    pipe.zmscore(term_keys[term], candidates)
+                pipe.hmget(f"{self._p}kb:len", candidates)
                 second = await pipe.execute()
-        tf_rows = second[: len(query)]
-        lengths = second[len(query) :]
+        lengths = second[-1]
         stats = {
             pid: (
                 int(lengths[j] or 0),
-                {t: int(tf_rows[i][j] or 0) for i, t in enumerate(query)},
+                {t: int(second[i][j] or 0) for i, t in enumerate(scored)},
             )
             for j, pid in enumerate(candidates)
         }
-        scores = bm25.score_candidates(query, df, total, total_length / total, stats)
-        best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        raw = bm25.raw_scores(scored, df, total, total_length / total, stats)
+        idfs = [bm25.fts5_idf(total, df[t]) for t in query]
+        best = sorted(raw.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
         if not best:
             return []
         async with self._guard(), self._r.pipeline(transaction=False) as pipe:
@@ -262,7 +273,9 @@ class RedisStore:
                 )
             rows = await pipe.execute()
         return [
-            KnowledgeHit(pid, r[0], r[1], r[2], json.loads(r[3]), float(r[4]), score)
+            KnowledgeHit(
+                pid, r[0], r[1], r[2], json.loads(r[3]), float(r[4]), bm25.normalise(score, idfs)
+            )
             for (pid, score), r in zip(best, rows, strict=True)
             if r[0] is not None
         ]

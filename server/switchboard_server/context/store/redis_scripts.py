@@ -64,6 +64,7 @@ local function drop(P, doc_id)
     end
     redis.call('HINCRBY', P .. 'kb', 'passages', -1)
     redis.call('HINCRBY', P .. 'kb', 'length', -len)
+    redis.call('HDEL', P .. 'kb:len', pid)
     redis.call('DEL', pkey)
   end
   redis.call('DEL', key)
@@ -92,6 +93,7 @@ for _, doc in ipairs(cjson.decode(ARGV[2])) do
     end
     redis.call('HINCRBY', P .. 'kb', 'passages', 1)
     redis.call('HINCRBY', P .. 'kb', 'length', p.length)
+    redis.call('HSET', P .. 'kb:len', p.id, p.length)
   end
   redis.call('HSET', P .. 'doc:' .. doc.id, 'title', doc.title, 'metadata', doc.metadata,
     'created_at', doc.created_at, 'passages', cjson.encode(pids))
