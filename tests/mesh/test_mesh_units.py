@@ -11,7 +11,7 @@ import pytest
 from switchboard_server.config import CoreSettings, Settings
 from switchboard_server.mesh.cli import parse_replicas
 from switchboard_server.mesh.processes import Child, ChildSpec, pid_alive
-from switchboard_server.mesh.render import per_try_timeout
+from switchboard_server.mesh.routes import per_try_timeout
 from switchboard_server.mesh.runner import MeshRunner
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Topology, TopologyError, make_plan

@@ -10,18 +10,15 @@ detection, active gRPC health checks); the ingress hop only adds timeouts and st
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from switchboard_server.mesh.clusters import OTLP_CLUSTER, cluster, otlp_cluster, service_cluster
+from switchboard_server.mesh.envoy_config import Config, address, seconds, typed
+from switchboard_server.mesh.routes import HEALTH_SERVICE, ops_routes, service_routes
 from switchboard_server.mesh.settings import MeshSettings
-from switchboard_server.mesh.topology import Plan, Replica, ServiceSpec
+from switchboard_server.mesh.topology import Plan, Replica
 
-Config = dict[str, Any]
-
-RETRY_ON = "unavailable,resource-exhausted,cancelled,connect-failure,refused-stream,reset"
-HEALTH_SERVICE = "grpc.health.v1.Health"
-OTLP_CLUSTER = "otlp_collector"
 LOCAL_APP = "local_app"
 MAX_DOWNSTREAM_CONNECTIONS = 10_000
 
@@ -42,18 +39,6 @@ ACCESS_LOG_FORMAT = {
 }
 
 
-def _seconds(value: float) -> str:
-    return f"{value:.3f}s"
-
-
-def _address(host: str, port: int) -> Config:
-    return {"socket_address": {"address": host, "port_value": port}}
-
-
-def _typed(type_name: str, **fields: Any) -> Config:
-    return {"@type": f"type.googleapis.com/{type_name}", **fields}
-
-
 def _access_log() -> list[Config]:
     not_health_check = {
         "header_filter": {
@@ -68,7 +53,7 @@ def _access_log() -> list[Config]:
         {
             "name": "envoy.access_loggers.stdout",
             "filter": not_health_check,
-            "typed_config": _typed(
+            "typed_config": typed(
                 "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
                 log_format={"json_format": ACCESS_LOG_FORMAT},
             ),
@@ -93,7 +78,7 @@ def _tracing(service_name: str, otlp_endpoint: str) -> Config | None:
         "spawn_upstream_span": True,
         "provider": {
             "name": "envoy.tracers.opentelemetry",
-            "typed_config": _typed("envoy.config.trace.v3.OpenTelemetryConfig", **otel),
+            "typed_config": typed("envoy.config.trace.v3.OpenTelemetryConfig", **otel),
         },
     }
 
@@ -118,7 +103,7 @@ def _http_filters(plan: Plan, settings: MeshSettings, *, rate_limit: bool) -> li
         filters.append(
             {
                 "name": "envoy.filters.http.local_ratelimit",
-                "typed_config": _typed(
+                "typed_config": typed(
                     "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
                     stat_prefix="edge_rate_limit",
                     token_bucket={
@@ -135,7 +120,7 @@ def _http_filters(plan: Plan, settings: MeshSettings, *, rate_limit: bool) -> li
     filters.append(
         {
             "name": "envoy.filters.http.grpc_stats",
-            "typed_config": _typed(
+            "typed_config": typed(
                 "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
                 emit_filter_state=True,
                 enable_upstream_stats=True,
@@ -146,7 +131,7 @@ def _http_filters(plan: Plan, settings: MeshSettings, *, rate_limit: bool) -> li
     filters.append(
         {
             "name": "envoy.filters.http.router",
-            "typed_config": _typed("envoy.extensions.filters.http.router.v3.Router"),
+            "typed_config": typed("envoy.extensions.filters.http.router.v3.Router"),
         }
     )
     return filters
@@ -164,7 +149,7 @@ def _listener(
     *,
     rate_limit: bool = False,
 ) -> Config:
-    hcm = _typed(
+    hcm = typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix=name,
         codec_type="AUTO",
@@ -182,7 +167,7 @@ def _listener(
         hcm["tracing"] = tracing
     return {
         "name": name,
-        "address": _address(host, port),
+        "address": address(host, port),
         "filter_chains": [
             {
                 "filters": [
@@ -190,182 +175,6 @@ def _listener(
                 ]
             }
         ],
-    }
-
-
-def per_try_timeout(timeout_s: float, settings: MeshSettings) -> float:
-    """The setting, but never so short that a slow method's every try is cut off:
-    at least the method's timeout shared among its tries."""
-    share = timeout_s / (settings.retry_attempts + 1)
-    return max(settings.retry_per_try_timeout_s, share)
-
-
-def _route_action(cluster: str, timeout_s: float, settings: MeshSettings, *, retry: bool) -> Config:
-    action: Config = {
-        "cluster": cluster,
-        "timeout": _seconds(timeout_s),
-        # With max_stream_duration set Envoy ignores `timeout`: the caller's grpc-timeout
-        # (capped) bounds the call, and max_stream_duration does when it sent none.
-        "max_stream_duration": {
-            "max_stream_duration": _seconds(timeout_s),
-            "grpc_timeout_header_max": _seconds(settings.grpc_timeout_max_s),
-        },
-    }
-    if retry and settings.retry_attempts > 0:
-        action["retry_policy"] = {
-            "retry_on": RETRY_ON,
-            "num_retries": settings.retry_attempts,
-            "per_try_timeout": _seconds(per_try_timeout(timeout_s, settings)),
-            "retry_back_off": {
-                "base_interval": _seconds(settings.retry_backoff_base_s),
-                "max_interval": _seconds(settings.retry_backoff_max_s),
-            },
-            "retry_host_predicate": [
-                {
-                    "name": "envoy.retry_host_predicates.previous_hosts",
-                    "typed_config": _typed(
-                        "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
-                    ),
-                }
-            ],
-            "host_selection_retry_max_attempts": 3,
-        }
-    return action
-
-
-def service_routes(
-    spec: ServiceSpec, cluster: str, settings: MeshSettings, *, retries: bool
-) -> list[Config]:
-    """One route per method with its own policy, then the service default."""
-    prefix = f"/{spec.grpc_service}/"
-    routes = []
-    for method in spec.methods:
-        policy = spec.policy(method)
-        if method in spec.overrides:
-            routes.append(
-                {
-                    "name": f"{spec.name}.{method}",
-                    "match": {"path": f"{prefix}{method}", "grpc": {}},
-                    "route": _route_action(
-                        cluster,
-                        policy.timeout_s,
-                        settings,
-                        retry=retries and policy.idempotent,
-                    ),
-                }
-            )
-    routes.append(
-        {
-            "name": spec.name,
-            "match": {"prefix": prefix, "grpc": {}},
-            "route": _route_action(
-                cluster, spec.default.timeout_s, settings, retry=retries and spec.default.idempotent
-            ),
-        }
-    )
-    return routes
-
-
-def _ops_routes(cluster: str, settings: MeshSettings) -> list[Config]:
-    """Health and reflection: idempotent, answered by the routed-to app."""
-    return [
-        {
-            "name": f"{prefix.strip('/.')}",
-            "match": {"prefix": prefix, "grpc": {}},
-            "route": _route_action(cluster, settings.ops_timeout_s, settings, retry=True),
-        }
-        for prefix in (f"/{HEALTH_SERVICE}/", "/grpc.reflection.")
-    ]
-
-
-def _cluster(
-    name: str,
-    endpoints: list[tuple[str, int]],
-    settings: MeshSettings,
-    *,
-    health_service: str | None,
-) -> Config:
-    cluster: Config = {
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": _seconds(settings.connect_timeout_s),
-        "lb_policy": "ROUND_ROBIN",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                explicit_http_config={"http2_protocol_options": {}},
-            )
-        },
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": _address(h, p)}} for h, p in endpoints]}
-            ],
-        },
-        "circuit_breakers": {
-            "thresholds": [
-                {
-                    "priority": "DEFAULT",
-                    "max_connections": settings.cb_max_connections,
-                    "max_pending_requests": settings.cb_max_pending_requests,
-                    "max_requests": settings.cb_max_requests,
-                    "max_retries": settings.cb_max_retries,
-                    "retry_budget": {
-                        "budget_percent": {"value": settings.retry_budget_percent},
-                        "min_retry_concurrency": settings.retry_min_concurrency,
-                    },
-                    "track_remaining": True,
-                }
-            ]
-        },
-    }
-    if health_service is not None:
-        interval = _seconds(settings.health_interval_s)
-        cluster["health_checks"] = [
-            {
-                "timeout": _seconds(settings.health_timeout_s),
-                "interval": interval,
-                "no_traffic_interval": interval,
-                "no_traffic_healthy_interval": interval,
-                "unhealthy_threshold": settings.health_unhealthy_threshold,
-                "healthy_threshold": settings.health_healthy_threshold,
-                "grpc_health_check": {"service_name": health_service},
-            }
-        ]
-        cluster["outlier_detection"] = {
-            "consecutive_5xx": settings.outlier_consecutive_5xx,
-            "consecutive_gateway_failure": settings.outlier_consecutive_gateway_failure,
-            "enforcing_consecutive_5xx": 100,
-            "enforcing_consecutive_gateway_failure": 100,
-            "interval": _seconds(settings.outlier_interval_s),
-            "base_ejection_time": _seconds(settings.outlier_base_ejection_s),
-            "max_ejection_percent": settings.outlier_max_ejection_percent,
-        }
-    return cluster
-
-
-def _service_cluster(plan: Plan, service: str, settings: MeshSettings) -> Config:
-    spec = plan.topology.services[service]
-    endpoints = [(plan.host, r.sidecar_port) for r in plan.replicas[service]]
-    return _cluster(service, endpoints, settings, health_service=spec.grpc_service)
-
-
-def _otlp_cluster(endpoint: str) -> Config:
-    host, _, port = endpoint.removeprefix("http://").rpartition(":")
-    return {
-        "name": OTLP_CLUSTER,
-        "type": "STRICT_DNS",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                explicit_http_config={"http2_protocol_options": {}},
-            )
-        },
-        "load_assignment": {
-            "cluster_name": OTLP_CLUSTER,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(host, int(port))}}]}],
-        },
     }
 
 
@@ -377,15 +186,15 @@ def _bootstrap(
     otlp_endpoint: str,
 ) -> Config:
     if otlp_endpoint:
-        clusters = [*clusters, _otlp_cluster(otlp_endpoint)]
+        clusters = [*clusters, otlp_cluster(otlp_endpoint)]
     return {
-        "admin": {"address": _address("127.0.0.1", admin_port)},
+        "admin": {"address": address("127.0.0.1", admin_port)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
         "overload_manager": {
             "resource_monitors": [
                 {
                     "name": "envoy.resource_monitors.global_downstream_max_connections",
-                    "typed_config": _typed(
+                    "typed_config": typed(
                         "envoy.extensions.resource_monitors.downstream_connections.v3."
                         "DownstreamConnectionsConfig",
                         max_active_downstream_connections=MAX_DOWNSTREAM_CONNECTIONS,
@@ -401,7 +210,7 @@ def render_edge(plan: Plan, settings: MeshSettings, otlp_endpoint: str = "") -> 
     routes: list[Config] = []
     for name in services:
         routes += service_routes(plan.topology.services[name], name, settings, retries=True)
-    routes += _ops_routes(services[0], settings)
+    routes += ops_routes(services[0], settings)
     listener = _listener(
         "edge",
         plan.host,
@@ -413,7 +222,7 @@ def render_edge(plan: Plan, settings: MeshSettings, otlp_endpoint: str = "") -> 
         otlp_endpoint,
         rate_limit=True,
     )
-    clusters = [_service_cluster(plan, name, settings) for name in services]
+    clusters = [service_cluster(plan, name, settings) for name in services]
     return _bootstrap(plan, plan.edge_admin_port, [listener], clusters, otlp_endpoint)
 
 
@@ -426,7 +235,7 @@ def render_sidecar(
         {
             "name": "ops",
             "match": {"prefix": "/"},
-            "route": {"cluster": LOCAL_APP, "timeout": _seconds(settings.ops_timeout_s)},
+            "route": {"cluster": LOCAL_APP, "timeout": seconds(settings.ops_timeout_s)},
         }
     )
     tracing_name = f"envoy-{replica.service}"
@@ -442,7 +251,7 @@ def render_sidecar(
             otlp_endpoint,
         )
     ]
-    clusters = [_cluster(LOCAL_APP, [(plan.host, replica.app_port)], settings, health_service=None)]
+    clusters = [cluster(LOCAL_APP, [(plan.host, replica.app_port)], settings, health_service=None)]
     for callee in spec.calls:
         callee_spec = plan.topology.services[callee]
         listeners.append(
@@ -457,7 +266,7 @@ def render_sidecar(
                 otlp_endpoint,
             )
         )
-        clusters.append(_service_cluster(plan, callee, settings))
+        clusters.append(service_cluster(plan, callee, settings))
     return _bootstrap(plan, replica.admin_port, listeners, clusters, otlp_endpoint)
 
 

@@ -1,0 +1,101 @@
+"""Clusters: HTTP/2 upstreams with circuit breakers, and for callees outlier detection
+and active gRPC health checks (service name set)."""
+
+from __future__ import annotations
+
+from switchboard_server.mesh.envoy_config import Config, address, seconds, typed
+from switchboard_server.mesh.settings import MeshSettings
+from switchboard_server.mesh.topology import Plan
+
+OTLP_CLUSTER = "otlp_collector"
+
+
+def cluster(
+    name: str,
+    endpoints: list[tuple[str, int]],
+    settings: MeshSettings,
+    *,
+    health_service: str | None,
+) -> Config:
+    config: Config = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": seconds(settings.connect_timeout_s),
+        "lb_policy": "ROUND_ROBIN",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                explicit_http_config={"http2_protocol_options": {}},
+            )
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": address(h, p)}} for h, p in endpoints]}
+            ],
+        },
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "max_connections": settings.cb_max_connections,
+                    "max_pending_requests": settings.cb_max_pending_requests,
+                    "max_requests": settings.cb_max_requests,
+                    "max_retries": settings.cb_max_retries,
+                    "retry_budget": {
+                        "budget_percent": {"value": settings.retry_budget_percent},
+                        "min_retry_concurrency": settings.retry_min_concurrency,
+                    },
+                    "track_remaining": True,
+                }
+            ]
+        },
+    }
+    if health_service is not None:
+        interval = seconds(settings.health_interval_s)
+        config["health_checks"] = [
+            {
+                "timeout": seconds(settings.health_timeout_s),
+                "interval": interval,
+                "no_traffic_interval": interval,
+                "no_traffic_healthy_interval": interval,
+                "unhealthy_threshold": settings.health_unhealthy_threshold,
+                "healthy_threshold": settings.health_healthy_threshold,
+                "grpc_health_check": {"service_name": health_service},
+            }
+        ]
+        config["outlier_detection"] = {
+            "consecutive_5xx": settings.outlier_consecutive_5xx,
+            "consecutive_gateway_failure": settings.outlier_consecutive_gateway_failure,
+            "enforcing_consecutive_5xx": 100,
+            "enforcing_consecutive_gateway_failure": 100,
+            "interval": seconds(settings.outlier_interval_s),
+            "base_ejection_time": seconds(settings.outlier_base_ejection_s),
+            "max_ejection_percent": settings.outlier_max_ejection_percent,
+        }
+    return config
+
+
+def service_cluster(plan: Plan, service: str, settings: MeshSettings) -> Config:
+    spec = plan.topology.services[service]
+    endpoints = [(plan.host, r.sidecar_port) for r in plan.replicas[service]]
+    return cluster(service, endpoints, settings, health_service=spec.grpc_service)
+
+
+def otlp_cluster(endpoint: str) -> Config:
+    host, _, port = endpoint.removeprefix("http://").rpartition(":")
+    return {
+        "name": OTLP_CLUSTER,
+        "type": "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                explicit_http_config={"http2_protocol_options": {}},
+            )
+        },
+        "load_assignment": {
+            "cluster_name": OTLP_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(host, int(port))}}]}],
+        },
+    }
