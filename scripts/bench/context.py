@@ -21,6 +21,7 @@ import functools
 import itertools
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -41,9 +42,10 @@ from switchboard_server.context import translate
 from switchboard_server.context.cache import ResultCache
 from switchboard_server.context.domain import ContextService
 from switchboard_server.context.metrics import ContextMetrics
-from switchboard_server.context.model import MemoryType, NewMemory
+from switchboard_server.context.model import Document, MemoryType, NewMemory
 from switchboard_server.context.module import build_store, memory_caps
 from switchboard_server.context.settings import ContextSettings
+from switchboard_server.errors import Unavailable
 from switchboard_server.validation import Violations
 
 PASSAGES = 10_000
@@ -210,6 +212,85 @@ async def _service_side(data_dir: Path, requests: list[pb.GetContextRequest]) ->
     }
 
 
+def _start_redis(binary: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "yes", "--appendfsync", "always", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def _redis_service_side(tmp: Path, requests: list[pb.GetContextRequest]) -> dict[str, float]:
+    """The same data and queries on the Redis backend (domain service, no gRPC).
+
+    Needs ``redis-server`` on PATH (started here on a free port, append-only with
+    fsync always, stopped by PID); skipped otherwise.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return {}
+    port = _free_port()
+    proc = _start_redis(binary, port, tmp)
+    try:
+        settings = Settings(
+            core=CoreSettings(data_dir=tmp),
+            context=ContextSettings(
+                store="redis",
+                redis_url=f"redis://127.0.0.1:{port}/0",
+                cache_ttl_s=0,
+                seed_default_knowledge=False,
+            ),
+        )
+        store = build_store(settings)
+        for _ in range(100):
+            try:
+                await store.open()
+                break
+            except Unavailable:
+                await asyncio.sleep(0.05)
+        try:
+            service = ContextService(
+                store,
+                ResultCache(0, 0),
+                ContextMetrics(CollectorRegistry()),
+                caps=memory_caps(settings),
+                passage_max_chars=settings.context.passage_max_chars,
+            )
+            rng = random.Random(SEED)
+            vocab = _vocab(rng)
+            docs = PASSAGES // PASSAGES_PER_DOC
+            batch: list[Document] = []
+            for d in range(docs):
+                text = "\n\n".join(_words(rng, vocab, 60) + "." for _ in range(PASSAGES_PER_DOC))
+                batch.append(Document(f"doc-{d}", _words(rng, vocab, 3), text))
+                if len(batch) == 64 or d == docs - 1:
+                    await service.ingest(batch)
+                    batch = []
+            for session in range(SESSIONS):
+                entries = [
+                    NewMemory(t, _words(rng, vocab, 12))
+                    for t in MemoryType
+                    for _ in range(ENTRIES_PER_TYPE)
+                ]
+                await service.append_memory(f"s{session}", entries)
+            queries = [translate.context_query(Violations(), r, settings) for r in requests]
+            latencies = []
+            for query in queries[:500]:
+                started = time.perf_counter()
+                await service.get_context(query)
+                latencies.append((time.perf_counter() - started) * 1000)
+        finally:
+            await store.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return {
+        "get_context_redis_service_p50_ms": round(statistics.median(latencies), 3),
+        "get_context_redis_service_p95_ms": round(_percentile(latencies, 0.95), 3),
+    }
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time a process used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -260,6 +341,7 @@ async def _main() -> dict[str, Any]:
                 proc.kill()
                 proc.wait(10)
         service_side = await _service_side(Path(tmp), requests)
+        redis_side = await _redis_service_side(Path(tmp), requests)
     return {
         "passages": PASSAGES,
         "sessions": SESSIONS,
@@ -276,6 +358,7 @@ async def _main() -> dict[str, Any]:
         "store": "sqlite (WAL, synchronous=FULL)",
         "note": "cache off; python -m switchboard_server context, client over loopback gRPC",
         **service_side,
+        **redis_side,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
