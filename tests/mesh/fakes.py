@@ -72,6 +72,8 @@ class FakeContext(ctx_grpc.ContextServiceServicer):
         self, request: ctx_pb.AppendMemoryRequest, context: grpc.aio.ServicerContext
     ) -> ctx_pb.AppendMemoryResponse:
         await self.state.act("AppendMemory", context)
+        if request.session_id.startswith("sleep:"):  # a slow write, for drain tests
+            await asyncio.sleep(float(request.session_id.removeprefix("sleep:")))
         return ctx_pb.AppendMemoryResponse(entry_ids=["e1"])
 
 

@@ -7,6 +7,7 @@ test_mesh_chat.py.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -26,6 +27,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.classification.v1 import classification_service_pb2 as cls_pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
+from switchboard.context.v1 import context_service_pb2 as ctx_pb
+from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
 from switchboard_server.mesh.processes import pid_alive
 from tests.mesh.fakes import CLASSIFICATION
 from tests.mesh.harness import PortPool
@@ -190,7 +193,18 @@ def test_up_restarts_a_dead_child_and_down_drains_everything(
 
         _wait(restarted)
         pids = [p["pid"] for p in _state(mesh_env)["processes"]]
-        down = switchboard(mesh_env, "down")
+        with (
+            grpc.insecure_channel(edge) as channel,
+            concurrent.futures.ThreadPoolExecutor(1) as pool,
+        ):
+            # a write in flight when `down` starts still completes: the edge drains first
+            stub = ctx_grpc.ContextServiceStub(channel)
+            in_flight = pool.submit(
+                stub.AppendMemory, ctx_pb.AppendMemoryRequest(session_id="sleep:2.5"), timeout=10
+            )
+            time.sleep(0.3)
+            down = switchboard(mesh_env, "down")
+            assert list(in_flight.result().entry_ids) == ["e1"]
         assert down.returncode == 0, down.stderr
         proc.wait(timeout=60)
     finally:

@@ -38,7 +38,7 @@ def envoy_command(config: Path, settings: MeshSettings, *, validate: bool = Fals
         str(settings.envoy_concurrency),
         "--use-dynamic-base-id",
         "--drain-time-s",
-        "1",
+        str(max(1, round(settings.envoy_drain_s))),
         "--parent-shutdown-time-s",
         "2",
         "--file-flush-interval-msec",

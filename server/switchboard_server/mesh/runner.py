@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import sys
 import time
@@ -25,7 +26,7 @@ import httpx
 import structlog
 
 from switchboard_server.config import Settings
-from switchboard_server.mesh.envoy import envoy_command
+from switchboard_server.mesh.envoy import admin_url, counters, envoy_command
 from switchboard_server.mesh.health import envoy_ready, grpc_health
 from switchboard_server.mesh.processes import Child, ChildSpec
 from switchboard_server.mesh.render import render_all, write_configs
@@ -36,6 +37,7 @@ log = structlog.get_logger(__name__)
 
 SERVING = "SERVING"
 POLL_S = 0.2
+_ACTIVE = re.compile(r"^http\.(?!admin\.)[^.]+\.downstream_rq_active$")
 
 
 @dataclass(frozen=True)
@@ -287,14 +289,34 @@ class MeshRunner:
         order += [[r.name for r in self.plan.replicas[s.name]] for s in callers_first]
         order.append([n for n in self.children if n.endswith(".sidecar")])
         order.append([n for n in self.children if n not in {x for g in order for x in g}])
-        for group in order:
-            children = [self.children[n] for n in group if n in self.children]
-            await asyncio.gather(*(c.stop(timeout) for c in children))
+        async with httpx.AsyncClient() as client:
+            for group in order:
+                children = [self.children[n] for n in group if n in self.children]
+                await asyncio.gather(*(self._drain_envoy(client, c) for c in children))
+                await asyncio.gather(*(c.stop(timeout) for c in children))
         for task in self._watchers:
             task.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
         self._write("stopped")
         log.info("mesh.stopped")
+
+    async def _drain_envoy(self, client: httpx.AsyncClient, child: Child) -> None:
+        """Let an Envoy finish its in-flight requests (GOAWAY, no new streams), up to
+        ``envoy_drain_s``, before it gets SIGTERM."""
+        entry = self.entries[child.name]
+        if entry.probe.kind != "envoy" or not child.running:
+            return
+        port = int(entry.probe.target)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.mesh.envoy_drain_s
+        with contextlib.suppress(httpx.HTTPError):
+            await client.post(admin_url(port, "/drain_listeners?graceful"), timeout=1.0)
+            while loop.time() < deadline:
+                stats = await counters(client, port)
+                active = sum(v for k, v in stats.items() if _ACTIVE.match(k))
+                if active == 0:
+                    return
+                await asyncio.sleep(0.05)
 
     # -- the state file ----------------------------------------------------------------
 

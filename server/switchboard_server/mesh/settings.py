@@ -38,6 +38,12 @@ class MeshSettings(BaseSettings):
         default=1, ge=1, le=64, description="Worker threads per Envoy (--concurrency)."
     )
     envoy_log_level: str = Field(default="warning", description="Envoy's own log level.")
+    envoy_drain_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="On stop, the longest an Envoy may drain its in-flight requests.",
+    )
     envoy_log_flush_ms: int = Field(
         default=500, ge=10, description="How often Envoy flushes its access log (ms)."
     )
