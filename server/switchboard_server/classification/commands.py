@@ -1,0 +1,164 @@
+"""What ``switchboard train`` and ``switchboard eval`` do (parsers live in ``cli.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from tqdm import tqdm
+
+from switchboard_server.classification.artifacts import ArtifactStore
+from switchboard_server.classification.backends.encoder import CachedEncoderFactory
+from switchboard_server.classification.dataset import DatasetError, load_jsonl
+from switchboard_server.classification.evaluate import EvalReport, evaluate
+from switchboard_server.classification.lifecycle import load_or_train
+from switchboard_server.classification.model import TrainConfig, TrainedModel
+from switchboard_server.classification.sources import load_source, resolve
+from switchboard_server.classification.store import ExampleStore
+from switchboard_server.classification.trainer import train_model
+from switchboard_server.config import ConfigError, ServiceName, Settings, load_settings
+from switchboard_server.errors import SwitchboardError
+
+BACKENDS = ("tfidf", "embeddings", "hybrid")
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class TqdmProgress:
+    """Training progress as a tqdm bar per stage (on stderr)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self._bar: Any = None
+        self._enabled = enabled
+
+    def stage(self, name: str, total: int) -> None:
+        self.close()
+        self._bar = tqdm(total=total, desc=name, unit="step", disable=not self._enabled)
+
+    def advance(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _encoder_factory(settings: Settings) -> CachedEncoderFactory:
+    s = settings.classification
+    return CachedEncoderFactory(
+        threads=s.onnx_threads, batch_size=s.embedding_batch_size, max_tokens=s.embedding_max_tokens
+    )
+
+
+def _artifacts(settings: Settings) -> ArtifactStore:
+    directory = settings.core.data_dir_for(ServiceName.CLASSIFICATION)
+    return ArtifactStore(directory, keep=settings.classification.artifacts_kept)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings()
+        train = load_jsonl(args.data)
+        heldout = load_jsonl(args.validation) if args.validation else None
+        config = TrainConfig.from_settings(settings.classification, args.backend)
+        progress = TqdmProgress(enabled=sys.stderr.isatty())
+        started = time.perf_counter()
+        model = train_model(train, heldout, config, _encoder_factory(settings), progress)
+        progress.close()
+        artifacts = _artifacts(settings)
+        path = artifacts.save(model)
+        artifacts.write_active(
+            {
+                "train_path": str(args.data.resolve()),
+                "validation_path": str(args.validation.resolve()) if args.validation else None,
+                "backend": config.backend,
+                "artifact_key": model.artifact_key,
+            }
+        )
+    except (ConfigError, DatasetError, SwitchboardError, OSError) as exc:
+        print(f"switchboard train: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(
+        json.dumps(
+            {
+                "model_version": model.version,
+                "backend": model.backend,
+                "artifact": str(path),
+                "examples": model.training_example_count,
+                "intents": len(model.classes),
+                "threshold": round(model.threshold, 4),
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+        )
+    )
+    return EXIT_OK
+
+
+def _current_model(settings: Settings, backend: str | None) -> TrainedModel:
+    """The model the service would serve (cached artifact, else trained and saved)."""
+    artifacts = _artifacts(settings)
+    choice = resolve(settings.classification, artifacts)
+    source = load_source(choice.train_path, choice.heldout_path)
+    db = artifacts.directory / "examples.sqlite3"
+    runtime = []
+    if db.exists():
+        store = ExampleStore(db)
+        try:
+            runtime = store.all()
+        finally:
+            store.close()
+    config = TrainConfig.from_settings(settings.classification, backend or choice.backend)
+    model, _ = load_or_train(config, source, runtime, artifacts, _encoder_factory(settings))
+    return model
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings()
+        test = load_jsonl(args.data)
+        oos = load_jsonl(args.oos) if args.oos else []
+        if args.train:
+            config = TrainConfig.from_settings(settings.classification, args.backend)
+            heldout = load_jsonl(args.validation) if args.validation else None
+            progress = TqdmProgress(enabled=sys.stderr.isatty() and not args.json)
+            model = train_model(
+                load_jsonl(args.train), heldout, config, _encoder_factory(settings), progress
+            )
+            progress.close()
+        else:
+            model = _current_model(settings, args.backend)
+        report = evaluate(model, test, oos)
+    except (ConfigError, DatasetError, SwitchboardError, OSError) as exc:
+        print(f"switchboard eval: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(json.dumps(report.as_dict()) if args.json else _table(report))
+    return EXIT_OK
+
+
+def _table(report: EvalReport) -> str:
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f} %"
+
+    rows = [
+        ("backend", f"{report.backend} ({report.model_version})"),
+        ("in-scope texts", str(report.n)),
+        ("out-of-scope texts", str(report.n_oos)),
+        ("accuracy (intent)", pct(report.accuracy)),
+        ("accuracy (l1)", pct(report.accuracy_l1)),
+        ("macro-F1", pct(report.macro_f1)),
+        ("threshold", f"{report.threshold:.4f}"),
+        ("in-scope acceptance", pct(report.in_scope_acceptance)),
+        ("oos recall", pct(report.oos_recall)),
+        ("oos precision", pct(report.oos_precision)),
+        ("latency p50 / p99", f"{report.latency_ms_p50:.2f} / {report.latency_ms_p99:.2f} ms"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
