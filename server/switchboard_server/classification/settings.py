@@ -96,6 +96,15 @@ class ClassificationSettings(BaseSettings):
     inference_threads: int = Field(
         default=2, ge=1, le=64, description="Threads that run inference off the event loop."
     )
+    inline_max_texts: int = Field(
+        default=16,
+        ge=0,
+        le=1024,
+        description=(
+            "TF-IDF requests of at most this many texts run on the event loop: inference"
+            " is sub-millisecond and a thread hop costs more under load (0 = always a thread)."
+        ),
+    )
     artifacts_kept: int = Field(
         default=5, ge=1, le=100, description="Model artifacts kept in the data directory."
     )
