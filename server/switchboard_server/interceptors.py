@@ -22,6 +22,7 @@ import grpc
 import structlog
 
 from switchboard_server.errors import SwitchboardError
+from switchboard_server.handlers import Behavior, iterate_responses, rewrap
 from switchboard_server.status import to_grpc_status
 
 log = structlog.get_logger("switchboard.access")
@@ -123,12 +124,8 @@ def _wrap_streaming(
     ) -> AsyncIterator[Any]:
         call = _Call(full_method, context)
         try:
-            result = inner(request, context)
-            if hasattr(result, "__aiter__"):
-                async for item in result:
-                    yield item
-            else:  # a handler that writes with context.write() and returns None
-                await result
+            async for item in iterate_responses(inner(request, context)):
+                yield item
         except grpc.aio.AbortError:
             raise
         except (SwitchboardError, Exception) as exc:  # mapped to a status
@@ -149,28 +146,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
         method = handler_call_details.method
-        options = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary), **options
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(method, handler.stream_unary), **options
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_streaming(method, handler.unary_stream), **options
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap_streaming(method, handler.stream_stream), **options
-            )
-        return handler
+
+        def wrap(behavior: Behavior, _: bool, response_streaming: bool) -> Behavior:
+            if response_streaming:
+                return _wrap_streaming(method, behavior)
+            return _wrap_unary(method, behavior)
+
+        return rewrap(await continuation(handler_call_details), wrap)  # type: ignore[return-value]

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from switchboard_server.handlers import Behavior, iterate_responses, rewrap
 from switchboard_server.observability.metrics import (
     GrpcMetrics,
     GrpcType,
@@ -66,7 +67,7 @@ def _wrap(
             meter, request = begin(request)
             error: BaseException | None = None
             try:
-                async for item in inner(request, context):
+                async for item in iterate_responses(inner(request, context)):
                     meter.sent()
                     yield item
             except BaseException as exc:
@@ -106,34 +107,16 @@ class MetricsServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
         method = handler_call_details.method
-        req, resp = handler.request_streaming, handler.response_streaming
-        grpc_type = grpc_type_of(req, resp)
-        options = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        behavior: Any = (
-            handler.unary_unary
-            or handler.unary_stream
-            or handler.stream_unary
-            or handler.stream_stream
-        )
-        wrapped = _wrap(
-            self._metrics,
-            method,
-            grpc_type,
-            behavior,
-            request_streaming=req,
-            response_streaming=resp,
-        )
-        factory = {
-            "unary": grpc.unary_unary_rpc_method_handler,
-            "server_stream": grpc.unary_stream_rpc_method_handler,
-            "client_stream": grpc.stream_unary_rpc_method_handler,
-            "bidi_stream": grpc.stream_stream_rpc_method_handler,
-        }[grpc_type]
-        return factory(wrapped, **options)
+
+        def wrap(behavior: Behavior, request_streaming: bool, response_streaming: bool) -> Behavior:
+            return _wrap(
+                self._metrics,
+                method,
+                grpc_type_of(request_streaming, response_streaming),
+                behavior,
+                request_streaming=request_streaming,
+                response_streaming=response_streaming,
+            )
+
+        return rewrap(await continuation(handler_call_details), wrap)  # type: ignore[return-value]
