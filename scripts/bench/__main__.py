@@ -15,7 +15,9 @@ from pathlib import Path
 
 def main(argv: list[str]) -> None:
     here = Path(__file__).parent
-    names = argv or sorted(m.name for m in pkgutil.iter_modules([str(here)]))
+    names = argv or sorted(
+        m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_")
+    )
     results = {}
     for name in names:
         module = importlib.import_module(f"scripts.bench.{name}")
