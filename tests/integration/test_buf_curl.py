@@ -11,6 +11,7 @@ import pytest
 
 from switchboard_server.app import create_server
 from switchboard_server.config import CoreSettings, ServiceName, Settings
+from tests.integration.conftest import start_services
 from tests.scaffold_module import SERVICE, ScriptedModule
 
 BUF = Path(__file__).parents[2] / "node_modules" / ".bin" / "buf"
@@ -70,3 +71,39 @@ async def test_buf_curl_calls_a_method_and_sees_errors(port: int) -> None:
     code, out, err = await buf_curl("-d", '{"text": ""}', url)
     assert code != 0
     assert "invalid_argument" in err
+
+
+REAL_CALLS = {
+    ServiceName.CLASSIFICATION: (
+        "switchboard.classification.v1.ClassificationService",
+        "Classify",
+        {"text": "wake me up at 7 am tomorrow"},
+        lambda reply: reply["classification"]["intent"].startswith("alarm/"),
+    ),
+    ServiceName.CONTEXT: (
+        "switchboard.context.v1.ContextService",
+        "GetContext",
+        {"query": "how does switchboard retry failed calls?", "includeKnowledgeBase": True},
+        lambda reply: reply["sources"][0]["kind"] == "SOURCE_KIND_KNOWLEDGE",
+    ),
+    ServiceName.ORCHESTRATION: (
+        "switchboard.orchestration.v1.OrchestrationService",
+        "Chat",
+        {"message": "what is switchboard?", "sessionId": "buf-curl"},
+        lambda reply: bool(reply["reply"]) and "correlationId" in reply,
+    ),
+}
+
+
+async def test_buf_curl_lists_and_calls_every_real_service(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    async with start_services(tmp_path, model_cache=model_cache) as running:
+        for service, (name, method, body, check) in REAL_CALLS.items():
+            base = f"http://{running.target(service)}"
+            code, out, err = await buf_curl("--list-methods", base)
+            assert code == 0, err
+            assert f"{name}/{method}" in out.split()
+            code, out, err = await buf_curl("-d", json.dumps(body), f"{base}/{name}/{method}")
+            assert code == 0, err
+            assert check(json.loads(out)), out
