@@ -157,3 +157,16 @@ async def test_trace_context_crosses_the_mesh(
     if collector:
         assert seen["traceparent"] != TRACEPARENT  # Envoy's own spans in between
         assert f'"trace_id":"{TRACE_ID}"' in log_text
+
+
+def test_access_logs_leave_out_health_probes_only(topology: Topology) -> None:
+    settings = MeshSettings()
+    plan = make_plan(topology, settings)
+    for name, config in render_all(plan, settings).items():
+        for listener in config["static_resources"]["listeners"]:
+            hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+            for log in hcm["access_log"]:
+                header = log["filter"]["header_filter"]["header"]
+                assert header["name"] == ":path", name
+                assert header["string_match"] == {"prefix": "/grpc.health.v1.Health/"}
+                assert header["invert_match"] is True

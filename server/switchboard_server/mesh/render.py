@@ -40,11 +40,13 @@ ACCESS_LOG_FORMAT = {
 
 
 def _access_log() -> list[Config]:
+    # Health probes (Envoy's active checks, the runner's, Kubernetes') would drown the
+    # log: one line per probe per Envoy several times a second. The apps log them.
     not_health_check = {
         "header_filter": {
             "header": {
-                "name": "user-agent",
-                "string_match": {"prefix": "Envoy/HC"},
+                "name": ":path",
+                "string_match": {"prefix": "/grpc.health.v1.Health/"},
                 "invert_match": True,
             }
         }

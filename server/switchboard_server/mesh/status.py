@@ -52,8 +52,8 @@ def endpoint_table(state: MeshState) -> str:
     rows = [["edge gRPC", state.edge_grpc], ["edge admin", state.edge_admin]]
     for p in state.processes:
         for key, value in sorted(p.endpoints.items()):
-            if p.name == "edge" and key in ("grpc", "admin"):
-                continue
+            if (p.name == "edge" and key in ("grpc", "admin")) or p.role == "traces":
+                continue  # listed once, first or last
             rows.append([f"{p.name} {key}", str(value)])
     rows.append(["trace receiver (OTLP)", state.trace_receiver])
     if state.trace_query:
