@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
@@ -14,7 +15,7 @@ from switchboard_client._errors import from_rpc_error
 R = TypeVar("R")
 
 
-class BaseClient:
+class BaseClient(abc.ABC):
     """An async context manager that owns a ``grpc.aio`` channel (unless one is given)."""
 
     def __init__(
@@ -49,9 +50,9 @@ class BaseClient:
             self._bind(self._channel)
         return self._channel
 
+    @abc.abstractmethod
     def _bind(self, channel: grpc.aio.Channel) -> None:
         """Create the stubs of the concrete client."""
-        raise NotImplementedError
 
     async def close(self) -> None:
         if self._channel is not None and self._owns_channel:
