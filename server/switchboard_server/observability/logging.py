@@ -24,14 +24,32 @@ def add_trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
+class _NamedWriteLogger(structlog.WriteLogger):
+    """structlog's direct writer, carrying the name given to ``get_logger(name)``."""
+
+    def __init__(self, file: Any, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+class _NamedWriteLoggerFactory:
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> _NamedWriteLogger:
+        return _NamedWriteLogger(self._file, str(args[0]) if args else "")
+
+
 def configure_logging(
     level: str = "info", fmt: str = "auto", *, stream: Any = None, cache: bool = True
 ) -> None:
     """Route structlog and stdlib logging to ``stream`` (stdout) as JSON or console text.
 
-    structlog events go through the stdlib logger named by ``get_logger(name)`` (so every
-    line carries ``logger``) and one root handler renders them and foreign stdlib records
-    alike. ``cache=False`` lets tests reconfigure (cached loggers keep their first config).
+    structlog events are rendered and written directly (no stdlib ``LogRecord`` on the
+    per-RPC path: that costs more than the rest of the access line); each line carries
+    ``logger``, the name given to ``get_logger(name)``. Foreign stdlib records (grpc,
+    asyncio, ...) go through one root handler that renders them the same way.
+    ``cache=False`` lets tests reconfigure (cached loggers keep their first config).
     """
     out = stream or sys.stdout
     console = fmt == "console" or (fmt == "auto" and out.isatty())
@@ -50,10 +68,11 @@ def configure_logging(
         processors=[
             *shared,
             structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            structlog.processors.format_exc_info,
+            renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=_NamedWriteLoggerFactory(out),
         cache_logger_on_first_use=cache,
     )
     handler = logging.StreamHandler(out)
