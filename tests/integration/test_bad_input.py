@@ -14,8 +14,6 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from switchboard.classification.v1 import classification_service_pb2 as cls_pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
@@ -25,6 +23,7 @@ from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from switchboard_server.config import ServiceName
 from tests.integration.conftest import start_services
+from tests.rich_status import violated_fields
 
 LONG = "x" * 5000
 BAD_SESSION = "not a session id!"
@@ -254,18 +253,6 @@ async def channels(
     data_dir = Path(tmp_path_factory.mktemp("bad-input"))
     async with start_services(data_dir, model_cache=model_cache) as running:
         yield {service: running.channel(service) for service in ServiceName}
-
-
-def violated_fields(exc: grpc.aio.AioRpcError) -> list[str]:
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    assert status is not None, "INVALID_ARGUMENT without google.rpc.Status details"
-    fields = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields.extend(v.field for v in bad.field_violations)
-    return fields
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
+from tests.rich_status import violated_fields as bad_fields
 
 from .classification_support import (
     Running,
@@ -27,17 +26,6 @@ async def served(tmp_path: Path, hwu64_models: Path) -> Running:  # noqa: F811
     seed_models(hwu64_models, tmp_path)
     async with classification_server(tmp_path) as running:
         yield running  # type: ignore[misc]
-
-
-def bad_fields(error: grpc.aio.AioRpcError) -> list[str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            return [v.field for v in bad.field_violations]
-    return []
 
 
 async def test_serves_hwu64_intents_with_hierarchy(served: Running) -> None:

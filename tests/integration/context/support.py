@@ -14,8 +14,6 @@ from typing import Any
 
 import grpc
 import redis
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_server.app import AppServer, create_server
@@ -103,15 +101,3 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
     finally:
         await channel.close()
         await server.stop(0)
-
-
-def violated_fields(exc: grpc.aio.AioRpcError) -> list[str]:
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    assert status is not None, "error without google.rpc.Status details"
-    fields = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields.extend(v.field for v in bad.field_violations)
-    return fields
