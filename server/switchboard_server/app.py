@@ -24,7 +24,6 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
 from switchboard_server.config import ServiceName, Settings
-from switchboard_server.interceptors import ServerInterceptor
 from switchboard_server.observability.setup import Observability
 from switchboard_server.registry import build_service
 from switchboard_server.service import Runtime, ServiceModule
@@ -114,7 +113,7 @@ async def create_server(
     module = module or build_service(runtime)
     max_bytes = settings.core.max_message_bytes
     server = grpc.aio.server(
-        interceptors=[*observability.server_interceptors(), ServerInterceptor()],
+        interceptors=observability.server_interceptors(),
         options=[
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),

@@ -42,6 +42,35 @@ def rewrap(
     )
 
 
+class WrappedHandlers:
+    """``rewrap`` memoised per method: an interceptor wraps each method's handler once.
+
+    grpc.aio asks every interceptor for the handler on every call, and the handler it
+    gets from below is the same object each time; re-wrapping it per call (new closures,
+    a new handler tuple) is pure overhead. An entry is reused only while the handler
+    below is that same object; unknown methods (``None``) are never cached, so the
+    memo holds at most one entry per served method.
+    """
+
+    def __init__(self, wrap_for: Callable[[str], Wrap]) -> None:
+        self._wrap_for = wrap_for
+        self._by_method: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any] | None]
+        ] = {}
+
+    def get(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any] | None
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        if handler is None:
+            return None
+        cached = self._by_method.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = rewrap(handler, self._wrap_for(method))
+        self._by_method[method] = (handler, wrapped)
+        return wrapped
+
+
 async def iterate_responses(result: Any) -> AsyncIterator[Any]:
     """The responses of a streaming behaviour: an async iterator, or a coroutine that
     writes with ``context.write()`` (e.g. ``grpc.health.v1`` Watch) and yields nothing."""

@@ -8,55 +8,75 @@ For every RPC it
   that Envoy can retry on);
 * turns a ``SwitchboardError`` into its canonical status with rich details, and an
   unexpected exception into INTERNAL without leaking its text;
-* writes one structured access line (service, method, code, duration_ms, peer).
+* writes one structured access line (service, method, code, duration_ms, peer);
+* with ``propagate_trace_context`` (tracing off, so no OpenTelemetry interceptor runs),
+  makes the caller's W3C ``traceparent`` the current context for the call: outbound
+  calls forward it and log lines carry its trace id, at no span cost.
+
+Each method's handler is wrapped once (``WrappedHandlers``), not on every call.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import Token
 from typing import Any
 
 import grpc
 import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 
 from switchboard_server.errors import SwitchboardError
-from switchboard_server.handlers import Behavior, iterate_responses, rewrap
+from switchboard_server.handlers import Behavior, Wrap, WrappedHandlers, iterate_responses
+from switchboard_server.observability.metrics import split_method
 from switchboard_server.status import to_grpc_status
 
 log = structlog.get_logger("switchboard.access")
 
 CORRELATION_HEADERS = ("x-correlation-id", "x-request-id")
 MAX_CORRELATION_ID = 128
+TRACEPARENT = "traceparent"
 
 
-def correlation_id_from(metadata: Any) -> str:
+def correlation_id_from(headers: dict[str, str]) -> str:
     """The caller's correlation id, or a new one; bounded and printable."""
-    found = {k.lower(): v for k, v in (metadata or ()) if isinstance(v, str)}
     for header in CORRELATION_HEADERS:
-        value = found.get(header, "").strip()
+        value = headers.get(header, "").strip()
         if value and len(value) <= MAX_CORRELATION_ID and value.isprintable():
             return value
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
-def split_method(full_method: str) -> tuple[str, str]:
-    """'/pkg.Service/Method' -> ('pkg.Service', 'Method')."""
-    _, _, rest = full_method.partition("/")
-    service, _, method = rest.partition("/")
-    return service, method
+def text_headers(metadata: Any) -> dict[str, str]:
+    """Invocation metadata as {lower-case key: value}, binary (``-bin``) entries left out."""
+    return {k.lower(): v for k, v in (metadata or ()) if isinstance(v, str)}
 
 
 class _Call:
     """Book-keeping for one RPC: correlation, outcome and the access line."""
 
-    def __init__(self, full_method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        self.service, self.method = split_method(full_method)
+    __slots__ = ("_token", "code", "context", "correlation_id", "method", "service", "started")
+
+    def __init__(
+        self,
+        service: str,
+        method: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        propagate_trace_context: bool,
+    ) -> None:
+        self.service, self.method = service, method
         self.context = context
-        self.correlation_id = correlation_id_from(context.invocation_metadata())
+        headers = text_headers(context.invocation_metadata())
+        self.correlation_id = correlation_id_from(headers)
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
+        self._token: Token[otel_context.Context] | None = None
+        if propagate_trace_context and TRACEPARENT in headers:
+            self._token = otel_context.attach(propagate.extract(headers))
         structlog.contextvars.bind_contextvars(correlation_id=self.correlation_id)
         context.set_trailing_metadata((("x-correlation-id", self.correlation_id),))
 
@@ -89,21 +109,28 @@ class _Call:
                 code = context_code
             elif self.context.cancelled():
                 code = grpc.StatusCode.CANCELLED
-        log.info(
-            "rpc",
-            kind="server",
-            service=self.service,
-            method=self.method,
-            code=code.name,
-            duration_ms=round((time.perf_counter() - self.started) * 1000, 3),
-            peer=self.context.peer(),
-        )
+        if log.is_enabled_for(logging.INFO):
+            log.info(
+                "rpc",
+                kind="server",
+                service=self.service,
+                method=self.method,
+                code=code.name,
+                duration_ms=round((time.perf_counter() - self.started) * 1000, 3),
+                peer=self.context.peer(),
+            )
         structlog.contextvars.unbind_contextvars("correlation_id")
+        if self._token is not None:
+            otel_context.detach(self._token)
 
 
-def _wrap_unary(full_method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+def _wrap_unary(
+    full_method: str, inner: Callable[..., Awaitable[Any]], propagate_trace_context: bool
+) -> Callable[..., Any]:
+    service, method = split_method(full_method)
+
     async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        call = _Call(full_method, context)
+        call = _Call(service, method, context, propagate_trace_context)
         try:
             return await inner(request, context)
         except grpc.aio.AbortError:
@@ -117,12 +144,14 @@ def _wrap_unary(full_method: str, inner: Callable[..., Awaitable[Any]]) -> Calla
 
 
 def _wrap_streaming(
-    full_method: str, inner: Callable[..., Any]
+    full_method: str, inner: Callable[..., Any], propagate_trace_context: bool
 ) -> Callable[..., AsyncIterator[Any]]:
+    service, method = split_method(full_method)
+
     async def behavior(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        call = _Call(full_method, context)
+        call = _Call(service, method, context, propagate_trace_context)
         try:
             async for item in iterate_responses(inner(request, context)):
                 yield item
@@ -139,6 +168,17 @@ def _wrap_streaming(
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Correlation, error mapping and access logging for every handler kind."""
 
+    def __init__(self, *, propagate_trace_context: bool = False) -> None:
+        def wrap_for(method: str) -> Wrap:
+            def wrap(behavior: Behavior, _: bool, response_streaming: bool) -> Behavior:
+                if response_streaming:
+                    return _wrap_streaming(method, behavior, propagate_trace_context)
+                return _wrap_unary(method, behavior, propagate_trace_context)
+
+            return wrap
+
+        self._handlers = WrappedHandlers(wrap_for)
+
     async def intercept_service(
         self,
         continuation: Callable[
@@ -147,10 +187,4 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         method = handler_call_details.method
-
-        def wrap(behavior: Behavior, _: bool, response_streaming: bool) -> Behavior:
-            if response_streaming:
-                return _wrap_streaming(method, behavior)
-            return _wrap_unary(method, behavior)
-
-        return rewrap(await continuation(handler_call_details), wrap)  # type: ignore[return-value]
+        return self._handlers.get(method, await continuation(handler_call_details))  # type: ignore[return-value]

@@ -6,6 +6,7 @@ channel; the exposition is fetched over HTTP and parsed with prometheus-client's
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import grpc
@@ -20,6 +21,7 @@ from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
 from switchboard_server.config import CoreSettings, Settings
 from switchboard_server.observability.settings import ObservabilitySettings
+from switchboard_server.observability.trace_receiver import TraceReceiver
 from tests.observability_support import SERVICE, RelayModule, serving, settle
 
 
@@ -114,15 +116,23 @@ async def test_every_method_and_code_exists_at_zero_before_any_call(tmp_path: Pa
 
 
 async def test_latency_histogram_carries_trace_id_exemplars(tmp_path: Path) -> None:
-    module = RelayModule()
-    async with (
-        serving(settings_for(tmp_path), module) as (server, port),
-        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
-    ):
-        stub = pb_grpc.ClassificationServiceStub(channel)
-        await stub.Classify(pb.ClassifyRequest(text="hello"), timeout=5)
-        assert server.observability.metrics_port is not None
-        text = await scrape(server.observability.metrics_port, openmetrics=True)
+    receiver = TraceReceiver(port=0, query_port=0)  # exemplars need tracing on
+    receiver.start()
+    settings = dataclasses.replace(
+        settings_for(tmp_path),
+        observability=ObservabilitySettings(metrics_port=0, otlp_endpoint=receiver.otlp_endpoint),
+    )
+    try:
+        async with (
+            serving(settings, RelayModule()) as (server, port),
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            stub = pb_grpc.ClassificationServiceStub(channel)
+            await stub.Classify(pb.ClassifyRequest(text="hello"), timeout=5)
+            assert server.observability.metrics_port is not None
+            text = await scrape(server.observability.metrics_port, openmetrics=True)
+    finally:
+        receiver.stop()
 
     exemplars = [
         sample.exemplar

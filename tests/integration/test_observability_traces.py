@@ -261,3 +261,33 @@ async def test_client_interceptors_outside_an_rpc_generate_and_forward_a_correla
         assert srv["correlation_id"] == client["correlation_id"]
         assert client["peer"] == target
     assert len({e["correlation_id"] for e in by_kind["client"]}) == 3
+
+
+async def test_with_tracing_off_the_callers_trace_context_still_flows_through(
+    tmp_path: Path,
+) -> None:
+    """No exporter: no spans at all, yet the caller's traceparent reaches the downstream
+    server unchanged and every access line of the call carries its trace id."""
+    caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traceparent = f"00-{caller_trace}-00f067aa0ba902b7-01"
+    settings = Settings(core=CoreSettings(data_dir=tmp_path))
+    with captured_logs() as logs:
+        async with serving(settings, RelayModule()) as (downstream, downstream_port):
+            relay = RelayModule(downstream_target=f"127.0.0.1:{downstream_port}")
+            async with (
+                serving(settings, relay) as (upstream, port),
+                grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+            ):
+                assert not upstream.observability.tracing
+                assert not downstream.observability.tracing
+                await pb_grpc.ClassificationServiceStub(channel).Classify(
+                    pb.ClassifyRequest(text="relay"),
+                    metadata=(("traceparent", traceparent),),
+                    timeout=5,
+                )
+                await settle()
+    access = logs.access("server") + logs.access("client")
+    assert sorted(e["kind"] for e in access) == ["client", "server", "server"]
+    assert {e["trace_id"] for e in access} == {caller_trace}
+    # Nothing made a span of its own: every line names the caller's span.
+    assert {e["span_id"] for e in access} == {"00f067aa0ba902b7"}

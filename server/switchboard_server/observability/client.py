@@ -6,7 +6,9 @@ For every outbound RPC they
   a new one is generated and used for this call if none is bound);
 * count it in ``grpc_client_*`` (see :mod:`.metrics`);
 * write one access line ``event="rpc", kind="client"`` with service, method, code,
-  duration_ms, peer (the channel target), trace_id, span_id and correlation_id.
+  duration_ms, peer (the channel target), trace_id, span_id and correlation_id;
+* with ``propagate_trace_context`` (tracing off, no OpenTelemetry client interceptor),
+  forward the current W3C trace context (the caller's ``traceparent``) themselves.
 
 grpc.aio files each interceptor object under exactly one call kind, hence one small
 class per kind sharing :class:`ClientTelemetry`. Put them *inside* the OpenTelemetry
@@ -16,15 +18,16 @@ client interceptors so the client span is current (see ``Observability.client_in
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import grpc
 import structlog
-from opentelemetry import trace
+from opentelemetry import propagate
 
 from switchboard_server.observability.metrics import (
     GrpcMetrics,
@@ -39,10 +42,18 @@ log = structlog.get_logger("switchboard.access")
 CORRELATION_HEADER = "x-correlation-id"
 
 
-def _with_correlation(details: grpc.aio.ClientCallDetails, correlation_id: str) -> Any:
+def _with_headers(
+    details: grpc.aio.ClientCallDetails, correlation_id: str, *, trace_context: bool
+) -> Any:
     metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
     if CORRELATION_HEADER not in metadata:
         metadata.add(CORRELATION_HEADER, correlation_id)
+    if trace_context:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        for key, value in carrier.items():
+            if key not in metadata:
+                metadata.add(key, value)
     return grpc.aio.ClientCallDetails(
         details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
     )
@@ -61,7 +72,7 @@ class _Outbound:
         if response_received and code is grpc.StatusCode.OK:
             self.meter.received()
         self.meter.done(code)
-        if self.telemetry.access_log:
+        if self.telemetry.access_log and log.is_enabled_for(logging.INFO):
             log.info(
                 "rpc",
                 kind="client",
@@ -74,10 +85,18 @@ class _Outbound:
 class ClientTelemetry:
     """Shared state of the per-kind client interceptors of one channel."""
 
-    def __init__(self, metrics: GrpcMetrics, *, target: str = "", access_log: bool = True):
+    def __init__(
+        self,
+        metrics: GrpcMetrics,
+        *,
+        target: str = "",
+        access_log: bool = True,
+        propagate_trace_context: bool = False,
+    ):
         self.metrics = metrics
         self.target = target
         self.access_log = access_log
+        self.propagate_trace_context = propagate_trace_context
         self._pending: set[asyncio.Task[None]] = set()
 
     def begin(
@@ -85,20 +104,18 @@ class ClientTelemetry:
     ) -> tuple[_Outbound, Any]:
         """Start metering; returns the book-keeping and details carrying the correlation id."""
         bound = structlog.contextvars.get_contextvars().get("correlation_id")
-        correlation_id = bound if isinstance(bound, str) and bound else uuid.uuid4().hex
+        correlation_id = bound if isinstance(bound, str) and bound else secrets.token_hex(16)
         service, method = split_method(details.method)
+        # trace_id/span_id come from the current (client) span when the line is written
         fields: dict[str, Any] = {
             "service": service,
             "method": method,
             "peer": self.target,
             "correlation_id": correlation_id,
         }
-        ctx = trace.get_current_span().get_span_context()
-        if ctx.is_valid:
-            fields["trace_id"] = format(ctx.trace_id, "032x")
-            fields["span_id"] = format(ctx.span_id, "016x")
         meter = self.metrics.start(grpc_type, details.method)
-        return _Outbound(self, meter, fields), _with_correlation(details, correlation_id)
+        headers = _with_headers(details, correlation_id, trace_context=self.propagate_trace_context)
+        return _Outbound(self, meter, fields), headers
 
     async def settle(self, outbound: _Outbound, call: Any, *, unary_response: bool) -> None:
         """Wait for the call to end and record its outcome."""

@@ -110,6 +110,7 @@ class GrpcMetrics:
             buckets=tuple(buckets),
             registry=registry,
         )
+        self._series: dict[tuple[GrpcType, str | bytes], MethodSeries] = {}
 
     def initialize(self, service_names: Iterable[str]) -> None:
         """Create the zero-valued series of every method of ``service_names`` (all codes),
@@ -134,27 +135,56 @@ class GrpcMetrics:
                     self.handled.labels(*labels, code.name)
 
     def start(self, grpc_type: GrpcType, full_method: str | bytes) -> RpcMeter:
-        return RpcMeter(self, grpc_type, full_method)
+        return RpcMeter(self.series(grpc_type, full_method))
+
+    def series(self, grpc_type: GrpcType, full_method: str | bytes) -> MethodSeries:
+        """The labelled children of one method, resolved once: ``labels()`` validates and
+        locks on every call, which costs more than the increments themselves."""
+        key = (grpc_type, full_method)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = MethodSeries(self, grpc_type, *split_method(full_method))
+        return found
+
+
+class MethodSeries:
+    """The series of one (type, service, method): children of each collector."""
+
+    __slots__ = ("_handled", "_labels", "_metrics", "latency", "received", "sent", "started")
+
+    def __init__(self, metrics: GrpcMetrics, grpc_type: GrpcType, service: str, method: str):
+        labels = (grpc_type, service, method)
+        self._metrics = metrics
+        self._labels = labels
+        self.started = metrics.started.labels(*labels)
+        self.received = metrics.msg_received.labels(*labels)
+        self.sent = metrics.msg_sent.labels(*labels)
+        self.latency = metrics.handling_seconds.labels(*labels)
+        self._handled: dict[grpc.StatusCode, Counter] = {}
+
+    def handled(self, code: grpc.StatusCode) -> Counter:
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = self._metrics.handled.labels(*self._labels, code.name)
+        return child
 
 
 class RpcMeter:
     """Counts one RPC: started at construction, handled and timed by ``done``."""
 
-    __slots__ = ("_done", "_labels", "_metrics", "_started")
+    __slots__ = ("_done", "_series", "_started")
 
-    def __init__(self, metrics: GrpcMetrics, grpc_type: GrpcType, full_method: str | bytes):
-        service, method = split_method(full_method)
-        self._metrics = metrics
-        self._labels = (grpc_type, service, method)
+    def __init__(self, series: MethodSeries):
+        self._series = series
         self._started = time.perf_counter()
         self._done = False
-        metrics.started.labels(*self._labels).inc()
+        series.started.inc()
 
     def received(self) -> None:
-        self._metrics.msg_received.labels(*self._labels).inc()
+        self._series.received.inc()
 
     def sent(self) -> None:
-        self._metrics.msg_sent.labels(*self._labels).inc()
+        self._series.sent.inc()
 
     def done(self, code: grpc.StatusCode) -> None:
         """Record the outcome once (later calls are ignored)."""
@@ -162,7 +192,5 @@ class RpcMeter:
             return
         self._done = True
         elapsed = time.perf_counter() - self._started
-        self._metrics.handled.labels(*self._labels, code.name).inc()
-        self._metrics.handling_seconds.labels(*self._labels).observe(
-            elapsed, exemplar=trace_exemplar()
-        )
+        self._series.handled(code).inc()
+        self._series.latency.observe(elapsed, exemplar=trace_exemplar())

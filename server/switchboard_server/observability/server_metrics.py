@@ -14,10 +14,10 @@ from typing import Any
 
 import grpc
 
-from switchboard_server.handlers import Behavior, iterate_responses, rewrap
+from switchboard_server.handlers import Behavior, Wrap, WrappedHandlers, iterate_responses
 from switchboard_server.observability.metrics import (
     GrpcMetrics,
-    GrpcType,
+    MethodSeries,
     RpcMeter,
     grpc_type_of,
     status_code_of,
@@ -44,16 +44,14 @@ async def _counted(requests: AsyncIterator[Any], meter: RpcMeter) -> AsyncIterat
 
 
 def _wrap(
-    metrics: GrpcMetrics,
-    full_method: str,
-    grpc_type: GrpcType,
+    series: MethodSeries,
     inner: Callable[..., Any],
     *,
     request_streaming: bool,
     response_streaming: bool,
 ) -> Callable[..., Any]:
     def begin(request: Any) -> tuple[RpcMeter, Any]:
-        meter = metrics.start(grpc_type, full_method)
+        meter = RpcMeter(series)
         if request_streaming:
             return meter, _counted(request, meter)
         meter.received()
@@ -98,7 +96,18 @@ class MetricsServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
     """Counts started/handled RPCs, messages and latency for every handler kind."""
 
     def __init__(self, metrics: GrpcMetrics) -> None:
-        self._metrics = metrics
+        def wrap_for(method: str) -> Wrap:
+            def wrap(behavior: Behavior, streams_in: bool, streams_out: bool) -> Behavior:
+                return _wrap(
+                    metrics.series(grpc_type_of(streams_in, streams_out), method),
+                    behavior,
+                    request_streaming=streams_in,
+                    response_streaming=streams_out,
+                )
+
+            return wrap
+
+        self._handlers = WrappedHandlers(wrap_for)
 
     async def intercept_service(
         self,
@@ -108,15 +117,4 @@ class MetricsServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         method = handler_call_details.method
-
-        def wrap(behavior: Behavior, request_streaming: bool, response_streaming: bool) -> Behavior:
-            return _wrap(
-                self._metrics,
-                method,
-                grpc_type_of(request_streaming, response_streaming),
-                behavior,
-                request_streaming=request_streaming,
-                response_streaming=response_streaming,
-            )
-
-        return rewrap(await continuation(handler_call_details), wrap)  # type: ignore[return-value]
+        return self._handlers.get(method, await continuation(handler_call_details))  # type: ignore[return-value]

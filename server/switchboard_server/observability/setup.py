@@ -6,12 +6,16 @@
 * the per-server Prometheus ``CollectorRegistry`` with process/platform/GC metrics and
   ``grpc_server_*`` / ``grpc_client_*`` RED metrics (see :mod:`.metrics`);
 * the interceptors: ``server_interceptors()`` for the server (OpenTelemetry outermost,
-  then metrics; ``app.py`` appends the correlation/error/access-log interceptor), and
+  then metrics, then correlation/error mapping/access line), and
   ``client_interceptors(target)`` for outbound channels::
 
       channel = grpc.aio.insecure_channel(
           target, interceptors=runtime_observability.client_interceptors(target)
       )
+
+With tracing off (no exporter, see :mod:`.tracing`) the OpenTelemetry interceptors are
+left out altogether; the correlation interceptors then carry an incoming W3C
+``traceparent`` through to outbound calls and log lines themselves.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import (
     CollectorRegistry,
@@ -30,10 +35,11 @@ from prometheus_client import (
 from prometheus_client.gc_collector import GCCollector
 
 from switchboard_server.config import ServiceName, Settings
+from switchboard_server.interceptors import ServerInterceptor
 from switchboard_server.observability.client import ClientTelemetry, telemetry_interceptors
 from switchboard_server.observability.metrics import GrpcMetrics
 from switchboard_server.observability.server_metrics import MetricsServerInterceptor
-from switchboard_server.observability.tracing import build_tracer_provider
+from switchboard_server.observability.tracing import build_tracer_provider, tracing_enabled
 
 
 class Observability:
@@ -51,6 +57,7 @@ class Observability:
         self.service = service
         self.registry = registry
         obs = settings.observability
+        self.tracing = tracing_enabled(obs, span_exporter)
         self.tracer_provider = build_tracer_provider(obs, service.value, exporter=span_exporter)
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
@@ -61,10 +68,18 @@ class Observability:
         self.metrics_port: int | None = None
 
     def server_interceptors(self) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
-        """OpenTelemetry (outermost, so trace ids are current in the access line), metrics."""
+        """OpenTelemetry when tracing (outermost, so trace ids are current in the access
+        line), RED metrics (outside error mapping, so they see the final code), then
+        correlation, error mapping and the access line."""
+        otel: list[grpc.aio.ServerInterceptor[Any, Any]] = (
+            [aio_server_interceptor(tracer_provider=self.tracer_provider)]  # type: ignore[no-untyped-call]
+            if self.tracing
+            else []
+        )
         return [
-            aio_server_interceptor(tracer_provider=self.tracer_provider),  # type: ignore[no-untyped-call]
+            *otel,
             MetricsServerInterceptor(self.server_metrics),
+            ServerInterceptor(propagate_trace_context=not self.tracing),
         ]
 
     def client_interceptors(self, target: str = "") -> list[grpc.aio.ClientInterceptor]:
@@ -78,7 +93,10 @@ class Observability:
             self.client_metrics,
             target=target,
             access_log=self.settings.observability.client_access_log,
+            propagate_trace_context=not self.tracing,
         )
+        if not self.tracing:
+            return telemetry_interceptors(telemetry)
         otel: list[grpc.aio.ClientInterceptor] = aio_client_interceptors(  # type: ignore[no-untyped-call]
             tracer_provider=self.tracer_provider
         )
@@ -99,4 +117,5 @@ class Observability:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
             self._metrics_server = None
-        self.tracer_provider.shutdown()
+        if isinstance(self.tracer_provider, TracerProvider):
+            self.tracer_provider.shutdown()

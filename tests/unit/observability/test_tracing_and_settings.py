@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 import structlog
+from opentelemetry import context, propagate
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from pydantic import ValidationError
@@ -15,6 +16,7 @@ from switchboard_server.observability.tracing import (
     build_tracer_provider,
     confidence_bucket,
     domain_span,
+    tracing_enabled,
 )
 from tests.observability_support import captured_logs
 
@@ -52,10 +54,22 @@ def test_sample_ratio_zero_samples_no_new_trace_but_keeps_ids() -> None:
     assert exporter.get_finished_spans() == ()
 
 
-def test_empty_otlp_endpoint_means_no_exporter() -> None:
-    provider = build_tracer_provider(ObservabilitySettings(otlp_endpoint=""), "context")
-    assert provider._active_span_processor._span_processors == ()
-    provider.shutdown()
+def test_empty_otlp_endpoint_turns_tracing_off_but_keeps_the_callers_trace() -> None:
+    settings = ObservabilitySettings(otlp_endpoint="")
+    assert not tracing_enabled(settings, None)
+    provider = build_tracer_provider(settings, "context")
+    with domain_span(provider, "retrieve") as span:
+        assert not span.is_recording()
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    token = context.attach(propagate.extract({"traceparent": caller}))
+    try:
+        with domain_span(provider, "retrieve") as span:
+            assert not span.is_recording()
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+    finally:
+        context.detach(token)
+    assert carrier["traceparent"] == caller  # passed on unchanged
 
 
 @pytest.mark.parametrize(
