@@ -173,7 +173,7 @@ class SqliteStore:
                 evicted[memory_type] = cur.rowcount
             return AppendResult(ids, _counts(conn, session_id), evicted)
 
-        result = await self._write().submit(write)
+        result = await self._write().submit(write, inline=True)
         self._session_gen[session_id] += 1
         return result
 
@@ -188,7 +188,7 @@ class SqliteStore:
             )
             return cur.rowcount
 
-        deleted = await self._write().submit(write)
+        deleted = await self._write().submit(write, inline=True)
         self._session_gen[session_id] += 1
         return deleted
 

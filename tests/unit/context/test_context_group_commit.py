@@ -1,0 +1,73 @@
+"""GroupCommitWriter: batches commit once, a failing write rolls back alone, and a
+write is visible to another connection (committed) when ``submit`` returns."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from switchboard_server.context.store.group_commit import GroupCommitWriter
+
+
+@pytest.fixture
+async def writer(tmp_path: Path) -> AsyncIterator[tuple[GroupCommitWriter, Path]]:
+    path = tmp_path / "db.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE t (v INTEGER PRIMARY KEY)")
+    executor = ThreadPoolExecutor(1)
+    writer = GroupCommitWriter(conn, executor)
+    yield writer, path
+    await writer.wait_idle()
+    conn.close()
+    executor.shutdown(wait=True)
+
+
+def insert(value: int) -> Callable[[sqlite3.Connection], int]:
+    def write(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO t (v) VALUES (?)", (value,))
+        return value
+
+    return write
+
+
+def committed(path: Path) -> list[int]:
+    with sqlite3.connect(path) as other:
+        return [v for (v,) in other.execute("SELECT v FROM t ORDER BY v")]
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_failing_write_rolls_back_alone(
+    writer: tuple[GroupCommitWriter, Path], inline: bool
+) -> None:
+    w, path = writer
+    results = await asyncio.gather(
+        w.submit(insert(1), inline=inline),
+        w.submit(insert(1), inline=inline),  # duplicate key
+        w.submit(insert(2), inline=inline),
+        return_exceptions=True,
+    )
+    assert results[0] == 1
+    assert results[2] == 2
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert committed(path) == [1, 2]
+
+
+async def test_mixed_batch_commits_every_write_before_answering(
+    writer: tuple[GroupCommitWriter, Path],
+) -> None:
+    w, path = writer
+    seen: dict[int, list[int]] = {}
+
+    async def write_then_look(value: int, inline: bool) -> None:
+        await w.submit(insert(value), inline=inline)
+        seen[value] = committed(path)
+
+    await asyncio.gather(*(write_then_look(v, v % 3 != 0) for v in range(20)))
+    assert committed(path) == list(range(20))
+    assert all(value in rows for value, rows in seen.items())
