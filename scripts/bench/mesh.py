@@ -9,7 +9,15 @@ For each, an open-loop load of RATE Chat turns/s for SECONDS (after WARMUP_S) on
 channel; latency is measured from each turn's scheduled start (no coordinated
 omission). CPU is utime+stime from /proc/<pid>/stat of every app and Envoy, before and
 after. An Envoy "traversal" is one request through one Envoy listener, counted from the
-Envoys' own ``http.*.downstream_rq_total`` (health checks included: ~1/s per cluster).
+Envoys' own ``http.*.downstream_rq_total`` (health checks included: ~1/s per cluster; the
+admin listener, which this script itself scrapes, is not a traversal).
+
+Envoy's fixed cost is measured in the same run: after the warm-up, IDLE_S with no traffic
+(only active health checks and stats housekeeping). The mesh result reports Envoy CPU
+per traversal both including that baseline (all Envoy CPU of the load window over all
+its traversals) and excluding it (the idle CPU rate and idle traversal rate times the
+window subtracted first), so a fixed cost is neither hidden nor mistaken for per-request
+cost.
 
     python -m scripts.bench mesh        # or SWITCHBOARD_BENCH_MESH_SECONDS=20 ...
 """
@@ -26,6 +34,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +50,16 @@ from switchboard_server.mesh.processes import pid_alive
 
 RATE = float(os.environ.get("SWITCHBOARD_BENCH_MESH_RATE", "100"))
 SECONDS = float(os.environ.get("SWITCHBOARD_BENCH_MESH_SECONDS", "10"))
+IDLE_S = float(os.environ.get("SWITCHBOARD_BENCH_MESH_IDLE_SECONDS", "5"))
 WARMUP_S = 3.0
+SETTLE_S = 1.0
 SESSIONS = 50
 CALL_TIMEOUT_S = 5.0
 STARTUP_TIMEOUT_S = 240.0
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("classification", "context", "orchestration")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-_DOWNSTREAM = re.compile(r"^http\.[^.]+\.downstream_rq_total$")
+_DOWNSTREAM = re.compile(r"^http\.(?!admin\.)[^.]+\.downstream_rq_total$")
 
 
 def _free_port() -> int:
@@ -212,6 +223,44 @@ async def _traversals(admins: list[int]) -> int:
     return total
 
 
+async def _window(
+    envoys: list[int],
+    admins: list[int],
+    work: Awaitable[Any],
+    pids: dict[str, list[int]] | None = None,
+) -> dict[str, Any]:
+    """Envoy CPU seconds, traversals and wall seconds while ``work`` runs (and its result)."""
+    roles = pids or {}
+    cpu_before, roles_before = _cpu(envoys), {r: _cpu(p) for r, p in roles.items()}
+    hops_before, started = await _traversals(admins), time.monotonic()
+    outcome = await work
+    cpu_after, roles_after = _cpu(envoys), {r: _cpu(p) for r, p in roles.items()}
+    wall = time.monotonic() - started
+    return {
+        "cpu": cpu_after - cpu_before,
+        "hops": await _traversals(admins) - hops_before,
+        "wall": wall,
+        "load": outcome,
+        "cpu_by_role": {r: roles_after[r] - roles_before[r] for r in roles},
+    }
+
+
+def _envoy_figures(idle: dict[str, Any], loaded: dict[str, Any], turns: int) -> dict[str, Any]:
+    """Per-traversal Envoy CPU with and without the fixed (no-traffic) baseline."""
+    idle_cpu_rate = idle["cpu"] / idle["wall"]
+    idle_hop_rate = idle["hops"] / idle["wall"]
+    request_hops = max(loaded["hops"] - idle_hop_rate * loaded["wall"], 1.0)
+    request_cpu = loaded["cpu"] - idle_cpu_rate * loaded["wall"]
+    return {
+        "envoy_traversals_per_turn": round(loaded["hops"] / turns, 2),
+        "envoy_cpu_ms_per_traversal": round(loaded["cpu"] * 1000 / max(loaded["hops"], 1), 4),
+        "envoy_idle_cpu_ms_per_s": round(idle_cpu_rate * 1000, 2),
+        "envoy_idle_traversals_per_s": round(idle_hop_rate, 2),
+        "envoy_cpu_ms_per_traversal_excl_idle": round(request_cpu * 1000 / request_hops, 4),
+        "envoy_idle_share_of_cpu": round(idle_cpu_rate * loaded["wall"] / loaded["cpu"], 3),
+    }
+
+
 async def _mesh(tmp: Path, data_dir: Path) -> dict[str, Any]:
     env = _mesh_env(tmp, data_dir)
     mesh = [sys.executable, "-m", "switchboard_server.mesh"]
@@ -230,19 +279,13 @@ async def _mesh(tmp: Path, data_dir: Path) -> dict[str, Any]:
                 admins.append(int(process["endpoints"]["admin"].rsplit(":", 1)[1]))
         target = state["edge_grpc"]
         await _load(target, WARMUP_S)
-        before = {role: _cpu(p) for role, p in pids.items()}
-        hops_before = await _traversals(admins)
-        result = await _load(target, SECONDS)
-        after = {role: _cpu(p) for role, p in pids.items()}
-        hops = await _traversals(admins) - hops_before
-        for role in pids:
-            result[f"{role}_cpu_ms_per_turn"] = round(
-                (after[role] - before[role]) * 1000 / result["turns"], 3
-            )
-        result["envoy_traversals_per_turn"] = round(hops / result["turns"], 2)
-        result["envoy_cpu_ms_per_traversal"] = round(
-            (after["envoy"] - before["envoy"]) * 1000 / max(hops, 1), 4
-        )
+        await asyncio.sleep(SETTLE_S)
+        idle = await _window(pids["envoy"], admins, asyncio.sleep(IDLE_S))
+        loaded = await _window(pids["envoy"], admins, _load(target, SECONDS), pids)
+        result = loaded.pop("load")
+        for role, cpu in loaded.pop("cpu_by_role").items():
+            result[f"{role}_cpu_ms_per_turn"] = round(cpu * 1000 / result["turns"], 3)
+        result.update(_envoy_figures(idle, loaded, result["turns"]))
         return result
     finally:
         await _command(env, *mesh, "down")
