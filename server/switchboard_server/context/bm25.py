@@ -78,7 +78,13 @@ class Corpus:
     def relevance(self, query: Sequence[str]) -> dict[str, float]:
         """Normalised relevance of every text that matches at least one query term."""
         total = len(self._documents)
-        tfs = {key: [terms.count(t) for t in query] for key, terms in self._documents.items()}
+        wanted = set(query)
+        # texts with no query term score 0 and add nothing to any df: skip them early
+        tfs = {
+            key: [terms.count(t) for t in query]
+            for key, terms in self._documents.items()
+            if not wanted.isdisjoint(terms)
+        }
         df = [sum(1 for counts in tfs.values() if counts[i]) for i in range(len(query))]
         idfs = [self._idf(total, n) for n in df]
         result: dict[str, float] = {}

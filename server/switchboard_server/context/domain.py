@@ -5,7 +5,6 @@ No gRPC here; the servicer validates requests and hands over domain values.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -80,6 +79,12 @@ class ContextService:
         self._caps = dict(caps)
         self._passage_max_chars = passage_max_chars
         self._clock = clock
+        # metric children resolved once (labels() takes a lock and a dict lookup per call)
+        self._lookups = {r: metrics.cache.labels(result=r) for r in ("hit", "miss")}
+        self._retrieval = {r: metrics.retrieval.labels(cache=r) for r in ("hit", "miss")}
+        self._appended = {t: metrics.appended.labels(memory_type=t.value) for t in MemoryType}
+        self._evicted = {t: metrics.evicted.labels(memory_type=t.value) for t in MemoryType}
+        self._sizes = {t: metrics.session_memory.labels(memory_type=t.value) for t in MemoryType}
 
     # -- memory ---------------------------------------------------------------------
 
@@ -90,13 +95,12 @@ class ContextService:
         prepared = [replace(e, terms=tuple(text.terms(e.content))) for e in entries]
         result = await self._store.append_memory(session_id, prepared, self._clock())
         for entry in entries:
-            self._metrics.appended.labels(memory_type=entry.type.value).inc()
+            self._appended[entry.type].inc()
         for memory_type, count in result.evicted.items():
-            self._metrics.evicted.labels(memory_type=memory_type.value).inc(count)
+            if count:
+                self._evicted[memory_type].inc(count)
         for memory_type in {e.type for e in entries}:
-            self._metrics.session_memory.labels(memory_type=memory_type.value).observe(
-                result.counts.get(memory_type, 0)
-            )
+            self._sizes[memory_type].observe(result.counts.get(memory_type, 0))
         log.debug(
             "memory.appended",
             session=hash_id(session_id),
@@ -178,16 +182,15 @@ class ContextService:
         return len(queries)
 
     def _observe(self, result: str, started: float) -> None:
-        self._metrics.cache.labels(result=result).inc()
-        self._metrics.retrieval.labels(cache=result).observe(time.perf_counter() - started)
+        self._lookups[result].inc()
+        self._retrieval[result].observe(time.perf_counter() - started)
 
     async def _compute(self, query: ContextQuery) -> ContextResult:
         terms = text.query_terms(query.query)
-        memory, knowledge = await asyncio.gather(
-            self._memory_sources(query, terms), self._knowledge_sources(query, terms)
-        )
-        sources, recency, stats = memory
-        sources.extend(knowledge)
+        # one after the other: SQLite reads run inline on the loop by default, and two
+        # tasks for gather() cost more than any overlap could save
+        sources, recency, stats = await self._memory_sources(query, terms)
+        sources.extend(await self._knowledge_sources(query, terms))
         ranked = rank(sources, recency)[: query.max_results]
         context, kept = assemble(ranked, query.max_context_chars)
         return ContextResult(context=context, sources=kept, stats=stats)

@@ -35,6 +35,7 @@ from switchboard_server.context.store.group_commit import GroupCommitWriter
 from switchboard_server.context.store.sqlite_sql import CANDIDATES, PASSAGES, SCHEMA, TERMS
 
 T = TypeVar("T")
+_TYPES = {t.value: t for t in MemoryType}
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -209,9 +210,7 @@ class SqliteStore:
             (session_id, *values),
         )
         return [
-            MemoryRecord(
-                r[0], MemoryType(r[1]), r[2], _metadata(r[3]), r[4], r[5], tuple(r[6].split())
-            )
+            MemoryRecord(r[0], _TYPES[r[1]], r[2], _metadata(r[3]), r[4], r[5], tuple(r[6].split()))
             for r in rows
         ]
 
@@ -314,9 +313,7 @@ class SqliteStore:
         total, df, found = await self._in_reader(search)
         idfs = [bm25.fts5_idf(total, df.get(t, 0)) for t in query]
         return [
-            KnowledgeHit(
-                r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], bm25.normalise(score, idfs)
-            )
+            KnowledgeHit(r[0], r[1], r[2], r[3], _metadata(r[4]), r[5], bm25.normalise(score, idfs))
             for score, r in found
             if r is not None
         ]
@@ -383,7 +380,7 @@ def _delete_document(conn: sqlite3.Connection, document_id: str) -> int:
 def _fill_counts(rows: Sequence[Sequence[Any]]) -> dict[MemoryType, int]:
     counts = dict.fromkeys(MemoryType, 0)
     for memory_type, count in rows:
-        counts[MemoryType(memory_type)] = int(count)
+        counts[_TYPES[memory_type]] = int(count)
     return counts
 
 
