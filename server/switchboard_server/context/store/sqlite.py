@@ -203,11 +203,16 @@ class SqliteStore:
         self, session_id: str, types: Collection[MemoryType]
     ) -> list[MemoryRecord]:
         values = [t.value for t in types]
-        marks = ",".join("?" * len(values))
+        params: tuple[str, ...] = (session_id,)
+        if set(values) == set(_TYPES):  # every type: one index range, no IN list
+            where = "session_id = ?"
+        else:
+            where = f"session_id = ? AND type IN ({','.join('?' * len(values))})"
+            params = (session_id, *values)
         rows = await self._read(
             "SELECT id, type, content, metadata, created_at, seq, terms FROM memory"
-            f" WHERE session_id = ? AND type IN ({marks}) ORDER BY seq",
-            (session_id, *values),
+            f" WHERE {where} ORDER BY seq",
+            params,
         )
         return [
             MemoryRecord(r[0], _TYPES[r[1]], r[2], _metadata(r[3]), r[4], r[5], tuple(r[6].split()))
