@@ -124,7 +124,9 @@ def _http_filters(plan: Plan, settings: MeshSettings, *, rate_limit: bool) -> li
             "name": "envoy.filters.http.grpc_stats",
             "typed_config": typed(
                 "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
-                emit_filter_state=True,
+                # Message counts in filter state would only cost work per request:
+                # no access-log field or other filter reads them.
+                emit_filter_state=False,
                 enable_upstream_stats=True,
                 individual_method_stats_allowlist=grpc_stats_allowlist(plan),
             ),
