@@ -1,7 +1,9 @@
 """SQLite backend: one file in the service's data directory, WAL, FTS5 for BM25.
 
-Writes go through a group-commit writer (one thread, one connection); reads use
-a second connection on another thread, which WAL lets run beside the writer.
+Writes go through a group-commit writer (one connection; memory writes run their
+statements on the event loop and commit on the writer thread, knowledge writes run
+whole on the writer thread); reads use their own connection, on the event loop by
+default (``readers=0``) or on reader threads, which WAL lets run beside the writer.
 The knowledge base is ranked by FTS5's ``bm25()`` over the index terms of
 ``text.terms``, normalised to [0, 1] with the same idf FTS5 uses.
 """
