@@ -1,8 +1,22 @@
-"""Chat-turn latency: all three services in-process, direct calls (no Envoy), open loop.
+"""Chat-turn latency: all three services in one process, no Envoy, open loop.
 
-A turn is started every 1/RATE seconds whatever the previous turns are doing (open
-loop, so a slow turn cannot hide later ones); latency is measured from each turn's
-scheduled start. ``python -m scripts.bench orchestration``.
+Two ways of putting the services in one process, measured one after the other:
+
+* ``in_process``: the single-process deployment (``SWITCHBOARD_ORCHESTRATION_PEERS=
+  in_process``): one server serves all three, the pipeline calls the classification
+  and context servicers directly (in-process direct calls);
+* ``grpc_loopback``: three servers in the process, orchestration calling the other two
+  over gRPC on loopback (as the mesh does, minus Envoy).
+
+The services run in a child process (``python -m scripts.bench.orchestration serve
+MODE DIR``); this process is the application calling ``Chat``, so the load
+generator's own gRPC work does not compete with the services for their event loop. A
+turn is started every 1/RATE seconds whatever the previous turns are doing (open loop,
+so a slow turn cannot hide later ones); latency is measured from each turn's scheduled
+start. The services' process CPU (user + system, /proc) over the measured turns gives
+CPU per turn.
+
+    python -m scripts.bench orchestration
 """
 
 from __future__ import annotations
@@ -10,7 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +45,7 @@ RATE_PER_S = 50.0
 DURATION_S = 10.0
 WARMUP_TURNS = 25
 SESSIONS = 20
+ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = (
     "wake me up at seven tomorrow",
     "what is switchboard?",
@@ -45,8 +63,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def start_all(data_dir: Path) -> tuple[list[AppServer], int]:
+MODES = ("in_process", "grpc_loopback")
+
+
+async def start_all(data_dir: Path, mode: str = "grpc_loopback") -> tuple[list[AppServer], int]:
     settings = Settings(core=CoreSettings(data_dir=data_dir, grace_period_s=0.0))
+    if mode == "in_process":
+        settings = dataclasses.replace(
+            settings, orchestration=settings.orchestration.model_copy(update={"peers": mode})
+        )
+        server, port = await create_server(settings, ServiceName.ORCHESTRATION, "127.0.0.1:0")
+        await server.start()
+        return [server], port
     servers: list[AppServer] = []
     targets: dict[str, str] = {}
     for service, key in (
@@ -65,10 +93,44 @@ async def start_all(data_dir: Path) -> tuple[list[AppServer], int]:
     return servers, port
 
 
-async def measure(rate: float = RATE_PER_S, duration_s: float = DURATION_S) -> dict[str, Any]:
+async def serve(mode: str, data_dir: Path) -> None:
+    """Child process: the three services; prints the orchestration port, then serves."""
+    configure_logging("warning", "json")  # an access line per RPC is not what we measure
+    servers, port = await start_all(data_dir, mode)
+    print(port, flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for server in reversed(servers):
+            with contextlib.suppress(Exception):
+                await server.stop(0)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def measure(
+    mode: str = "in_process", rate: float = RATE_PER_S, duration_s: float = DURATION_S
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-orch-") as tmp:
-        servers, port = await start_all(Path(tmp))
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scripts.bench.orchestration", "serve", mode, tmp],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None
+            port = int(proc.stdout.readline())  # after training/loading: ready
+            return asyncio.run(_load(port, proc.pid, rate, duration_s))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+async def _load(port: int, pid: int, rate: float, duration_s: float) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.OrchestrationServiceStub(channel)
         latencies: list[float] = []
         server_ms: list[float] = []
@@ -94,25 +156,21 @@ async def measure(rate: float = RATE_PER_S, duration_s: float = DURATION_S) -> d
             for t in response.timings:
                 stages.setdefault(pb.Stage.Name(t.stage), []).append(t.duration_ms)
 
-        try:
-            for i in range(WARMUP_TURNS):
-                await turn(i, time.perf_counter(), record=False)
-            tasks = []
-            start = time.perf_counter()
-            total = int(rate * duration_s)
-            for i in range(total):
-                scheduled = start + i / rate
-                delay = scheduled - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(turn(i, scheduled, record=True)))
-            await asyncio.gather(*tasks)
-            elapsed = time.perf_counter() - start
-        finally:
-            await channel.close(None)
-            for server in reversed(servers):
-                with contextlib.suppress(Exception):
-                    await server.stop(0)
+        for i in range(WARMUP_TURNS):
+            await turn(i, time.perf_counter(), record=False)
+        tasks = []
+        cpu_before = cpu_seconds(pid)
+        start = time.perf_counter()
+        total = int(rate * duration_s)
+        for i in range(total):
+            scheduled = start + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(turn(i, scheduled, record=True)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+        cpu = cpu_seconds(pid) - cpu_before
     return {
         "turns": len(latencies),
         "offered_rate_per_s": rate,
@@ -124,16 +182,19 @@ async def measure(rate: float = RATE_PER_S, duration_s: float = DURATION_S) -> d
         "p99_ms": round(percentile(latencies, 0.99), 2),
         "max_ms": round(max(latencies), 2),
         "server_total_p50_ms": round(statistics.median(server_ms), 2),
+        "services_cpu_ms_per_turn": round(cpu / max(len(latencies), 1) * 1000, 2),
         "stage_p50_ms": {k: round(statistics.median(v), 2) for k, v in sorted(stages.items())},
     }
 
 
 def run() -> dict[str, Any]:
-    configure_logging("warning", "json")  # an access line per RPC is not what we measure
-    return asyncio.run(measure())
+    return {mode: measure(mode) for mode in MODES}
 
 
 if __name__ == "__main__":
-    import json
+    if sys.argv[1:2] == ["serve"]:
+        asyncio.run(serve(sys.argv[2], Path(sys.argv[3])))
+    else:
+        import json
 
-    print(json.dumps(run(), indent=2))
+        print(json.dumps(run(), indent=2))

@@ -54,6 +54,7 @@ class ClassificationModule:
             training=self._training,
             metrics=self.metrics,
         )
+        self.servicer = ClassificationServicer(self.classifier, runtime.settings)
         self._store: ExampleStore | None = None
 
     @property
@@ -61,8 +62,7 @@ class ClassificationModule:
         return (SERVICE_NAME,)
 
     def register(self, server: grpc.aio.Server) -> None:
-        servicer = ClassificationServicer(self.classifier, self.runtime.settings)
-        pb_grpc.add_ClassificationServiceServicer_to_server(servicer, server)
+        pb_grpc.add_ClassificationServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
         settings = self.runtime.settings.classification

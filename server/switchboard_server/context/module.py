@@ -74,6 +74,11 @@ class ContextModule:
     def service_names(self) -> tuple[str, ...]:
         return (SERVICE_NAME,)
 
+    @property
+    def servicer(self) -> ContextServicer:
+        """The servicer, for in-process callers (``SWITCHBOARD_ORCHESTRATION_PEERS``)."""
+        return self._servicer
+
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_ContextServiceServicer_to_server(self._servicer, server)
 

@@ -1,8 +1,16 @@
-"""OrchestrationModule: wires settings, peers, composer, log and pipeline into the server."""
+"""OrchestrationModule: wires settings, peers, composer, log and pipeline into the server.
+
+With ``peers = "in_process"`` it also owns a ClassificationModule and a ContextModule:
+the one server serves all three services, and the pipeline calls their servicers
+directly (see :mod:`.in_process`).
+"""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
+import structlog
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
@@ -13,10 +21,12 @@ from switchboard_server.orchestration.llm import LLMComposer, LLMConfig
 from switchboard_server.orchestration.metrics import ChatMetrics
 from switchboard_server.orchestration.peers import Peers
 from switchboard_server.orchestration.pipeline import ChatPipeline, PipelineConfig
-from switchboard_server.orchestration.ports import Composer
+from switchboard_server.orchestration.ports import Classifier, Composer, ContextPort
 from switchboard_server.orchestration.servicer import OrchestrationServicer
 from switchboard_server.orchestration.settings import OrchestrationSettings
-from switchboard_server.service import Runtime
+from switchboard_server.service import Runtime, ServiceModule
+
+log = structlog.get_logger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestrationService"].full_name
 
@@ -40,12 +50,30 @@ class OrchestrationModule:
     def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings
         s = settings.orchestration
-        self._peers = Peers(
-            s.classification_target,
-            s.context_target,
-            interceptors_for=runtime.client_interceptors,
-            max_message_bytes=settings.core.max_message_bytes,
-        )
+        self._peers: Peers | None = None
+        self._in_process: tuple[ServiceModule, ...] = ()
+        classifier: Classifier
+        context: ContextPort
+        if s.peers == "in_process":
+            from switchboard_server.classification.module import ClassificationModule
+            from switchboard_server.context.module import ContextModule
+            from switchboard_server.orchestration.in_process import (
+                in_process_classifier,
+                in_process_context,
+            )
+
+            classification, context_module = ClassificationModule(runtime), ContextModule(runtime)
+            self._in_process = (classification, context_module)
+            classifier = in_process_classifier(classification.servicer)
+            context = in_process_context(context_module.servicer)
+        else:
+            self._peers = Peers(
+                s.classification_target,
+                s.context_target,
+                interceptors_for=runtime.client_interceptors,
+                max_message_bytes=settings.core.max_message_bytes,
+            )
+            classifier, context = self._peers.classifier, self._peers.context
         self._log = SqliteConversationLog(settings.core.data_dir_for(ServiceName.ORCHESTRATION))
         rules = RuleComposer(
             default_registry(s.fallback_intent),
@@ -67,8 +95,8 @@ class OrchestrationModule:
             )
             composer = self._llm
         pipeline = ChatPipeline(
-            self._peers.classifier,
-            self._peers.context,
+            classifier,
+            context,
             composer,
             self._log,
             pipeline_config(s),
@@ -86,16 +114,24 @@ class OrchestrationModule:
 
     @property
     def service_names(self) -> tuple[str, ...]:
-        return (SERVICE_NAME,)
+        return (SERVICE_NAME, *(n for m in self._in_process for n in m.service_names))
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_OrchestrationServiceServicer_to_server(self._servicer, server)  # type: ignore[no-untyped-call]
+        for module in self._in_process:
+            module.register(server)
 
     async def start(self) -> None:
-        await self._log.open()
+        """Ready once the conversation log (and any in-process peer) is."""
+        await asyncio.gather(self._log.open(), *(m.start() for m in self._in_process))
+        if self._in_process:
+            log.info("orchestration.in_process_peers", services=self.service_names[1:])
 
     async def stop(self) -> None:
-        await self._peers.close()
+        for module in self._in_process:
+            await module.stop()
+        if self._peers is not None:
+            await self._peers.close()
         if self._llm is not None:
             await self._llm.aclose()
         await self._log.close()

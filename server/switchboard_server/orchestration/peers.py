@@ -1,9 +1,11 @@
-"""gRPC adapters for the peers: classification and context over ``grpc.aio`` channels.
+"""gRPC adapters for the peers: classification and context over ``grpc.aio`` stubs.
 
 In the mesh the targets are the local sidecar's egress listener; in tests without
 Envoy they are the services themselves. Every call carries the deadline the pipeline
 computed and the turn's ``x-correlation-id``; trace context, client metrics and the
 client access line come from the interceptors of ``Runtime.client_interceptors``.
+The adapters take the stub, so the same code drives in-process servicers
+(:mod:`.in_process`) with the same messages.
 """
 
 from __future__ import annotations
@@ -71,8 +73,8 @@ def source_from_proto(s: ctx_pb.Source) -> Source:
 class GrpcClassifier:
     """:class:`~switchboard_server.orchestration.ports.Classifier` over gRPC."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._stub = cls_grpc.ClassificationServiceStub(channel)
+    def __init__(self, stub: cls_grpc.ClassificationServiceAsyncStub) -> None:
+        self._stub = stub
 
     async def classify(
         self, text: str, session_id: str, *, threshold: float | None, top_k: int, budget_s: float
@@ -93,8 +95,8 @@ class GrpcClassifier:
 class GrpcContext:
     """:class:`~switchboard_server.orchestration.ports.ContextPort` over gRPC."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._stub = ctx_grpc.ContextServiceStub(channel)
+    def __init__(self, stub: ctx_grpc.ContextServiceAsyncStub) -> None:
+        self._stub = stub
 
     async def get_context(
         self, query: str, session_id: str, *, max_results: int, max_chars: int, budget_s: float
@@ -153,8 +155,8 @@ class Peers:
             )
             for target in (classification_target, context_target)
         ]
-        self.classifier = GrpcClassifier(self._channels[0])
-        self.context = GrpcContext(self._channels[1])
+        self.classifier = GrpcClassifier(cls_grpc.ClassificationServiceStub(self._channels[0]))
+        self.context = GrpcContext(ctx_grpc.ContextServiceStub(self._channels[1]))
 
     async def close(self) -> None:
         for channel in self._channels:

@@ -15,6 +15,12 @@ class OrchestrationSettings(BaseSettings):
         env_prefix="SWITCHBOARD_ORCHESTRATION_", frozen=True, extra="ignore"
     )
 
+    peers: Literal["grpc", "in_process"] = Field(
+        default="grpc",
+        description="How classification and context are reached: `grpc` at the targets "
+        "below, or `in_process`: this server also serves both and calls their servicers "
+        "directly (one process, no network hop; the single-process deployment).",
+    )
     classification_target: str = Field(
         default="127.0.0.1:50051",
         description="Where to reach classification (the sidecar's egress listener in the mesh).",
