@@ -5,6 +5,7 @@ No gRPC here; the servicer validates requests and hands over domain values.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -187,10 +188,14 @@ class ContextService:
 
     async def _compute(self, query: ContextQuery) -> ContextResult:
         terms = text.query_terms(query.query)
-        # one after the other: SQLite reads run inline on the loop by default, and two
-        # tasks for gather() cost more than any overlap could save
-        sources, recency, stats = await self._memory_sources(query, terms)
-        sources.extend(await self._knowledge_sources(query, terms))
+        if self._store.concurrent_reads:  # e.g. Redis: the two round trips overlap
+            (sources, recency, stats), found = await asyncio.gather(
+                self._memory_sources(query, terms), self._knowledge_sources(query, terms)
+            )
+        else:  # SQLite reads run inline: two gather() tasks would cost more than they save
+            sources, recency, stats = await self._memory_sources(query, terms)
+            found = await self._knowledge_sources(query, terms)
+        sources.extend(found)
         ranked = rank(sources, recency)[: query.max_results]
         context, kept = assemble(ranked, query.max_context_chars)
         return ContextResult(context=context, sources=kept, stats=stats)

@@ -37,6 +37,12 @@ class Generations:
 class ContextStore(Protocol):
     """Durable memory + knowledge base. Writes are durable when the awaitable returns."""
 
+    @property
+    def concurrent_reads(self) -> bool:
+        """True when two reads awaited together overlap (network round trips, reader
+        threads); False when reads run inline and awaiting them together only adds tasks."""
+        ...
+
     async def open(self) -> None:
         """Connect / create the schema. Called once before any other method."""
         ...

@@ -63,6 +63,10 @@ class RedisStore:
 
     # -- plumbing -------------------------------------------------------------------
 
+    @property
+    def concurrent_reads(self) -> bool:
+        return True  # every read is a network round trip
+
     async def open(self) -> None:
         client = aioredis.from_url(
             self._url,

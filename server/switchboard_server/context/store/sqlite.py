@@ -78,6 +78,10 @@ class SqliteStore:
 
     # -- plumbing -------------------------------------------------------------------
 
+    @property
+    def concurrent_reads(self) -> bool:
+        return self._read_threads is not None
+
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         self._path.parent.mkdir(parents=True, exist_ok=True)
