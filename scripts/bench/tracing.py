@@ -96,21 +96,26 @@ def _measure(tracing: bool) -> dict[str, Any]:
             if up.returncode != 0:
                 raise RuntimeError(f"switchboard up failed: {up.stdout}{up.stderr}")
             state = json.loads(state_file.read_text())
-            pids = [p["pid"] for p in state["processes"] if p["role"] != "traces"]
+            processes = [p for p in state["processes"] if p["role"] != "traces"]
+            pids = [p["pid"] for p in processes]
+            envoys = [p["pid"] for p in processes if p["role"] in ("edge", "sidecar")]
             edge = f"127.0.0.1:{env['SWITCHBOARD_MESH_EDGE_PORT']}"
             with grpc.insecure_channel(edge) as channel:
                 stub = pb_grpc.OrchestrationServiceStub(channel)
                 for i in range(WARMUP):
                     _chat(stub, i)
-                idle0 = _cpu_seconds(pids)
+                idle0, envoy0 = _cpu_seconds(pids), _cpu_seconds(envoys)
                 time.sleep(TAIL_S)  # idle CPU (health checks, stats) is not the load's
                 idle_rate = (_cpu_seconds(pids) - idle0) / TAIL_S
+                envoy_idle_rate = (_cpu_seconds(envoys) - envoy0) / TAIL_S
                 cpu0, wall0 = _cpu_seconds(pids), time.perf_counter()
+                envoy_cpu0 = _cpu_seconds(envoys)
                 with ThreadPoolExecutor(CONCURRENCY) as pool:
                     list(pool.map(lambda i: _chat(stub, i), range(CHATS)))
                 wall = time.perf_counter() - wall0
                 time.sleep(TAIL_S)  # let batch processors export what the load produced
                 cpu = _cpu_seconds(pids) - cpu0 - idle_rate * TAIL_S
+                envoy_cpu = _cpu_seconds(envoys) - envoy_cpu0 - envoy_idle_rate * TAIL_S
             traces = 0
             if tracing:
                 query = f"http://127.0.0.1:{env['SWITCHBOARD_OBS_RECEIVER_QUERY_PORT']}/traces"
@@ -124,6 +129,8 @@ def _measure(tracing: bool) -> dict[str, Any]:
                 "chats": CHATS,
                 "cpu_s": round(cpu, 3),
                 "cpu_ms_per_chat": round(cpu / CHATS * 1000, 3),
+                "apps_cpu_ms_per_chat": round((cpu - envoy_cpu) / CHATS * 1000, 3),
+                "envoys_cpu_ms_per_chat": round(envoy_cpu / CHATS * 1000, 3),
                 "chats_per_s": round(CHATS / wall, 1),
             }
         finally:
