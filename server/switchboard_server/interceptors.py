@@ -59,7 +59,16 @@ def text_headers(metadata: Any) -> dict[str, str]:
 class _Call:
     """Book-keeping for one RPC: correlation, outcome and the access line."""
 
-    __slots__ = ("_token", "code", "context", "correlation_id", "method", "service", "started")
+    __slots__ = (
+        "_token",
+        "code",
+        "context",
+        "correlation_id",
+        "method",
+        "peer",
+        "service",
+        "started",
+    )
 
     def __init__(
         self,
@@ -72,6 +81,9 @@ class _Call:
         self.context = context
         headers = text_headers(context.invocation_metadata())
         self.correlation_id = correlation_id_from(headers)
+        # Read while the call is live: peer() on a finished or cancelled call can crash
+        # grpc's core (seen once in finish(), after a deadline test).
+        self.peer = context.peer()
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
         self._token: Token[otel_context.Context] | None = None
@@ -117,7 +129,7 @@ class _Call:
                 method=self.method,
                 code=code.name,
                 duration_ms=round((time.perf_counter() - self.started) * 1000, 3),
-                peer=self.context.peer(),
+                peer=self.peer,
             )
         structlog.contextvars.unbind_contextvars("correlation_id")
         if self._token is not None:
