@@ -170,3 +170,18 @@ def test_access_logs_leave_out_health_probes_only(topology: Topology) -> None:
                 assert header["name"] == ":path", name
                 assert header["string_match"] == {"prefix": "/grpc.health.v1.Health/"}
                 assert header["invert_match"] is True
+
+
+def test_envoy_batches_its_spans_when_tracing(topology: Topology) -> None:
+    """Envoy's default sends one export call per 5 spans; the mesh batches them."""
+    settings = MeshSettings(trace_flush_spans=300, trace_flush_interval_ms=700)
+    plan = make_plan(topology, settings)
+    for name, config in render_all(plan, settings, "127.0.0.1:4317").items():
+        static, admin = config["layered_runtime"]["layers"]
+        assert static["static_layer"] == {
+            "tracing.opentelemetry.min_flush_spans": 300,
+            "tracing.opentelemetry.flush_interval_ms": 700,
+        }, name
+        assert "admin_layer" in admin  # /runtime_modify still works
+    untraced = render_all(plan, settings, "")["edge"]["layered_runtime"]["layers"][0]
+    assert untraced["static_layer"] == {}

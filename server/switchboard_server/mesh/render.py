@@ -182,8 +182,24 @@ def _listener(
     }
 
 
+def _runtime(settings: MeshSettings, otlp_endpoint: str) -> Config:
+    """Runtime layers: span batching of the OpenTelemetry tracer, then the admin layer
+    (``/runtime_modify`` keeps working)."""
+    static: Config = {}
+    if otlp_endpoint:
+        static["tracing.opentelemetry.min_flush_spans"] = settings.trace_flush_spans
+        static["tracing.opentelemetry.flush_interval_ms"] = settings.trace_flush_interval_ms
+    return {
+        "layers": [
+            {"name": "static", "static_layer": static},
+            {"name": "admin", "admin_layer": {}},
+        ]
+    }
+
+
 def _bootstrap(
     plan: Plan,
+    settings: MeshSettings,
     admin_port: int,
     listeners: list[Config],
     clusters: list[Config],
@@ -193,6 +209,7 @@ def _bootstrap(
         clusters = [*clusters, otlp_cluster(otlp_endpoint)]
     return {
         "admin": {"address": address("127.0.0.1", admin_port)},
+        "layered_runtime": _runtime(settings, otlp_endpoint),
         "static_resources": {"listeners": listeners, "clusters": clusters},
         "overload_manager": {
             "resource_monitors": [
@@ -227,7 +244,7 @@ def render_edge(plan: Plan, settings: MeshSettings, otlp_endpoint: str = "") -> 
         rate_limit=True,
     )
     clusters = [service_cluster(plan, name, settings) for name in services]
-    return _bootstrap(plan, plan.edge_admin_port, [listener], clusters, otlp_endpoint)
+    return _bootstrap(plan, settings, plan.edge_admin_port, [listener], clusters, otlp_endpoint)
 
 
 def render_sidecar(
@@ -271,7 +288,7 @@ def render_sidecar(
             )
         )
         clusters.append(service_cluster(plan, callee, settings))
-    return _bootstrap(plan, replica.admin_port, listeners, clusters, otlp_endpoint)
+    return _bootstrap(plan, settings, replica.admin_port, listeners, clusters, otlp_endpoint)
 
 
 def render_all(plan: Plan, settings: MeshSettings, otlp_endpoint: str = "") -> dict[str, Config]:

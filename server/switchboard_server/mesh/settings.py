@@ -144,6 +144,21 @@ class MeshSettings(BaseSettings):
         default=4000, ge=1, description="Edge rate limit bucket size (burst)."
     )
 
+    trace_flush_spans: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Envoy sends its buffered spans to the collector once this many are "
+        "waiting (runtime tracing.opentelemetry.min_flush_spans; Envoy's default, 5, "
+        "costs one export call per 5 spans).",
+    )
+    trace_flush_interval_ms: int = Field(
+        default=1000,
+        ge=10,
+        le=60_000,
+        description="...or at least this often (runtime tracing.opentelemetry.flush_interval_ms).",
+    )
+
     # -- the runner ------------------------------------------------------------------------
     app_module: str = Field(
         default="switchboard_server",
