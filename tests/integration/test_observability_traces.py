@@ -7,6 +7,7 @@ HTTP API and the ``switchboard traces`` command.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -291,3 +292,29 @@ async def test_with_tracing_off_the_callers_trace_context_still_flows_through(
     assert {e["trace_id"] for e in access} == {caller_trace}
     # Nothing made a span of its own: every line names the caller's span.
     assert {e["span_id"] for e in access} == {"00f067aa0ba902b7"}
+
+
+async def test_spans_reach_the_receiver_within_the_export_interval(
+    tmp_path: Path, receiver: TraceReceiver
+) -> None:
+    """No flush on shutdown needed: a live server exports within its interval."""
+    settings = Settings(
+        core=CoreSettings(data_dir=tmp_path),
+        observability=ObservabilitySettings(
+            otlp_endpoint=receiver.otlp_endpoint, export_interval_ms=200
+        ),
+    )
+    async with (
+        serving(settings, RelayModule()) as (_, port),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        await pb_grpc.ClassificationServiceStub(channel).Classify(
+            pb.ClassifyRequest(text="hello"), timeout=5
+        )
+        traces: list[Any] = []
+        for _ in range(30):  # 3 s at most, the SDK's own default would be 5 s
+            traces = await query(receiver, "/traces?limit=10")
+            if traces:
+                break
+            await asyncio.sleep(0.1)
+    assert [t["method"] for t in traces] == [CLASSIFY]

@@ -28,6 +28,12 @@ class ObservabilitySettings(BaseSettings):
     otlp_timeout_s: float = Field(
         default=5.0, gt=0, le=60, description="Seconds one OTLP export may take."
     )
+    export_interval_ms: int = Field(
+        default=1000,
+        ge=10,
+        le=60_000,
+        description="Longest a finished span waits before export (batches of up to 512).",
+    )
     trace_sample_ratio: float = Field(
         default=1.0,
         ge=0.0,

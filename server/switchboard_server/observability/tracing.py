@@ -68,7 +68,9 @@ def build_tracer_provider(
         exporter = OTLPSpanExporter(
             endpoint=settings.otlp_endpoint, insecure=True, timeout=settings.otlp_timeout_s
         )
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, schedule_delay_millis=settings.export_interval_ms)
+    )
     return provider
 
 
