@@ -1,12 +1,15 @@
 """Re-wrap a ``grpc.RpcMethodHandler``'s behaviour, whatever kind of RPC it serves.
 
 Server interceptors that need to run code around the servicer (metrics, access
-logging, error mapping) share this instead of each spelling out the four handler kinds.
+logging, error mapping) subclass :class:`WrappingInterceptor` instead of each spelling
+out the four handler kinds and the per-method memo.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import abc
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -42,23 +45,39 @@ def rewrap(
     )
 
 
-class WrappedHandlers:
-    """``rewrap`` memoised per method: an interceptor wraps each method's handler once.
+class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """A server interceptor that runs code around every handler, wrapping each method once.
 
     grpc.aio asks every interceptor for the handler on every call, and the handler it
     gets from below is the same object each time; re-wrapping it per call (new closures,
-    a new handler tuple) is pure overhead. An entry is reused only while the handler
-    below is that same object; unknown methods (``None``) are never cached, so the
-    memo holds at most one entry per served method.
+    a new handler tuple) is pure overhead. The wrapped handler is reused while the
+    handler below is that same object; unknown methods (``None``) are never cached, so
+    the memo holds at most one entry per served method. Subclasses implement ``wrap``.
     """
 
-    def __init__(self, wrap_for: Callable[[str], Wrap]) -> None:
-        self._wrap_for = wrap_for
+    def __init__(self) -> None:
         self._by_method: dict[
             str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any] | None]
         ] = {}
 
-    def get(
+    @abc.abstractmethod
+    def wrap(
+        self, method: str, behavior: Behavior, request_streaming: bool, response_streaming: bool
+    ) -> Behavior:
+        """The behaviour that runs ``behavior`` of ``method`` (a '/pkg.Service/Method')."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        # None (an unknown method) goes back as is: grpc answers UNIMPLEMENTED
+        return self._wrapped(handler_call_details.method, handler)  # type: ignore[return-value]
+
+    def _wrapped(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any] | None
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         if handler is None:
@@ -66,7 +85,7 @@ class WrappedHandlers:
         cached = self._by_method.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        wrapped = rewrap(handler, self._wrap_for(method))
+        wrapped = rewrap(handler, functools.partial(self.wrap, method))
         self._by_method[method] = (handler, wrapped)
         return wrapped
 

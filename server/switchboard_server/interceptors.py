@@ -13,7 +13,7 @@ For every RPC it
   makes the caller's W3C ``traceparent`` the current context for the call: outbound
   calls forward it and log lines carry its trace id, at no span cost.
 
-Each method's handler is wrapped once (``WrappedHandlers``), not on every call.
+Each method's handler is wrapped once (``WrappingInterceptor``), not on every call.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
 from switchboard_server.errors import SwitchboardError
-from switchboard_server.handlers import Behavior, Wrap, WrappedHandlers, iterate_responses
+from switchboard_server.handlers import Behavior, WrappingInterceptor, iterate_responses
 from switchboard_server.observability.metrics import split_method
 from switchboard_server.status import to_grpc_status
 
@@ -177,26 +177,16 @@ def _wrap_streaming(
     return behavior
 
 
-class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class ServerInterceptor(WrappingInterceptor):
     """Correlation, error mapping and access logging for every handler kind."""
 
     def __init__(self, *, propagate_trace_context: bool = False) -> None:
-        def wrap_for(method: str) -> Wrap:
-            def wrap(behavior: Behavior, _: bool, response_streaming: bool) -> Behavior:
-                if response_streaming:
-                    return _wrap_streaming(method, behavior, propagate_trace_context)
-                return _wrap_unary(method, behavior, propagate_trace_context)
+        super().__init__()
+        self._propagate_trace_context = propagate_trace_context
 
-            return wrap
-
-        self._handlers = WrappedHandlers(wrap_for)
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        method = handler_call_details.method
-        return self._handlers.get(method, await continuation(handler_call_details))  # type: ignore[return-value]
+    def wrap(
+        self, method: str, behavior: Behavior, request_streaming: bool, response_streaming: bool
+    ) -> Behavior:
+        if response_streaming:
+            return _wrap_streaming(method, behavior, self._propagate_trace_context)
+        return _wrap_unary(method, behavior, self._propagate_trace_context)

@@ -9,12 +9,12 @@ status code, e.g. INVALID_ARGUMENT from a domain ``InvalidArgument``)::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
-from switchboard_server.handlers import Behavior, Wrap, WrappedHandlers, iterate_responses
+from switchboard_server.handlers import Behavior, WrappingInterceptor, iterate_responses
 from switchboard_server.observability.metrics import (
     GrpcMetrics,
     MethodSeries,
@@ -92,29 +92,19 @@ def _wrap(
     return unary
 
 
-class MetricsServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class MetricsServerInterceptor(WrappingInterceptor):
     """Counts started/handled RPCs, messages and latency for every handler kind."""
 
     def __init__(self, metrics: GrpcMetrics) -> None:
-        def wrap_for(method: str) -> Wrap:
-            def wrap(behavior: Behavior, streams_in: bool, streams_out: bool) -> Behavior:
-                return _wrap(
-                    metrics.series(grpc_type_of(streams_in, streams_out), method),
-                    behavior,
-                    request_streaming=streams_in,
-                    response_streaming=streams_out,
-                )
+        super().__init__()
+        self._metrics = metrics
 
-            return wrap
-
-        self._handlers = WrappedHandlers(wrap_for)
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        method = handler_call_details.method
-        return self._handlers.get(method, await continuation(handler_call_details))  # type: ignore[return-value]
+    def wrap(
+        self, method: str, behavior: Behavior, request_streaming: bool, response_streaming: bool
+    ) -> Behavior:
+        return _wrap(
+            self._metrics.series(grpc_type_of(request_streaming, response_streaming), method),
+            behavior,
+            request_streaming=request_streaming,
+            response_streaming=response_streaming,
+        )
