@@ -44,7 +44,6 @@ class InProcessStub:
             request: Any,
             *,
             timeout: float | None = None,  # noqa: ASYNC109 - the stub call's keyword
-            metadata: Any = (),
         ) -> Any:
             try:
                 async with asyncio.timeout(timeout):

@@ -2,7 +2,7 @@
 
 In the mesh the targets are the local sidecar's egress listener; in tests without
 Envoy they are the services themselves. Every call carries the deadline the pipeline
-computed and the turn's ``x-correlation-id``; trace context, client metrics and the
+computed; the turn's ``x-correlation-id``, trace context, client metrics and the
 client access line come from the interceptors of ``Runtime.client_interceptors``.
 The adapters take the stub, so the same code drives in-process servicers
 (:mod:`.in_process`) with the same messages.
@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import grpc
-import structlog
 
 from switchboard.classification.v1 import classification_service_pb2 as cls_pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
@@ -29,19 +28,11 @@ from switchboard_server.orchestration.model import (
 )
 from switchboard_server.orchestration.ports import DependencyFailed
 
-log = structlog.get_logger(__name__)
-
 _MEMORY_TYPES = {
     "working": ctx_pb.MEMORY_TYPE_WORKING,
     "episodic": ctx_pb.MEMORY_TYPE_EPISODIC,
     "semantic": ctx_pb.MEMORY_TYPE_SEMANTIC,
 }
-
-
-def outbound_metadata() -> tuple[tuple[str, str], ...]:
-    """Metadata for an outbound call: the correlation id bound by the server interceptor."""
-    correlation_id = structlog.contextvars.get_contextvars().get("correlation_id")
-    return (("x-correlation-id", str(correlation_id)),) if correlation_id else ()
 
 
 def _failed(exc: grpc.aio.AioRpcError) -> DependencyFailed:
@@ -84,9 +75,7 @@ class GrpcClassifier:
             options.confidence_threshold = threshold
         request = cls_pb.ClassifyRequest(text=text, session_id=session_id, options=options)
         try:
-            response = await self._stub.Classify(
-                request, timeout=budget_s, metadata=outbound_metadata()
-            )
+            response = await self._stub.Classify(request, timeout=budget_s)
         except grpc.aio.AioRpcError as exc:
             raise _failed(exc) from exc
         return intent_from_proto(response.classification)
@@ -109,9 +98,7 @@ class GrpcContext:
             max_context_chars=max_chars,
         )
         try:
-            response = await self._stub.GetContext(
-                request, timeout=budget_s, metadata=outbound_metadata()
-            )
+            response = await self._stub.GetContext(request, timeout=budget_s)
         except grpc.aio.AioRpcError as exc:
             raise _failed(exc) from exc
         return Retrieved(tuple(source_from_proto(s) for s in response.sources), response.context)
@@ -129,7 +116,7 @@ class GrpcContext:
             ],
         )
         try:
-            await self._stub.AppendMemory(request, timeout=budget_s, metadata=outbound_metadata())
+            await self._stub.AppendMemory(request, timeout=budget_s)
         except grpc.aio.AioRpcError as exc:
             raise _failed(exc) from exc
 
