@@ -35,7 +35,6 @@ import itertools
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
+from scripts.bench._proc import cpu_seconds, free_port
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_server.config import CoreSettings, Settings
@@ -244,7 +244,7 @@ async def _redis_service_side(tmp: Path, requests: list[pb.GetContextRequest]) -
     binary = shutil.which("redis-server")
     if binary is None:
         return {}
-    port = _free_port()
+    port = free_port()
     proc = _start_redis(binary, port, tmp)
     try:
         settings = Settings(
@@ -305,18 +305,6 @@ async def _redis_service_side(tmp: Path, requests: list[pb.GetContextRequest]) -
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _floor_cpu(
     stub: pb_grpc.ContextServiceStub, requests: list[pb.GetContextRequest], pid: int
 ) -> float:
@@ -324,17 +312,17 @@ async def _floor_cpu(
     stats = [pb.GetMemoryStatsRequest(session_id=r.session_id) for r in requests[:1000]]
     for request in stats[:100]:
         await stub.GetMemoryStats(request, timeout=10)
-    cpu = _cpu_seconds(pid)
+    cpu = cpu_seconds(pid)
     for request in stats:
         await stub.GetMemoryStats(request, timeout=10)
-    return (_cpu_seconds(pid) - cpu) / len(stats)
+    return (cpu_seconds(pid) - cpu) / len(stats)
 
 
 async def _main() -> dict[str, Any]:
     configure_logging("warning", "json")  # like the server: no debug line per append
     rng = random.Random(SEED)
     vocab = _vocab(rng)
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc = _start_server(tmp, port)
         try:
@@ -355,12 +343,12 @@ async def _main() -> dict[str, Any]:
                 ]
                 await _latencies(stub, requests[:100])  # warm up
                 cpu_floor = await _floor_cpu(stub, requests, proc.pid)
-                cpu = _cpu_seconds(proc.pid)
+                cpu = cpu_seconds(proc.pid)
                 miss = await _latencies(stub, requests)
-                cpu_get = (_cpu_seconds(proc.pid) - cpu) / len(requests)
-                cpu = _cpu_seconds(proc.pid)
+                cpu_get = (cpu_seconds(proc.pid) - cpu) / len(requests)
+                cpu = cpu_seconds(proc.pid)
                 rate = await _append_rate(stub)
-                cpu_append = (_cpu_seconds(proc.pid) - cpu) / APPENDS
+                cpu_append = (cpu_seconds(proc.pid) - cpu) / APPENDS
                 batched_rate = await _append_rate(stub, batch=BATCH)
         finally:
             proc.terminate()

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ import grpc
 import httpx
 import yaml
 
+from scripts.bench._proc import cpu_seconds, free_port
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from switchboard_server.mesh.envoy import counters
@@ -58,23 +58,7 @@ CALL_TIMEOUT_S = 5.0
 STARTUP_TIMEOUT_S = 240.0
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("classification", "context", "orchestration")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 _DOWNSTREAM = re.compile(r"^http\.(?!admin\.)[^.]+\.downstream_rq_total$")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
-
-
-def _cpu(pids: list[int]) -> float:
-    return sum(cpu_seconds(p) for p in pids)
 
 
 async def _load(target: str, seconds: float) -> dict[str, Any]:
@@ -128,9 +112,9 @@ async def _load(target: str, seconds: float) -> dict[str, Any]:
 
 async def _measure(target: str, pids: dict[str, list[int]]) -> dict[str, Any]:
     await _load(target, WARMUP_S)
-    before = {role: _cpu(p) for role, p in pids.items()}
+    before = {role: cpu_seconds(*p) for role, p in pids.items()}
     result = await _load(target, SECONDS)
-    after = {role: _cpu(p) for role, p in pids.items()}
+    after = {role: cpu_seconds(*p) for role, p in pids.items()}
     for role in pids:
         result[f"{role}_cpu_ms_per_turn"] = round(
             (after[role] - before[role]) * 1000 / result["turns"], 3
@@ -148,7 +132,7 @@ async def _wait_serving(targets: list[tuple[str, str]]) -> None:
 
 
 async def _direct(data_dir: Path) -> dict[str, Any]:
-    ports = {s: _free_port() for s in SERVICES}
+    ports = {s: free_port() for s in SERVICES}
     procs: list[asyncio.subprocess.Process] = []
     try:
         for service in SERVICES:
@@ -189,8 +173,8 @@ def _mesh_env(tmp: Path, data_dir: Path) -> dict[str, str]:
     raw = yaml.safe_load((ROOT / "envoy" / "topology.yaml").read_text())
     for spec in raw["services"].values():
         for key in ("app_port", "sidecar_port", "admin_port", "metrics_port"):
-            spec[key] = _free_port()
-        spec["egress_ports"] = {c: _free_port() for c in spec.get("egress_ports", {})}
+            spec[key] = free_port()
+        spec["egress_ports"] = {c: free_port() for c in spec.get("egress_ports", {})}
     topology = tmp / "topology.yaml"
     topology.write_text(yaml.safe_dump(raw))
     return {
@@ -200,8 +184,8 @@ def _mesh_env(tmp: Path, data_dir: Path) -> dict[str, str]:
         "SWITCHBOARD_OBS_OTLP_ENDPOINT": "",
         "SWITCHBOARD_MESH_TRACE_RECEIVER": "false",
         "SWITCHBOARD_MESH_TOPOLOGY_FILE": str(topology),
-        "SWITCHBOARD_MESH_EDGE_PORT": str(_free_port()),
-        "SWITCHBOARD_MESH_EDGE_ADMIN_PORT": str(_free_port()),
+        "SWITCHBOARD_MESH_EDGE_PORT": str(free_port()),
+        "SWITCHBOARD_MESH_EDGE_ADMIN_PORT": str(free_port()),
         "SWITCHBOARD_MESH_STARTUP_TIMEOUT_S": str(STARTUP_TIMEOUT_S),
     }
 
@@ -231,10 +215,10 @@ async def _window(
 ) -> dict[str, Any]:
     """Envoy CPU seconds, traversals and wall seconds while ``work`` runs (and its result)."""
     roles = pids or {}
-    cpu_before, roles_before = _cpu(envoys), {r: _cpu(p) for r, p in roles.items()}
+    cpu_before, roles_before = cpu_seconds(*envoys), {r: cpu_seconds(*p) for r, p in roles.items()}
     hops_before, started = await _traversals(admins), time.monotonic()
     outcome = await work
-    cpu_after, roles_after = _cpu(envoys), {r: _cpu(p) for r, p in roles.items()}
+    cpu_after, roles_after = cpu_seconds(*envoys), {r: cpu_seconds(*p) for r, p in roles.items()}
     wall = time.monotonic() - started
     return {
         "cpu": cpu_after - cpu_before,

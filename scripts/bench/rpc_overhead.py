@@ -12,7 +12,6 @@ A client in this process sends CALLS calls, CONCURRENCY at a time.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from scripts.bench._proc import cpu_seconds, free_port
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
 
@@ -65,19 +65,6 @@ class _NoOp(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return await continuation(details)
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _drive(port: int, pid: int) -> dict[str, float]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.ClassificationServiceStub(channel)
@@ -91,9 +78,9 @@ async def _drive(port: int, pid: int) -> dict[str, float]:
                 pending.pop()
                 await stub.Classify(request, timeout=5)
 
-        cpu, started = _cpu_seconds(pid), time.perf_counter()
+        cpu, started = cpu_seconds(pid), time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        elapsed, cpu = time.perf_counter() - started, _cpu_seconds(pid) - cpu
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu
     return {
         "calls_per_s": round(CALLS / elapsed),
         "server_cpu_ms_per_call": round(cpu / CALLS * 1000, 3),
@@ -103,7 +90,7 @@ async def _drive(port: int, pid: int) -> dict[str, float]:
 def run() -> dict[str, Any]:
     results: dict[str, Any] = {}
     for mode in MODES:
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "scripts.bench.rpc_overhead", "serve", mode, str(port)],
             cwd=ROOT,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import grpc
 import httpx
 import yaml
 
+from scripts.bench._proc import cpu_seconds, free_port
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 
@@ -40,43 +40,28 @@ CHAT = "/switchboard.orchestration.v1.OrchestrationService/Chat"
 MESSAGES = ("how do I reset my password?", "set an alarm for 7am", "what's the weather like")
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _env(tmp: Path, tracing: bool) -> dict[str, str]:
     raw = yaml.safe_load((ROOT / "envoy" / "topology.yaml").read_text())
     for spec in raw["services"].values():
         for key in ("app_port", "sidecar_port", "admin_port", "metrics_port"):
-            spec[key] = _port()
+            spec[key] = free_port()
         if "egress_ports" in spec:
-            spec["egress_ports"] = {callee: _port() for callee in spec["egress_ports"]}
+            spec["egress_ports"] = {callee: free_port() for callee in spec["egress_ports"]}
     (tmp / "topology.yaml").write_text(yaml.safe_dump(raw))
     return {
         **os.environ,
         "SWITCHBOARD_DATA_DIR": str(tmp / "data"),
         "SWITCHBOARD_MESH_TOPOLOGY_FILE": str(tmp / "topology.yaml"),
-        "SWITCHBOARD_MESH_EDGE_PORT": str(_port()),
-        "SWITCHBOARD_MESH_EDGE_ADMIN_PORT": str(_port()),
+        "SWITCHBOARD_MESH_EDGE_PORT": str(free_port()),
+        "SWITCHBOARD_MESH_EDGE_ADMIN_PORT": str(free_port()),
         "SWITCHBOARD_MESH_TRACE_RECEIVER": "true" if tracing else "false",
         "SWITCHBOARD_OBS_OTLP_ENDPOINT": "",
-        "SWITCHBOARD_OBS_RECEIVER_PORT": str(_port()),
-        "SWITCHBOARD_OBS_RECEIVER_QUERY_PORT": str(_port()),
+        "SWITCHBOARD_OBS_RECEIVER_PORT": str(free_port()),
+        "SWITCHBOARD_OBS_RECEIVER_QUERY_PORT": str(free_port()),
         "SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO": "1.0" if tracing else "0.0",
         "SWITCHBOARD_OBS_RECEIVER_MAX_TRACES": "100000",
         "PYTHONPATH": str(ROOT),
     }
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
 
 
 def _chat(stub: pb_grpc.OrchestrationServiceStub, i: int) -> None:
@@ -104,18 +89,18 @@ def _measure(tracing: bool) -> dict[str, Any]:
                 stub = pb_grpc.OrchestrationServiceStub(channel)
                 for i in range(WARMUP):
                     _chat(stub, i)
-                idle0, envoy0 = _cpu_seconds(pids), _cpu_seconds(envoys)
+                idle0, envoy0 = cpu_seconds(*pids), cpu_seconds(*envoys)
                 time.sleep(TAIL_S)  # idle CPU (health checks, stats) is not the load's
-                idle_rate = (_cpu_seconds(pids) - idle0) / TAIL_S
-                envoy_idle_rate = (_cpu_seconds(envoys) - envoy0) / TAIL_S
-                cpu0, wall0 = _cpu_seconds(pids), time.perf_counter()
-                envoy_cpu0 = _cpu_seconds(envoys)
+                idle_rate = (cpu_seconds(*pids) - idle0) / TAIL_S
+                envoy_idle_rate = (cpu_seconds(*envoys) - envoy0) / TAIL_S
+                cpu0, wall0 = cpu_seconds(*pids), time.perf_counter()
+                envoy_cpu0 = cpu_seconds(*envoys)
                 with ThreadPoolExecutor(CONCURRENCY) as pool:
                     list(pool.map(lambda i: _chat(stub, i), range(CHATS)))
                 wall = time.perf_counter() - wall0
                 time.sleep(TAIL_S)  # let batch processors export what the load produced
-                cpu = _cpu_seconds(pids) - cpu0 - idle_rate * TAIL_S
-                envoy_cpu = _cpu_seconds(envoys) - envoy_cpu0 - envoy_idle_rate * TAIL_S
+                cpu = cpu_seconds(*pids) - cpu0 - idle_rate * TAIL_S
+                envoy_cpu = cpu_seconds(*envoys) - envoy_cpu0 - envoy_idle_rate * TAIL_S
             traces = 0
             if tracing:
                 query = f"http://127.0.0.1:{env['SWITCHBOARD_OBS_RECEIVER_QUERY_PORT']}/traces"
