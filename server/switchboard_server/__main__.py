@@ -10,7 +10,7 @@ import sys
 import structlog
 
 from switchboard_server.app import create_server
-from switchboard_server.config import ConfigError, ServiceName, load_settings
+from switchboard_server.config import ServiceName, load_settings_or_report
 from switchboard_server.observability.logging import configure_logging
 
 EXIT_CONFIG = 2
@@ -18,10 +18,8 @@ EXIT_START_FAILED = 1
 
 
 async def serve(service: ServiceName) -> int:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"switchboard-server: {exc}", file=sys.stderr)
+    settings = load_settings_or_report("switchboard-server")
+    if settings is None:
         return EXIT_CONFIG
     configure_logging(settings.core.log_level, settings.core.log_format)
     log = structlog.get_logger("switchboard_server")

@@ -20,6 +20,7 @@ raises ``ConfigError`` naming the variable (``__main__`` exits with code 2).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -138,6 +139,16 @@ def load_settings() -> Settings:
     if problems:
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
     return Settings(**parts)  # type: ignore[arg-type]
+
+
+def load_settings_or_report(prog: str) -> Settings | None:
+    """``load_settings()`` for a command: None after printing ``prog: <problems>`` on
+    stderr, so the command can exit with its configuration-error code."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
 
 
 def settings_table() -> list[tuple[str, str, str]]:

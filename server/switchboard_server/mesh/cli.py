@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from switchboard_server.config import ConfigError, Settings, load_settings
+from switchboard_server.config import Settings, load_settings_or_report
 from switchboard_server.mesh.processes import pid_alive
 from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.runner import MeshRunner, mesh_dir, ports_in_use
@@ -38,14 +38,6 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_NOT_RUNNING = 3
 REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-def _settings() -> Settings | None:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        print(f"switchboard: {exc}", file=sys.stderr)
-        return None
 
 
 def parse_replicas(values: list[str]) -> dict[str, int]:
@@ -77,7 +69,7 @@ def _running(settings: Settings) -> MeshState | None:
 
 
 def up_command(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = load_settings_or_report("switchboard")
     if settings is None:
         return EXIT_CONFIG
     try:
@@ -157,7 +149,7 @@ def _detach(settings: Settings, replicas: list[str]) -> int:
 
 
 def down_command(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = load_settings_or_report("switchboard")
     if settings is None:
         return EXIT_CONFIG
     state = _running(settings)
@@ -180,7 +172,7 @@ def down_command(args: argparse.Namespace) -> int:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = load_settings_or_report("switchboard")
     if settings is None:
         return EXIT_CONFIG
     state = read_state(mesh_dir(settings) / "state.json")
@@ -227,7 +219,7 @@ def _admins(settings: Settings) -> dict[str, int]:
 
 
 def stats_command(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = load_settings_or_report("switchboard")
     if settings is None:
         return EXIT_CONFIG
     summaries = asyncio.run(collect(_admins(settings)))
@@ -240,7 +232,7 @@ def stats_command(args: argparse.Namespace) -> int:
 
 
 def render_command(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = load_settings_or_report("switchboard")
     if settings is None:
         return EXIT_CONFIG
     try:

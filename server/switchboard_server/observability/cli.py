@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from switchboard_server.config import ConfigError, Settings, load_settings
+from switchboard_server.config import load_settings_or_report
 from switchboard_server.observability.logging import configure_logging
 from switchboard_server.observability.trace_receiver import TraceReceiver
 from switchboard_server.observability.trace_store import SpanRecord
@@ -25,14 +25,6 @@ from switchboard_server.observability.trace_view import render_waterfall
 
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
-
-
-def _settings() -> Settings | None:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        print(f"switchboard: {exc}", file=sys.stderr)
-        return None
 
 
 def _fetch(url: str, path: str, params: dict[str, Any]) -> Any:
@@ -51,7 +43,7 @@ def _non_negative(text: str) -> int:
 
 
 def traces_command(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = load_settings_or_report("switchboard")
     if settings is None:
         return EXIT_CONFIG
     obs = settings.observability
@@ -92,7 +84,7 @@ async def _run_receiver(receiver: TraceReceiver) -> int:
 
 
 def receiver_command(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = load_settings_or_report("switchboard")
     if settings is None:
         return EXIT_CONFIG
     configure_logging(settings.core.log_level, settings.core.log_format)
