@@ -113,15 +113,7 @@ def raw_scores(
     ``document_frequency``) describe the whole corpus, not only the candidates.
     """
     idfs = [idf(total, document_frequency.get(term, 0)) for term in query]
-    result: dict[K, float] = {}
-    for key, (length, tfs) in candidates.items():
-        score = sum(
-            weight * saturation(tfs.get(term, 0), length, average_length)
-            for term, weight in zip(query, idfs, strict=True)
-        )
-        if score > 0:
-            result[key] = score
-    return result
+    return _scores(query, idfs, average_length, candidates)
 
 
 def score_candidates(
@@ -134,5 +126,22 @@ def score_candidates(
 ) -> dict[K, float]:
     """Like ``raw_scores`` but normalised to [0, 1]."""
     idfs = [idf(total, document_frequency.get(term, 0)) for term in query]
-    raw = raw_scores(query, document_frequency, total, average_length, candidates, idf)
+    raw = _scores(query, idfs, average_length, candidates)
     return {key: normalise(score, idfs) for key, score in raw.items()}
+
+
+def _scores(
+    query: Sequence[str],
+    idfs: Sequence[float],
+    average_length: float,
+    candidates: Mapping[K, tuple[int, Mapping[str, int]]],
+) -> dict[K, float]:
+    result: dict[K, float] = {}
+    for key, (length, tfs) in candidates.items():
+        score = sum(
+            weight * saturation(tfs.get(term, 0), length, average_length)
+            for term, weight in zip(query, idfs, strict=True)
+        )
+        if score > 0:
+            result[key] = score
+    return result
