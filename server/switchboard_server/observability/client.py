@@ -33,7 +33,6 @@ from switchboard_server.observability.metrics import (
     GrpcMetrics,
     GrpcType,
     RpcMeter,
-    split_method,
     status_code_of,
 )
 
@@ -105,15 +104,15 @@ class ClientTelemetry:
         """Start metering; returns the book-keeping and details carrying the correlation id."""
         bound = structlog.contextvars.get_contextvars().get("correlation_id")
         correlation_id = bound if isinstance(bound, str) and bound else secrets.token_hex(16)
-        service, method = split_method(details.method)
+        series = self.metrics.series(grpc_type, details.method)  # method names parsed once
         # trace_id/span_id come from the current (client) span when the line is written
         fields: dict[str, Any] = {
-            "service": service,
-            "method": method,
+            "service": series.service,
+            "method": series.method,
             "peer": self.target,
             "correlation_id": correlation_id,
         }
-        meter = self.metrics.start(grpc_type, details.method)
+        meter = RpcMeter(series)
         headers = _with_headers(details, correlation_id, trace_context=self.propagate_trace_context)
         return _Outbound(self, meter, fields), headers
 

@@ -150,12 +150,23 @@ class GrpcMetrics:
 class MethodSeries:
     """The series of one (type, service, method): children of each collector."""
 
-    __slots__ = ("_handled", "_labels", "_metrics", "latency", "received", "sent", "started")
+    __slots__ = (
+        "_handled",
+        "_labels",
+        "_metrics",
+        "latency",
+        "method",
+        "received",
+        "sent",
+        "service",
+        "started",
+    )
 
     def __init__(self, metrics: GrpcMetrics, grpc_type: GrpcType, service: str, method: str):
         labels = (grpc_type, service, method)
         self._metrics = metrics
         self._labels = labels
+        self.service, self.method = service, method
         self.started = metrics.started.labels(*labels)
         self.received = metrics.msg_received.labels(*labels)
         self.sent = metrics.msg_sent.labels(*labels)
