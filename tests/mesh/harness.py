@@ -35,14 +35,27 @@ class PortPool:
     def __init__(self) -> None:
         self.used: set[int] = set()
 
-    def __call__(self, purpose: str = "", default: int = 0) -> int:
+    def __call__(self, purpose: str = "", default: int = 0, *, stride: int = 0) -> int:
+        """A free port; with ``stride``, one whose ``port + stride`` is free as well
+        (replica 1 of a replicated service listens there, see REPLICA_PORT_STRIDE)."""
         while True:
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", 0))
                 port = int(sock.getsockname()[1])
-            if port not in self.used:
-                self.used.add(port)
-                return port
+            wanted = {port, port + stride}
+            if wanted & self.used or (stride and not _bindable(port + stride)):
+                continue
+            self.used |= wanted
+            return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass

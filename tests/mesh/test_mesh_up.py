@@ -44,7 +44,7 @@ def _topology(ports: PortPool) -> dict[str, object]:
     services = {k: raw["services"][k] for k in ("classification", "context")}
     for spec in services.values():
         for key in ("app_port", "sidecar_port", "admin_port", "metrics_port"):
-            spec[key] = ports()
+            spec[key] = ports(stride=STRIDE)  # tests run classification=2
     return {"edge": {"routes": ["classification", "context"]}, "services": services}
 
 
