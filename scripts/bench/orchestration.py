@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ import grpc
 from scripts.bench._proc import cpu_seconds
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
-from switchboard_server.app import AppServer, create_server
+from switchboard_server.app import AppServer, create_server, freeze_startup_heap
 from switchboard_server.config import CoreSettings, ServiceName, Settings
 from switchboard_server.observability.logging import configure_logging
 
@@ -97,6 +99,7 @@ async def serve(mode: str, data_dir: Path) -> None:
     """Child process: the three services; prints the orchestration port, then serves."""
     configure_logging("warning", "json")  # an access line per RPC is not what we measure
     servers, port = await start_all(data_dir, mode)
+    freeze_startup_heap()  # as python -m switchboard_server does once ready
     print(port, flush=True)
     try:
         await asyncio.Event().wait()
@@ -118,54 +121,75 @@ def measure(
         try:
             assert proc.stdout is not None
             port = int(proc.stdout.readline())  # after training/loading: ready
-            return asyncio.run(_load(port, proc.pid, rate, duration_s))
+            return _load(port, proc.pid, rate, duration_s)
         finally:
             proc.terminate()
             proc.wait(30)
 
 
-async def _load(port: int, pid: int, rate: float, duration_s: float) -> dict[str, Any]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = pb_grpc.OrchestrationServiceStub(channel)
-        latencies: list[float] = []
-        server_ms: list[float] = []
-        stages: dict[str, list[float]] = {}
-        errors: dict[str, int] = {}
-        degraded = 0
+def _request(i: int) -> pb.ChatRequest:
+    return pb.ChatRequest(message=MESSAGES[i % len(MESSAGES)], session_id=f"bench-{i % SESSIONS}")
 
-        async def turn(i: int, scheduled: float, record: bool) -> None:
-            nonlocal degraded
-            request = pb.ChatRequest(
-                message=MESSAGES[i % len(MESSAGES)], session_id=f"bench-{i % SESSIONS}"
-            )
-            try:
-                response = await stub.Chat(request, timeout=5.0)
-            except grpc.aio.AioRpcError as exc:
-                errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
-                return
-            if not record:
-                return
-            latencies.append((time.perf_counter() - scheduled) * 1000.0)
-            server_ms.append(response.total_ms)
-            degraded += bool(response.degraded)
-            for t in response.timings:
-                stages.setdefault(pb.Stage.Name(t.stage), []).append(t.duration_ms)
 
+def _load(port: int, pid: int, rate: float, duration_s: float) -> dict[str, Any]:
+    """Open-loop load from a scheduler thread; each turn timed from its scheduled start.
+
+    The scheduler sleeps with ``time.sleep`` (nanosecond timer) and starts each call
+    with the blocking client's ``future()``; its completion is timed on gRPC's polling
+    thread. An asyncio scheduler would start turns late: the loop's epoll timeout has
+    millisecond granularity and is rounded up, which added ~1 ms to every turn here.
+    """
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        chat = pb_grpc.OrchestrationServiceStub(channel).Chat
         for i in range(WARMUP_TURNS):
-            await turn(i, time.perf_counter(), record=False)
-        tasks = []
+            chat(_request(i), timeout=5.0)
+        finished: list[tuple[float, grpc.Future[pb.ChatResponse]]] = []  # (latency ms, call)
+        all_done = threading.Semaphore(0)
+
+        def on_done(scheduled: float, call: grpc.Future[pb.ChatResponse]) -> None:
+            finished.append(((time.perf_counter() - scheduled) * 1000.0, call))
+            all_done.release()
+
+        total = int(rate * duration_s)
         cpu_before = cpu_seconds(pid)
         start = time.perf_counter()
-        total = int(rate * duration_s)
         for i in range(total):
             scheduled = start + i / rate
             delay = scheduled - time.perf_counter()
             if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(turn(i, scheduled, record=True)))
-        await asyncio.gather(*tasks)
+                time.sleep(delay)
+            call = chat.future(_request(i), timeout=5.0)
+            call.add_done_callback(functools.partial(on_done, scheduled))
+        for _ in range(total):
+            all_done.acquire()
         elapsed = time.perf_counter() - start
         cpu = cpu_seconds(pid) - cpu_before
+    return _summary(finished, rate, elapsed, cpu)
+
+
+def _summary(
+    finished: list[tuple[float, grpc.Future[pb.ChatResponse]]],
+    rate: float,
+    elapsed: float,
+    cpu: float,
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    server_ms: list[float] = []
+    stages: dict[str, list[float]] = {}
+    errors: dict[str, int] = {}
+    degraded = 0
+    for latency, call in finished:
+        error = call.exception()
+        if error is not None:
+            name = error.code().name if isinstance(error, grpc.Call) else type(error).__name__
+            errors[name] = errors.get(name, 0) + 1
+            continue
+        response: pb.ChatResponse = call.result()
+        latencies.append(latency)
+        server_ms.append(response.total_ms)
+        degraded += bool(response.degraded)
+        for t in response.timings:
+            stages.setdefault(pb.Stage.Name(t.stage), []).append(t.duration_ms)
     return {
         "turns": len(latencies),
         "offered_rate_per_s": rate,

@@ -9,7 +9,7 @@ import sys
 
 import structlog
 
-from switchboard_server.app import create_server
+from switchboard_server.app import create_server, freeze_startup_heap
 from switchboard_server.config import ServiceName, load_settings_or_report
 from switchboard_server.observability.logging import configure_logging
 
@@ -37,6 +37,8 @@ async def serve(service: ServiceName) -> int:
         stop_wait.cancel()
         await server.stop(0)
         return EXIT_START_FAILED
+    if start.done():
+        freeze_startup_heap()
     await stop_wait
     if not start.done():
         start.cancel()

@@ -12,6 +12,7 @@ is an :class:`AppServer` that tests and ``__main__`` drive the same way::
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Sequence
 
 import grpc
@@ -31,6 +32,18 @@ from switchboard_server.service import Runtime, ServiceModule
 log = structlog.get_logger(__name__)
 
 OVERALL = ""  # the empty service name is the server's overall health
+
+
+def freeze_startup_heap() -> None:
+    """Keep what starting allocated (models, indexes, imported modules) out of GC scans.
+
+    For a process that serves one :class:`AppServer`, once it is ready: the cyclic
+    collector's full passes then walk only what requests allocate, instead of the
+    ~150k long-lived objects of a loaded classifier (a full pass over them took
+    70 ms here, stalling every RPC in flight).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class AppServer:
