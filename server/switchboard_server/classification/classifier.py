@@ -165,8 +165,11 @@ class Classifier:
     def _infer(self, serving: Serving, texts: list[str], options: Options) -> list[Verdict]:
         started = time.perf_counter()
         model = serving.model
-        proba, features = model.scorer.analyse(texts)
-        matches = serving.overlay.nearest(features)
+        if len(serving.overlay):
+            proba, features = model.scorer.analyse(texts)
+            matches = serving.overlay.nearest(features)
+        else:  # no run-time examples to compare with: the features are not needed
+            proba, matches = model.scorer.proba(texts), [None] * len(texts)
         threshold = model.threshold if options.threshold is None else options.threshold
         elapsed_ms = (time.perf_counter() - started) * 1000 / max(len(texts), 1)
         verdicts = []

@@ -218,3 +218,16 @@ def test_fast_tfidf_rows_equal_scikit_learn_for_single_texts_and_batches(
         raw, unit = featurizer.transform_pair([text])
         assert abs(raw - reference[i]).max() < 1e-6
         assert abs(unit - batch_unit[i]).max() < 1e-6
+
+
+def test_probabilities_alone_equal_those_of_analyse(tfidf_model: TrainedModel) -> None:
+    """The row-by-row path (no sparse matrices) gives analyse()'s probabilities."""
+    scorer = tfidf_model.scorer
+    texts = ["wake me up at seven", "", "zzz qqq", "play some jazz", "what time is it", "hi"]
+    expected, _ = scorer.analyse(texts)
+    assert np.allclose(scorer.proba(texts), expected, atol=1e-6)  # whole-matrix path
+    for i, text in enumerate(texts):
+        single = scorer.proba([text])
+        assert single.shape == (1, len(scorer.classes))
+        assert np.allclose(single[0], expected[i], atol=1e-6)
+    assert np.allclose(scorer.proba(texts[:2]), expected[:2], atol=1e-6)

@@ -33,6 +33,10 @@ class Scorer(Protocol):
         """(probabilities of shape (n, classes), L2-normalised features of shape (n, d))."""
         ...
 
+    def proba(self, texts: Sequence[str]) -> FloatArray:
+        """The probabilities of :meth:`analyse` alone (no overlay to compare features with)."""
+        ...
+
     def features(self, texts: Sequence[str]) -> Features:
         """L2-normalised features for the nearest-neighbour overlay."""
         ...
@@ -80,6 +84,13 @@ class LinearHead:
 
     def proba(self, features: Features) -> FloatArray:
         return softmax(self.logits(features) / np.float32(self.temperature))
+
+    def proba_of_rows(self, rows: Sequence[tuple[npt.NDArray[np.int64], FloatArray]]) -> FloatArray:
+        """:meth:`proba` of sparse rows given as (column indices, values): no matrix set-up."""
+        logits = np.empty((len(rows), len(self.intercept)), np.float32)
+        for i, (columns, values) in enumerate(rows):
+            logits[i] = values @ self.weights[columns] + self.intercept
+        return softmax(logits / np.float32(self.temperature))
 
     def calibrate(self, features: Features, label_index: npt.NDArray[np.int64]) -> float:
         """Fit the temperature minimising held-out negative log-likelihood."""

@@ -62,6 +62,9 @@ class EmbeddingScorer:
         vectors = self.encoder.encode(texts)
         return self.head.proba(vectors), vectors
 
+    def proba(self, texts: Sequence[str]) -> FloatArray:
+        return self.analyse(texts)[0]
+
     def proba_from_vectors(self, vectors: FloatArray) -> FloatArray:
         return self.head.proba(vectors)
 
@@ -90,6 +93,11 @@ class HybridScorer:
         tfidf_proba, _ = self.tfidf.analyse(texts)
         mixed = self.weight * emb_proba + (1.0 - self.weight) * tfidf_proba
         return mixed.astype(np.float32), vectors
+
+    def proba(self, texts: Sequence[str]) -> FloatArray:
+        emb_proba = self.embeddings.proba(texts)
+        mixed = self.weight * emb_proba + (1.0 - self.weight) * self.tfidf.proba(texts)
+        return mixed.astype(np.float32)
 
     def features(self, texts: Sequence[str]) -> FloatArray:
         return self.embeddings.features(texts)

@@ -184,6 +184,11 @@ class TfidfFeaturizer:
         unit = sp.csr_matrix((unit_data, raw.indices, raw.indptr), shape=raw.shape)
         return raw, unit
 
+    def row(self, text: str) -> tuple[npt.NDArray[np.int64], FloatArray]:
+        """(column indices, values) of one text's row as :meth:`transform` makes it."""
+        pieces = [part.row(text) for part in self._parts]
+        return np.concatenate([i for i, _ in pieces]), np.concatenate([v for _, v in pieces])
+
     def _rows(self, texts: Sequence[str]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         indices: list[npt.NDArray[np.int64]] = []
         values: list[FloatArray] = []
@@ -218,6 +223,12 @@ class TfidfScorer:
     def analyse(self, texts: Sequence[str]) -> tuple[FloatArray, sp.csr_matrix]:
         raw, unit = self.featurizer.transform_pair(texts)
         return self.head.proba(raw), unit
+
+    def proba(self, texts: Sequence[str]) -> FloatArray:
+        """Few texts: straight from their rows (building sparse matrices costs ~3x more)."""
+        if len(texts) <= SMALL_BATCH:
+            return self.head.proba_of_rows([self.featurizer.row(t) for t in texts])
+        return self.head.proba(self.featurizer.transform(texts))
 
     def features(self, texts: Sequence[str]) -> sp.csr_matrix:
         return self.featurizer.transform_pair(texts)[1]
