@@ -86,7 +86,7 @@ class ContextSettings(BaseSettings):
         default=1000,
         ge=10,
         le=10_000_000,
-        description="SQLite: postings the FTS5 candidate match may read; the rarest query "
+        description="SQLite: postings the candidate match may read; the rarest query "
         "terms that fit are matched, then candidates are rescored with every term.",
     )
     cache_ttl_s: float = Field(

@@ -33,6 +33,13 @@ CREATE TABLE IF NOT EXISTS passages (
 CREATE INDEX IF NOT EXISTS passages_document ON passages (document_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS passages_fts
     USING fts5 (terms, tokenize = 'unicode61 remove_diacritics 0');
+CREATE TABLE IF NOT EXISTS postings (
+    term TEXT NOT NULL,
+    passage INTEGER NOT NULL,
+    tf INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    PRIMARY KEY (term, passage)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS term_df (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kb_stats (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -42,12 +49,28 @@ CREATE TABLE IF NOT EXISTS kb_stats (
 INSERT OR IGNORE INTO kb_stats (id, passages, terms) VALUES (1, 0, 0);
 """
 
+# BM25 summed over postings rows, in FTS5's order of operations: the CASE maps each
+# term to its idf, times tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl)),
+# with (k1 + 1, k1, 1 - b, b, avgdl) bound after the CASE's (term, idf) pairs.
+_SCORE = "sum(CASE term {whens} END * tf * ? / (tf + ? * (? + ? * length / ?)))"
 CANDIDATES = """
-SELECT rowid, -bm25(passages_fts) FROM passages_fts
-WHERE passages_fts MATCH ? ORDER BY bm25(passages_fts) LIMIT ?
+SELECT passage, {score} AS score FROM postings WHERE term IN ({terms})
+GROUP BY passage ORDER BY score DESC, passage LIMIT ?
 """
-TERMS = "SELECT rowid, terms FROM passages_fts WHERE rowid IN ({})"
+RESCORE = """
+SELECT passage, {score} FROM postings WHERE term IN ({terms}) AND passage IN ({passages})
+GROUP BY passage
+"""
 PASSAGES = """
 SELECT p.rowid, p.id, p.document_id, p.title, p.content, d.metadata, d.created_at
 FROM passages p JOIN documents d ON d.id = p.document_id WHERE p.rowid IN ({})
 """
+
+
+def scored(query: str, terms: int, **lists: int) -> str:
+    """``query`` with its BM25 sum over ``terms`` terms and ``IN`` lists of given sizes."""
+    return query.format(
+        score=_SCORE.format(whens=" ".join(["WHEN ? THEN ?"] * terms)),
+        terms=",".join("?" * terms),
+        **{name: ",".join("?" * size) for name, size in lists.items()},
+    )
