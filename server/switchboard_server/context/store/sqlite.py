@@ -44,6 +44,7 @@ from switchboard_server.context.store.sqlite_postings import (
 )
 from switchboard_server.context.store.sqlite_sql import (
     CANDIDATES,
+    CANDIDATES_ONE_TERM,
     PASSAGES,
     RESCORE,
     SCHEMA,
@@ -324,7 +325,7 @@ class SqliteStore:
                 selective.append(term)
                 rows += df[term]
             hits = conn.execute(
-                scored(CANDIDATES, len(selective)),
+                scored(CANDIDATES if len(selective) > 1 else CANDIDATES_ONE_TERM, len(selective)),
                 (*bm25_params(selective, df, total, words), *selective, pool),
             ).fetchall()
             if len(selective) < len(useful) and hits:  # rescore with every term: exact BM25
