@@ -40,15 +40,7 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
         v = Violations()
         query = translate.context_query(v, request, self._settings)
         v.raise_if_any()
-        result = await self.service.get_context(query)
-        response = pb.GetContextResponse(
-            context=result.context,
-            sources=[translate.source_message(s) for s in result.sources],
-            cache_hit=result.cache_hit,
-        )
-        if result.stats is not None:
-            response.memory_stats.CopyFrom(translate.stats_message(result.stats))
-        return response
+        return translate.context_response(await self.service.get_context(query))
 
     async def AppendMemory(
         self, request: pb.AppendMemoryRequest, context: Ctx
