@@ -1,4 +1,4 @@
-"""The wire-format span encoder builds exactly the request the library's encoder builds."""
+"""The memoising span encoder builds exactly the request the library's encoder builds."""
 
 from __future__ import annotations
 
