@@ -105,6 +105,20 @@ async def serving(settings: Settings, module: RelayModule) -> AsyncIterator[tupl
         await server.stop(0)
 
 
+@asynccontextmanager
+async def relayed(
+    settings: Settings,
+) -> AsyncIterator[tuple[AppServer, AppServer, pb_grpc.ClassificationServiceStub]]:
+    """A relay server in front of a downstream one: (relay, downstream, relay's stub)."""
+    async with serving(settings, RelayModule()) as (downstream, downstream_port):
+        relay = RelayModule(downstream_target=f"127.0.0.1:{downstream_port}")
+        async with (
+            serving(settings, relay) as (upstream, port),
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            yield upstream, downstream, pb_grpc.ClassificationServiceStub(channel)
+
+
 class LogCapture:
     """JSON log lines written while active."""
 

@@ -29,7 +29,7 @@ from switchboard_client.cli import build_parser
 from switchboard_server.config import CoreSettings, Settings
 from switchboard_server.observability.settings import ObservabilitySettings
 from switchboard_server.observability.trace_receiver import TraceReceiver
-from tests.observability_support import RelayModule, captured_logs, serving, settle
+from tests.observability_support import RelayModule, captured_logs, relayed, serving, settle
 
 RECEIVER_CMD = (sys.executable, "-m", "switchboard_client.cli", "trace-receiver")
 CLASSIFY = "/switchboard.classification.v1.ClassificationService/Classify"
@@ -54,22 +54,16 @@ async def relay_once(
         observability=ObservabilitySettings(otlp_endpoint=receiver.otlp_endpoint),
     )
     with captured_logs() as logs:
-        async with serving(settings, RelayModule()) as (_, downstream_port):
-            relay = RelayModule(downstream_target=f"127.0.0.1:{downstream_port}")
-            async with (
-                serving(settings, relay) as (_, port),
-                grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
-            ):
-                stub = pb_grpc.ClassificationServiceStub(channel)
-                call = stub.Classify(
-                    pb.ClassifyRequest(text="relay"),
-                    metadata=(("x-correlation-id", correlation_id),),
-                    timeout=5,
-                )
-                reply = await call
-                assert reply.classification.intent == "test/ok"
-                echoed = dict(await call.trailing_metadata())["x-correlation-id"]
-                await settle()
+        async with relayed(settings) as (_, _, stub):
+            call = stub.Classify(
+                pb.ClassifyRequest(text="relay"),
+                metadata=(("x-correlation-id", correlation_id),),
+                timeout=5,
+            )
+            reply = await call
+            assert reply.classification.intent == "test/ok"
+            echoed = dict(await call.trailing_metadata())["x-correlation-id"]
+            await settle()
         # Leaving the servers flushes their span processors into the receiver.
         return echoed, logs.lines()
 
@@ -273,20 +267,15 @@ async def test_with_tracing_off_the_callers_trace_context_still_flows_through(
     traceparent = f"00-{caller_trace}-00f067aa0ba902b7-01"
     settings = Settings(core=CoreSettings(data_dir=tmp_path))
     with captured_logs() as logs:
-        async with serving(settings, RelayModule()) as (downstream, downstream_port):
-            relay = RelayModule(downstream_target=f"127.0.0.1:{downstream_port}")
-            async with (
-                serving(settings, relay) as (upstream, port),
-                grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
-            ):
-                assert not upstream.observability.tracing
-                assert not downstream.observability.tracing
-                await pb_grpc.ClassificationServiceStub(channel).Classify(
-                    pb.ClassifyRequest(text="relay"),
-                    metadata=(("traceparent", traceparent),),
-                    timeout=5,
-                )
-                await settle()
+        async with relayed(settings) as (upstream, downstream, stub):
+            assert not upstream.observability.tracing
+            assert not downstream.observability.tracing
+            await stub.Classify(
+                pb.ClassifyRequest(text="relay"),
+                metadata=(("traceparent", traceparent),),
+                timeout=5,
+            )
+            await settle()
     access = logs.access("server") + logs.access("client")
     assert sorted(e["kind"] for e in access) == ["client", "server", "server"]
     assert {e["trace_id"] for e in access} == {caller_trace}
