@@ -90,13 +90,13 @@ class HybridScorer:
 
     def analyse(self, texts: Sequence[str]) -> tuple[FloatArray, FloatArray]:
         emb_proba, vectors = self.embeddings.analyse(texts)
-        tfidf_proba, _ = self.tfidf.analyse(texts)
-        mixed = self.weight * emb_proba + (1.0 - self.weight) * tfidf_proba
-        return mixed.astype(np.float32), vectors
+        return self._mix(emb_proba, self.tfidf.proba(texts)), vectors
 
     def proba(self, texts: Sequence[str]) -> FloatArray:
-        emb_proba = self.embeddings.proba(texts)
-        mixed = self.weight * emb_proba + (1.0 - self.weight) * self.tfidf.proba(texts)
+        return self._mix(self.embeddings.proba(texts), self.tfidf.proba(texts))
+
+    def _mix(self, emb_proba: FloatArray, tfidf_proba: FloatArray) -> FloatArray:
+        mixed = self.weight * emb_proba + (1.0 - self.weight) * tfidf_proba
         return mixed.astype(np.float32)
 
     def features(self, texts: Sequence[str]) -> FloatArray:
