@@ -43,11 +43,13 @@ async def _validate(path: Path, settings: MeshSettings) -> tuple[int, str]:
     return proc.returncode or 0, out.decode()
 
 
-@pytest.mark.parametrize("otlp", ["", "127.0.0.1:4317"])
+@pytest.mark.parametrize(
+    ("otlp", "upstream_spans"), [("", False), ("127.0.0.1:4317", False), ("127.0.0.1:4317", True)]
+)
 async def test_every_rendered_config_validates(
-    topology: Topology, tmp_path: Path, otlp: str
+    topology: Topology, tmp_path: Path, otlp: str, upstream_spans: bool
 ) -> None:
-    settings = MeshSettings()
+    settings = MeshSettings(trace_upstream_spans=upstream_spans)
     plan = make_plan(topology.with_replicas({"classification": 2}), settings)
     paths = write_configs(render_all(plan, settings, otlp), tmp_path)
     assert set(paths) == {
@@ -185,3 +187,35 @@ def test_envoy_batches_its_spans_when_tracing(topology: Topology) -> None:
         assert "admin_layer" in admin  # /runtime_modify still works
     untraced = render_all(plan, settings, "")["edge"]["layered_runtime"]["layers"][0]
     assert untraced["static_layer"] == {}
+
+
+def _hcms(config: dict) -> dict[str, dict]:  # type: ignore[type-arg]
+    return {
+        listener["name"]: listener["filter_chains"][0]["filters"][0]["typed_config"]
+        for listener in config["static_resources"]["listeners"]
+    }
+
+
+@pytest.mark.parametrize("upstream_spans", [False, True])
+def test_one_span_per_envoy_hop_unless_upstream_spans_are_asked_for(
+    topology: Topology, upstream_spans: bool
+) -> None:
+    """The span kind of a hop follows the listener's direction; upstream spans are opt-in."""
+    settings = MeshSettings(trace_upstream_spans=upstream_spans)
+    plan = make_plan(topology, settings)
+    directions = {}
+    for name, config in render_all(plan, settings, "127.0.0.1:4317").items():
+        for listener in config["static_resources"]["listeners"]:
+            directions[(name, listener["name"])] = listener["traffic_direction"]
+        for hcm in _hcms(config).values():
+            assert hcm["tracing"]["spawn_upstream_span"] is upstream_spans, name
+    assert directions == {
+        ("edge", "edge"): "INBOUND",
+        ("classification-0.sidecar", "ingress"): "INBOUND",
+        ("context-0.sidecar", "ingress"): "INBOUND",
+        ("orchestration-0.sidecar", "ingress"): "INBOUND",
+        ("orchestration-0.sidecar", "egress_classification"): "OUTBOUND",
+        ("orchestration-0.sidecar", "egress_context"): "OUTBOUND",
+    }
+    untraced = render_all(plan, settings, "")
+    assert all("tracing" not in hcm for c in untraced.values() for hcm in _hcms(c).values())

@@ -63,8 +63,12 @@ def _access_log() -> list[Config]:
     ]
 
 
-def _tracing(service_name: str, otlp_endpoint: str) -> Config | None:
+def _tracing(service_name: str, otlp_endpoint: str, upstream_spans: bool) -> Config | None:
     """OpenTelemetry spans to the collector.
+
+    Without ``upstream_spans`` each Envoy hop is one span whose kind follows the
+    listener's ``traffic_direction`` (SERVER inbound, CLIENT outbound); with them the
+    router adds a CLIENT span per upstream attempt under the hop's SERVER span.
 
     Envoy 1.40 refuses an OpenTelemetry tracer without an exporter, so with no collector
     there is no tracer: Envoy then forwards ``traceparent``/``tracestate`` untouched and
@@ -77,7 +81,7 @@ def _tracing(service_name: str, otlp_endpoint: str) -> Config | None:
         "grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}, "timeout": "1s"},
     }
     return {
-        "spawn_upstream_span": True,
+        "spawn_upstream_span": upstream_spans,
         "provider": {
             "name": "envoy.tracers.opentelemetry",
             "typed_config": typed("envoy.config.trace.v3.OpenTelemetryConfig", **otel),
@@ -151,6 +155,7 @@ def _listener(
     tracing_name: str,
     otlp_endpoint: str,
     *,
+    outbound: bool = False,
     rate_limit: bool = False,
 ) -> Config:
     hcm = typed(
@@ -166,12 +171,13 @@ def _listener(
         },
         http_filters=_http_filters(plan, settings, rate_limit=rate_limit),
     )
-    tracing = _tracing(tracing_name, otlp_endpoint)
+    tracing = _tracing(tracing_name, otlp_endpoint, settings.trace_upstream_spans)
     if tracing is not None:
         hcm["tracing"] = tracing
     return {
         "name": name,
         "address": address(host, port),
+        "traffic_direction": "OUTBOUND" if outbound else "INBOUND",
         "filter_chains": [
             {
                 "filters": [
@@ -285,6 +291,7 @@ def render_sidecar(
                 settings,
                 tracing_name,
                 otlp_endpoint,
+                outbound=True,
             )
         )
         clusters.append(service_cluster(plan, callee, settings))

@@ -158,6 +158,13 @@ class MeshSettings(BaseSettings):
         le=60_000,
         description="...or at least this often (runtime tracing.opentelemetry.flush_interval_ms).",
     )
+    trace_upstream_spans: bool = Field(
+        default=False,
+        description="Envoy also records a CLIENT span per upstream attempt (each retry "
+        "its own span; twice the Envoy spans). Off: one span per Envoy hop, SERVER on "
+        "ingress and the edge, CLIENT on egress; retries still show in access logs and "
+        "stats.",
+    )
 
     # -- the runner ------------------------------------------------------------------------
     app_module: str = Field(
