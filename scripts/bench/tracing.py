@@ -1,28 +1,40 @@
 """Tracing overhead through the real mesh: CPU per Chat with traces at 100% vs off.
 
-Runs ``switchboard up --detach`` twice on free loopback ports (the real apps, their
-Envoy sidecars and the edge), sends the same bounded load of Chats through the edge,
-and sums the CPU time (user + system, from /proc) that the apps and every Envoy spent
-during the load and the export tail after it, less their idle rate (active health
-checks, stats; measured before the load) over that whole window. "on": built-in trace
-receiver, every app and Envoy exporting, sample ratio 1.0. "off": no exporter, no Envoy
-tracing, sample ratio 0. The receiver's own CPU is the collector's cost and is not
-counted. Target: ratio <= 1.15. ``cpu_ratio_idle_during_load_counted`` is the ratio as
-measured before (idle subtracted over the tail only), for comparison.
+Two meshes run side by side for the whole measurement (``switchboard up --detach`` on
+free loopback ports: the real apps, their Envoy sidecars and the edge). "off" is tracing
+off as shipped: no exporter, so no tracer, no OpenTelemetry interceptors and no Envoy
+tracer. "on": the built-in trace receiver, every app and Envoy exporting, sample ratio
+1.0. The receiver's own CPU is the collector's cost and is not counted.
 
-    python -m scripts.bench tracing            (SWITCHBOARD_BENCH_TRACING_CHATS=300)
+Both get the same open-loop load, RATE Chats/s through their edge, in alternating
+windows of WINDOW Chats (off, on, off, on, ...), so a slow spell of this shared VM
+falls on both rather than on whichever ran second. A closed loop would not compare
+like with like: the slower configuration would run fewer Chats per second and pay
+more per Chat for the wake-ups it no longer shares between requests.
+
+A mesh's CPU (user + system of the apps and every Envoy, from /proc) over the whole
+measurement, less its idle rate (health probes, stats; measured with both meshes up
+before the load) times the same span, is what its Chats cost, export included (the
+measurement ends EXPORT_TAIL_S after the last window, > the 1 s export interval of the
+Python batch processor and of Envoy). Target: ratio <= 1.15.
+
+    python -m scripts.bench tracing   (SWITCHBOARD_BENCH_TRACING_CHATS=600, _RATE=40)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +47,12 @@ from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
-CHATS = int(os.environ.get("SWITCHBOARD_BENCH_TRACING_CHATS", "300"))
-CONCURRENCY = 4
+CHATS = int(os.environ.get("SWITCHBOARD_BENCH_TRACING_CHATS", "600"))  # per mesh
+RATE = float(os.environ.get("SWITCHBOARD_BENCH_TRACING_RATE", "40"))  # Chats/s
+WINDOW = 100  # Chats per load window; the meshes alternate windows
 WARMUP = 20
-TAIL_S = 6.0  # > the 1 s export interval of the Python batch processor and Envoy
+IDLE_S = 6.0
+EXPORT_TAIL_S = 4.0
 CHAT = "/switchboard.orchestration.v1.OrchestrationService/Chat"
 MESSAGES = ("how do I reset my password?", "set an alarm for 7am", "what's the weather like")
 
@@ -67,15 +81,36 @@ def _env(tmp: Path, tracing: bool) -> dict[str, str]:
     }
 
 
-def _chat(stub: pb_grpc.OrchestrationServiceStub, i: int) -> None:
-    stub.Chat(pb.ChatRequest(message=MESSAGES[i % 3], session_id=f"bench-{i % 16}"), timeout=30)
+@dataclass
+class _Mesh:
+    """One running mesh: the processes whose CPU counts, and a Chat stub to its edge."""
+
+    env: dict[str, str]
+    pids: list[int]
+    envoys: list[int]
+    channel: grpc.Channel
+    latencies_ms: list[float] = field(default_factory=list)
+    chats: int = 0
+
+    @property
+    def stub(self) -> pb_grpc.OrchestrationServiceStub:
+        return pb_grpc.OrchestrationServiceStub(self.channel)
+
+    def cpu(self) -> tuple[float, float]:
+        """(all processes, Envoys only) CPU seconds so far."""
+        return cpu_seconds(*self.pids), cpu_seconds(*self.envoys)
 
 
-def _measure(tracing: bool) -> dict[str, Any]:
+def _request(i: int) -> pb.ChatRequest:
+    return pb.ChatRequest(message=MESSAGES[i % 3], session_id=f"bench-{i % 16}")
+
+
+@contextlib.contextmanager
+def _mesh(tracing: bool) -> Iterator[_Mesh]:
+    cli = [sys.executable, "-m", "switchboard_client.cli"]
     with tempfile.TemporaryDirectory(prefix="sb-bench-tracing-") as name:
         tmp = Path(name)
         env = _env(tmp, tracing)
-        cli = [sys.executable, "-m", "switchboard_client.cli"]
         state_file = tmp / "data" / "mesh" / "state.json"
         try:
             up = subprocess.run(
@@ -85,47 +120,14 @@ def _measure(tracing: bool) -> dict[str, Any]:
                 raise RuntimeError(f"switchboard up failed: {up.stdout}{up.stderr}")
             state = json.loads(state_file.read_text())
             processes = [p for p in state["processes"] if p["role"] != "traces"]
-            pids = [p["pid"] for p in processes]
-            envoys = [p["pid"] for p in processes if p["role"] in ("edge", "sidecar")]
             edge = f"127.0.0.1:{env['SWITCHBOARD_MESH_EDGE_PORT']}"
             with grpc.insecure_channel(edge) as channel:
-                stub = pb_grpc.OrchestrationServiceStub(channel)
-                for i in range(WARMUP):
-                    _chat(stub, i)
-                idle0, envoy0 = cpu_seconds(*pids), cpu_seconds(*envoys)
-                time.sleep(TAIL_S)  # idle CPU (health checks, stats) is not the load's
-                idle_rate = (cpu_seconds(*pids) - idle0) / TAIL_S
-                envoy_idle_rate = (cpu_seconds(*envoys) - envoy0) / TAIL_S
-                cpu0, wall0 = cpu_seconds(*pids), time.perf_counter()
-                envoy_cpu0 = cpu_seconds(*envoys)
-                with ThreadPoolExecutor(CONCURRENCY) as pool:
-                    list(pool.map(lambda i: _chat(stub, i), range(CHATS)))
-                wall = time.perf_counter() - wall0
-                time.sleep(TAIL_S)  # let batch processors export what the load produced
-                # the idle work (health probes: traced too when tracing is on) goes on
-                # during the load as well: it is not the Chats' either
-                window = wall + TAIL_S
-                cpu = cpu_seconds(*pids) - cpu0 - idle_rate * window
-                envoy_cpu = cpu_seconds(*envoys) - envoy_cpu0 - envoy_idle_rate * window
-            traces = 0
-            if tracing:
-                query = f"http://127.0.0.1:{env['SWITCHBOARD_OBS_RECEIVER_QUERY_PORT']}/traces"
-                documents = httpx.get(query, params={"limit": 1000}, timeout=10).json()
-                traces = sum(
-                    any(s["name"] == CHAT and s["kind"] == "SERVER" for s in d["spans"])
-                    for d in documents
+                yield _Mesh(
+                    env=env,
+                    pids=[p["pid"] for p in processes],
+                    envoys=[p["pid"] for p in processes if p["role"] in ("edge", "sidecar")],
+                    channel=channel,
                 )
-            return {
-                "chat_traces_in_last_1000": traces,
-                "chats": CHATS,
-                "cpu_s": round(cpu, 3),
-                "cpu_ms_per_chat": round(cpu / CHATS * 1000, 3),
-                "apps_cpu_ms_per_chat": round((cpu - envoy_cpu) / CHATS * 1000, 3),
-                "envoys_cpu_ms_per_chat": round(envoy_cpu / CHATS * 1000, 3),
-                "chats_per_s": round(CHATS / wall, 1),
-                "idle_cpu_ms_per_s": round(idle_rate * 1000, 1),
-                "idle_cpu_s_during_load": round(idle_rate * wall, 3),
-            }
         finally:
             subprocess.run([*cli, "down"], env=env, cwd=ROOT, capture_output=True, timeout=120)
             if state_file.exists():
@@ -134,17 +136,91 @@ def _measure(tracing: bool) -> dict[str, Any]:
                         os.killpg(proc["pid"], signal.SIGKILL)
 
 
-def run() -> dict[str, Any]:
-    off = _measure(tracing=False)
-    on = _measure(tracing=True)
+def _window(mesh: _Mesh, first: int, count: int) -> None:
+    """``count`` Chats at RATE/s, open loop; latency from each Chat's scheduled start."""
+    chat = mesh.stub.Chat
+    done = threading.Semaphore(0)
+    calls = []
+
+    def on_done(scheduled: float, _call: grpc.Future[pb.ChatResponse]) -> None:
+        mesh.latencies_ms.append((time.perf_counter() - scheduled) * 1000.0)
+        done.release()
+
+    start = time.perf_counter()
+    for i in range(count):
+        scheduled = start + i / RATE
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        call = chat.future(_request(first + i), timeout=30)
+        call.add_done_callback(lambda c, s=scheduled: on_done(s, c))
+        calls.append(call)
+    for _ in range(count):
+        done.acquire()
+    for call in calls:
+        call.result()  # a failed Chat fails the benchmark
+    mesh.chats += count
+
+
+def _chat_traces(mesh: _Mesh) -> int:
+    query = f"http://127.0.0.1:{mesh.env['SWITCHBOARD_OBS_RECEIVER_QUERY_PORT']}/traces"
+    documents = httpx.get(query, params={"limit": 100_000}, timeout=30).json()
+    return sum(
+        any(s["name"] == CHAT and s["kind"] == "SERVER" for s in d["spans"]) for d in documents
+    )
+
+
+def _figures(mesh: _Mesh, cpu: float, envoy_cpu: float, idle: float) -> dict[str, Any]:
+    ordered = sorted(mesh.latencies_ms)
     return {
-        "off": off,
-        "on": on,
-        "cpu_ratio_on_vs_off": round(on["cpu_s"] / off["cpu_s"], 3),
-        "cpu_ratio_idle_during_load_counted": round(
-            (on["cpu_s"] + on["idle_cpu_s_during_load"])
-            / (off["cpu_s"] + off["idle_cpu_s_during_load"]),
-            3,
+        "chats": mesh.chats,
+        "cpu_s": round(cpu, 3),
+        "cpu_ms_per_chat": round(cpu / mesh.chats * 1000, 3),
+        "apps_cpu_ms_per_chat": round((cpu - envoy_cpu) / mesh.chats * 1000, 3),
+        "envoys_cpu_ms_per_chat": round(envoy_cpu / mesh.chats * 1000, 3),
+        "idle_cpu_ms_per_s": round(idle * 1000, 1),
+        "chat_p50_ms": round(statistics.median(ordered), 2),
+        "chat_p99_ms": round(ordered[int(len(ordered) * 0.99)], 2),
+    }
+
+
+def run() -> dict[str, Any]:
+    with _mesh(tracing=False) as off, _mesh(tracing=True) as on:
+        meshes = (off, on)
+        for mesh in meshes:
+            for i in range(WARMUP):
+                mesh.stub.Chat(_request(i), timeout=30)
+        before = [mesh.cpu() for mesh in meshes]
+        time.sleep(IDLE_S)
+        idle = [
+            ((a - a0) / IDLE_S, (e - e0) / IDLE_S)
+            for (a, e), (a0, e0) in zip((m.cpu() for m in meshes), before, strict=True)
+        ]
+        started = time.perf_counter()
+        cpu0 = [mesh.cpu() for mesh in meshes]
+        for first in range(0, CHATS, WINDOW):
+            for mesh in meshes:
+                _window(mesh, first, min(WINDOW, CHATS - first))
+        time.sleep(EXPORT_TAIL_S)  # the batch processors export what the load produced
+        span = time.perf_counter() - started
+        figures = {}
+        for name, mesh, (a0, e0), (idle_all, idle_envoy) in zip(
+            ("off", "on"), meshes, cpu0, idle, strict=True
+        ):
+            a, e = mesh.cpu()
+            cpu = a - a0 - idle_all * span
+            envoy_cpu = e - e0 - idle_envoy * span
+            figures[name] = _figures(mesh, cpu, envoy_cpu, idle_all)
+        figures["on"]["chat_traces_received"] = _chat_traces(on)
+    return {
+        **figures,
+        "rate_chats_per_s": RATE,
+        "cpu_ratio_on_vs_off": round(figures["on"]["cpu_s"] / figures["off"]["cpu_s"], 3),
+        "apps_added_cpu_ms_per_chat": round(
+            figures["on"]["apps_cpu_ms_per_chat"] - figures["off"]["apps_cpu_ms_per_chat"], 3
+        ),
+        "envoys_added_cpu_ms_per_chat": round(
+            figures["on"]["envoys_cpu_ms_per_chat"] - figures["off"]["envoys_cpu_ms_per_chat"], 3
         ),
         "target_ratio": 1.15,
     }
