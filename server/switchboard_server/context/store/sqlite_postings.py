@@ -1,29 +1,16 @@
-"""The postings table of the SQLite backend: BM25 of the knowledge base in SQL.
+"""The postings table of the SQLite backend: what the knowledge base is ranked from.
 
 One row per (term, passage) with the term's frequency in the passage and the
 passage's length in terms, written with the passage and deleted with it.
-``sqlite_sql.scored`` sums BM25 over such rows (FTS5's idf, k1 and b, in FTS5's
-order of operations), so the scores are those of FTS5's ``bm25()`` without its
-per-row auxiliary-function call, which cost about twice as much per query.
+``sqlite_index`` reads a term's rows once and ranks from memory with FTS5's
+``bm25()`` formula (idf, k1 and b, in its order of operations).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-from switchboard_server.context import bm25
-
-
-def bm25_params(terms: Sequence[str], df: Mapping[str, int], total: int, words: int) -> list[Any]:
-    """Bound values of ``sqlite_sql.scored``'s BM25 sum: each term's idf, then the
-    constants (k1 + 1, k1, 1 - b, b) and the average passage length."""
-    weights: list[Any] = []
-    for term in terms:
-        weights += (term, bm25.fts5_idf(total, df[term]))
-    return [*weights, bm25.K1 + 1.0, bm25.K1, 1.0 - bm25.B, bm25.B, words / total]
+from collections.abc import Sequence
 
 
 def insert_postings(conn: sqlite3.Connection, rowid: int | None, terms: Sequence[str]) -> None:

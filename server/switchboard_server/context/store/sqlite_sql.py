@@ -49,33 +49,7 @@ CREATE TABLE IF NOT EXISTS kb_stats (
 INSERT OR IGNORE INTO kb_stats (id, passages, terms) VALUES (1, 0, 0);
 """
 
-# BM25 of a postings row, in FTS5's order of operations: the CASE maps each term to
-# its idf, times tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl)), with
-# (k1 + 1, k1, 1 - b, b, avgdl) bound after the CASE's (term, idf) pairs.
-_ROW = "CASE term {whens} END * tf * ? / (tf + ? * (? + ? * length / ?))"
-CANDIDATES = """
-SELECT passage, sum({row}) AS score FROM postings WHERE term IN ({terms})
-GROUP BY passage ORDER BY score DESC, passage LIMIT ?
-"""
-# One term: a passage has one row, so no GROUP BY (its sort was half the cost).
-CANDIDATES_ONE_TERM = """
-SELECT passage, {row} AS score FROM postings WHERE term IN ({terms})
-ORDER BY score DESC, passage LIMIT ?
-"""
-RESCORE = """
-SELECT passage, sum({row}) FROM postings WHERE term IN ({terms}) AND passage IN ({passages})
-GROUP BY passage
-"""
 PASSAGES = """
 SELECT p.rowid, p.id, p.document_id, p.title, p.content, d.metadata, d.created_at
 FROM passages p JOIN documents d ON d.id = p.document_id WHERE p.rowid IN ({})
 """
-
-
-def scored(query: str, terms: int, **lists: int) -> str:
-    """``query`` with its BM25 of ``terms`` terms and ``IN`` lists of given sizes."""
-    return query.format(
-        row=_ROW.format(whens=" ".join(["WHEN ? THEN ?"] * terms)),
-        terms=",".join("?" * terms),
-        **{name: ",".join("?" * size) for name, size in lists.items()},
-    )
