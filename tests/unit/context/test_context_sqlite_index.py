@@ -1,17 +1,22 @@
-"""The SQLite backend ranks from postings cached in memory: what it answers after
-ingests, re-ingests and deletes is what a store that never cached anything answers."""
+"""The SQLite backend ranks from postings held in memory: what it answers after
+ingests, re-ingests, deletes and a failed write is what a store opened afresh on the
+same file answers."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from switchboard_server.context.domain import prepare
 from switchboard_server.context.model import Document, KnowledgeHit, MemoryType
+from switchboard_server.context.store import sqlite as sqlite_store
 from switchboard_server.context.store.sqlite import SqliteStore
-from switchboard_server.context.store.sqlite_index import Postings, PostingsCache, Totals
+from switchboard_server.context.store.sqlite_index import Postings, PostingsIndex, Totals
 
 CAPS = dict.fromkeys(MemoryType, 10)
 WORDS = [f"w{i}" for i in range(40)]
@@ -68,21 +73,66 @@ async def test_answers_follow_every_write(tmp_path: Path) -> None:
         await store.close()
 
 
-def postings(*rowids: int) -> Postings:
+async def test_a_failed_write_changes_no_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ctx.sqlite3"
+    store = SqliteStore(path, CAPS, match_budget=BUDGET)
+    await store.open()
+    try:
+        await store.ingest([prepare(d, 700) for d in documents(range(30), seed=1)], now=1.0)
+        before = await answers(store)
+
+        def fail(*args: object) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(sqlite_store, "insert_postings", fail)
+        new = Document("doc-new", "t", "new w1 w3")
+        with pytest.raises(sqlite3.OperationalError):
+            await store.ingest([prepare(d, 700) for d in [*documents(range(5), 9), new]], 2.0)
+        monkeypatch.undo()
+        assert await answers(store) == before == await fresh_answers(path)  # nothing written
+    finally:
+        await store.close()
+
+
+async def test_a_write_whose_caller_gave_up_is_still_found(tmp_path: Path) -> None:
+    path = tmp_path / "ctx.sqlite3"
+    store = SqliteStore(path, CAPS, match_budget=BUDGET)
+    await store.open()
+    try:
+        await store.ingest([prepare(d, 700) for d in documents(range(30), seed=1)], now=1.0)
+        await answers(store)
+        new = prepare(Document("doc-new", "t", "new w1 w3"), 700)
+        ingest = asyncio.create_task(store.ingest([new], now=2.0))
+        await asyncio.sleep(0)  # queued for the writer
+        ingest.cancel()  # e.g. the client's deadline ran out: the write still commits
+        with pytest.raises(asyncio.CancelledError):
+            await ingest
+        await store.ingest([prepare(Document("doc-later", "t", "w2"), 700)], now=3.0)
+        found = await answers(store)
+        assert found[-1][0].passage_id == "doc-new#0"
+        assert found == await fresh_answers(path)
+    finally:
+        await store.close()
+
+
+def postings(*rowids: int) -> dict[str, Postings]:
     values = np.array(rowids, dtype=np.int64)
-    return Postings(values, np.ones_like(values), np.full_like(values, 5))
+    return {"w1": Postings(values, np.ones_like(values), np.full_like(values, 5))}
 
 
-def test_a_load_that_overlapped_a_write_is_not_kept() -> None:
-    cache = PostingsCache()
-    version = cache.version
-    cache.invalidate(["w1"])  # a write committed while the load was reading
-    cache.keep(version, Totals(2, 10), {"w1": postings(1, 2)})
-    assert cache.cached(["w1"]) == (None, {}, ["w1"])
+def test_a_read_that_overlapped_a_write_is_not_kept() -> None:
+    index = PostingsIndex()
+    version = index.version
+    index.apply([(3, ["w1"], True)])  # a write committed while the table was read
+    index.fill(version, Totals(2, 10), postings(1, 2))
+    assert index.stale
 
-    version = cache.version
-    cache.keep(version, Totals(2, 10), {"w1": postings(1, 2), "w2": postings()})
-    totals, found, missing = cache.cached(["w1", "w2"])
-    assert (totals, list(found), missing) == (Totals(2, 10), ["w1"], ["w2"])  # no empty lists
-    cache.invalidate(["w1"])
-    assert cache.cached(["w1"]) == (None, {}, ["w1"])
+    index.fill(index.version, Totals(2, 10), postings(1, 2))
+    index.apply([(3, ["w1", "w1"], True), (1, ["w1"], False)])
+    totals, found = index.lookup(["w1", "w2"])
+    assert totals == Totals(2, 11)
+    assert found["w1"].passages.tolist() == [2, 3]
+    assert found["w1"].tf.tolist() == [1, 2]
+    assert not len(found["w2"])

@@ -37,11 +37,18 @@ from switchboard_server.context.model import (
 )
 from switchboard_server.context.store.base import Generations
 from switchboard_server.context.store.group_commit import GroupCommitWriter
-from switchboard_server.context.store.sqlite_index import PostingsCache, best_passages, load
+from switchboard_server.context.store.sqlite_index import (
+    Postings,
+    PostingsIndex,
+    Totals,
+    best_passages,
+    load_all,
+)
 from switchboard_server.context.store.sqlite_postings import backfill_postings, insert_postings
 from switchboard_server.context.store.sqlite_sql import PASSAGES, SCHEMA
 
 T = TypeVar("T")
+Change = tuple[int, Sequence[str], bool]  # a passage's rowid, its terms, True when added
 _TYPES = {t.value: t for t in MemoryType}
 
 
@@ -80,7 +87,7 @@ class SqliteStore:
         self._read_lock = threading.Lock()
         self._session_gen: dict[str, int] = defaultdict(int)
         self._knowledge_gen = 0
-        self._postings = PostingsCache()
+        self._postings = PostingsIndex()
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -92,14 +99,17 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
         self._path.parent.mkdir(parents=True, exist_ok=True)
 
-        def open_writer() -> sqlite3.Connection:
+        def open_writer() -> tuple[sqlite3.Connection, Totals, dict[str, Postings]]:
             conn = _connect(self._path, self._synchronous)
             conn.executescript(SCHEMA)
             backfill_postings(conn)
-            return conn
+            return conn, *load_all(conn)
 
-        self._write_conn = await loop.run_in_executor(self._write_thread, open_writer)
-        self._writer = GroupCommitWriter(self._write_conn, self._write_thread)
+        version = self._postings.version
+        conn, totals, lists = await loop.run_in_executor(self._write_thread, open_writer)
+        self._postings.fill(version, totals, lists)
+        self._write_conn = conn
+        self._writer = GroupCommitWriter(conn, self._write_thread)
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -235,13 +245,13 @@ class SqliteStore:
     # -- knowledge base -------------------------------------------------------------
 
     async def ingest(self, documents: Sequence[PreparedDocument], now: float) -> IngestResult:
-        touched = {term for d in documents for p in d.passages for term in p.terms}
+        changes: list[Change] = []
 
         def write(conn: sqlite3.Connection) -> IngestResult:
             replaced = 0
             for prepared in documents:
                 doc = prepared.document
-                replaced += _delete_document(conn, doc.id, touched)
+                replaced += _delete_document(conn, doc.id, changes)
                 conn.execute(
                     "INSERT INTO documents (id, title, metadata, created_at) VALUES (?, ?, ?, ?)",
                     (doc.id, doc.title, json.dumps(dict(doc.metadata)), now),
@@ -261,6 +271,7 @@ class SqliteStore:
                         (cur.lastrowid, " ".join(p.terms)),
                     )
                     insert_postings(conn, cur.lastrowid, p.terms)
+                    changes.append((int(cur.lastrowid or 0), p.terms, True))
                     conn.executemany(
                         "INSERT INTO term_df (term, df) VALUES (?, 1)"
                         " ON CONFLICT (term) DO UPDATE SET df = df + 1",
@@ -269,29 +280,30 @@ class SqliteStore:
             passages = sum(len(d.passages) for d in documents)
             return IngestResult(len(documents), passages, replaced)
 
-        return await self._write_knowledge(write, touched)
+        return await self._write_knowledge(write, changes)
 
     async def delete_documents(self, document_ids: Sequence[str]) -> DeleteResult:
-        touched: set[str] = set()
+        changes: list[Change] = []
 
         def write(conn: sqlite3.Connection) -> DeleteResult:
-            missing = tuple(i for i in document_ids if not _delete_document(conn, i, touched))
+            missing = tuple(i for i in document_ids if not _delete_document(conn, i, changes))
             return DeleteResult(len(document_ids) - len(missing), missing)
 
-        return await self._write_knowledge(write, touched)
+        return await self._write_knowledge(write, changes)
 
     async def _write_knowledge(
-        self, write: Callable[[sqlite3.Connection], T], touched: set[str]
+        self, write: Callable[[sqlite3.Connection], T], changes: list[Change]
     ) -> T:
-        """Run a knowledge write; once it committed, drop the cached postings of the
-        terms it touched (``touched`` is complete when it returns) and bump the
-        generation. When it failed, its state is unknown: drop every cached list."""
+        """Run a knowledge write; once it committed, hand the passages it removed and
+        added (``changes``, complete when it returns) to the postings index and bump
+        the generation. When it failed, its outcome is unknown: the index is read
+        again by the next query."""
         try:
             result = await self._write().submit(write)
         except BaseException:
-            self._postings.invalidate(None)
+            self._postings.invalidate()
             raise
-        self._postings.invalidate(touched)
+        self._postings.apply(changes)
         self._knowledge_gen += 1
         return result
 
@@ -301,15 +313,14 @@ class SqliteStore:
         and the passages found."""
         if not query:
             return []
-        cache = self._postings
-        cached, lists, missing = cache.cached(query)
-        if missing or cached is None:  # read them (on a reader thread when there are some)
-            version = cache.version
-            totals, loaded = await self._in_reader(lambda: load(self._reader(), missing))
-            cache.keep(version, totals, loaded)
-            lists.update(loaded)
+        index = self._postings
+        if index.stale:  # a knowledge write failed: read the whole table again
+            version = index.version
+            totals, every = await self._in_reader(lambda: load_all(self._reader()))
+            index.fill(version, totals, every)
+            lists = {t: every[t] for t in query if t in every}
         else:
-            totals = cached
+            totals, lists = index.lookup(query)
         best = best_passages(lists, totals, query, limit, self._match_budget)
         if not best:
             return []
@@ -318,7 +329,7 @@ class SqliteStore:
             r[0]: r[1:]
             for r in await self._in_reader(lambda: _in(self._reader(), PASSAGES, rowids))
         }
-        idfs = [bm25.fts5_idf(totals.passages, len(lists[t])) for t in query]
+        idfs = [bm25.fts5_idf(totals.passages, len(lists[t]) if t in lists else 0) for t in query]
         return [
             KnowledgeHit(r[0], r[1], r[2], r[3], _metadata(r[4]), r[5], bm25.normalise(score, idfs))
             for rowid, score in best
@@ -357,9 +368,9 @@ def _in(conn: sqlite3.Connection, query: str, values: Sequence[Any]) -> list[Any
     return conn.execute(query.format(",".join("?" * len(values))), tuple(values)).fetchall()
 
 
-def _delete_document(conn: sqlite3.Connection, document_id: str, touched: set[str]) -> int:
-    """Delete a document and its passages; 1 if it existed, else 0. Adds the terms of
-    the deleted passages to ``touched``."""
+def _delete_document(conn: sqlite3.Connection, document_id: str, changes: list[Change]) -> int:
+    """Delete a document and its passages; 1 if it existed, else 0. Adds each deleted
+    passage to ``changes``."""
     rowids = conn.execute(
         "SELECT rowid FROM passages WHERE document_id = ?", (document_id,)
     ).fetchall()
@@ -368,7 +379,7 @@ def _delete_document(conn: sqlite3.Connection, document_id: str, touched: set[st
             "SELECT terms FROM passages_fts WHERE rowid = ?", (rowid,)
         ).fetchone()
         words = terms.split()
-        touched.update(words)
+        changes.append((rowid, words, False))
         conn.executemany(
             "UPDATE term_df SET df = df - 1 WHERE term = ?", [(t,) for t in set(words)]
         )

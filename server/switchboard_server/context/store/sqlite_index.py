@@ -1,13 +1,10 @@
-"""The SQLite backend's knowledge ranking in memory: postings lists cached as arrays.
+"""The SQLite backend's knowledge ranking in memory: every postings list as arrays.
 
-The ``postings`` table stays the truth (written in each passage's transaction).
-``PostingsCache`` keeps, for every term a query used, that term's rows as numpy
-arrays (passage rowids ascending, tf, passage length) and the corpus totals of
-``kb_stats``, so a query is ranked without SQL. After a knowledge write commits, the
-store drops the terms it touched and the totals (``invalidate``); a load that
-overlapped a write answers its own query but is not kept (``version``), so nothing
-older than the last committed write is ever served from the cache. It holds at most
-what the postings table holds, once.
+The ``postings`` table stays the truth (written in each passage's transaction);
+``PostingsIndex`` mirrors it in memory (passage rowids ascending, tf, passage
+length per term, about as large as the table) with the corpus totals, so a query is
+ranked without SQL. It is read whole when the store opens and kept in step by the
+committed writes (see ``PostingsIndex``).
 
 ``best_passages`` ranks exactly as the SQL it replaced: each row scores
 idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl)) with FTS5's idf, and
@@ -18,7 +15,8 @@ the order SQLite summed them in, so scores (and hence ties) are the same doubles
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,69 +62,104 @@ class Totals:
     terms: int
 
 
-class PostingsCache:
-    """Postings lists and totals read from the database, dropped when a write touches them.
+class PostingsIndex:
+    """Every term's postings and the totals, kept in step with the committed writes.
 
-    Lists of terms with no postings are not kept: queries can bring any word.
+    Filled from the database when the store opens (``fill``); each committed write
+    reports the passages it removed and added, in order (``apply``), which go to a
+    per-term overlay (rowid -> (tf, length), or None once removed) merged into a
+    term's arrays when a query needs it or the overlay grew to a quarter of the
+    list, so a bulk ingest costs amortised O(1) per posting. A write that failed
+    leaves the index ``stale``: the next query reads it all again. ``version`` tells
+    a read that overlapped a write (with reader threads) not to keep what it read.
     """
 
     def __init__(self) -> None:
         self._lists: dict[str, Postings] = {}
-        self._totals: Totals | None = None
-        self.version = 0  # bumped by every invalidation
+        self._pending: dict[str, dict[int, tuple[int, int] | None]] = {}
+        self._totals = Totals(0, 0)
+        self._empty = _postings(np.zeros((3, 0), dtype=np.int64))
+        self.stale = True
+        self.version = 0
 
-    def cached(self, terms: Iterable[str]) -> tuple[Totals | None, dict[str, Postings], list[str]]:
-        """(totals, the cached lists of ``terms``, the terms still to load)."""
+    def fill(self, version: int, totals: Totals, lists: dict[str, Postings]) -> None:
+        """Take what a read of the whole table started at ``version`` found, unless a
+        write came since."""
+        if version == self.version:
+            self._lists, self._pending, self._totals = lists, {}, totals
+            self.stale = False
+
+    def lookup(self, terms: Iterable[str]) -> tuple[Totals, dict[str, Postings]]:
+        """The totals and the postings of ``terms`` (empty for a term in no passage)."""
         found: dict[str, Postings] = {}
-        missing: list[str] = []
         for term in terms:
-            postings = self._lists.get(term)
-            if postings is None:
-                missing.append(term)
-            else:
-                found[term] = postings
-        return self._totals, found, missing
+            if term in self._pending:
+                self._merge(term)
+            found[term] = self._lists.get(term, self._empty)
+        return self._totals, found
 
-    def keep(self, version: int, totals: Totals, loaded: Mapping[str, Postings]) -> None:
-        """Remember what a load started at ``version`` read, unless a write came since."""
-        if version != self.version:
-            return
-        self._totals = totals
-        self._lists.update((term, p) for term, p in loaded.items() if len(p))
-
-    def invalidate(self, terms: Iterable[str] | None) -> None:
-        """Drop the totals and ``terms`` (every list when None) after a write committed."""
+    def apply(self, changes: Iterable[tuple[int, Sequence[str], bool]]) -> None:
+        """A committed write's passages, in order: (rowid, terms, True when added)."""
         self.version += 1
-        self._totals = None
-        if terms is None:
-            self._lists.clear()
+        if self.stale:
+            return
+        passages, words = self._totals.passages, self._totals.terms
+        touched: set[str] = set()
+        for rowid, terms, added in changes:
+            sign = 1 if added else -1
+            passages, words = passages + sign, words + sign * len(terms)
+            for term, tf in Counter(terms).items():
+                self._pending.setdefault(term, {})[rowid] = (tf, len(terms)) if added else None
+                touched.add(term)
+        self._totals = Totals(passages, words)
+        for term in touched:
+            base = self._lists.get(term)
+            if len(self._pending[term]) >= max(64, len(base) // 4 if base else 0):
+                self._merge(term)
+
+    def invalidate(self) -> None:
+        """After a write whose outcome is unknown: read everything again."""
+        self.version += 1
+        self.stale = True
+        self._lists, self._pending = {}, {}
+
+    def _merge(self, term: str) -> None:
+        overlay = self._pending.pop(term)
+        base = self._lists.get(term, self._empty)
+        changed = np.fromiter(overlay, dtype=np.int64, count=len(overlay))
+        kept = ~np.isin(base.passages, changed)
+        rows = [(rowid, *row) for rowid, row in overlay.items() if row is not None]
+        added = np.array(rows, dtype=np.int64).reshape(-1, 3).T
+        columns = np.concatenate(
+            [np.stack([base.passages[kept], base.tf[kept], base.length[kept]]), added], axis=1
+        )
+        columns = columns[:, np.argsort(columns[0], kind="stable")]
+        if columns.shape[1]:
+            self._lists[term] = _postings(columns)
         else:
-            for term in terms:
-                self._lists.pop(term, None)
+            self._lists.pop(term, None)
 
 
-def load(conn: sqlite3.Connection, terms: Collection[str]) -> tuple[Totals, dict[str, Postings]]:
-    """The totals and the postings of ``terms`` (empty lists for unknown terms)."""
+def load_all(conn: sqlite3.Connection) -> tuple[Totals, dict[str, Postings]]:
+    """The totals and every term's postings, as the database has them now."""
     total, words = conn.execute("SELECT passages, terms FROM kb_stats").fetchone()
-    lists = {term: _EMPTY for term in terms}
-    if terms:
-        rows = conn.execute(
-            "SELECT term, passage, tf, length FROM postings"
-            f" WHERE term IN ({','.join('?' * len(terms))}) ORDER BY term, passage",
-            tuple(terms),
-        ).fetchall()
-        if rows:
-            columns = np.array([r[1:] for r in rows], dtype=np.int64).T
-            start = 0
-            for end in range(1, len(rows) + 1):
-                if end == len(rows) or rows[end][0] != rows[start][0]:
-                    passages, tf, length = columns[:, start:end].copy()
-                    lists[rows[start][0]] = Postings(passages, tf, length)
-                    start = end
+    rows = conn.execute(
+        "SELECT term, passage, tf, length FROM postings ORDER BY term, passage"
+    ).fetchall()
+    lists: dict[str, Postings] = {}
+    if rows:
+        columns = np.array([r[1:] for r in rows], dtype=np.int64).T
+        start = 0
+        for end in range(1, len(rows) + 1):
+            if end == len(rows) or rows[end][0] != rows[start][0]:
+                lists[rows[start][0]] = _postings(columns[:, start:end].copy())
+                start = end
     return Totals(int(total), int(words)), lists
 
 
-_EMPTY = Postings(*(np.zeros(0, dtype=np.int64) for _ in range(3)))
+def _postings(columns: npt.NDArray[np.int64]) -> Postings:
+    """Postings from an array of three rows: passages, tf, length."""
+    return Postings(columns[0], columns[1], columns[2])
 
 
 def best_passages(
