@@ -1,4 +1,10 @@
-"""Domain values of the context service (no gRPC, no storage)."""
+"""Domain values of the context service (no gRPC, no storage).
+
+Values are frozen dataclasses, except the ones made per stored row of a query
+(``MemoryRecord``, ``KnowledgeHit``, ``Source``: ~50 per GetContext): a frozen
+dataclass's ``__init__`` sets each field through ``object.__setattr__``, 2.6 against
+0.7 us per object here. Nothing changes them after they are made.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +41,7 @@ class NewMemory:
     terms: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MemoryRecord:
     """A stored memory entry; ``seq`` grows with every append (recency order)."""
 
@@ -115,7 +121,7 @@ class DeleteResult:
     missing_ids: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KnowledgeHit:
     """A passage found for a query, with its relevance in [0, 1]."""
 
@@ -128,7 +134,7 @@ class KnowledgeHit:
     relevance: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Source:
     """A ranked source of the context block."""
 
