@@ -283,3 +283,12 @@ def test_up_refuses_ports_in_use(mesh_env: dict[str, str]) -> None:
         result = switchboard(mesh_env, "up", "--detach")
     assert result.returncode == 1
     assert f"edge ({mesh_env['SWITCHBOARD_MESH_EDGE_PORT']})" in result.stderr
+
+
+def test_up_refuses_several_context_replicas_on_one_sqlite_file(
+    mesh_env: dict[str, str],
+) -> None:
+    result = switchboard(mesh_env, "up", "--detach", "--replicas", "context=2")
+    assert result.returncode == 2
+    assert "SWITCHBOARD_CONTEXT_STORE=redis" in result.stderr
+    assert not (Path(mesh_env["SWITCHBOARD_DATA_DIR"]) / "mesh" / "state.json").exists()

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from switchboard_server.config import Settings, load_settings_or_report
+from switchboard_server.config import ServiceName, Settings, load_settings_or_report
 from switchboard_server.mesh.processes import pid_alive
 from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.runner import MeshRunner, mesh_dir, ports_in_use
@@ -58,6 +58,20 @@ def _plan(settings: Settings, replicas: list[str]) -> Plan:
     return make_plan(topology, settings.mesh)
 
 
+def _shared_store_conflict(settings: Settings, plan: Plan) -> str | None:
+    """Why ``plan`` cannot run with these settings: the SQLite store is one process per
+    file (each process keeps its own caches of it), so several context replicas
+    need the Redis store."""
+    replicas = plan.replicas.get(ServiceName.CONTEXT, ())
+    if len(replicas) > 1 and settings.context.store == "sqlite":
+        return (
+            f"--replicas context={len(replicas)}: the SQLite store is one process per "
+            "file; set SWITCHBOARD_CONTEXT_STORE=redis (and SWITCHBOARD_CONTEXT_REDIS_URL) "
+            "for several context replicas"
+        )
+    return None
+
+
 def _running(settings: Settings) -> MeshState | None:
     state = read_state(mesh_dir(settings) / "state.json")
     if state and state.status != "stopped" and pid_alive(state.supervisor_pid):
@@ -76,6 +90,10 @@ def up_command(args: argparse.Namespace) -> int:
         plan = _plan(settings, args.replicas)
     except TopologyError as exc:
         print(f"switchboard up: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    conflict = _shared_store_conflict(settings, plan)
+    if conflict:
+        print(f"switchboard up: {conflict}", file=sys.stderr)
         return EXIT_CONFIG
     running = _running(settings)
     if running is not None:
