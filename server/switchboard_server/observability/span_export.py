@@ -6,13 +6,17 @@ Python from the attribute's type, a ``Status`` per span, and a JSON dump of the
 resource per span to group by it. That cost ~65 us per span here, more than recording
 the span.
 
-:class:`SpanEncoder` builds the same ``ExportTraceServiceRequest`` from the same
-protobuf messages, but keeps the ones that repeat: every attribute ``(key, value)``
-pair (method, service, status code, intent, ...), statuses, the resource (grouped by
-identity: a provider has one) and the instrumentation scopes; ~28 us per span. Events,
-links and trace state go through the library's own encoders. The exporter, its retries
-and its gRPC stub stay the library's; a test checks the request equals
-``encode_spans``'s for spans of every shape.
+:class:`SpanEncoder` builds the same ``ExportTraceServiceRequest`` with protobuf, but
+keeps what repeats: every attribute ``(key, value)`` pair (method, service, status code,
+intent, ...) and every status, each as the bytes protobuf serialises for a ``Span``
+holding only it, merged into the span with ``MergeFromString`` (one C call per span
+instead of a message copy per attribute); the resource (grouped by identity: a
+provider has one) and the instrumentation scopes as messages. Spans are added in place
+(``spans.add``) rather than built and copied into their ``ScopeSpans``. ~25 us per span
+with serialisation, ~34 with a memo of messages. Events, links and trace state go
+through the library's own encoders. The exporter, its retries and its gRPC stub stay
+the library's; a test checks the request equals ``encode_spans``'s for spans of every
+shape.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import (
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope as PbScope
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as PbResource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, SpanFlags, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
@@ -47,7 +50,7 @@ _SCALARS = (str, bool, int, float, bytes)
 
 
 class SpanEncoder:
-    """``encode_spans`` for finished SDK spans, with a memo of the repeating messages.
+    """``encode_spans`` for finished SDK spans, with a memo of the repeating parts.
 
     Each part of the memo is bounded by ``max_cached`` entries and starts over when
     full (a high-cardinality attribute only costs the first encoding of each value).
@@ -55,37 +58,36 @@ class SpanEncoder:
 
     def __init__(self, max_cached: int = 4096) -> None:
         self._max = max_cached
-        self._attributes: dict[tuple[Any, ...], KeyValue] = {}
-        self._statuses: dict[tuple[int, str | None], Status] = {}
+        # (key, type, value) -> a serialised Span holding only that attribute
+        self._attributes: dict[tuple[Any, ...], bytes] = {}
+        self._statuses: dict[tuple[int, str | None], bytes] = {}
         # id(resource) -> (resource, its message): kept, so the id stays its own
         self._resources: dict[int, tuple[Resource, PbResource]] = {}
         self._scopes: dict[InstrumentationScope | None, PbScope | None] = {}
 
     def request(self, spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
         """The ``ExportTraceServiceRequest`` that ``encode_spans(spans)`` builds."""
-        groups: dict[int, tuple[Resource, dict[InstrumentationScope | None, list[PbSpan]]]] = {}
+        request = ExportTraceServiceRequest()
+        # resources, then scopes within each, in the order they first appear
+        groups: dict[int, tuple[ResourceSpans, dict[InstrumentationScope | None, ScopeSpans]]]
+        groups = {}
         for span in spans:
-            group = groups.get(id(span.resource))
+            resource = span.resource
+            group = groups.get(id(resource))
             if group is None:
-                group = groups[id(span.resource)] = (span.resource, {})
-            group[1].setdefault(span.instrumentation_scope or None, []).append(self._span(span))
-        return ExportTraceServiceRequest(
-            resource_spans=[
-                ResourceSpans(
-                    resource=self._resource(resource),
-                    scope_spans=[
-                        ScopeSpans(
-                            scope=self._scope(scope),
-                            spans=encoded,
-                            schema_url=(scope.schema_url or "") if scope else "",
-                        )
-                        for scope, encoded in scopes.items()
-                    ],
-                    schema_url=resource.schema_url,
+                added = request.resource_spans.add(
+                    resource=self._resource(resource), schema_url=resource.schema_url
                 )
-                for resource, scopes in groups.values()
-            ]
-        )
+                group = groups[id(resource)] = (added, {})
+            scope = span.instrumentation_scope or None
+            scope_spans = group[1].get(scope)
+            if scope_spans is None:
+                scope_spans = group[1][scope] = group[0].scope_spans.add(
+                    scope=self._scope(scope),
+                    schema_url=(scope.schema_url or "") if scope else "",
+                )
+            self._add_span(scope_spans, span)
+        return request
 
     def _resource(self, resource: Resource) -> PbResource:
         # by identity: Resource's own hash dumps it to JSON
@@ -103,37 +105,39 @@ class SpanEncoder:
             self._scopes[scope] = _encode_instrumentation_scope(scope)  # type: ignore[arg-type]
         return self._scopes[scope]
 
-    def _attribute(self, key: str, value: Any) -> KeyValue:
+    def _attribute(self, key: str, value: Any) -> bytes:
         kind = type(value)
         if kind in _SCALARS:
             memo_key: tuple[Any, ...] = (key, kind, value)
         elif kind is tuple and all(type(v) in _SCALARS for v in value):
             memo_key = (key, kind, value, tuple(type(v) for v in value))
         else:
-            return _encode_key_value(key, value)
+            return PbSpan(attributes=[_encode_key_value(key, value)]).SerializeToString()
         encoded = self._attributes.get(memo_key)
         if encoded is None:
             if len(self._attributes) >= self._max:
                 self._attributes.clear()
-            encoded = self._attributes[memo_key] = _encode_key_value(key, value)
+            encoded = PbSpan(attributes=[_encode_key_value(key, value)]).SerializeToString()
+            self._attributes[memo_key] = encoded
         return encoded
 
-    def _status(self, code: int, description: str | None) -> Status:
+    def _status(self, code: int, description: str | None) -> bytes:
         encoded = self._statuses.get((code, description))
         if encoded is None:
             if len(self._statuses) >= self._max:
                 self._statuses.clear()
-            encoded = Status(code=code, message=description)  # type: ignore[arg-type]
-            self._statuses[(code, description)] = encoded
+            status = Status(code=code, message=description)  # type: ignore[arg-type]
+            encoded = self._statuses[(code, description)] = PbSpan(
+                status=status
+            ).SerializeToString()
         return encoded
 
-    def _span(self, span: ReadableSpan) -> PbSpan:
+    def _add_span(self, scope_spans: ScopeSpans, span: ReadableSpan) -> None:
         context = span.get_span_context()
         assert context is not None  # a finished SDK span always has one
         parent = span.parent
-        attributes = span.attributes  # each ReadableSpan property read builds its value
         status = span.status
-        fields: dict[str, Any] = dict(  # as the library passes them: None leaves a field unset
+        added = scope_spans.spans.add(  # as the library passes them: None leaves a field unset
             trace_id=context.trace_id.to_bytes(16, "big"),
             span_id=context.span_id.to_bytes(8, "big"),
             trace_state=_encode_trace_state(context.trace_state),
@@ -142,18 +146,18 @@ class SpanEncoder:
             kind=span.kind.value + 1,  # OTLP's SpanKind is the API's plus one (0: unset)
             start_time_unix_nano=span.start_time,
             end_time_unix_nano=span.end_time,
-            attributes=[self._attribute(k, v) for k, v in attributes.items()]
-            if attributes
-            else None,
             events=_encode_events(span.events),
             links=_encode_links(span.links),
-            status=self._status(status.status_code.value, status.description),
             dropped_attributes_count=span.dropped_attributes,
             dropped_events_count=span.dropped_events,
             dropped_links_count=span.dropped_links,
             flags=_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL,
         )
-        return PbSpan(**fields)
+        # serialised Spans concatenate as a merge: attributes append in order
+        attributes = span.attributes  # each ReadableSpan property read builds its value
+        parts = [self._attribute(k, v) for k, v in attributes.items()] if attributes else []
+        parts.append(self._status(status.status_code.value, status.description))
+        added.MergeFromString(b"".join(parts))
 
 
 class OtlpSpanExporter(OTLPSpanExporter):
