@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import (
@@ -39,6 +39,7 @@ from switchboard_server.interceptors import ServerInterceptor
 from switchboard_server.observability.client import ClientTelemetry, telemetry_interceptors
 from switchboard_server.observability.metrics import GrpcMetrics
 from switchboard_server.observability.server_metrics import MetricsServerInterceptor
+from switchboard_server.observability.server_tracing import TracingServerInterceptor
 from switchboard_server.observability.tracing import build_tracer_provider, tracing_enabled
 
 
@@ -72,9 +73,7 @@ class Observability:
         line), RED metrics (outside error mapping, so they see the final code), then
         correlation, error mapping and the access line."""
         otel: list[grpc.aio.ServerInterceptor[Any, Any]] = (
-            [aio_server_interceptor(tracer_provider=self.tracer_provider)]  # type: ignore[no-untyped-call]
-            if self.tracing
-            else []
+            [TracingServerInterceptor(self.tracer_provider)] if self.tracing else []
         )
         return [
             *otel,
