@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -46,6 +47,10 @@ async def _spans(tracing: Any, memory: InMemorySpanExporter) -> list[ReadableSpa
             )
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
             watch.cancel()
+            for _ in range(200):  # the server sees the cancellation, then ends the span
+                if len(memory.get_finished_spans()) == 5:
+                    break
+                await asyncio.sleep(0.01)
     finally:
         await server.stop(None)
     return sorted(memory.get_finished_spans(), key=lambda s: s.start_time or 0)
