@@ -257,21 +257,22 @@ class SqliteStore:
                     (doc.id, doc.title, json.dumps(dict(doc.metadata)), now),
                 )
                 for p in prepared.passages:
-                    cur = conn.execute(
+                    rowid = conn.execute(
                         "INSERT INTO passages (id, document_id, ordinal, title, content, length)"
                         " VALUES (?, ?, ?, ?, ?, ?)",
                         (p.id, p.document_id, p.ordinal, p.title, p.content, len(p.terms)),
-                    )
+                    ).lastrowid
+                    assert rowid is not None, "an INSERT sets lastrowid"
                     conn.execute(
                         "UPDATE kb_stats SET passages = passages + 1, terms = terms + ?",
                         (len(p.terms),),
                     )
                     conn.execute(
                         "INSERT INTO passages_fts (rowid, terms) VALUES (?, ?)",
-                        (cur.lastrowid, " ".join(p.terms)),
+                        (rowid, " ".join(p.terms)),
                     )
-                    insert_postings(conn, cur.lastrowid, p.terms)
-                    changes.append((int(cur.lastrowid or 0), p.terms, True))
+                    insert_postings(conn, rowid, p.terms)
+                    changes.append((rowid, p.terms, True))
                     conn.executemany(
                         "INSERT INTO term_df (term, df) VALUES (?, 1)"
                         " ON CONFLICT (term) DO UPDATE SET df = df + 1",
