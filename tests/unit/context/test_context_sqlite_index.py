@@ -5,8 +5,10 @@ same file answers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -36,21 +38,25 @@ async def answers(store: SqliteStore) -> list[list[KnowledgeHit]]:
     return [await store.search_knowledge(q, 5) for q in QUERIES]
 
 
-async def fresh_answers(path: Path) -> list[list[KnowledgeHit]]:
-    """What a store opened now on the same file (nothing cached yet) answers."""
+@contextlib.asynccontextmanager
+async def opened(path: Path) -> AsyncIterator[SqliteStore]:
     store = SqliteStore(path, CAPS, match_budget=BUDGET)
     await store.open()
     try:
-        return await answers(store)
+        yield store
     finally:
         await store.close()
 
 
+async def fresh_answers(path: Path) -> list[list[KnowledgeHit]]:
+    """What a store opened now on the same file (nothing cached yet) answers."""
+    async with opened(path) as store:
+        return await answers(store)
+
+
 async def test_answers_follow_every_write(tmp_path: Path) -> None:
     path = tmp_path / "ctx.sqlite3"
-    store = SqliteStore(path, CAPS, match_budget=BUDGET)
-    await store.open()
-    try:
+    async with opened(path) as store:
         await store.ingest([prepare(d, 700) for d in documents(range(60), seed=1)], now=1.0)
         assert await answers(store) == await fresh_answers(path)
         assert not (await answers(store))[-1]  # "new" is in no passage yet
@@ -69,17 +75,13 @@ async def test_answers_follow_every_write(tmp_path: Path) -> None:
         assert not found[-1]
         assert all(h.document_id not in {"doc-3", "doc-4"} for hits in found for h in hits)
         assert found == await fresh_answers(path)
-    finally:
-        await store.close()
 
 
 async def test_a_failed_write_changes_no_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "ctx.sqlite3"
-    store = SqliteStore(path, CAPS, match_budget=BUDGET)
-    await store.open()
-    try:
+    async with opened(path) as store:
         await store.ingest([prepare(d, 700) for d in documents(range(30), seed=1)], now=1.0)
         before = await answers(store)
 
@@ -92,15 +94,11 @@ async def test_a_failed_write_changes_no_answer(
             await store.ingest([prepare(d, 700) for d in [*documents(range(5), 9), new]], 2.0)
         monkeypatch.undo()
         assert await answers(store) == before == await fresh_answers(path)  # nothing written
-    finally:
-        await store.close()
 
 
 async def test_a_write_whose_caller_gave_up_is_still_found(tmp_path: Path) -> None:
     path = tmp_path / "ctx.sqlite3"
-    store = SqliteStore(path, CAPS, match_budget=BUDGET)
-    await store.open()
-    try:
+    async with opened(path) as store:
         await store.ingest([prepare(d, 700) for d in documents(range(30), seed=1)], now=1.0)
         await answers(store)
         new = prepare(Document("doc-new", "t", "new w1 w3"), 700)
@@ -113,8 +111,6 @@ async def test_a_write_whose_caller_gave_up_is_still_found(tmp_path: Path) -> No
         found = await answers(store)
         assert found[-1][0].passage_id == "doc-new#0"
         assert found == await fresh_answers(path)
-    finally:
-        await store.close()
 
 
 def postings(*rowids: int) -> dict[str, Postings]:
