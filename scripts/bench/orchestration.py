@@ -24,19 +24,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from scripts.bench._proc import cpu_seconds
+from scripts.bench._proc import cpu_seconds, open_loop
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from switchboard_server.app import AppServer, create_server, freeze_startup_heap
@@ -132,36 +130,15 @@ def _request(i: int) -> pb.ChatRequest:
 
 
 def _load(port: int, pid: int, rate: float, duration_s: float) -> dict[str, Any]:
-    """Open-loop load from a scheduler thread; each turn timed from its scheduled start.
-
-    The scheduler sleeps with ``time.sleep`` (nanosecond timer) and starts each call
-    with the blocking client's ``future()``; its completion is timed on gRPC's polling
-    thread. An asyncio scheduler would start turns late: the loop's epoll timeout has
-    millisecond granularity and is rounded up, which added ~1 ms to every turn here.
-    """
+    """Open-loop load (``_proc.open_loop``); each turn timed from its scheduled start."""
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         chat = pb_grpc.OrchestrationServiceStub(channel).Chat
         for i in range(WARMUP_TURNS):
             chat(_request(i), timeout=5.0)
-        finished: list[tuple[float, grpc.Future[pb.ChatResponse]]] = []  # (latency ms, call)
-        all_done = threading.Semaphore(0)
-
-        def on_done(scheduled: float, call: grpc.Future[pb.ChatResponse]) -> None:
-            finished.append(((time.perf_counter() - scheduled) * 1000.0, call))
-            all_done.release()
-
         total = int(rate * duration_s)
         cpu_before = cpu_seconds(pid)
         start = time.perf_counter()
-        for i in range(total):
-            scheduled = start + i / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            call = chat.future(_request(i), timeout=5.0)
-            call.add_done_callback(functools.partial(on_done, scheduled))
-        for _ in range(total):
-            all_done.acquire()
+        finished = open_loop(lambda i: chat.future(_request(i), timeout=5.0), total, rate)
         elapsed = time.perf_counter() - start
         cpu = cpu_seconds(pid) - cpu_before
     return _summary(finished, rate, elapsed, cpu)

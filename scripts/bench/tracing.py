@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ import grpc
 import httpx
 import yaml
 
-from scripts.bench._proc import cpu_seconds, free_port
+from scripts.bench._proc import cpu_seconds, free_port, open_loop
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 
@@ -139,26 +138,10 @@ def _mesh(tracing: bool) -> Iterator[_Mesh]:
 def _window(mesh: _Mesh, first: int, count: int) -> None:
     """``count`` Chats at RATE/s, open loop; latency from each Chat's scheduled start."""
     chat = mesh.stub.Chat
-    done = threading.Semaphore(0)
-    calls = []
-
-    def on_done(scheduled: float, _call: grpc.Future[pb.ChatResponse]) -> None:
-        mesh.latencies_ms.append((time.perf_counter() - scheduled) * 1000.0)
-        done.release()
-
-    start = time.perf_counter()
-    for i in range(count):
-        scheduled = start + i / RATE
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        call = chat.future(_request(first + i), timeout=30)
-        call.add_done_callback(lambda c, s=scheduled: on_done(s, c))
-        calls.append(call)
-    for _ in range(count):
-        done.acquire()
-    for call in calls:
+    finished = open_loop(lambda i: chat.future(_request(first + i), timeout=30), count, RATE)
+    for latency, call in finished:
         call.result()  # a failed Chat fails the benchmark
+        mesh.latencies_ms.append(latency)
     mesh.chats += count
 
 
