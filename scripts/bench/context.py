@@ -16,7 +16,9 @@ What each figure is:
 * ``*_server_cpu_ms``: CPU time of the server process per call (all its threads). Unlike
   latencies it barely moves when other work competes for the cores, so compare changes
   by it. ``rpc_floor_server_cpu_ms`` is the same for GetMemoryStats (one indexed read):
-  about what the gRPC framework and interceptors cost per call in this server.
+  about what the gRPC framework and interceptors cost per call in this server, one call
+  at a time like the GetContext latency run; ``rpc_floor_16_in_flight_server_cpu_ms``
+  is the same with 16 in flight, where calls share the server's wake-ups.
 * ``*_service_*``: the same queries and appends through the domain service in this
   process on the same database (no gRPC, no proto translation): how much of the time is
   the context service itself. ``*_redis_service_*``: the same on the Redis backend.
@@ -306,15 +308,24 @@ async def _redis_service_side(tmp: Path, requests: list[pb.GetContextRequest]) -
 
 
 async def _floor_cpu(
-    stub: pb_grpc.ContextServiceStub, requests: list[pb.GetContextRequest], pid: int
+    stub: pb_grpc.ContextServiceStub,
+    requests: list[pb.GetContextRequest],
+    pid: int,
+    in_flight: int = 1,
 ) -> float:
-    """Server CPU per GetMemoryStats call: the per-RPC cost that is not retrieval."""
+    """Server CPU per GetMemoryStats call, ``in_flight`` at a time: the per-RPC cost
+    that is not retrieval. One at a time, every call pays the server's wake-ups alone."""
     stats = [pb.GetMemoryStatsRequest(session_id=r.session_id) for r in requests[:1000]]
     for request in stats[:100]:
         await stub.GetMemoryStats(request, timeout=10)
+    pending = list(stats)
+
+    async def caller() -> None:
+        while pending:
+            await stub.GetMemoryStats(pending.pop(), timeout=10)
+
     cpu = cpu_seconds(pid)
-    for request in stats:
-        await stub.GetMemoryStats(request, timeout=10)
+    await asyncio.gather(*(caller() for _ in range(in_flight)))
     return (cpu_seconds(pid) - cpu) / len(stats)
 
 
@@ -343,6 +354,7 @@ async def _main() -> dict[str, Any]:
                 ]
                 await _latencies(stub, requests[:100])  # warm up
                 cpu_floor = await _floor_cpu(stub, requests, proc.pid)
+                cpu_floor_16 = await _floor_cpu(stub, requests, proc.pid, in_flight=16)
                 cpu = cpu_seconds(proc.pid)
                 miss = await _latencies(stub, requests)
                 cpu_get = (cpu_seconds(proc.pid) - cpu) / len(requests)
@@ -369,6 +381,7 @@ async def _main() -> dict[str, Any]:
         "get_context_p99_ms": round(_percentile(miss, 0.99), 3),
         "get_context_server_cpu_ms": round(cpu_get * 1000, 3),
         "rpc_floor_server_cpu_ms": round(cpu_floor * 1000, 3),
+        "rpc_floor_16_in_flight_server_cpu_ms": round(cpu_floor_16 * 1000, 3),
         "append_memory_per_s": round(rate),
         "append_concurrency": CONCURRENCY,
         "append_memory_server_cpu_ms": round(cpu_append * 1000, 3),
