@@ -34,7 +34,7 @@ from opentelemetry.semconv._incubating.attributes.rpc_attributes import (
 )
 from opentelemetry.util.types import AttributeValue
 
-from switchboard_server.handlers import Behavior, rewrap
+from switchboard_server.handlers import Behavior, WrappingInterceptor
 
 Attributes = dict[str, AttributeValue]
 _MAX_PEERS = 1024  # distinct peer addresses remembered (sidecar connections, a few)
@@ -65,16 +65,18 @@ def _peer_attributes(peer: str) -> Attributes:
     return attributes
 
 
-class TracingServerInterceptor(OpenTelemetryAioServerInterceptor):  # type: ignore[misc]
-    """OpenTelemetry server spans for every RPC, the handler of each method wrapped once."""
+class TracingServerInterceptor(WrappingInterceptor, OpenTelemetryAioServerInterceptor):  # type: ignore[misc]
+    """OpenTelemetry server spans for every RPC, the handler of each method wrapped once
+    (the memo of :class:`~switchboard_server.handlers.WrappingInterceptor`) by the
+    library's own per-kind wrappers."""
 
     def __init__(self, tracer_provider: trace.TracerProvider) -> None:
         # the library's tracer (scope name, version, schema URL) for this provider
         library: OpenTelemetryAioServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
             tracer_provider=tracer_provider
         )
-        super().__init__(library._tracer)  # type: ignore[no-untyped-call]
-        self._by_method: dict[str, tuple[Any, Any]] = {}
+        WrappingInterceptor.__init__(self)
+        OpenTelemetryAioServerInterceptor.__init__(self, library._tracer)  # type: ignore[no-untyped-call]
         self._method_attributes: dict[str, Attributes] = {}
         self._peers: dict[str, Attributes] = {}
 
@@ -84,26 +86,18 @@ class TracingServerInterceptor(OpenTelemetryAioServerInterceptor):  # type: igno
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         if not is_instrumentation_enabled() or self._filter is not None:
-            return await super().intercept_service(  # type: ignore[no-untyped-call]
-                continuation, handler_call_details
+            return await OpenTelemetryAioServerInterceptor.intercept_service(  # type: ignore[no-untyped-call]
+                self, continuation, handler_call_details
             )
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        cached = self._by_method.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
+        return await WrappingInterceptor.intercept_service(self, continuation, handler_call_details)
+
+    def wrap(
+        self, method: str, behavior: Behavior, request_streaming: bool, response_streaming: bool
+    ) -> Behavior:
         details = _Method(method)
-
-        def wrap(behavior: Behavior, _request_streaming: bool, response_streaming: bool) -> Any:
-            if response_streaming:
-                return self._intercept_aio_server_stream(behavior, details)  # type: ignore[no-untyped-call]
-            return self._intercept_aio_server_unary(behavior, details)  # type: ignore[no-untyped-call]
-
-        wrapped = rewrap(handler, wrap)
-        self._by_method[method] = (handler, wrapped)
-        return wrapped
+        if response_streaming:
+            return self._intercept_aio_server_stream(behavior, details)  # type: ignore[no-untyped-call,no-any-return]
+        return self._intercept_aio_server_unary(behavior, details)  # type: ignore[no-untyped-call,no-any-return]
 
     def _start_span(
         self, handler_call_details: Any, context: Any, set_status_on_exception: bool = False
