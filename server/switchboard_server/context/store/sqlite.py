@@ -273,11 +273,6 @@ class SqliteStore:
                     )
                     insert_postings(conn, rowid, p.terms)
                     changes.append((rowid, p.terms, True))
-                    conn.executemany(
-                        "INSERT INTO term_df (term, df) VALUES (?, 1)"
-                        " ON CONFLICT (term) DO UPDATE SET df = df + 1",
-                        [(t,) for t in set(p.terms)],
-                    )
             passages = sum(len(d.passages) for d in documents)
             return IngestResult(len(documents), passages, replaced)
 
@@ -309,9 +304,9 @@ class SqliteStore:
         return result
 
     async def search_knowledge(self, query: Sequence[str], limit: int) -> list[KnowledgeHit]:
-        """BM25 ranking over the cached postings (``sqlite_index.best_passages``),
-        bounded in cost by ``match_budget``; SQL reads only the lists not cached yet
-        and the passages found."""
+        """BM25 ranking over the in-memory postings (``sqlite_index.best_passages``),
+        bounded in cost by ``match_budget``; SQL reads only the passages found (and
+        every list again after a failed knowledge write)."""
         if not query:
             return []
         index = self._postings
@@ -382,16 +377,12 @@ def _delete_document(conn: sqlite3.Connection, document_id: str, changes: list[C
         words = terms.split()
         changes.append((rowid, words, False))
         conn.executemany(
-            "UPDATE term_df SET df = df - 1 WHERE term = ?", [(t,) for t in set(words)]
-        )
-        conn.executemany(
             "DELETE FROM postings WHERE term = ? AND passage = ?",
             [(t, rowid) for t in set(words)],
         )
         conn.execute(
             "UPDATE kb_stats SET passages = passages - 1, terms = terms - ?", (len(words),)
         )
-    conn.execute("DELETE FROM term_df WHERE df <= 0")
     conn.executemany("DELETE FROM passages_fts WHERE rowid = ?", rowids)
     conn.execute("DELETE FROM passages WHERE document_id = ?", (document_id,))
     return conn.execute("DELETE FROM documents WHERE id = ?", (document_id,)).rowcount

@@ -2,8 +2,8 @@
 
 One row per (term, passage) with the term's frequency in the passage and the
 passage's length in terms, written with the passage and deleted with it.
-``sqlite_index`` reads a term's rows once and ranks from memory with FTS5's
-``bm25()`` formula (idf, k1 and b, in its order of operations).
+``sqlite_index`` reads the whole table when the store opens and ranks from memory
+with FTS5's ``bm25()`` formula (idf, k1 and b, in its order of operations).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 
-def insert_postings(conn: sqlite3.Connection, rowid: int | None, terms: Sequence[str]) -> None:
+def insert_postings(conn: sqlite3.Connection, rowid: int, terms: Sequence[str]) -> None:
     conn.executemany(
         "INSERT INTO postings (term, passage, tf, length) VALUES (?, ?, ?, ?)",
         [(term, rowid, tf, len(terms)) for term, tf in Counter(terms).items()],

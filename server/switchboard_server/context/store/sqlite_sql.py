@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS postings (
     length INTEGER NOT NULL,
     PRIMARY KEY (term, passage)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS term_df (term TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
+DROP TABLE IF EXISTS term_df;  -- document frequencies: the postings lists' lengths now
 CREATE TABLE IF NOT EXISTS kb_stats (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     passages INTEGER NOT NULL,
