@@ -11,8 +11,8 @@ For every outbound RPC they
   forward the current W3C trace context (the caller's ``traceparent``) themselves.
 
 grpc.aio files each interceptor object under exactly one call kind, hence one small
-class per kind sharing :class:`ClientTelemetry`. Put them *inside* the OpenTelemetry
-client interceptors so the client span is current (see ``Observability.client_interceptors``).
+class per kind sharing :class:`ClientTelemetry`. With tracing on,
+:mod:`.client_tracing` does this and the client span in one interceptor per kind.
 """
 
 from __future__ import annotations
@@ -67,6 +67,10 @@ class _Outbound:
     fields: dict[str, Any]
     started: float = field(default_factory=time.perf_counter)
 
+    @property
+    def correlation_id(self) -> str:
+        return str(self.fields["correlation_id"])
+
     def finish(self, code: grpc.StatusCode, *, response_received: bool = False) -> None:
         if response_received and code is grpc.StatusCode.OK:
             self.meter.received()
@@ -98,13 +102,12 @@ class ClientTelemetry:
         self.propagate_trace_context = propagate_trace_context
         self._pending: set[asyncio.Task[None]] = set()
 
-    def begin(
-        self, grpc_type: GrpcType, details: grpc.aio.ClientCallDetails
-    ) -> tuple[_Outbound, Any]:
-        """Start metering; returns the book-keeping and details carrying the correlation id."""
+    def outbound(self, grpc_type: GrpcType, method: str | bytes) -> _Outbound:
+        """Start metering one call of ``method``; its correlation id is the bound one
+        (or a new one)."""
         bound = structlog.contextvars.get_contextvars().get("correlation_id")
         correlation_id = bound if isinstance(bound, str) and bound else secrets.token_hex(16)
-        series = self.metrics.series(grpc_type, details.method)  # method names parsed once
+        series = self.metrics.series(grpc_type, method)  # method names parsed once
         # trace_id/span_id come from the current (client) span when the line is written
         fields: dict[str, Any] = {
             "service": series.service,
@@ -112,9 +115,17 @@ class ClientTelemetry:
             "peer": self.target,
             "correlation_id": correlation_id,
         }
-        meter = RpcMeter(series)
-        headers = _with_headers(details, correlation_id, trace_context=self.propagate_trace_context)
-        return _Outbound(self, meter, fields), headers
+        return _Outbound(self, RpcMeter(series), fields)
+
+    def begin(
+        self, grpc_type: GrpcType, details: grpc.aio.ClientCallDetails
+    ) -> tuple[_Outbound, Any]:
+        """Start metering; returns the book-keeping and details carrying the correlation id."""
+        outbound = self.outbound(grpc_type, details.method)
+        headers = _with_headers(
+            details, outbound.correlation_id, trace_context=self.propagate_trace_context
+        )
+        return outbound, headers
 
     async def settle(self, outbound: _Outbound, call: Any, *, unary_response: bool) -> None:
         """Wait for the call to end and record its outcome."""

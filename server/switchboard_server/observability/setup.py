@@ -7,7 +7,8 @@
   ``grpc_server_*`` / ``grpc_client_*`` RED metrics (see :mod:`.metrics`);
 * the interceptors: ``server_interceptors()`` for the server (OpenTelemetry outermost,
   then metrics, then correlation/error mapping/access line), and
-  ``client_interceptors(target)`` for outbound channels::
+  ``client_interceptors(target)`` for outbound channels (span, metrics, correlation
+  and access line in one interceptor per call kind)::
 
       channel = grpc.aio.insecure_channel(
           target, interceptors=runtime_observability.client_interceptors(target)
@@ -23,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import (
@@ -37,6 +37,7 @@ from prometheus_client.gc_collector import GCCollector
 from switchboard_server.config import ServiceName, Settings
 from switchboard_server.interceptors import ServerInterceptor
 from switchboard_server.observability.client import ClientTelemetry, telemetry_interceptors
+from switchboard_server.observability.client_tracing import traced_client_interceptors
 from switchboard_server.observability.metrics import GrpcMetrics
 from switchboard_server.observability.server_metrics import MetricsServerInterceptor
 from switchboard_server.observability.server_tracing import TracingServerInterceptor
@@ -84,9 +85,10 @@ class Observability:
     def client_interceptors(self, target: str = "") -> list[grpc.aio.ClientInterceptor]:
         """Interceptors for an outbound ``grpc.aio`` channel to ``target``.
 
-        OpenTelemetry client spans (outermost, W3C ``traceparent`` injected), then
         ``grpc_client_*`` metrics, ``x-correlation-id`` forwarding and one client
-        access line per RPC (``peer`` is ``target``).
+        access line per RPC (``peer`` is ``target``); when tracing, in the same
+        interceptor, the OpenTelemetry client span (current for the access line) and
+        W3C ``traceparent`` (see :mod:`.client_tracing`).
         """
         telemetry = ClientTelemetry(
             self.client_metrics,
@@ -96,10 +98,7 @@ class Observability:
         )
         if not self.tracing:
             return telemetry_interceptors(telemetry)
-        otel: list[grpc.aio.ClientInterceptor] = aio_client_interceptors(  # type: ignore[no-untyped-call]
-            tracer_provider=self.tracer_provider
-        )
-        return [*otel, *telemetry_interceptors(telemetry)]
+        return traced_client_interceptors(self.tracer_provider, telemetry)
 
     def start_metrics_server(self) -> None:
         port = self.settings.observability.metrics_port

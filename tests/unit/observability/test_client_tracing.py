@@ -1,0 +1,315 @@
+"""Traced client interceptors: one layer per call kind, the same spans, metrics, lines
+and headers as the library's aio client interceptors stacked outside ours."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import _aio_client, _client, aio_client_interceptors
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+from switchboard_server.observability.client import ClientTelemetry, telemetry_interceptors
+from switchboard_server.observability.client_tracing import traced_client_interceptors
+from switchboard_server.observability.metrics import GrpcMetrics
+from tests.observability_support import captured_logs, settle
+
+SERVICE = "test.v1.EchoService"
+FAIL = b"fail"
+SLEEP = b"sleep"
+
+
+class _Echo:
+    """Echo handlers of every kind; a request ``fail`` aborts with INVALID_ARGUMENT
+    (a stream after answering once); each call's metadata is kept."""
+
+    def __init__(self) -> None:
+        self.metadata: list[dict[str, str]] = []
+
+    def _seen(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self.metadata.append({k: v for k, v in context.invocation_metadata() or ()})
+
+    async def unary_unary(
+        self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bytes:
+        self._seen(context)
+        if request == SLEEP:
+            await asyncio.sleep(10)
+        if request == FAIL:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad request")
+        return request
+
+    async def unary_stream(
+        self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        self._seen(context)
+        yield request
+        if request == FAIL:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad stream")
+        yield request
+
+    async def stream_unary(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bytes:
+        self._seen(context)
+        received = [r async for r in requests]
+        if FAIL in received:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad requests")
+        return b"".join(received)
+
+    async def stream_stream(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        self._seen(context)
+        async for request in requests:
+            if request == FAIL:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad bidi")
+            yield request
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "UnaryUnary": grpc.unary_unary_rpc_method_handler(self.unary_unary),
+                "UnaryStream": grpc.unary_stream_rpc_method_handler(self.unary_stream),
+                "StreamUnary": grpc.stream_unary_rpc_method_handler(self.stream_unary),
+                "StreamStream": grpc.stream_stream_rpc_method_handler(self.stream_stream),
+            },
+        )
+
+
+def _requests(*items: bytes) -> Iterator[bytes]:
+    yield from items
+
+
+async def _calls(channel: grpc.aio.Channel) -> None:
+    """Every kind, ok and failing, under one parent span."""
+    uu = channel.unary_unary(f"/{SERVICE}/UnaryUnary")
+    us = channel.unary_stream(f"/{SERVICE}/UnaryStream")
+    su = channel.stream_unary(f"/{SERVICE}/StreamUnary")
+    ss = channel.stream_stream(f"/{SERVICE}/StreamStream")
+    assert await uu(b"ok", metadata=(("x-extra", "1"),)) == b"ok"
+    assert [r async for r in us(b"ok")] == [b"ok", b"ok"]
+    assert await su(_requests(b"a", b"b")) == b"ab"
+    assert [r async for r in ss(_requests(b"a", b"b"))] == [b"a", b"b"]
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await uu(FAIL)
+    assert failed.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    received = []
+
+    async def read_failing_stream() -> None:
+        async for item in us(FAIL):
+            received.append(item)
+
+    with pytest.raises(grpc.aio.AioRpcError):
+        await read_failing_stream()
+    assert received == [FAIL]
+    with pytest.raises(grpc.aio.AioRpcError):
+        await su(_requests(b"a", FAIL))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await ss(_requests(FAIL)).read()
+
+
+def _library_stack(provider: TracerProvider, telemetry: ClientTelemetry) -> list[Any]:
+    """What tracing-on channels had before: the library's interceptors outside ours."""
+    return [*aio_client_interceptors(tracer_provider=provider), *telemetry_interceptors(telemetry)]
+
+
+class _Run:
+    """One client set-up's calls: spans, server-side metadata, metrics and access lines."""
+
+    def __init__(self) -> None:
+        self.memory = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.memory))
+        self.registry = CollectorRegistry()
+        self.telemetry = ClientTelemetry(GrpcMetrics(self.registry, "client"), target="echo")
+        self.echo = _Echo()
+        self.parent: trace.Span | None = None
+        self.lines: list[dict[str, Any]] = []
+
+    async def serve(self, interceptors: list[Any], calls: Any) -> None:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((self.echo.handler(),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            with captured_logs() as logs:
+                async with grpc.aio.insecure_channel(
+                    f"127.0.0.1:{port}", interceptors=interceptors
+                ) as channel:
+                    tracer = self.provider.get_tracer("test")
+                    with tracer.start_as_current_span("parent") as parent:
+                        self.parent = parent
+                        await calls(channel)
+                    await settle()
+            self.lines = logs.access("client")
+        finally:
+            await server.stop(None)
+
+    def spans(self) -> list[ReadableSpan]:
+        return [s for s in self.memory.get_finished_spans() if s.name != "parent"]
+
+    def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        out = {}
+        for metric in self.registry.collect():
+            for sample in metric.samples:
+                if sample.name.endswith(("_total", "_count")):
+                    out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out
+
+
+def _description(text: str | None) -> str | None:
+    # an AioRpcError's text ends with its debug string (a timestamp, a peer port)
+    return None if text is None else text.split("\tdebug_error_string")[0]
+
+
+def _shape(span: ReadableSpan, parent: trace.Span) -> dict[str, Any]:
+    return {
+        "name": span.name,
+        "kind": span.kind,
+        "attributes": dict(span.attributes or {}),
+        "child_of_parent": span.parent is not None
+        and span.parent.span_id == parent.get_span_context().span_id,
+        "status": (span.status.status_code, _description(span.status.description)),
+        "events": [event.name for event in span.events],
+        "scope": span.instrumentation_scope,
+    }
+
+
+def _line(line: dict[str, Any], spans: dict[str, ReadableSpan]) -> tuple[Any, ...]:
+    span = spans[line["span_id"]]  # the client span was current when it was written
+    assert line["trace_id"] == f"{span.context.trace_id:032x}"
+    assert len(line["correlation_id"]) == 32
+    return (span.name, line["service"], line["method"], line["code"], line["peer"])
+
+
+async def _both(calls: Any) -> tuple[_Run, _Run]:
+    library, ours = _Run(), _Run()
+    await library.serve(_library_stack(library.provider, library.telemetry), calls)
+    await ours.serve(traced_client_interceptors(ours.provider, ours.telemetry), calls)
+    return library, ours
+
+
+async def test_client_spans_metrics_lines_and_headers_are_the_library_stacks() -> None:
+    library, ours = await _both(_calls)
+
+    def by_name(run: _Run) -> list[dict[str, Any]]:
+        assert run.parent is not None
+        return sorted((_shape(s, run.parent) for s in run.spans()), key=repr)
+
+    assert len(ours.spans()) == 8
+    assert by_name(ours) == by_name(library)
+    shapes = by_name(ours)
+    assert all(s["child_of_parent"] and s["kind"] is trace.SpanKind.CLIENT for s in shapes)
+    ok = next(s for s in shapes if s["name"].endswith("/UnaryUnary") and not s["events"])
+    assert ok["attributes"] == {
+        "rpc.system": "grpc",
+        "rpc.grpc.status_code": 0,
+        "rpc.method": "UnaryUnary",
+        "rpc.service": SERVICE,
+    }
+    assert {s["status"] for s in shapes if s["attributes"]["rpc.grpc.status_code"] == 3} >= {
+        (trace.StatusCode.ERROR, "bad request")
+    }
+    assert sum(s["status"][0] is trace.StatusCode.ERROR for s in shapes) == 4
+
+    assert ours.samples() == library.samples()
+    assert (
+        ours.samples()[
+            (
+                "grpc_client_handled_total",
+                (
+                    ("grpc_code", "INVALID_ARGUMENT"),
+                    ("grpc_method", "UnaryUnary"),
+                    ("grpc_service", SERVICE),
+                    ("grpc_type", "unary"),
+                ),
+            )
+        ]
+        == 1
+    )
+
+    def lines(run: _Run) -> list[tuple[Any, ...]]:
+        spans = {f"{s.context.span_id:016x}": s for s in run.spans()}
+        return sorted(_line(line, spans) for line in run.lines)
+
+    assert len(ours.lines) == 8
+    assert lines(ours) == lines(library)
+
+    for run in (library, ours):  # each call carried its own span's traceparent
+        spans = {s.context.span_id for s in run.spans()}
+        assert len(run.echo.metadata) == 8
+        for headers in run.echo.metadata:
+            _, _, span_id, flags = headers["traceparent"].split("-")
+            assert int(span_id, 16) in spans
+            assert int(flags, 16) & 1  # sampled
+            assert len(headers["x-correlation-id"]) == 32
+    assert ours.echo.metadata[0]["x-extra"] == "1"
+    assert [sorted(h) for h in ours.echo.metadata] == [sorted(h) for h in library.echo.metadata]
+
+
+async def test_a_cancelled_call_ends_its_span_and_counts_as_cancelled() -> None:
+    run = _Run()
+
+    async def cancelled(channel: grpc.aio.Channel) -> None:
+        task = asyncio.ensure_future(channel.unary_unary(f"/{SERVICE}/UnaryUnary")(SLEEP))
+        for _ in range(200):
+            if run.echo.metadata:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    await run.serve(traced_client_interceptors(run.provider, run.telemetry), cancelled)
+    [span] = run.spans()
+    assert span.status.status_code is trace.StatusCode.ERROR
+    assert [line["code"] for line in run.lines] == ["CANCELLED"]
+
+
+async def test_suppressed_instrumentation_still_meters_and_forwards_the_correlation_id() -> None:
+    run = _Run()
+
+    async def suppressed(channel: grpc.aio.Channel) -> None:
+        with suppress_instrumentation():
+            assert await channel.unary_unary(f"/{SERVICE}/UnaryUnary")(b"ok") == b"ok"
+
+    await run.serve(traced_client_interceptors(run.provider, run.telemetry), suppressed)
+    assert run.spans() == []
+    assert [line["code"] for line in run.lines] == ["OK"]
+    assert "x-correlation-id" in run.echo.metadata[0]
+    assert "traceparent" not in run.echo.metadata[0]
+    assert otel_context.get_current() == {}
+
+
+def test_the_library_internals_used_are_still_there() -> None:
+    """client_tracing subclasses the library's aio client interceptors and calls their
+    private helpers; an upgrade that renames or reshapes them must fail here first."""
+    provider = TracerProvider()
+    library = aio_client_interceptors(tracer_provider=provider)
+    assert [type(i) for i in library] == [
+        _aio_client.UnaryUnaryAioClientInterceptor,
+        _aio_client.UnaryStreamAioClientInterceptor,
+        _aio_client.StreamUnaryAioClientInterceptor,
+        _aio_client.StreamStreamAioClientInterceptor,
+    ]
+    assert isinstance(library[0]._tracer, trace.Tracer)
+    for name in ("tracing_skipped", "add_error_details_to_span", "_wrap_stream_response"):
+        assert callable(getattr(library[0], name)), name
+    carrier: dict[str, str] = {}
+    _client._carrier_setter.set(carrier, "Traceparent", "x")
+    assert carrier == {"traceparent": "x"}
+    ours = traced_client_interceptors(
+        provider, ClientTelemetry(GrpcMetrics(CollectorRegistry(), "client"))
+    )
+    assert [type(i).__mro__[2] for i in ours] == [type(i) for i in library]
