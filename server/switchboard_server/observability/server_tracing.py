@@ -3,24 +3,36 @@
 ``opentelemetry-instrumentation-grpc``'s aio server interceptor re-wraps the servicer's
 handler on every call (new closures and a new handler) and builds each server span's
 attributes from scratch: it splits the method name, copies the invocation metadata into
-a dict to find the user agent and parses ``context.peer()`` (called three times).
+a dict to find the user agent and parses ``context.peer()`` (called three times). Per
+call it then enters three generator context managers (remote context, current span,
+``use_span``) and attaches two contexts (the caller's, then the span's on top).
 :class:`TracingServerInterceptor` is that interceptor, with the same spans (name, kind,
-attributes, remote parent, status from ``abort``/``set_code``, exceptions recorded),
+attributes, remote parent, status from ``abort``/``set_code`` through the library's
+context wrapper, exceptions recorded as the library records them: twice for an error
+that is not a bare ``Exception``, once from its wrapper and once from ``use_span``),
 that wraps a method's handler once (as :class:`~switchboard_server.handlers.WrappingInterceptor`
-does) and keeps each method's fixed attributes and each peer's parsed address.
+does), keeps each method's fixed attributes and each peer's parsed address, reads the
+invocation metadata once and attaches one context (the caller's with the span in it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import Token
 from typing import Any
 from urllib.parse import unquote
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
-from opentelemetry.instrumentation.grpc._aio_server import OpenTelemetryAioServerInterceptor
+from opentelemetry.instrumentation.grpc._aio_server import (
+    OpenTelemetryAioServerInterceptor,
+    _OpenTelemetryAioServicerContext,
+)
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.propagate import extract
 from opentelemetry.semconv._incubating.attributes.net_attributes import (
     NET_PEER_IP,
     NET_PEER_NAME,
@@ -37,16 +49,18 @@ from opentelemetry.util.types import AttributeValue
 from switchboard_server.handlers import Behavior, WrappingInterceptor
 
 Attributes = dict[str, AttributeValue]
+# the library's servicer context wrapper: abort()/set_code()/set_details() set the span status
+_ServicerContext: Callable[[Any, trace.Span], Any] = _OpenTelemetryAioServicerContext
 _MAX_PEERS = 1024  # distinct peer addresses remembered (sidecar connections, a few)
 
 
-class _Method:
-    """What the library's per-call code reads of ``HandlerCallDetails``: the method."""
-
-    __slots__ = ("method",)
-
-    def __init__(self, method: str) -> None:
-        self.method = method
+def _record(span: trace.Span, error: Exception) -> None:
+    """What the library records of an error leaving the servicer: its wrapper records it
+    unless it is a bare ``Exception`` (an abort is recorded through the context), then
+    ``use_span`` records it again."""
+    if type(error) is not Exception:
+        span.record_exception(error)
+    span.record_exception(error)
 
 
 def _peer_attributes(peer: str) -> Attributes:
@@ -67,8 +81,8 @@ def _peer_attributes(peer: str) -> Attributes:
 
 class TracingServerInterceptor(WrappingInterceptor, OpenTelemetryAioServerInterceptor):  # type: ignore[misc]
     """OpenTelemetry server spans for every RPC, the handler of each method wrapped once
-    (the memo of :class:`~switchboard_server.handlers.WrappingInterceptor`) by the
-    library's own per-kind wrappers."""
+    (the memo of :class:`~switchboard_server.handlers.WrappingInterceptor`); the servicer
+    gets the library's context wrapper, which sets the span's status."""
 
     def __init__(self, tracer_provider: trace.TracerProvider) -> None:
         # the library's tracer (scope name, version, schema URL) for this provider
@@ -94,14 +108,63 @@ class TracingServerInterceptor(WrappingInterceptor, OpenTelemetryAioServerInterc
     def wrap(
         self, method: str, behavior: Behavior, request_streaming: bool, response_streaming: bool
     ) -> Behavior:
-        details = _Method(method)
+        begin = functools.partial(self._begin, method)
         if response_streaming:
-            return self._intercept_aio_server_stream(behavior, details)  # type: ignore[no-untyped-call,no-any-return]
-        return self._intercept_aio_server_unary(behavior, details)  # type: ignore[no-untyped-call,no-any-return]
+
+            async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
+                span, token = begin(context)
+                try:
+                    async for response in behavior(request, _ServicerContext(context, span)):
+                        yield response
+                except Exception as error:
+                    _record(span, error)
+                    raise
+                finally:
+                    otel_context.detach(token)
+                    span.end()
+
+            return streaming
+
+        async def unary(request: Any, context: Any) -> Any:
+            span, token = begin(context)
+            try:
+                return await behavior(request, _ServicerContext(context, span))
+            except Exception as error:
+                _record(span, error)
+                raise
+            finally:
+                otel_context.detach(token)
+                span.end()
+
+        return unary
+
+    def _begin(self, method: str, context: Any) -> tuple[trace.Span, Token[otel_context.Context]]:
+        """Start the server span of a call, child of the caller's context, and make it
+        current (one attach: the caller's context with the span in it)."""
+        attributes = dict(self._fixed_attributes(method))
+        metadata = context.invocation_metadata()
+        parent: otel_context.Context | None = None
+        if metadata:  # the library extracts only from non-empty metadata
+            headers = {md.key: md.value for md in metadata}
+            parent = extract(headers)
+            user_agent = headers.get("user-agent")
+            if user_agent is not None:
+                attributes["rpc.user_agent"] = user_agent
+        attributes.update(self._peer(context.peer()))
+        span = self._tracer.start_span(
+            method,
+            context=parent,
+            kind=trace.SpanKind.SERVER,
+            attributes=attributes,
+            set_status_on_exception=False,
+        )
+        return span, otel_context.attach(trace.set_span_in_context(span, parent))
 
     def _start_span(
         self, handler_call_details: Any, context: Any, set_status_on_exception: bool = False
     ) -> Any:
+        """The library's per-call path (instrumentation suppressed, a filter) uses these
+        attributes too."""
         method: str = handler_call_details.method
         attributes = dict(self._fixed_attributes(method))
         for key, value in context.invocation_metadata() or ():
