@@ -87,15 +87,19 @@ class Corpus:
         }
         df = [sum(1 for counts in tfs.values() if counts[i]) for i in range(len(query))]
         idfs = [self._idf(total, n) for n in df]
+        top = max_score(idfs)
+        avg = self._avg
         result: dict[str, float] = {}
         for key, counts in tfs.items():
+            # saturation() and normalise() inlined, the same operations in the same order
             length = len(self._documents[key])
+            norm = 1.0 - B + B * (length / avg if avg > 0 else 1.0)
             score = 0.0
             for tf, weight in zip(counts, idfs, strict=True):
-                if tf:
-                    score += weight * saturation(tf, length, self._avg)
+                if tf > 0:
+                    score += weight * (tf * (K1 + 1.0) / (tf + K1 * norm))
             if score > 0:
-                result[key] = normalise(score, idfs)
+                result[key] = 0.0 if top <= 0 else min(1.0, max(0.0, score / top))
         return result
 
 

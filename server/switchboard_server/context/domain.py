@@ -215,12 +215,15 @@ class ContextService:
         else:
             stats = await self.memory_stats(query.session_id)
         relevance = Corpus({r.id: r.terms for r in records}).relevance(terms)
+        # only the best ``max_results`` by rank()'s order can be kept: make Sources of those
+        matched = sorted(
+            (-round(score, 6), -record.seq, record.id, score, record)
+            for record in records
+            if (score := relevance.get(record.id, 0.0)) > 0
+        )[: query.max_results]
         sources: list[Source] = []
         recency: dict[str, int] = {}
-        for record in records:
-            score = relevance.get(record.id, 0.0)
-            if score <= 0:
-                continue
+        for *_, score, record in matched:
             recency[record.id] = record.seq
             sources.append(
                 Source(

@@ -56,6 +56,8 @@ def build_store(settings: Settings) -> ContextStore:
         synchronous=ctx.sqlite_synchronous,
         match_budget=ctx.match_budget,
         readers=ctx.sqlite_readers,
+        memory_entries=ctx.sqlite_memory_mirror_entries,
+        passage_rows=ctx.sqlite_passage_cache_rows,
     )
 
 

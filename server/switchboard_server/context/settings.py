@@ -43,6 +43,20 @@ class ContextSettings(BaseSettings):
         description="SQLite reader threads (one connection each); 0 (default) reads on the "
         "event loop, which measured faster: reads are short and bounded by match_budget.",
     )
+    sqlite_memory_mirror_entries: int = Field(
+        default=100_000,
+        ge=0,
+        le=10_000_000,
+        description="SQLite: most memory entries held in memory (whole sessions, least "
+        "recently used out first) so GetContext reads memory without SQL; 0 disables.",
+    )
+    sqlite_passage_cache_rows: int = Field(
+        default=50_000,
+        ge=0,
+        le=10_000_000,
+        description="SQLite: most knowledge passages whose rows (text, title, metadata) are "
+        "held in memory for results (least recently used out first); 0 disables.",
+    )
     working_cap: int = Field(
         default=10, ge=1, le=100_000, description="Most working-memory entries per session."
     )

@@ -71,3 +71,22 @@ async def test_mixed_batch_commits_every_write_before_answering(
     await asyncio.gather(*(write_then_look(v, v % 3 != 0) for v in range(20)))
     assert committed(path) == list(range(20))
     assert all(value in rows for value, rows in seen.items())
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_a_write_alone_in_its_batch_fails_alone(
+    writer: tuple[GroupCommitWriter, Path], inline: bool
+) -> None:
+    """A batch of one write runs without a savepoint: when it fails, its transaction
+    is rolled back and the next write commits in a transaction of its own."""
+    w, path = writer
+    await w.submit(insert(1), inline=inline)
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (v) VALUES (2)")
+        conn.execute("INSERT INTO t (v) VALUES (1)")  # duplicate key
+
+    with pytest.raises(sqlite3.IntegrityError):
+        await w.submit(half_then_fail, inline=inline)
+    assert await w.submit(insert(3), inline=inline) == 3
+    assert committed(path) == [1, 3]

@@ -1,7 +1,8 @@
 """Group commit for SQLite: concurrent writes share one transaction and one fsync.
 
-Each write is a function of the connection run inside its own SAVEPOINT, so a
-failing write rolls back alone; the batch commits once and only then are the
+Each write is a function of the connection run inside its own SAVEPOINT (unless
+it is alone in its batch: then the transaction is its savepoint), so a failing
+write rolls back alone; the batch commits once and only then are the
 callers answered. Every acknowledged write is therefore committed (durable with
 ``synchronous=FULL``), while throughput is not bounded by one fsync per write.
 
@@ -40,11 +41,20 @@ class GroupCommitWriter:
 
         ``inline`` writes must be short: their statements run on the event loop.
         """
+        return await asyncio.shield(self.enqueue(write, inline=inline))
+
+    def enqueue(
+        self, write: Callable[[sqlite3.Connection], T], *, inline: bool = False
+    ) -> asyncio.Future[T]:
+        """Queue ``write``; the future resolves once its transaction committed (or with
+        the write's error), whether or not anyone still awaits it: a caller that must
+        follow the outcome (e.g. a mirror of the table) adds a done callback, then
+        awaits it shielded."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((write, inline, future))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
-        return await asyncio.shield(future)
+        return future
 
     async def wait_idle(self) -> None:
         """Wait for queued writes to finish (used on close)."""
@@ -59,7 +69,8 @@ class GroupCommitWriter:
             try:
                 if all(inline for _, inline, _ in batch):
                     outcomes = self._apply(writes)
-                    await loop.run_in_executor(self._executor, self._commit)
+                    if self._connection.in_transaction:  # else its one write failed
+                        await loop.run_in_executor(self._executor, self._commit)
                 else:
                     outcomes = await loop.run_in_executor(self._executor, self._run, writes)
             except BaseException as exc:
@@ -80,8 +91,17 @@ class GroupCommitWriter:
     def _apply(self, writes: Sequence[Write]) -> list[Any]:
         """Open the batch's transaction and run each write in its own savepoint."""
         conn = self._connection
-        outcomes: list[Any] = []
         conn.execute("BEGIN IMMEDIATE")
+        if len(writes) == 1:  # alone in its transaction: no savepoint needed
+            try:
+                return [writes[0](conn)]
+            except Exception as exc:
+                self._rollback()
+                return [exc]
+            except BaseException:
+                self._rollback()
+                raise
+        outcomes: list[Any] = []
         try:
             for write in writes:
                 conn.execute("SAVEPOINT write")
@@ -97,6 +117,8 @@ class GroupCommitWriter:
         return outcomes
 
     def _commit(self) -> None:
+        if not self._connection.in_transaction:  # its one write failed and rolled back
+            return
         try:
             self._connection.execute("COMMIT")
         except BaseException:

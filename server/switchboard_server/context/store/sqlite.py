@@ -18,10 +18,10 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from switchboard_server.context import bm25
@@ -44,7 +44,9 @@ from switchboard_server.context.store.sqlite_index import (
     best_passages,
     load_all,
 )
+from switchboard_server.context.store.sqlite_memory import MemoryMirror
 from switchboard_server.context.store.sqlite_postings import backfill_postings, insert_postings
+from switchboard_server.context.store.sqlite_rows import PassageRow, PassageRows
 from switchboard_server.context.store.sqlite_sql import PASSAGES, SCHEMA
 
 T = TypeVar("T")
@@ -71,6 +73,8 @@ class SqliteStore:
         synchronous: str = "FULL",
         match_budget: int = 1000,
         readers: int = 0,
+        memory_entries: int = 100_000,
+        passage_rows: int = 50_000,
     ) -> None:
         self._path = path
         self._match_budget = match_budget
@@ -85,9 +89,10 @@ class SqliteStore:
         self._local = threading.local()  # one read connection per reader thread
         self._read_conns: list[sqlite3.Connection] = []
         self._read_lock = threading.Lock()
-        self._session_gen: dict[str, int] = defaultdict(int)
+        self._memory = MemoryMirror(caps, memory_entries)
         self._knowledge_gen = 0
         self._postings = PostingsIndex()
+        self._rows = PassageRows(passage_rows)
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -162,30 +167,26 @@ class SqliteStore:
     ) -> AppendResult:
         ids = tuple(uuid.uuid4().hex for _ in entries)
         caps = self._caps
+        seqs: list[int] = []
 
         def write(conn: sqlite3.Connection) -> AppendResult:
-            conn.executemany(
-                "INSERT INTO memory (id, session_id, type, content, metadata, created_at, terms)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        i,
-                        session_id,
-                        e.type.value,
-                        e.content,
-                        json.dumps(dict(e.metadata)),
-                        now,
-                        " ".join(e.terms),
-                    )
-                    for i, e in zip(ids, entries, strict=True)
-                ],
-            )
+            seqs.clear()  # filled again if the write is ever retried
+            for i, e in zip(ids, entries, strict=True):
+                metadata = json.dumps(dict(e.metadata)) if e.metadata else "{}"
+                rowid = conn.execute(
+                    "INSERT INTO memory (id, session_id, type, content, metadata, created_at,"
+                    " terms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (i, session_id, e.type.value, e.content, metadata, now, " ".join(e.terms)),
+                ).lastrowid
+                assert rowid is not None, "an INSERT sets lastrowid"
+                seqs.append(rowid)
             evicted: dict[MemoryType, int] = {}
             for memory_type in {e.type for e in entries}:
+                # the row after the newest ``cap`` of the type and every older one go
                 cur = conn.execute(
-                    "DELETE FROM memory WHERE session_id = ? AND type = ? AND seq NOT IN"
+                    "DELETE FROM memory WHERE session_id = ? AND type = ? AND seq <="
                     " (SELECT seq FROM memory WHERE session_id = ? AND type = ?"
-                    "  ORDER BY seq DESC LIMIT ?)",
+                    "  ORDER BY seq DESC LIMIT 1 OFFSET ?)",
                     (
                         session_id,
                         memory_type.value,
@@ -197,9 +198,17 @@ class SqliteStore:
                 evicted[memory_type] = cur.rowcount
             return AppendResult(ids, _counts(conn, session_id), evicted)
 
-        result = await self._write().submit(write, inline=True)
-        self._session_gen[session_id] += 1
-        return result
+        def settled(future: asyncio.Future[AppendResult]) -> None:
+            if _failed(future):
+                self._memory.settle(session_id, failed=True)
+                return
+            appended = [
+                MemoryRecord(i, e.type, e.content, _frozen(e.metadata), now, seq, e.terms)
+                for i, e, seq in zip(ids, entries, seqs, strict=True)
+            ]
+            self._memory.settle(session_id, appended=appended, counts=future.result().counts)
+
+        return await self._write_memory(session_id, write, settled)
 
     async def clear_memory(self, session_id: str, types: Collection[MemoryType]) -> int:
         values = [t.value for t in types]
@@ -212,9 +221,24 @@ class SqliteStore:
             )
             return cur.rowcount
 
-        deleted = await self._write().submit(write, inline=True)
-        self._session_gen[session_id] += 1
-        return deleted
+        def settled(future: asyncio.Future[int]) -> None:
+            self._memory.settle(session_id, cleared=set(types), failed=_failed(future))
+
+        return await self._write_memory(session_id, write, settled)
+
+    async def _write_memory(
+        self,
+        session_id: str,
+        write: Callable[[sqlite3.Connection], T],
+        settled: Callable[[asyncio.Future[T]], None],
+    ) -> T:
+        """Run a memory write of the session; ``settled`` updates the mirror (and the
+        session's generation) once its transaction resolved, before its caller resumes,
+        and also when the caller gave up waiting (the write still commits)."""
+        future = self._write().enqueue(write, inline=True)
+        self._memory.begin(session_id)
+        future.add_done_callback(settled)
+        return await asyncio.shield(future)
 
     async def memory_counts(self, session_id: str) -> Mapping[MemoryType, int]:
         rows = await self._read(
@@ -225,32 +249,38 @@ class SqliteStore:
     async def list_memory(
         self, session_id: str, types: Collection[MemoryType]
     ) -> list[MemoryRecord]:
-        values = [t.value for t in types]
-        params: tuple[str, ...] = (session_id,)
-        if set(values) == set(_TYPES):  # every type: one index range, no IN list
-            where = "session_id = ?"
-        else:
-            where = f"session_id = ? AND type IN ({','.join('?' * len(values))})"
-            params = (session_id, *values)
-        rows = await self._read(
-            "SELECT id, type, content, metadata, created_at, seq, terms FROM memory"
-            f" WHERE {where} ORDER BY seq",
-            params,
-        )
-        return [
-            MemoryRecord(r[0], _TYPES[r[1]], r[2], _metadata(r[3]), r[4], r[5], tuple(r[6].split()))
-            for r in rows
-        ]
+        """From the mirror; a session not held is read whole (every type) and kept."""
+        records = self._memory.get(session_id)
+        if records is None:
+            token = self._memory.token(session_id)
+            rows = await self._read(
+                "SELECT id, type, content, metadata, created_at, seq, terms FROM memory"
+                " WHERE session_id = ? ORDER BY seq",
+                (session_id,),
+            )
+            records = [
+                MemoryRecord(
+                    r[0], _TYPES[r[1]], r[2], _frozen(_metadata(r[3])), r[4], r[5],
+                    tuple(r[6].split()),
+                )
+                for r in rows
+            ]  # fmt: skip
+            self._memory.fill(session_id, records, token)
+        if len(types) >= len(_TYPES) and set(types) == set(_TYPES):
+            return list(records)
+        return [r for r in records if r.type in types]
 
     # -- knowledge base -------------------------------------------------------------
 
     async def ingest(self, documents: Sequence[PreparedDocument], now: float) -> IngestResult:
         changes: list[Change] = []
+        rows: dict[int, PassageRow] = {}
 
         def write(conn: sqlite3.Connection) -> IngestResult:
             replaced = 0
             for prepared in documents:
                 doc = prepared.document
+                metadata = _frozen(doc.metadata)
                 replaced += _delete_document(conn, doc.id, changes)
                 conn.execute(
                     "INSERT INTO documents (id, title, metadata, created_at) VALUES (?, ?, ?, ?)",
@@ -273,10 +303,11 @@ class SqliteStore:
                     )
                     insert_postings(conn, rowid, p.terms)
                     changes.append((rowid, p.terms, True))
+                    rows[rowid] = PassageRow(p.id, p.document_id, p.title, p.content, metadata, now)
             passages = sum(len(d.passages) for d in documents)
             return IngestResult(len(documents), passages, replaced)
 
-        return await self._write_knowledge(write, changes)
+        return await self._write_knowledge(write, changes, rows)
 
     async def delete_documents(self, document_ids: Sequence[str]) -> DeleteResult:
         changes: list[Change] = []
@@ -288,20 +319,30 @@ class SqliteStore:
         return await self._write_knowledge(write, changes)
 
     async def _write_knowledge(
-        self, write: Callable[[sqlite3.Connection], T], changes: list[Change]
+        self,
+        write: Callable[[sqlite3.Connection], T],
+        changes: list[Change],
+        rows: Mapping[int, PassageRow] | None = None,
     ) -> T:
         """Run a knowledge write; once it committed, hand the passages it removed and
-        added (``changes``, complete when it returns) to the postings index and bump
-        the generation. When it failed, its outcome is unknown: the index is read
-        again by the next query."""
-        try:
-            result = await self._write().submit(write)
-        except BaseException:
-            self._postings.invalidate()
-            raise
-        self._postings.apply(changes)
-        self._knowledge_gen += 1
-        return result
+        added (``changes``, complete when it returns) to the postings index and the
+        passage rows (with the ``rows`` it added), and bump the generation. When it
+        failed, its outcome is unknown: the index is read again by the next query and
+        no row is kept. Either way this happens once the transaction resolved, also
+        when the caller gave up waiting."""
+        future = self._write().enqueue(write)
+
+        def settled(future: asyncio.Future[T]) -> None:
+            if _failed(future):
+                self._postings.invalidate()
+                self._rows.clear()
+            else:
+                self._postings.apply(changes)
+                self._rows.apply((rowid for rowid, _, _ in changes), rows or {})
+            self._knowledge_gen += 1
+
+        future.add_done_callback(settled)
+        return await asyncio.shield(future)
 
     async def search_knowledge(self, query: Sequence[str], limit: int) -> list[KnowledgeHit]:
         """BM25 ranking over the in-memory postings (``sqlite_index.best_passages``),
@@ -320,14 +361,18 @@ class SqliteStore:
         best = best_passages(lists, totals, query, limit, self._match_budget)
         if not best:
             return []
-        rowids = [rowid for rowid, _ in best]
-        rows = {
-            r[0]: r[1:]
-            for r in await self._in_reader(lambda: _in(self._reader(), PASSAGES, rowids))
-        }
+        rows, missing = self._rows.lookup([rowid for rowid, _ in best])
+        if missing:
+            version = self._rows.version
+            read = {
+                r[0]: PassageRow(r[1], r[2], r[3], r[4], _frozen(_metadata(r[5])), r[6])
+                for r in await self._in_reader(lambda: _in(self._reader(), PASSAGES, missing))
+            }
+            self._rows.fill(version, read)
+            rows.update(read)
         idfs = [bm25.fts5_idf(totals.passages, len(lists[t]) if t in lists else 0) for t in query]
         return [
-            KnowledgeHit(r[0], r[1], r[2], r[3], _metadata(r[4]), r[5], bm25.normalise(score, idfs))
+            KnowledgeHit(*r[:5], r[5], bm25.normalise(score, idfs))
             for rowid, score in best
             if (r := rows.get(rowid)) is not None
         ]
@@ -341,7 +386,7 @@ class SqliteStore:
     # -- cache support --------------------------------------------------------------
 
     async def generations(self, session_id: str) -> Generations:
-        return Generations(self._session_gen.get(session_id, 0), self._knowledge_gen)
+        return Generations(self._memory.generation(session_id), self._knowledge_gen)
 
     async def is_seeded(self) -> bool:
         return bool(await self._read("SELECT 1 FROM meta WHERE key = 'seeded'"))
@@ -355,6 +400,18 @@ class SqliteStore:
 
 def _metadata(raw: str) -> dict[str, str]:
     return {} if raw == "{}" else dict(json.loads(raw))
+
+
+_NO_METADATA: Mapping[str, str] = MappingProxyType({})
+
+
+def _frozen(metadata: Mapping[str, str]) -> Mapping[str, str]:
+    """Metadata held by a mirror and shared by every result that shows it: read-only."""
+    return MappingProxyType(dict(metadata)) if metadata else _NO_METADATA
+
+
+def _failed(future: asyncio.Future[Any]) -> bool:
+    return future.cancelled() or future.exception() is not None
 
 
 def _in(conn: sqlite3.Connection, query: str, values: Sequence[Any]) -> list[Any]:
