@@ -10,7 +10,8 @@
   calls and into log lines (see ``Observability``), so a trace started by Envoy stays
   whole.
 
-Domain spans (no grpc import needed)::
+Domain spans (no grpc import needed; ``current_span(tracer, name)`` is the same without
+the provider lookup, for a tracer kept by its owner)::
 
     with domain_span(runtime.tracer_provider, "classify", intent_l1="billing",
                      confidence_bucket="0.8-0.9") as span:
@@ -24,13 +25,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import TracebackType
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.util.types import AttributeValue
+from opentelemetry.trace import Status, StatusCode
+from opentelemetry.util.types import Attributes, AttributeValue
 
 from switchboard_server.observability.settings import ObservabilitySettings
 
@@ -82,6 +86,40 @@ def confidence_bucket(confidence: float) -> str:
     return f"{tenth / 10:.1f}-{(tenth + 1) / 10:.1f}"
 
 
+class current_span:  # lower case: used like the method it stands in for
+    """``tracer.start_as_current_span(name, attributes=...)`` as one plain context
+    manager: the same span (INTERNAL, child of the current span, ended on exit, an
+    ``Exception`` recorded and its status ERROR, then re-raised), without the two
+    generator context managers (the SDK's and ``use_span``) entered per span.
+    """
+
+    __slots__ = ("_attributes", "_name", "_span", "_token", "_tracer")
+
+    def __init__(
+        self, tracer: trace.Tracer, name: str, attributes: Attributes | None = None
+    ) -> None:
+        self._tracer, self._name, self._attributes = tracer, name, attributes
+
+    def __enter__(self) -> trace.Span:
+        self._span = span = self._tracer.start_span(self._name, attributes=self._attributes)
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        otel_context.detach(self._token)
+        span = self._span
+        # as use_span: only an Exception (not e.g. CancelledError) is an error
+        if isinstance(exc, Exception) and span.is_recording():
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.end()
+
+
 @contextmanager
 def domain_span(
     tracer_provider: trace.TracerProvider, name: str, **attributes: AttributeValue
@@ -91,5 +129,5 @@ def domain_span(
     Exceptions are recorded and set the span status to ERROR, then re-raised.
     """
     tracer = tracer_provider.get_tracer(TRACER_NAME)
-    with tracer.start_as_current_span(name, attributes=attributes) as span:
+    with current_span(tracer, name, attributes) as span:
         yield span

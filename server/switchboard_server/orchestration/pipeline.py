@@ -18,7 +18,7 @@ import structlog
 from opentelemetry import trace
 
 from switchboard_server.errors import DeadlineExceeded
-from switchboard_server.observability.tracing import confidence_bucket
+from switchboard_server.observability.tracing import confidence_bucket, current_span
 from switchboard_server.orchestration.model import (
     ChatOptions,
     ChatResult,
@@ -118,7 +118,7 @@ class _Turn:
         self.emit(stage, StageStatus.STARTED)
         begun = time.monotonic()
         budget, bound_by_caller = self.budget(limit_s)
-        with self.tracer.start_as_current_span(SPAN_NAMES[stage]) as span:
+        with current_span(self.tracer, SPAN_NAMES[stage]) as span:
             try:
                 result: T | None = await call(budget)
                 status = StageStatus.FINISHED
@@ -217,12 +217,12 @@ class ChatPipeline:
                 fallback=True,
             )
         retrieved = retrieved or Retrieved()
-        with self._tracer.start_as_current_span("chat.compose") as span:
+        with current_span(self._tracer, "chat.compose") as span:
             composition = await self._compose(
                 turn, ComposeInput(message, intent, retrieved, session_id)
             )
             span.set_attribute("compose.cited", len(composition.cited))
-        with self._tracer.start_as_current_span("chat.remember"):
+        with current_span(self._tracer, "chat.remember"):
             turn_index = await self._remember(
                 turn, message, session_id, options, intent, composition, correlation_id
             )

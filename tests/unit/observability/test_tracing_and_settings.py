@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import grpc
 import pytest
 import structlog
-from opentelemetry import context, propagate
+from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from opentelemetry.util.types import AttributeValue
 from pydantic import ValidationError
 
 from switchboard_server.observability.metrics import split_method, status_code_of
@@ -15,6 +19,7 @@ from switchboard_server.observability.settings import ObservabilitySettings
 from switchboard_server.observability.tracing import (
     build_tracer_provider,
     confidence_bucket,
+    current_span,
     domain_span,
     tracing_enabled,
 )
@@ -119,3 +124,48 @@ def test_json_logs_carry_logger_level_and_trace_ids() -> None:
     assert line["sources"] == 2
     assert line["trace_id"] == format(ctx.trace_id, "032x")
     assert line["span_id"] == format(ctx.span_id, "016x")
+
+
+def _current_span_shapes(use_ours: bool) -> list[tuple[object, ...]]:
+    """Nested spans, one failing and one cancelled, through current_span or the SDK."""
+    exporter = InMemorySpanExporter()
+    provider = build_tracer_provider(ObservabilitySettings(), "orchestration", exporter=exporter)
+    tracer = provider.get_tracer("switchboard.orchestration")
+
+    def span(name: str, attributes: dict[str, AttributeValue] | None = None) -> Any:
+        if use_ours:
+            return current_span(tracer, name, attributes)
+        return tracer.start_as_current_span(name, attributes=attributes)
+
+    with span("outer", {"a": 1}) as outer:
+        with span("inner"):
+            trace.get_current_span().set_attribute("seen", True)
+        with pytest.raises(ValueError, match="bad"), span("failing"):
+            raise ValueError("bad")
+        with pytest.raises(asyncio.CancelledError), span("cancelled"):
+            raise asyncio.CancelledError
+        outer.set_attribute("b", "x")
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    provider.force_flush()  # type: ignore[attr-defined]
+    spans = exporter.get_finished_spans()
+    ids = {s.context.span_id: s.name for s in spans}
+    return [
+        (
+            s.name,
+            s.kind,
+            ids.get(s.parent.span_id) if s.parent else None,
+            dict(s.attributes or {}),
+            s.status.status_code,
+            s.status.description,
+            [(e.name, (e.attributes or {}).get("exception.type")) for e in s.events],
+        )
+        for s in spans
+    ]
+
+
+def test_current_span_makes_the_spans_start_as_current_span_makes() -> None:
+    ours = _current_span_shapes(use_ours=True)
+    assert ours == _current_span_shapes(use_ours=False)
+    assert [s[0] for s in ours] == ["inner", "failing", "cancelled", "outer"]
+    assert ours[1][4:] == (StatusCode.ERROR, "ValueError: bad", [("exception", "ValueError")])
+    assert ours[2][4:] == (StatusCode.UNSET, None, [])
