@@ -14,11 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from switchboard_server.context import bm25
 from switchboard_server.context.domain import prepare
 from switchboard_server.context.model import Document, KnowledgeHit, MemoryType
 from switchboard_server.context.store import sqlite as sqlite_store
 from switchboard_server.context.store.sqlite import SqliteStore
-from switchboard_server.context.store.sqlite_index import Postings, PostingsIndex, Totals
+from switchboard_server.context.store.sqlite_index import (
+    Postings,
+    PostingsIndex,
+    Totals,
+    best_passages,
+)
 
 CAPS = dict.fromkeys(MemoryType, 10)
 WORDS = [f"w{i}" for i in range(40)]
@@ -132,3 +138,30 @@ def test_a_read_that_overlapped_a_write_is_not_kept() -> None:
     assert found["w1"].passages.tolist() == [2, 3]
     assert found["w1"].tf.tolist() == [1, 2]
     assert not len(found["w2"])
+
+
+def test_best_passages_sum_each_passage_term_by_term() -> None:
+    """With every term matched (no budget cut), the ranking is each passage's BM25
+    summed in ascending term order from 0.0, best first, ties by rowid: the same
+    doubles as a plain Python sum."""
+    rng = random.Random(4)
+    lists: dict[str, Postings] = {}
+    for term in WORDS[:12]:
+        rowids = np.array(sorted(rng.sample(range(1, 400), rng.randint(1, 150))), dtype=np.int64)
+        tf = np.array([rng.randint(1, 4) for _ in rowids], dtype=np.int64)
+        lists[term] = Postings(rowids, tf, np.array([rng.randint(3, 40) for _ in rowids]))
+    totals = Totals(400, 400 * 20)
+    for _ in range(200):
+        query = list(dict.fromkeys(rng.choices(WORDS[:14], k=rng.randint(1, 9))))
+        limit = rng.choice([1, 5, 20])
+        found = best_passages(lists, totals, query, limit, budget=10**9)
+        df = {t: len(lists[t]) for t in query if t in lists}
+        idf = {t: bm25.fts5_idf(totals.passages, n) for t, n in df.items()}
+        useful = sorted(t for t in df if idf[t] > bm25.FTS5_MIN_IDF) or sorted(df)
+        sums: dict[int, float] = {}
+        for term in useful:  # ascending term order, like the SQL it replaced
+            scores = lists[term].scores(idf[term], totals.terms / totals.passages)
+            for rowid, score in zip(lists[term].passages.tolist(), scores.tolist(), strict=True):
+                sums[rowid] = sums.get(rowid, 0.0) + score
+        expected = sorted(sums.items(), key=lambda item: (-item[1], item[0]))[:limit]
+        assert found == expected

@@ -192,44 +192,56 @@ def best_passages(
         rows += df[term]
     average = totals.terms / totals.passages
     passages, scores = _summed([(lists[t], idf[t]) for t in sorted(selective)], average)
-    top = _top(passages, scores, max(limit * 2, 16))
-    passages, scores = passages[top], scores[top]
+    passages, scores = _best(passages, scores, max(limit * 2, 16))
     if len(selective) < len(useful):  # rescore with every term: exact BM25
         scores = _rescored([(lists[t], idf[t]) for t in sorted(useful)], average, passages)
-        top = _top(passages, scores, limit)
-        passages, scores = passages[top], scores[top]
+        passages, scores = _best(passages, scores, limit)
     return list(zip(passages[:limit].tolist(), scores[:limit].tolist(), strict=True))
 
 
 def _summed(terms: Sequence[tuple[Postings, float]], average: float) -> tuple[Ints, Floats]:
-    """Every passage with any of the terms and its score, summed in ``terms`` order."""
+    """Every passage with any of the terms and its score, summed in ``terms`` order.
+
+    Each list is ascending, so a stable sort of their concatenation is a merge that
+    keeps a passage's rows in ``terms`` order; bincount then adds each passage's
+    rows one after the other from 0.0 (what np.unique + bincount did, with fewer
+    array operations).
+    """
     if len(terms) == 1:
         postings, idf = terms[0]
         return postings.passages, postings.scores(idf, average)
     passages = np.concatenate([p.passages for p, _ in terms])
     values = np.concatenate([p.scores(idf, average) for p, idf in terms])
-    unique, inverse = np.unique(passages, return_inverse=True)
-    # bincount adds the weights one after the other in array order, from 0.0
-    summed = np.bincount(inverse, weights=values, minlength=len(unique))
-    return unique, summed.astype(np.float64, copy=False)
+    order = passages.argsort(kind="stable")
+    passages, values = passages[order], values[order]
+    first = np.empty(len(passages), dtype=bool)
+    first[0] = True
+    np.not_equal(passages[1:], passages[:-1], out=first[1:])
+    group = first.cumsum()
+    group -= 1
+    summed = np.bincount(group, weights=values)  # float64 (weights are)
+    return passages[first], summed.astype(np.float64, copy=False)
 
 
 def _rescored(terms: Sequence[tuple[Postings, float]], average: float, passages: Ints) -> Floats:
-    """Scores of ``passages`` with every term, summed in ``terms`` order."""
+    """Scores of ``passages`` with every term, summed in ``terms`` order (a passage
+    without the term adds 0.0, which leaves its sum as it was)."""
     scores = np.zeros(len(passages), dtype=np.float64)
     for postings, idf in terms:
-        where = np.searchsorted(postings.passages, passages)
-        where[where == len(postings)] = 0
-        hit = postings.passages[where] == passages
-        scores[hit] += postings.scores(idf, average)[where[hit]]
+        rows = postings.passages
+        where = rows.searchsorted(passages)
+        np.minimum(where, len(rows) - 1, out=where)
+        scores += np.where(rows[where] == passages, postings.scores(idf, average)[where], 0.0)
     return scores
 
 
-def _top(passages: Ints, scores: Floats, count: int) -> Ints:
-    """Indexes of the ``count`` best: score descending, then rowid ascending."""
-    chosen: Ints = np.arange(len(scores))
+def _best(passages: Ints, scores: Floats, count: int) -> tuple[Ints, Floats]:
+    """The ``count`` best passages and their scores: score descending, then rowid."""
     if len(scores) > count:
-        cutoff = np.partition(scores, len(scores) - count)[len(scores) - count]
-        chosen = np.flatnonzero(scores >= cutoff)
-    order = np.lexsort((passages[chosen], -scores[chosen]))
-    return chosen[order[:count]]  # type: ignore[no-any-return]
+        kth = len(scores) - count
+        cutoff = scores.copy()
+        cutoff.partition(kth)
+        chosen = (scores >= cutoff[kth]).nonzero()[0]
+        passages, scores = passages[chosen], scores[chosen]
+    order = np.lexsort((passages, -scores))[:count]
+    return passages[order], scores[order]
