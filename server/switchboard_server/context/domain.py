@@ -93,7 +93,9 @@ class ContextService:
         return MemoryStats(counts=dict(counts), caps=self._caps)
 
     async def append_memory(self, session_id: str, entries: Sequence[NewMemory]) -> AppendResult:
-        prepared = [replace(e, terms=tuple(text.terms(e.content))) for e in entries]
+        prepared = [
+            NewMemory(e.type, e.content, e.metadata, tuple(text.terms(e.content))) for e in entries
+        ]
         result = await self._store.append_memory(session_id, prepared, self._clock())
         for entry in entries:
             self._appended[entry.type].inc()
@@ -164,6 +166,10 @@ class ContextService:
 
     async def get_context(self, query: ContextQuery) -> ContextResult:
         started = time.perf_counter()
+        if not self._cache.enabled:  # nothing to look up: no generations to read either
+            result = await self._compute(query)
+            self._observe("miss", started)
+            return result
         generations = await self._store.generations(query.session_id)
         key = query.cache_key()
         cached = self._cache.get(key, generations)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import sys
 import threading
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
@@ -203,7 +204,9 @@ class SqliteStore:
                 self._memory.settle(session_id, failed=True)
                 return
             appended = [
-                MemoryRecord(i, e.type, e.content, _frozen(e.metadata), now, seq, e.terms)
+                MemoryRecord(
+                    i, e.type, e.content, _frozen(e.metadata), now, seq, _interned(e.terms)
+                )
                 for i, e, seq in zip(ids, entries, seqs, strict=True)
             ]
             self._memory.settle(session_id, appended=appended, counts=future.result().counts)
@@ -261,7 +264,7 @@ class SqliteStore:
             records = [
                 MemoryRecord(
                     r[0], _TYPES[r[1]], r[2], _frozen(_metadata(r[3])), r[4], r[5],
-                    tuple(r[6].split()),
+                    _interned(r[6].split()),
                 )
                 for r in rows
             ]  # fmt: skip
@@ -408,6 +411,11 @@ _NO_METADATA: Mapping[str, str] = MappingProxyType({})
 def _frozen(metadata: Mapping[str, str]) -> Mapping[str, str]:
     """Metadata held by a mirror and shared by every result that shows it: read-only."""
     return MappingProxyType(dict(metadata)) if metadata else _NO_METADATA
+
+
+def _interned(terms: Iterable[str]) -> tuple[str, ...]:
+    """Terms held by the memory mirror, one string per distinct term (half its size)."""
+    return tuple(map(sys.intern, terms))
 
 
 def _failed(future: asyncio.Future[Any]) -> bool:
