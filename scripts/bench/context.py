@@ -22,6 +22,10 @@ What each figure is:
 * ``*_service_*``: the same queries and appends through the domain service in this
   process on the same database (no gRPC, no proto translation): how much of the time is
   the context service itself. ``*_redis_service_*``: the same on the Redis backend.
+* ``server_rss_mb``: the server's resident memory after the runs (the SQLite backend
+  holds the postings index, and mirrors of session memory and passage rows).
+  ``store_open_s``: opening the SQLite store on the loaded database in this process
+  (schema check, postings index read whole), i.e. the store's part of a restart.
 * ``load_average_1m``: the box's load when the run ended; on a shared 2-core box,
   latencies grow with it, CPU per call much less.
 
@@ -189,7 +193,9 @@ async def _service_side(data_dir: Path, requests: list[pb.GetContextRequest]) ->
         context=ContextSettings(cache_ttl_s=0, seed_default_knowledge=False),
     )
     store = build_store(settings)
+    opened = time.perf_counter()
     await store.open()
+    open_s = time.perf_counter() - opened
     try:
         service = ContextService(
             store,
@@ -220,6 +226,7 @@ async def _service_side(data_dir: Path, requests: list[pb.GetContextRequest]) ->
     finally:
         await store.close()
     return {
+        "store_open_s": round(open_s, 2),
         "get_context_service_p50_ms": round(statistics.median(latencies), 3),
         "get_context_service_p95_ms": round(_percentile(latencies, 0.95), 3),
         "get_context_service_cpu_ms": round(cpu_get * 1000, 3),
@@ -329,6 +336,14 @@ async def _floor_cpu(
     return (cpu_seconds(pid) - cpu) / len(stats)
 
 
+def _rss_mb(pid: int) -> int:
+    """Resident memory of the process ``pid`` (Linux /proc), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    return 0
+
+
 async def _main() -> dict[str, Any]:
     configure_logging("warning", "json")  # like the server: no debug line per append
     rng = random.Random(SEED)
@@ -362,6 +377,7 @@ async def _main() -> dict[str, Any]:
                 rate = await _append_rate(stub)
                 cpu_append = (cpu_seconds(proc.pid) - cpu) / APPENDS
                 batched_rate = await _append_rate(stub, batch=BATCH)
+                rss_mb = _rss_mb(proc.pid)
         finally:
             proc.terminate()
             try:
@@ -385,6 +401,7 @@ async def _main() -> dict[str, Any]:
         "append_memory_per_s": round(rate),
         "append_concurrency": CONCURRENCY,
         "append_memory_server_cpu_ms": round(cpu_append * 1000, 3),
+        "server_rss_mb": rss_mb,
         f"append_entries_per_s_batch{BATCH}": round(batched_rate),
         "store": "sqlite (WAL, synchronous=FULL)",
         "note": "cache off; python -m switchboard_server context, client over loopback gRPC; "

@@ -92,7 +92,7 @@ class MemoryMirror:
             self._drop(session_id)
             return
         if records is None:
-            if appended and counts is not None:
+            if appended and counts is not None and self._max > 0:
                 kept = self._capped(list(appended), appended)
                 if sum(counts.values()) == len(kept) and len(kept) <= self._max:
                     self._sessions[session_id] = kept
