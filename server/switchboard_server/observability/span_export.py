@@ -9,20 +9,27 @@ the span.
 :class:`SpanEncoder` builds the same ``ExportTraceServiceRequest`` with protobuf, but
 keeps what repeats: every attribute ``(key, value)`` pair (method, service, status code,
 intent, ...) and every status, each as the bytes protobuf serialises for a ``Span``
-holding only it, merged into the span with ``MergeFromString`` (one C call per span
-instead of a message copy per attribute); the resource (grouped by identity: a
-provider has one) and the instrumentation scopes as messages. Spans are added in place
-(``spans.add``) rather than built and copied into their ``ScopeSpans``. ~25 us per span
-with serialisation, ~34 with a memo of messages. Events, links and trace state go
-through the library's own encoders. The exporter, its retries and its gRPC stub stay
-the library's; a test checks the request equals ``encode_spans``'s for spans of every
-shape.
+holding only it; the resource (grouped by identity: a provider has one) and the
+instrumentation scopes as messages. ``encode`` serialises a span's own fields and
+appends those memoised bytes (serialised messages concatenate as a merge); building
+the request parses each span's bytes into its ``ScopeSpans`` (one C call per span).
+Events, links and trace state go through the library's own encoders. The exporter,
+its retries and its gRPC stub stay the library's; a test checks the request equals
+``encode_spans``'s for spans of every shape.
+
+:class:`EncodingSpanProcessor` is the SDK's ``BatchSpanProcessor`` with one change: it
+queues each span already encoded (:meth:`SpanEncoder.encode`, bytes) when the span
+ends. The SDK's queue otherwise holds a snapshot of each finished span (attributes,
+events, contexts) for up to the export interval: hundreds of live objects that survive
+young collections, get promoted, and make the cyclic collector's older-generation
+passes walk them. Encoded, the snapshot dies as soon as the span ends.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry.exporter.otlp.proto.common._internal import (
     _encode_instrumentation_scope,
@@ -42,11 +49,22 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+log = logging.getLogger(__name__)
 
 _FLAGS_LOCAL = SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _FLAGS_REMOTE = _FLAGS_LOCAL | SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _SCALARS = (str, bool, int, float, bytes)
+
+
+class EncodedSpan(NamedTuple):
+    """A finished span as OTLP bytes, with what its request groups it by."""
+
+    resource: Resource
+    scope: InstrumentationScope | None
+    span: bytes  # a serialised opentelemetry.proto.trace.v1.Span
 
 
 class SpanEncoder:
@@ -65,28 +83,30 @@ class SpanEncoder:
         self._resources: dict[int, tuple[Resource, PbResource]] = {}
         self._scopes: dict[InstrumentationScope | None, PbScope | None] = {}
 
-    def request(self, spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
-        """The ``ExportTraceServiceRequest`` that ``encode_spans(spans)`` builds."""
+    def request(self, spans: Sequence[ReadableSpan | EncodedSpan]) -> ExportTraceServiceRequest:
+        """The ``ExportTraceServiceRequest`` that ``encode_spans(spans)`` builds (for
+        spans given encoded: that of the spans they were encoded from)."""
         request = ExportTraceServiceRequest()
         # resources, then scopes within each, in the order they first appear
         groups: dict[int, tuple[ResourceSpans, dict[InstrumentationScope | None, ScopeSpans]]]
         groups = {}
-        for span in spans:
-            resource = span.resource
+        for item in spans:
+            encoded = item if isinstance(item, EncodedSpan) else self.encode(item)
+            resource = encoded.resource
             group = groups.get(id(resource))
             if group is None:
                 added = request.resource_spans.add(
                     resource=self._resource(resource), schema_url=resource.schema_url
                 )
                 group = groups[id(resource)] = (added, {})
-            scope = span.instrumentation_scope or None
+            scope = encoded.scope
             scope_spans = group[1].get(scope)
             if scope_spans is None:
                 scope_spans = group[1][scope] = group[0].scope_spans.add(
                     scope=self._scope(scope),
                     schema_url=(scope.schema_url or "") if scope else "",
                 )
-            self._add_span(scope_spans, span)
+            scope_spans.spans.add().MergeFromString(encoded.span)
         return request
 
     def _resource(self, resource: Resource) -> PbResource:
@@ -132,12 +152,13 @@ class SpanEncoder:
             ).SerializeToString()
         return encoded
 
-    def _add_span(self, scope_spans: ScopeSpans, span: ReadableSpan) -> None:
+    def encode(self, span: ReadableSpan) -> EncodedSpan:
+        """``span`` (finished) as the bytes of its OTLP ``Span``."""
         context = span.get_span_context()
         assert context is not None  # a finished SDK span always has one
         parent = span.parent
         status = span.status
-        added = scope_spans.spans.add(  # as the library passes them: None leaves a field unset
+        fields: dict[str, Any] = dict(  # as the library passes them: None leaves it unset
             trace_id=context.trace_id.to_bytes(16, "big"),
             span_id=context.span_id.to_bytes(8, "big"),
             trace_state=_encode_trace_state(context.trace_state),
@@ -155,9 +176,11 @@ class SpanEncoder:
         )
         # serialised Spans concatenate as a merge: attributes append in order
         attributes = span.attributes  # each ReadableSpan property read builds its value
-        parts = [self._attribute(k, v) for k, v in attributes.items()] if attributes else []
+        parts = [PbSpan(**fields).SerializeToString()]
+        if attributes:
+            parts.extend(self._attribute(k, v) for k, v in attributes.items())
         parts.append(self._status(status.status_code.value, status.description))
-        added.MergeFromString(b"".join(parts))
+        return EncodedSpan(span.resource, span.instrumentation_scope or None, b"".join(parts))
 
 
 class OtlpSpanExporter(OTLPSpanExporter):
@@ -165,7 +188,32 @@ class OtlpSpanExporter(OTLPSpanExporter):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._encoder = SpanEncoder()
+        self.encoder = SpanEncoder()
 
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
-        return self._encoder.request(data)
+    def _translate_data(
+        self, data: Sequence[ReadableSpan | EncodedSpan]
+    ) -> ExportTraceServiceRequest:
+        return self.encoder.request(data)
+
+
+class EncodingSpanProcessor(BatchSpanProcessor):
+    """``BatchSpanProcessor`` for an :class:`OtlpSpanExporter` whose queue holds each
+    span encoded when it ends (see the module's docstring). Batching, the worker
+    thread, flush and shutdown are the SDK's. A span that fails to encode is queued as
+    is (the exporter encodes it, or the SDK logs the failed export): ending a span
+    never raises into the caller.
+    """
+
+    def __init__(self, exporter: OtlpSpanExporter, **kwargs: Any) -> None:
+        super().__init__(exporter, **kwargs)
+        self._encode = exporter.encoder.encode
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not (span.context and span.context.trace_flags.sampled):
+            return
+        item: ReadableSpan | EncodedSpan = span
+        try:
+            item = self._encode(span)
+        except Exception:  # an attribute the encoder does not know: let export decide
+            log.exception("span %r not encoded when it ended", span.name)
+        self._batch_processor.emit(item)  # type: ignore[arg-type]  # the exporter takes both
