@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
@@ -104,12 +105,13 @@ class ContextService:
                 self._evicted[memory_type].inc(count)
         for memory_type in {e.type for e in entries}:
             self._sizes[memory_type].observe(result.counts.get(memory_type, 0))
-        log.debug(
-            "memory.appended",
-            session=hash_id(session_id),
-            entries=len(entries),
-            evicted=sum(result.evicted.values()),
-        )
+        if log.is_enabled_for(logging.DEBUG):  # its hash is not computed for nothing
+            log.debug(
+                "memory.appended",
+                session=hash_id(session_id),
+                entries=len(entries),
+                evicted=sum(result.evicted.values()),
+            )
         return result
 
     def stats_of(self, result: AppendResult) -> MemoryStats:
