@@ -41,9 +41,6 @@ from opentelemetry.instrumentation.grpc._client import _carrier_setter
 from opentelemetry.propagate import inject
 from opentelemetry.semconv._incubating.attributes.rpc_attributes import (
     RPC_GRPC_STATUS_CODE,
-    RPC_METHOD,
-    RPC_SERVICE,
-    RPC_SYSTEM,
 )
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
@@ -58,6 +55,7 @@ from switchboard_server.observability.client import (
     _Outbound,
 )
 from switchboard_server.observability.metrics import GrpcType, status_code_of
+from switchboard_server.observability.server_tracing import rpc_attributes
 
 Attributes = dict[str, AttributeValue]
 Continuation = Callable[[Any, Any], Awaitable[Any]]
@@ -97,13 +95,7 @@ class _Traced:
         if found is None:
             if len(self._attributes) >= _MAX_METHODS:
                 self._attributes.clear()
-            service, name = method.lstrip("/").split("/", 1)
-            found = self._attributes[method] = {
-                RPC_SYSTEM: "grpc",
-                RPC_GRPC_STATUS_CODE: _OK.value[0],
-                RPC_METHOD: name,
-                RPC_SERVICE: service,
-            }
+            found = self._attributes[method] = rpc_attributes(method)
         return found
 
     def _begin(

@@ -51,7 +51,7 @@ from switchboard_server.handlers import Behavior, WrappingInterceptor
 Attributes = dict[str, AttributeValue]
 # the library's servicer context wrapper: abort()/set_code()/set_details() set the span status
 _ServicerContext: Callable[[Any, trace.Span], Any] = _OpenTelemetryAioServicerContext
-_MAX_PEERS = 1024  # distinct peer addresses remembered (sidecar connections, a few)
+_MAX_PEERS = 1024  # distinct peer addresses (or methods) remembered: a few of each
 
 
 def _record(span: trace.Span, error: Exception) -> None:
@@ -61,6 +61,21 @@ def _record(span: trace.Span, error: Exception) -> None:
     if type(error) is not Exception:
         span.record_exception(error)
     span.record_exception(error)
+
+
+def rpc_attributes(method: str) -> Attributes:
+    """The attributes the library gives a span from its method alone, client or server
+    side (``/pkg.Service/Method``), in the library's order; the status code is OK
+    until the call says otherwise."""
+    attributes: Attributes = {
+        RPC_SYSTEM: "grpc",
+        RPC_GRPC_STATUS_CODE: grpc.StatusCode.OK.value[0],
+    }
+    if method:
+        service, name = method.lstrip("/").split("/", 1)
+        attributes[RPC_METHOD] = name
+        attributes[RPC_SERVICE] = service
+    return attributes
 
 
 def _peer_attributes(peer: str) -> Attributes:
@@ -141,21 +156,18 @@ class TracingServerInterceptor(WrappingInterceptor, OpenTelemetryAioServerInterc
     def _begin(self, method: str, context: Any) -> tuple[trace.Span, Token[otel_context.Context]]:
         """Start the server span of a call, child of the caller's context, and make it
         current (one attach: the caller's context with the span in it)."""
-        attributes = dict(self._fixed_attributes(method))
         metadata = context.invocation_metadata()
         parent: otel_context.Context | None = None
+        user_agent: str | None = None
         if metadata:  # the library extracts only from non-empty metadata
             headers = {md.key: md.value for md in metadata}
             parent = extract(headers)
             user_agent = headers.get("user-agent")
-            if user_agent is not None:
-                attributes["rpc.user_agent"] = user_agent
-        attributes.update(self._peer(context.peer()))
         span = self._tracer.start_span(
             method,
             context=parent,
             kind=trace.SpanKind.SERVER,
-            attributes=attributes,
+            attributes=self._attributes(method, user_agent, context.peer()),
             set_status_on_exception=False,
         )
         return span, otel_context.attach(trace.set_span_in_context(span, parent))
@@ -166,28 +178,26 @@ class TracingServerInterceptor(WrappingInterceptor, OpenTelemetryAioServerInterc
         """The library's per-call path (instrumentation suppressed, a filter) uses these
         attributes too."""
         method: str = handler_call_details.method
-        attributes = dict(self._fixed_attributes(method))
-        for key, value in context.invocation_metadata() or ():
-            if key == "user-agent":
-                attributes["rpc.user_agent"] = value
-        attributes.update(self._peer(context.peer()))
+        user_agent = dict(context.invocation_metadata() or ()).get("user-agent")
         return self._tracer.start_as_current_span(
             name=method,
             kind=trace.SpanKind.SERVER,
-            attributes=attributes,
+            attributes=self._attributes(method, user_agent, context.peer()),
             set_status_on_exception=set_status_on_exception,
         )
 
-    def _fixed_attributes(self, method: str) -> Attributes:
-        found = self._method_attributes.get(method)
-        if found is None:
-            found = {RPC_SYSTEM: "grpc", RPC_GRPC_STATUS_CODE: grpc.StatusCode.OK.value[0]}
-            if method:
-                service, name = method.lstrip("/").split("/", 1)
-                found[RPC_METHOD] = name
-                found[RPC_SERVICE] = service
-            self._method_attributes[method] = found
-        return found
+    def _attributes(self, method: str, user_agent: str | None, peer: str) -> Attributes:
+        """A server span's attributes, in the library's order."""
+        fixed = self._method_attributes.get(method)
+        if fixed is None:
+            if len(self._method_attributes) >= _MAX_PEERS:
+                self._method_attributes.clear()
+            fixed = self._method_attributes[method] = rpc_attributes(method)
+        attributes = dict(fixed)
+        if user_agent is not None:
+            attributes["rpc.user_agent"] = user_agent
+        attributes.update(self._peer(peer))
+        return attributes
 
     def _peer(self, peer: str) -> Attributes:
         found = self._peers.get(peer)
