@@ -375,7 +375,7 @@ class SqliteStore:
             rows.update(read)
         idfs = [bm25.fts5_idf(totals.passages, len(lists[t]) if t in lists else 0) for t in query]
         return [
-            KnowledgeHit(*r[:5], r[5], bm25.normalise(score, idfs))
+            KnowledgeHit(*r, bm25.normalise(score, idfs))
             for rowid, score in best
             if (r := rows.get(rowid)) is not None
         ]
