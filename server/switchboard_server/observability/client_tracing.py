@@ -55,11 +55,10 @@ from switchboard_server.observability.client import (
     _Outbound,
 )
 from switchboard_server.observability.metrics import GrpcType, status_code_of
-from switchboard_server.observability.server_tracing import rpc_attributes
+from switchboard_server.observability.server_tracing import memoised, rpc_attributes
 
 Attributes = dict[str, AttributeValue]
 Continuation = Callable[[Any, Any], Awaitable[Any]]
-_MAX_METHODS = 1024  # distinct methods whose span attributes are kept
 _OK = grpc.StatusCode.OK
 
 
@@ -91,12 +90,7 @@ class _Traced:
 
     def _span_attributes(self, method: str) -> Attributes:
         # the library's, in its order; the SDK copies them into each span
-        found = self._attributes.get(method)
-        if found is None:
-            if len(self._attributes) >= _MAX_METHODS:
-                self._attributes.clear()
-            found = self._attributes[method] = rpc_attributes(method)
-        return found
+        return memoised(self._attributes, method, rpc_attributes)
 
     def _begin(
         self, grpc_type: GrpcType, details: grpc.aio.ClientCallDetails

@@ -51,7 +51,7 @@ from switchboard_server.handlers import Behavior, WrappingInterceptor
 Attributes = dict[str, AttributeValue]
 # the library's servicer context wrapper: abort()/set_code()/set_details() set the span status
 _ServicerContext: Callable[[Any, trace.Span], Any] = _OpenTelemetryAioServicerContext
-_MAX_PEERS = 1024  # distinct peer addresses (or methods) remembered: a few of each
+_MAX_MEMO = 1024  # distinct methods or peer addresses remembered (a few of each)
 
 
 def _record(span: trace.Span, error: Exception) -> None:
@@ -61,6 +61,19 @@ def _record(span: trace.Span, error: Exception) -> None:
     if type(error) is not Exception:
         span.record_exception(error)
     span.record_exception(error)
+
+
+def memoised(
+    memo: dict[str, Attributes], key: str, make: Callable[[str], Attributes]
+) -> Attributes:
+    """``make(key)``, kept in ``memo`` (which starts over when full); the value is
+    shared: copy it before changing it."""
+    found = memo.get(key)
+    if found is None:
+        if len(memo) >= _MAX_MEMO:
+            memo.clear()
+        found = memo[key] = make(key)
+    return found
 
 
 def rpc_attributes(method: str) -> Attributes:
@@ -188,21 +201,8 @@ class TracingServerInterceptor(WrappingInterceptor, OpenTelemetryAioServerInterc
 
     def _attributes(self, method: str, user_agent: str | None, peer: str) -> Attributes:
         """A server span's attributes, in the library's order."""
-        fixed = self._method_attributes.get(method)
-        if fixed is None:
-            if len(self._method_attributes) >= _MAX_PEERS:
-                self._method_attributes.clear()
-            fixed = self._method_attributes[method] = rpc_attributes(method)
-        attributes = dict(fixed)
+        attributes = dict(memoised(self._method_attributes, method, rpc_attributes))
         if user_agent is not None:
             attributes["rpc.user_agent"] = user_agent
-        attributes.update(self._peer(peer))
+        attributes.update(memoised(self._peers, peer, _peer_attributes))
         return attributes
-
-    def _peer(self, peer: str) -> Attributes:
-        found = self._peers.get(peer)
-        if found is None:
-            if len(self._peers) >= _MAX_PEERS:
-                self._peers.clear()
-            found = self._peers[peer] = _peer_attributes(peer)
-        return found
