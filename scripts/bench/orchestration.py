@@ -37,8 +37,8 @@ import grpc
 from scripts.bench._proc import cpu_seconds, open_loop
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
-from switchboard_server.app import AppServer, create_server, freeze_startup_heap
-from switchboard_server.config import CoreSettings, ServiceName, Settings
+from switchboard_server.app import AppServer, create_server, freeze_startup_heap, run_on_loop
+from switchboard_server.config import CoreSettings, ServiceName, Settings, load_settings
 from switchboard_server.observability.logging import configure_logging
 
 RATE_PER_S = 50.0
@@ -189,7 +189,7 @@ def run() -> dict[str, Any]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
-        asyncio.run(serve(sys.argv[2], Path(sys.argv[3])))
+        run_on_loop(serve(sys.argv[2], Path(sys.argv[3])), load_settings().core.event_loop)
     else:
         import json
 

@@ -23,6 +23,8 @@ import grpc
 from scripts.bench._proc import cpu_seconds, free_port
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
+from switchboard_server.app import run_on_loop
+from switchboard_server.config import load_settings
 
 CALLS = 3000
 WARMUP = 300
@@ -111,7 +113,7 @@ def run() -> dict[str, Any]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
-        asyncio.run(_serve(sys.argv[2], int(sys.argv[3])))
+        run_on_loop(_serve(sys.argv[2], int(sys.argv[3])), load_settings().core.event_loop)
     else:
         import json
 

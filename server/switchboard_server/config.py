@@ -90,6 +90,11 @@ class CoreSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="json, console, or auto (console on a TTY, else json)."
     )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop",
+        description="Event loop a server runs on: uvloop (libuv; less CPU per RPC) or "
+        "asyncio (the standard library's).",
+    )
 
     def port_for(self, service: ServiceName) -> int:
         return DEFAULT_PORTS[service] if self.port is None else self.port

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import grpc
+import pytest
+
+from switchboard.context.v1 import context_service_pb2 as pb
+from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
+from tests.integration.context.support import free_port, stop_process
 
 
 def test_a_service_that_cannot_get_ready_exits_non_zero_and_says_why(tmp_path: Path) -> None:
@@ -26,3 +35,47 @@ def test_a_service_that_cannot_get_ready_exits_non_zero_and_says_why(tmp_path: P
     assert proc.returncode == 1
     assert "server.start_failed" in proc.stdout
     assert "missing.jsonl" in proc.stdout
+
+
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_a_service_serves_on_the_configured_event_loop_and_stops_cleanly(
+    tmp_path: Path, event_loop: str
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "SWITCHBOARD_DATA_DIR": str(tmp_path),
+        "SWITCHBOARD_PORT": str(port),
+        "SWITCHBOARD_LOG_FORMAT": "json",
+        "SWITCHBOARD_EVENT_LOOP": event_loop,
+        "SWITCHBOARD_CONTEXT_SEED_DEFAULT_KNOWLEDGE": "false",
+    }
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "switchboard_server", "context"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            stub = pb_grpc.ContextServiceStub(channel)
+            stub.AppendMemory(
+                pb.AppendMemoryRequest(
+                    session_id="loop",
+                    entries=[pb.MemoryEntry(type=pb.MEMORY_TYPE_WORKING, content="hi")],
+                ),
+                timeout=10,
+            )
+            stats = stub.GetMemoryStats(pb.GetMemoryStatsRequest(session_id="loop"), timeout=10)
+        assert stats.memory_stats.working_count == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        stop_process(proc)
+    starting = [
+        json.loads(line) for line in log.read_text().splitlines() if '"server.starting"' in line
+    ]
+    assert [line["event_loop"] for line in starting] == [event_loop]
