@@ -90,3 +90,23 @@ async def test_a_write_alone_in_its_batch_fails_alone(
         await w.submit(half_then_fail, inline=inline)
     assert await w.submit(insert(3), inline=inline) == 3
     assert committed(path) == [1, 3]
+
+
+async def test_writes_arriving_over_a_few_loop_rounds_share_one_transaction(
+    writer: tuple[GroupCommitWriter, Path],
+) -> None:
+    """Writes of RPCs a few event-loop rounds apart (as concurrent requests reach the
+    store) are gathered into one batch: one BEGIN, one COMMIT for all of them."""
+    w, path = writer
+    statements: list[str] = []
+    w._connection.set_trace_callback(statements.append)
+
+    async def arrive_then_write(value: int) -> int:
+        for _ in range(value):  # the RPC's own awaits before it reaches the store
+            await asyncio.sleep(0)
+        return await w.submit(insert(value), inline=True)
+
+    assert await asyncio.gather(*(arrive_then_write(v) for v in range(4))) == [0, 1, 2, 3]
+    assert committed(path) == [0, 1, 2, 3]
+    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert statements.count("COMMIT") == 1

@@ -13,6 +13,12 @@ statement on the writer thread instead cost a GIL hand-off per statement; with a
 busy event loop (and busy cores) those hand-offs, not SQLite, set the pace
 (measured: batches of ~3 appends taking ~7 ms). Large writes (ingest, delete)
 run whole on the writer thread so they never stall the event loop.
+
+Before it takes a batch, the writer lets the event loop run ``GATHER_ROUNDS`` rounds,
+so that writes of RPCs already on their way join it (like PostgreSQL's
+``commit_delay``): with 32 appends in flight a batch grows from ~2.5 to ~5 writes
+and BEGIN, COMMIT and the thread hand-off are shared by more of them. A write on an
+idle loop waits those few empty rounds, a few microseconds.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 Write = Callable[[sqlite3.Connection], Any]
+GATHER_ROUNDS = 4
 
 
 class GroupCommitWriter:
@@ -64,6 +71,8 @@ class GroupCommitWriter:
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
+            for _ in range(GATHER_ROUNDS):
+                await asyncio.sleep(0)
             batch, self._pending = self._pending, []
             writes = [write for write, _, _ in batch]
             try:
