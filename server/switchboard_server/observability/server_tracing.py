@@ -63,6 +63,26 @@ def _record(span: trace.Span, error: Exception) -> None:
     span.record_exception(error)
 
 
+class _ServedSpan:
+    """A started server span while the servicer runs: ``with`` it, an ``Exception``
+    leaving the servicer is recorded (as the library does), then the caller's context
+    is restored and the span ends, however the call ends (cancelled, closed stream)."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: trace.Span, token: Token[otel_context.Context]) -> None:
+        self._span, self._token = span, token
+
+    def __enter__(self) -> trace.Span:
+        return self._span
+
+    def __exit__(self, exc_type: Any, error: BaseException | None, traceback: Any) -> None:
+        if isinstance(error, Exception):
+            _record(self._span, error)
+        otel_context.detach(self._token)
+        self._span.end()
+
+
 def memoised(
     memo: dict[str, Attributes], key: str, make: Callable[[str], Attributes]
 ) -> Attributes:
@@ -140,33 +160,19 @@ class TracingServerInterceptor(WrappingInterceptor, OpenTelemetryAioServerInterc
         if response_streaming:
 
             async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
-                span, token = begin(context)
-                try:
+                with begin(context) as span:
                     async for response in behavior(request, _ServicerContext(context, span)):
                         yield response
-                except Exception as error:
-                    _record(span, error)
-                    raise
-                finally:
-                    otel_context.detach(token)
-                    span.end()
 
             return streaming
 
         async def unary(request: Any, context: Any) -> Any:
-            span, token = begin(context)
-            try:
+            with begin(context) as span:
                 return await behavior(request, _ServicerContext(context, span))
-            except Exception as error:
-                _record(span, error)
-                raise
-            finally:
-                otel_context.detach(token)
-                span.end()
 
         return unary
 
-    def _begin(self, method: str, context: Any) -> tuple[trace.Span, Token[otel_context.Context]]:
+    def _begin(self, method: str, context: Any) -> _ServedSpan:
         """Start the server span of a call, child of the caller's context, and make it
         current (one attach: the caller's context with the span in it)."""
         metadata = context.invocation_metadata()
@@ -183,7 +189,7 @@ class TracingServerInterceptor(WrappingInterceptor, OpenTelemetryAioServerInterc
             attributes=self._attributes(method, user_agent, context.peer()),
             set_status_on_exception=False,
         )
-        return span, otel_context.attach(trace.set_span_in_context(span, parent))
+        return _ServedSpan(span, otel_context.attach(trace.set_span_in_context(span, parent)))
 
     def _start_span(
         self, handler_call_details: Any, context: Any, set_status_on_exception: bool = False
