@@ -42,12 +42,21 @@ def smooth_idf(total: int, containing: int) -> float:
     return math.log(1.0 + (total - containing + 0.5) / (containing + 0.5))
 
 
-def saturation(tf: float, length: float, avg_length: float) -> float:
-    """The tf part of BM25, in [0, k1+1)."""
+def length_norm(length: float, avg_length: float) -> float:
+    """BM25's length normalisation of a text of ``length`` terms: 1 - b + b*dl/avgdl."""
+    return 1.0 - B + B * (length / avg_length if avg_length > 0 else 1.0)
+
+
+def saturated(tf: float, norm: float) -> float:
+    """The tf part of BM25 for a text of ``length_norm`` ``norm``, in [0, k1+1)."""
     if tf <= 0:
         return 0.0
-    norm = 1.0 - B + B * (length / avg_length if avg_length > 0 else 1.0)
     return tf * (K1 + 1.0) / (tf + K1 * norm)
+
+
+def saturation(tf: float, length: float, avg_length: float) -> float:
+    """The tf part of BM25, in [0, k1+1)."""
+    return saturated(tf, length_norm(length, avg_length))
 
 
 def max_score(idfs: Sequence[float]) -> float:
@@ -55,12 +64,16 @@ def max_score(idfs: Sequence[float]) -> float:
     return sum(idfs) * (K1 + 1.0)
 
 
-def normalise(score: float, idfs: Sequence[float]) -> float:
-    """``score`` as a share of ``max_score(idfs)``, clamped to [0, 1]."""
-    top = max_score(idfs)
+def share(score: float, top: float) -> float:
+    """``score`` as a share of ``top`` (a ``max_score``), clamped to [0, 1]."""
     if top <= 0:
         return 0.0
     return min(1.0, max(0.0, score / top))
+
+
+def normalise(score: float, idfs: Sequence[float]) -> float:
+    """``score`` as a share of ``max_score(idfs)``, clamped to [0, 1]."""
+    return share(score, max_score(idfs))
 
 
 class Corpus:
@@ -91,15 +104,13 @@ class Corpus:
         avg = self._avg
         result: dict[str, float] = {}
         for key, counts in tfs.items():
-            # saturation() and normalise() inlined, the same operations in the same order
-            length = len(self._documents[key])
-            norm = 1.0 - B + B * (length / avg if avg > 0 else 1.0)
+            norm = length_norm(len(self._documents[key]), avg)  # once per text, not per term
             score = 0.0
             for tf, weight in zip(counts, idfs, strict=True):
                 if tf > 0:
-                    score += weight * (tf * (K1 + 1.0) / (tf + K1 * norm))
+                    score += weight * saturated(tf, norm)
             if score > 0:
-                result[key] = 0.0 if top <= 0 else min(1.0, max(0.0, score / top))
+                result[key] = share(score, top)
         return result
 
 
