@@ -130,16 +130,6 @@ class MemoryMirror:
                 kept.append(record)
         return kept
 
-    def counts(self, session_id: str) -> dict[MemoryType, int] | None:
-        """Entries per type of a mirrored session (every type present), else None."""
-        records = self._sessions.get(session_id)
-        if records is None:
-            return None
-        counts = dict.fromkeys(MemoryType, 0)
-        for record in records:
-            counts[record.type] += 1
-        return counts
-
     def clear(self) -> None:
         self._sessions.clear()
         self._size = 0
