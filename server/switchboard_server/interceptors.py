@@ -1,4 +1,5 @@
-"""Server interceptor: correlation id, domain-error mapping and one access line per RPC.
+"""The server's one interceptor: correlation, error mapping, RED metrics, the server
+span and one access line per RPC, in a single layer.
 
 For every RPC it
 
@@ -6,14 +7,21 @@ For every RPC it
   or generates one, binds it to the structlog context and returns it to the caller
   in the trailing metadata (trailing, so an error stays a trailers-only response
   that Envoy can retry on);
+* with tracing on, starts the OpenTelemetry server span, child of the caller's W3C
+  ``traceparent``, and keeps it current for the call (see :mod:`.observability.server_tracing`);
+  with tracing off and ``propagate_trace_context``, makes the caller's ``traceparent``
+  itself the current context: outbound calls forward it and log lines carry its trace
+  id, at no span cost;
 * turns a ``SwitchboardError`` into its canonical status with rich details, and an
   unexpected exception into INTERNAL without leaking its text;
-* writes one structured access line (service, method, code, duration_ms, peer);
-* with ``propagate_trace_context`` (tracing off, so no OpenTelemetry interceptor runs),
-  makes the caller's W3C ``traceparent`` the current context for the call: outbound
-  calls forward it and log lines carry its trace id, at no span cost.
+* counts it in ``grpc_server_*`` with its final code (the latency observation carries
+  the current trace as its exemplar);
+* writes one structured access line (service, method, code, duration_ms, peer).
 
-Each method's handler is wrapped once (``WrappingInterceptor``), not on every call.
+One layer instead of three (OpenTelemetry's, metrics', ours) means one interceptor
+coroutine and one read of the metadata per call, and no proxy of the servicer context:
+the span's status comes from the call's final code, as the library's proxy would set
+it. Each method's handler is wrapped once (``WrappingInterceptor``), not on every call.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import Token
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import structlog
@@ -32,7 +40,15 @@ from opentelemetry import propagate
 
 from switchboard_server.errors import SwitchboardError
 from switchboard_server.handlers import Behavior, WrappingInterceptor, iterate_responses
-from switchboard_server.observability.metrics import split_method
+from switchboard_server.observability.metrics import (
+    GrpcMetrics,
+    MethodSeries,
+    RpcMeter,
+    grpc_type_of,
+    split_method,
+    status_code_of,
+)
+from switchboard_server.observability.server_tracing import ServedSpan, ServerSpans
 from switchboard_server.status import to_grpc_status
 
 log = structlog.get_logger("switchboard.access")
@@ -40,6 +56,7 @@ log = structlog.get_logger("switchboard.access")
 CORRELATION_HEADERS = ("x-correlation-id", "x-request-id")
 MAX_CORRELATION_ID = 128
 TRACEPARENT = "traceparent"
+_UNKNOWN = grpc.StatusCode.UNKNOWN
 
 
 def correlation_id_from(headers: dict[str, str]) -> str:
@@ -56,98 +73,137 @@ def text_headers(metadata: Any) -> dict[str, str]:
     return {k.lower(): v for k, v in (metadata or ()) if isinstance(v, str)}
 
 
-class _Call:
-    """Book-keeping for one RPC: correlation, outcome and the access line."""
+class _Method:
+    """What every call of one served method shares."""
 
-    __slots__ = (
-        "_token",
-        "code",
-        "context",
-        "correlation_id",
-        "method",
-        "peer",
-        "service",
-        "started",
-    )
+    __slots__ = ("full", "method", "propagate_trace_context", "series", "service", "spans")
 
     def __init__(
         self,
-        service: str,
-        method: str,
-        context: grpc.aio.ServicerContext[Any, Any],
+        full: str,
+        series: MethodSeries | None,
+        spans: ServerSpans | None,
         propagate_trace_context: bool,
     ) -> None:
-        self.service, self.method = service, method
+        self.full = full
+        self.service, self.method = split_method(full)
+        self.series, self.spans = series, spans
+        self.propagate_trace_context = propagate_trace_context
+
+
+class _Call:
+    """Book-keeping for one RPC: correlation, span, meter, outcome and the access line."""
+
+    __slots__ = (
+        "_token",
+        "context",
+        "correlation_id",
+        "error",
+        "m",
+        "meter",
+        "peer",
+        "span",
+        "started",
+    )
+
+    def __init__(self, m: _Method, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self.m = m
         self.context = context
         headers = text_headers(context.invocation_metadata())
         self.correlation_id = correlation_id_from(headers)
         # Read while the call is live: peer() on a finished or cancelled call can crash
         # grpc's core (seen once in finish(), after a deadline test).
         self.peer = context.peer()
-        self.started = time.perf_counter()
-        self.code = grpc.StatusCode.OK
+        self.error: BaseException | None = None  # what left the servicer
+        self.span: ServedSpan | None = None
         self._token: Token[otel_context.Context] | None = None
-        if propagate_trace_context and TRACEPARENT in headers:
+        if m.spans is not None:
+            self.span = m.spans.start(m.full, headers, self.peer)
+        elif m.propagate_trace_context and TRACEPARENT in headers:
             self._token = otel_context.attach(propagate.extract(headers))
+        self.meter = RpcMeter(m.series) if m.series is not None else None
+        self.started = time.perf_counter()
         structlog.contextvars.bind_contextvars(correlation_id=self.correlation_id)
         context.set_trailing_metadata((("x-correlation-id", self.correlation_id),))
 
-    async def fail(self, exc: BaseException) -> None:
-        """Translate exc into a status on the context (raises AbortError)."""
+    async def fail(self, exc: BaseException) -> NoReturn:
+        """Keep what left the servicer and raise it on: an abort or a cancellation as it
+        is, a ``SwitchboardError`` as an abort with its status, anything else as an
+        abort with INTERNAL (the error is logged, its text not sent)."""
+        self.error = exc
+        if isinstance(exc, grpc.aio.AbortError) or not isinstance(exc, Exception):
+            raise exc
         if isinstance(exc, SwitchboardError):
             status = to_grpc_status(exc)
-            self.code = status.code
+            code, details, trailing = status.code, status.details, status.trailing_metadata
+        else:
+            log.error("rpc.unhandled_exception", method=self.m.method, exc_info=exc)
+            code, details, trailing = grpc.StatusCode.INTERNAL, "internal error", ()
+        try:
             await self.context.abort(
-                status.code,
-                status.details,
-                trailing_metadata=(
-                    *status.trailing_metadata,
-                    ("x-correlation-id", self.correlation_id),
-                ),
+                code,
+                details,
+                trailing_metadata=(*trailing, ("x-correlation-id", self.correlation_id)),
             )
-        log.error("rpc.unhandled_exception", method=self.method, exc_info=exc)
-        self.code = grpc.StatusCode.INTERNAL
-        await self.context.abort(
-            grpc.StatusCode.INTERNAL,
-            "internal error",
-            trailing_metadata=(("x-correlation-id", self.correlation_id),),
-        )
+        except BaseException as aborted:
+            self.error = aborted
+            raise
+        raise AssertionError("abort() returned")  # grpc.aio's abort always raises
 
     def finish(self) -> None:
-        code = self.code
-        if code is grpc.StatusCode.OK:
-            context_code = self.context.code()
-            if isinstance(context_code, grpc.StatusCode):
-                code = context_code
-            elif self.context.cancelled():
-                code = grpc.StatusCode.CANCELLED
+        """Settle the call: its final code, metrics, access line, span."""
+        context, error = self.context, self.error
+        set_code = status_code_of(context.code())  # by an abort or set_code()
+        if set_code is not None:
+            code = set_code
+        elif error is not None:  # an AbortError without a code, or a cancellation
+            code = _UNKNOWN if isinstance(error, Exception) else grpc.StatusCode.CANCELLED
+        elif context.cancelled():
+            code = grpc.StatusCode.CANCELLED
+        else:
+            code = grpc.StatusCode.OK
+        if self.meter is not None:
+            self.meter.done(code)  # the span still current: its trace is the exemplar
         if log.is_enabled_for(logging.INFO):
             log.info(
                 "rpc",
                 kind="server",
-                service=self.service,
-                method=self.method,
+                service=self.m.service,
+                method=self.m.method,
                 code=code.name,
                 duration_ms=round((time.perf_counter() - self.started) * 1000, 3),
                 peer=self.peer,
             )
         structlog.contextvars.unbind_contextvars("correlation_id")
-        if self._token is not None:
+        if self.span is not None:
+            self.span.end(set_code, context.details() if set_code is not None else "", error)
+        elif self._token is not None:
             otel_context.detach(self._token)
 
 
-def _wrap_unary(
-    full_method: str, inner: Callable[..., Awaitable[Any]], propagate_trace_context: bool
-) -> Callable[..., Any]:
-    service, method = split_method(full_method)
+async def _counted(requests: AsyncIterator[Any], meter: RpcMeter | None) -> AsyncIterator[Any]:
+    async for request in requests:
+        if meter is not None:
+            meter.received()
+        yield request
 
+
+def _wrap_unary(
+    m: _Method, inner: Callable[..., Awaitable[Any]], request_streaming: bool
+) -> Callable[..., Any]:
     async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        call = _Call(service, method, context, propagate_trace_context)
+        call = _Call(m, context)
+        meter = call.meter
+        if request_streaming:
+            request = _counted(request, meter)
+        elif meter is not None:
+            meter.received()
         try:
-            return await inner(request, context)
-        except grpc.aio.AbortError:
-            raise
-        except (SwitchboardError, Exception) as exc:  # mapped to a status
+            response = await inner(request, context)
+            if meter is not None:
+                meter.sent()
+            return response
+        except BaseException as exc:
             await call.fail(exc)
         finally:
             call.finish()
@@ -156,20 +212,23 @@ def _wrap_unary(
 
 
 def _wrap_streaming(
-    full_method: str, inner: Callable[..., Any], propagate_trace_context: bool
+    m: _Method, inner: Callable[..., Any], request_streaming: bool
 ) -> Callable[..., AsyncIterator[Any]]:
-    service, method = split_method(full_method)
-
     async def behavior(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        call = _Call(service, method, context, propagate_trace_context)
+        call = _Call(m, context)
+        meter = call.meter
+        if request_streaming:
+            request = _counted(request, meter)
+        elif meter is not None:
+            meter.received()
         try:
             async for item in iterate_responses(inner(request, context)):
+                if meter is not None:
+                    meter.sent()
                 yield item
-        except grpc.aio.AbortError:
-            raise
-        except (SwitchboardError, Exception) as exc:  # mapped to a status
+        except BaseException as exc:  # incl. GeneratorExit: the stream was closed
             await call.fail(exc)
         finally:
             call.finish()
@@ -178,15 +237,28 @@ def _wrap_streaming(
 
 
 class ServerInterceptor(WrappingInterceptor):
-    """Correlation, error mapping and access logging for every handler kind."""
+    """Correlation, error mapping, ``grpc_server_*`` metrics (with ``metrics``), the
+    server span (with ``spans``) and the access line, for every handler kind."""
 
-    def __init__(self, *, propagate_trace_context: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        metrics: GrpcMetrics | None = None,
+        spans: ServerSpans | None = None,
+        propagate_trace_context: bool = False,
+    ) -> None:
         super().__init__()
+        self._metrics, self._spans = metrics, spans
         self._propagate_trace_context = propagate_trace_context
 
     def wrap(
         self, method: str, behavior: Behavior, request_streaming: bool, response_streaming: bool
     ) -> Behavior:
+        series = None
+        if self._metrics is not None:
+            kind = grpc_type_of(request_streaming, response_streaming)
+            series = self._metrics.series(kind, method)
+        m = _Method(method, series, self._spans, self._propagate_trace_context)
         if response_streaming:
-            return _wrap_streaming(method, behavior, self._propagate_trace_context)
-        return _wrap_unary(method, behavior, self._propagate_trace_context)
+            return _wrap_streaming(m, behavior, request_streaming)
+        return _wrap_unary(m, behavior, request_streaming)

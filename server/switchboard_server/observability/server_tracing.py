@@ -1,36 +1,30 @@
-"""The OpenTelemetry server interceptor, with each method's handler wrapped once.
+"""Server spans as ``opentelemetry-instrumentation-grpc``'s aio interceptor makes them,
+started and ended by our one server interceptor (:mod:`switchboard_server.interceptors`).
 
-``opentelemetry-instrumentation-grpc``'s aio server interceptor re-wraps the servicer's
-handler on every call (new closures and a new handler) and builds each server span's
-attributes from scratch: it splits the method name, copies the invocation metadata into
-a dict to find the user agent and parses ``context.peer()`` (called three times). Per
-call it then enters three generator context managers (remote context, current span,
-``use_span``) and attaches two contexts (the caller's, then the span's on top).
-:class:`TracingServerInterceptor` is that interceptor, with the same spans (name, kind,
-attributes, remote parent, status from ``abort``/``set_code`` through the library's
-context wrapper, exceptions recorded as the library records them: twice for an error
-that is not a bare ``Exception``, once from its wrapper and once from ``use_span``),
-that wraps a method's handler once (as :class:`~switchboard_server.handlers.WrappingInterceptor`
-does), keeps each method's fixed attributes and each peer's parsed address, reads the
-invocation metadata once and attaches one context (the caller's with the span in it).
+The library's interceptor is a layer of its own: per call it re-wraps the servicer's
+handler, builds the span's attributes from scratch (splits the method name, copies the
+metadata to find the user agent, parses ``context.peer()`` three times), enters three
+generator context managers, attaches two contexts, and hands the servicer a ``wrapt``
+proxy of its context so that ``abort``/``set_code``/``set_details`` set the span's
+status. Every attribute access through that proxy costs, and our interceptor reads the
+context on every call. :class:`ServerSpans` makes the same spans (name, kind, scope,
+attributes, remote parent, status, recorded exceptions) from what our interceptor
+already has: the text headers read once, the peer, and at the end the call's final
+code, details and how it ended. Each method's fixed attributes and each peer's parsed
+address are kept; one context is attached (the caller's with the span in it).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from contextvars import Token
-from typing import Any
 from urllib.parse import unquote
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
-from opentelemetry.instrumentation.grpc._aio_server import (
-    OpenTelemetryAioServerInterceptor,
-    _OpenTelemetryAioServicerContext,
-)
+from opentelemetry.instrumentation.grpc._utilities import _server_status
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.propagate import extract
 from opentelemetry.semconv._incubating.attributes.net_attributes import (
@@ -46,41 +40,8 @@ from opentelemetry.semconv._incubating.attributes.rpc_attributes import (
 )
 from opentelemetry.util.types import AttributeValue
 
-from switchboard_server.handlers import Behavior, WrappingInterceptor
-
 Attributes = dict[str, AttributeValue]
-# the library's servicer context wrapper: abort()/set_code()/set_details() set the span status
-_ServicerContext: Callable[[Any, trace.Span], Any] = _OpenTelemetryAioServicerContext
 _MAX_MEMO = 1024  # distinct methods or peer addresses remembered (a few of each)
-
-
-def _record(span: trace.Span, error: Exception) -> None:
-    """What the library records of an error leaving the servicer: its wrapper records it
-    unless it is a bare ``Exception`` (an abort is recorded through the context), then
-    ``use_span`` records it again."""
-    if type(error) is not Exception:
-        span.record_exception(error)
-    span.record_exception(error)
-
-
-class _ServedSpan:
-    """A started server span while the servicer runs: ``with`` it, an ``Exception``
-    leaving the servicer is recorded (as the library does), then the caller's context
-    is restored and the span ends, however the call ends (cancelled, closed stream)."""
-
-    __slots__ = ("_span", "_token")
-
-    def __init__(self, span: trace.Span, token: Token[otel_context.Context]) -> None:
-        self._span, self._token = span, token
-
-    def __enter__(self) -> trace.Span:
-        return self._span
-
-    def __exit__(self, exc_type: Any, error: BaseException | None, traceback: Any) -> None:
-        if isinstance(error, Exception):
-            _record(self._span, error)
-        otel_context.detach(self._token)
-        self._span.end()
 
 
 def memoised(
@@ -127,83 +88,62 @@ def _peer_attributes(peer: str) -> Attributes:
     return attributes
 
 
-class TracingServerInterceptor(WrappingInterceptor, OpenTelemetryAioServerInterceptor):  # type: ignore[misc]
-    """OpenTelemetry server spans for every RPC, the handler of each method wrapped once
-    (the memo of :class:`~switchboard_server.handlers.WrappingInterceptor`); the servicer
-    gets the library's context wrapper, which sets the span's status."""
+class ServedSpan:
+    """The server span of one call, current (attached) until :meth:`end`."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: trace.Span, token: Token[otel_context.Context]) -> None:
+        self._span, self._token = span, token
+
+    def end(self, code: grpc.StatusCode | None, details: str, error: BaseException | None) -> None:
+        """Settle the span as the library's context wrapper and ``use_span`` would, then
+        restore the caller's context and end it.
+
+        ``code`` and ``details`` are what the call set (``context.code()``/``details()``,
+        ``None`` if nothing did); ``error`` is what left the servicer. The library's
+        wrapper sets the status code attribute and the status when the servicer aborts
+        (with its details as given) or sets a code (details, else the code's own text);
+        it records an ``Exception`` unless it is a bare ``Exception`` (an abort is
+        recorded through the context), then ``use_span`` records it again."""
+        span = self._span
+        if code is not None and code is not grpc.StatusCode.OK:
+            span.set_attribute(RPC_GRPC_STATUS_CODE, code.value[0])
+            aborted = isinstance(error, grpc.aio.AbortError)
+            details = details if aborted else details or code.value[1]
+            span.set_status(_server_status(code, details))  # type: ignore[no-untyped-call]
+        if isinstance(error, Exception):
+            if type(error) is not Exception:
+                span.record_exception(error)
+            span.record_exception(error)
+        otel_context.detach(self._token)
+        span.end()
+
+
+class ServerSpans:
+    """Starts server spans with the library's tracer (scope name, version, schema URL)."""
 
     def __init__(self, tracer_provider: trace.TracerProvider) -> None:
-        # the library's tracer (scope name, version, schema URL) for this provider
-        library: OpenTelemetryAioServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
-            tracer_provider=tracer_provider
-        )
-        WrappingInterceptor.__init__(self)
-        OpenTelemetryAioServerInterceptor.__init__(self, library._tracer)  # type: ignore[no-untyped-call]
+        library = aio_server_interceptor(tracer_provider=tracer_provider)  # type: ignore[no-untyped-call]
+        self._tracer: trace.Tracer = library._tracer
         self._method_attributes: dict[str, Attributes] = {}
         self._peers: dict[str, Attributes] = {}
 
-    async def intercept_service(  # type: ignore[override]
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        if not is_instrumentation_enabled() or self._filter is not None:
-            return await OpenTelemetryAioServerInterceptor.intercept_service(  # type: ignore[no-untyped-call]
-                self, continuation, handler_call_details
-            )
-        return await WrappingInterceptor.intercept_service(self, continuation, handler_call_details)
-
-    def wrap(
-        self, method: str, behavior: Behavior, request_streaming: bool, response_streaming: bool
-    ) -> Behavior:
-        begin = functools.partial(self._begin, method)
-        if response_streaming:
-
-            async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
-                with begin(context) as span:
-                    async for response in behavior(request, _ServicerContext(context, span)):
-                        yield response
-
-            return streaming
-
-        async def unary(request: Any, context: Any) -> Any:
-            with begin(context) as span:
-                return await behavior(request, _ServicerContext(context, span))
-
-        return unary
-
-    def _begin(self, method: str, context: Any) -> _ServedSpan:
-        """Start the server span of a call, child of the caller's context, and make it
-        current (one attach: the caller's context with the span in it)."""
-        metadata = context.invocation_metadata()
-        parent: otel_context.Context | None = None
-        user_agent: str | None = None
-        if metadata:  # the library extracts only from non-empty metadata
-            headers = {md.key: md.value for md in metadata}
-            parent = extract(headers)
-            user_agent = headers.get("user-agent")
+    def start(self, method: str, headers: dict[str, str], peer: str) -> ServedSpan | None:
+        """The span of a call to ``method`` (``/pkg.Service/Method``), child of the
+        caller's W3C context in ``headers`` and current until it ends; None while
+        instrumentation is suppressed (the library then makes no span either)."""
+        if not is_instrumentation_enabled():
+            return None
+        parent = extract(headers) if headers else None  # the library: only from metadata
         span = self._tracer.start_span(
             method,
             context=parent,
             kind=trace.SpanKind.SERVER,
-            attributes=self._attributes(method, user_agent, context.peer()),
+            attributes=self._attributes(method, headers.get("user-agent"), peer),
             set_status_on_exception=False,
         )
-        return _ServedSpan(span, otel_context.attach(trace.set_span_in_context(span, parent)))
-
-    def _start_span(
-        self, handler_call_details: Any, context: Any, set_status_on_exception: bool = False
-    ) -> Any:
-        """The library's per-call path (instrumentation suppressed, a filter) uses these
-        attributes too."""
-        method: str = handler_call_details.method
-        user_agent = dict(context.invocation_metadata() or ()).get("user-agent")
-        return self._tracer.start_as_current_span(
-            name=method,
-            kind=trace.SpanKind.SERVER,
-            attributes=self._attributes(method, user_agent, context.peer()),
-            set_status_on_exception=set_status_on_exception,
-        )
+        return ServedSpan(span, otel_context.attach(trace.set_span_in_context(span, parent)))
 
     def _attributes(self, method: str, user_agent: str | None, peer: str) -> Attributes:
         """A server span's attributes, in the library's order."""

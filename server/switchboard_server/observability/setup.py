@@ -5,8 +5,8 @@
 * the tracer provider (sampler + OTLP exporter from settings, see :mod:`.tracing`);
 * the per-server Prometheus ``CollectorRegistry`` with process/platform/GC metrics and
   ``grpc_server_*`` / ``grpc_client_*`` RED metrics (see :mod:`.metrics`);
-* the interceptors: ``server_interceptors()`` for the server (OpenTelemetry outermost,
-  then metrics, then correlation/error mapping/access line), and
+* the interceptors: ``server_interceptors()`` for the server (correlation, error
+  mapping, metrics, span and access line in one interceptor), and
   ``client_interceptors(target)`` for outbound channels (span, metrics, correlation
   and access line in one interceptor per call kind)::
 
@@ -14,8 +14,8 @@
           target, interceptors=runtime_observability.client_interceptors(target)
       )
 
-With tracing off (no exporter, see :mod:`.tracing`) the OpenTelemetry interceptors are
-left out altogether; the correlation interceptors then carry an incoming W3C
+With tracing off (no exporter, see :mod:`.tracing`) no span is made and the library's
+interceptors are left out altogether; the interceptors then carry an incoming W3C
 ``traceparent`` through to outbound calls and log lines themselves.
 """
 
@@ -39,8 +39,7 @@ from switchboard_server.interceptors import ServerInterceptor
 from switchboard_server.observability.client import ClientTelemetry, telemetry_interceptors
 from switchboard_server.observability.client_tracing import traced_client_interceptors
 from switchboard_server.observability.metrics import GrpcMetrics
-from switchboard_server.observability.server_metrics import MetricsServerInterceptor
-from switchboard_server.observability.server_tracing import TracingServerInterceptor
+from switchboard_server.observability.server_tracing import ServerSpans
 from switchboard_server.observability.tracing import build_tracer_provider, tracing_enabled
 
 
@@ -70,16 +69,14 @@ class Observability:
         self.metrics_port: int | None = None
 
     def server_interceptors(self) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
-        """OpenTelemetry when tracing (outermost, so trace ids are current in the access
-        line), RED metrics (outside error mapping, so they see the final code), then
-        correlation, error mapping and the access line."""
-        otel: list[grpc.aio.ServerInterceptor[Any, Any]] = (
-            [TracingServerInterceptor(self.tracer_provider)] if self.tracing else []
-        )
+        """One interceptor: correlation, error mapping, RED metrics, the server span
+        when tracing (current for the access line) and the access line."""
         return [
-            *otel,
-            MetricsServerInterceptor(self.server_metrics),
-            ServerInterceptor(propagate_trace_context=not self.tracing),
+            ServerInterceptor(
+                metrics=self.server_metrics,
+                spans=ServerSpans(self.tracer_provider) if self.tracing else None,
+                propagate_trace_context=not self.tracing,
+            )
         ]
 
     def client_interceptors(self, target: str = "") -> list[grpc.aio.ClientInterceptor]:
