@@ -12,11 +12,18 @@ and ``"client"`` the ``grpc_client_*`` twins. Labels come from method names the
 process itself serves or calls, so the label sets are bounded. Latency observations
 carry an exemplar ``{trace_id, span_id}`` when a sampled span is current (exposed in
 the OpenMetrics format, ``Accept: application/openmetrics-text``).
+
+A histogram bucket holds one exemplar, the latest, and Prometheus reads it once per
+scrape (15 s by default): a bucket's exemplar is renewed at most once per
+``EXEMPLAR_REFRESH_S``; the observations in between are counted without one. Building
+and validating an exemplar cost more than the observation itself, on every traced call.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -30,6 +37,7 @@ from switchboard_server.observability.settings import DEFAULT_LATENCY_BUCKETS
 Side = Literal["server", "client"]
 GrpcType = Literal["unary", "client_stream", "server_stream", "bidi_stream"]
 LABELS = ("grpc_type", "grpc_service", "grpc_method")
+EXEMPLAR_REFRESH_S = 1.0  # shortest time between two exemplars of one bucket
 
 
 def grpc_type_of(request_streaming: bool, response_streaming: bool) -> GrpcType:
@@ -110,6 +118,8 @@ class GrpcMetrics:
             buckets=tuple(buckets),
             registry=registry,
         )
+        # the histogram's bucket bounds: observe() puts x in the first bound >= x
+        self.bucket_bounds = tuple(buckets) if buckets[-1] == math.inf else (*buckets, math.inf)
         self._series: dict[tuple[GrpcType, str | bytes], MethodSeries] = {}
 
     def initialize(self, service_names: Iterable[str]) -> None:
@@ -151,6 +161,8 @@ class MethodSeries:
     """The series of one (type, service, method): children of each collector."""
 
     __slots__ = (
+        "_bounds",
+        "_exemplar_due",
         "_handled",
         "_labels",
         "_metrics",
@@ -172,6 +184,19 @@ class MethodSeries:
         self.sent = metrics.msg_sent.labels(*labels)
         self.latency = metrics.handling_seconds.labels(*labels)
         self._handled: dict[grpc.StatusCode, Counter] = {}
+        self._bounds = metrics.bucket_bounds
+        self._exemplar_due = [0.0] * len(self._bounds)  # perf_counter() time, per bucket
+
+    def observe(self, seconds: float, now: float) -> None:
+        """Observe a latency, with the current trace as exemplar if its bucket's is due."""
+        bucket = bisect_left(self._bounds, seconds)
+        if now < self._exemplar_due[bucket]:
+            self.latency.observe(seconds)
+            return
+        exemplar = trace_exemplar()
+        if exemplar is not None:
+            self._exemplar_due[bucket] = now + EXEMPLAR_REFRESH_S
+        self.latency.observe(seconds, exemplar=exemplar)
 
     def handled(self, code: grpc.StatusCode) -> Counter:
         child = self._handled.get(code)
@@ -202,6 +227,6 @@ class RpcMeter:
         if self._done:
             return
         self._done = True
-        elapsed = time.perf_counter() - self._started
+        now = time.perf_counter()
         self._series.handled(code).inc()
-        self._series.latency.observe(elapsed, exemplar=trace_exemplar())
+        self._series.observe(now - self._started, now)
