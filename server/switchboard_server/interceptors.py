@@ -73,10 +73,18 @@ def text_headers(metadata: Any) -> dict[str, str]:
     return {k.lower(): v for k, v in (metadata or ()) if isinstance(v, str)}
 
 
-class _Method:
+class _ServedMethod:
     """What every call of one served method shares."""
 
-    __slots__ = ("full", "method", "propagate_trace_context", "series", "service", "spans")
+    __slots__ = (
+        "full",
+        "method",
+        "propagate_trace_context",
+        "request_streaming",
+        "series",
+        "service",
+        "spans",
+    )
 
     def __init__(
         self,
@@ -84,11 +92,13 @@ class _Method:
         series: MethodSeries | None,
         spans: ServerSpans | None,
         propagate_trace_context: bool,
+        request_streaming: bool,
     ) -> None:
         self.full = full
         self.service, self.method = split_method(full)
         self.series, self.spans = series, spans
         self.propagate_trace_context = propagate_trace_context
+        self.request_streaming = request_streaming
 
 
 class _Call:
@@ -99,15 +109,15 @@ class _Call:
         "context",
         "correlation_id",
         "error",
-        "m",
         "meter",
         "peer",
+        "served",
         "span",
         "started",
     )
 
-    def __init__(self, m: _Method, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        self.m = m
+    def __init__(self, served: _ServedMethod, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self.served = served
         self.context = context
         headers = text_headers(context.invocation_metadata())
         self.correlation_id = correlation_id_from(headers)
@@ -117,14 +127,27 @@ class _Call:
         self.error: BaseException | None = None  # what left the servicer
         self.span: ServedSpan | None = None
         self._token: Token[otel_context.Context] | None = None
-        if m.spans is not None:
-            self.span = m.spans.start(m.full, headers, self.peer)
-        elif m.propagate_trace_context and TRACEPARENT in headers:
+        if served.spans is not None:
+            self.span = served.spans.start(served.full, headers, self.peer)
+        elif served.propagate_trace_context and TRACEPARENT in headers:
             self._token = otel_context.attach(propagate.extract(headers))
-        self.meter = RpcMeter(m.series) if m.series is not None else None
+        self.meter = RpcMeter(served.series) if served.series is not None else None
         self.started = time.perf_counter()
         structlog.contextvars.bind_contextvars(correlation_id=self.correlation_id)
         context.set_trailing_metadata((("x-correlation-id", self.correlation_id),))
+
+    def received(self, request: Any) -> Any:
+        """The request as the servicer gets it, counted as received (a stream's
+        messages one by one as the servicer reads them)."""
+        if self.served.request_streaming:
+            return _counted(request, self.meter)
+        if self.meter is not None:
+            self.meter.received()
+        return request
+
+    def sent(self) -> None:
+        if self.meter is not None:
+            self.meter.sent()
 
     async def fail(self, exc: BaseException) -> NoReturn:
         """Keep what left the servicer and raise it on: an abort or a cancellation as it
@@ -137,7 +160,7 @@ class _Call:
             status = to_grpc_status(exc)
             code, details, trailing = status.code, status.details, status.trailing_metadata
         else:
-            log.error("rpc.unhandled_exception", method=self.m.method, exc_info=exc)
+            log.error("rpc.unhandled_exception", method=self.served.method, exc_info=exc)
             code, details, trailing = grpc.StatusCode.INTERNAL, "internal error", ()
         try:
             await self.context.abort(
@@ -168,8 +191,8 @@ class _Call:
             log.info(
                 "rpc",
                 kind="server",
-                service=self.m.service,
-                method=self.m.method,
+                service=self.served.service,
+                method=self.served.method,
                 code=code.name,
                 duration_ms=round((time.perf_counter() - self.started) * 1000, 3),
                 peer=self.peer,
@@ -188,20 +211,13 @@ async def _counted(requests: AsyncIterator[Any], meter: RpcMeter | None) -> Asyn
         yield request
 
 
-def _wrap_unary(
-    m: _Method, inner: Callable[..., Awaitable[Any]], request_streaming: bool
-) -> Callable[..., Any]:
+def _wrap_unary(served: _ServedMethod, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
     async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        call = _Call(m, context)
-        meter = call.meter
-        if request_streaming:
-            request = _counted(request, meter)
-        elif meter is not None:
-            meter.received()
+        call = _Call(served, context)
+        request = call.received(request)
         try:
             response = await inner(request, context)
-            if meter is not None:
-                meter.sent()
+            call.sent()
             return response
         except BaseException as exc:
             await call.fail(exc)
@@ -212,21 +228,16 @@ def _wrap_unary(
 
 
 def _wrap_streaming(
-    m: _Method, inner: Callable[..., Any], request_streaming: bool
+    served: _ServedMethod, inner: Callable[..., Any]
 ) -> Callable[..., AsyncIterator[Any]]:
     async def behavior(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        call = _Call(m, context)
-        meter = call.meter
-        if request_streaming:
-            request = _counted(request, meter)
-        elif meter is not None:
-            meter.received()
+        call = _Call(served, context)
+        request = call.received(request)
         try:
             async for item in iterate_responses(inner(request, context)):
-                if meter is not None:
-                    meter.sent()
+                call.sent()
                 yield item
         except BaseException as exc:  # incl. GeneratorExit: the stream was closed
             await call.fail(exc)
@@ -258,7 +269,9 @@ class ServerInterceptor(WrappingInterceptor):
         if self._metrics is not None:
             kind = grpc_type_of(request_streaming, response_streaming)
             series = self._metrics.series(kind, method)
-        m = _Method(method, series, self._spans, self._propagate_trace_context)
+        served = _ServedMethod(
+            method, series, self._spans, self._propagate_trace_context, request_streaming
+        )
         if response_streaming:
-            return _wrap_streaming(m, behavior, request_streaming)
-        return _wrap_unary(m, behavior, request_streaming)
+            return _wrap_streaming(served, behavior)
+        return _wrap_unary(served, behavior)
