@@ -23,6 +23,16 @@ def cpu_seconds(*pids: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def mesh_log_excerpt(data_dir: Path, lines: int = 40) -> str:
+    """The end of a mesh's log (``<data_dir>/mesh/mesh.log``) without the health-probe
+    access lines: why ``switchboard up`` failed, kept before the temporary data goes."""
+    log = data_dir / "mesh" / "mesh.log"
+    if not log.exists():
+        return "(no mesh log)"
+    text = log.read_text(errors="replace").splitlines()
+    return "\n".join([line for line in text if '"method": "Check"' not in line][-lines:])
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:

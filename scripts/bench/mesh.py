@@ -41,7 +41,7 @@ import grpc
 import httpx
 import yaml
 
-from scripts.bench._proc import cpu_seconds, free_port
+from scripts.bench._proc import cpu_seconds, free_port, mesh_log_excerpt
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from switchboard_server.mesh.envoy import counters
@@ -252,7 +252,7 @@ async def _mesh(tmp: Path, data_dir: Path) -> dict[str, Any]:
     code, output = await _command(env, *mesh, "up", "--detach")
     try:
         if code != 0:
-            raise RuntimeError(output[-2000:])
+            raise RuntimeError(f"{output[-2000:]}\n{mesh_log_excerpt(data_dir)}")
         state = json.loads((data_dir / "mesh" / "state.json").read_text())
         admins = []
         pids["runner"] = [state["supervisor_pid"]]  # it pumps every child's log

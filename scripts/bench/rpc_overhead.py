@@ -3,9 +3,10 @@
 The server runs in its own process (``python -m scripts.bench.rpc_overhead serve MODE
 PORT``) with the scripted test servicer, so the figure is the framework and interceptor
 cost alone. Modes: ``bare`` (no interceptors), ``noop`` (one that only passes the call
-on), ``access`` (correlation, error mapping
-and access line), ``full`` (what ``create_server`` builds: OpenTelemetry, RED metrics,
-access line) and ``full-quiet`` (the same with access lines filtered out by level).
+on), ``access`` (our interceptor without metrics or spans: correlation, error mapping
+and access line), ``full`` (what ``create_server`` builds with tracing off: the same
+interceptor with RED metrics) and ``full-quiet`` (the same with access lines filtered
+out by level).
 A client in this process sends CALLS calls, CONCURRENCY at a time.
 """
 

@@ -41,7 +41,7 @@ import grpc
 import httpx
 import yaml
 
-from scripts.bench._proc import cpu_seconds, free_port, open_loop
+from scripts.bench._proc import cpu_seconds, free_port, mesh_log_excerpt, open_loop
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 
@@ -116,7 +116,8 @@ def _mesh(tracing: bool) -> Iterator[_Mesh]:
                 [*cli, "up", "--detach"], env=env, cwd=ROOT, capture_output=True, text=True
             )
             if up.returncode != 0:
-                raise RuntimeError(f"switchboard up failed: {up.stdout}{up.stderr}")
+                excerpt = mesh_log_excerpt(tmp / "data")
+                raise RuntimeError(f"switchboard up failed: {up.stdout}{up.stderr}\n{excerpt}")
             state = json.loads(state_file.read_text())
             processes = [p for p in state["processes"] if p["role"] != "traces"]
             edge = f"127.0.0.1:{env['SWITCHBOARD_MESH_EDGE_PORT']}"
