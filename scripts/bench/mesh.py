@@ -39,9 +39,8 @@ from typing import Any
 
 import grpc
 import httpx
-import yaml
 
-from scripts.bench._proc import cpu_seconds, free_port, mesh_log_excerpt
+from scripts.bench._proc import PortPool, cpu_seconds, mesh_env, mesh_log_excerpt
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from switchboard_server.mesh.envoy import counters
@@ -132,7 +131,8 @@ async def _wait_serving(targets: list[tuple[str, str]]) -> None:
 
 
 async def _direct(data_dir: Path) -> dict[str, Any]:
-    ports = {s: free_port() for s in SERVICES}
+    pool = PortPool()
+    ports = {s: pool() for s in SERVICES}
     procs: list[asyncio.subprocess.Process] = []
     try:
         for service in SERVICES:
@@ -170,22 +170,12 @@ async def _direct(data_dir: Path) -> dict[str, Any]:
 
 
 def _mesh_env(tmp: Path, data_dir: Path) -> dict[str, str]:
-    raw = yaml.safe_load((ROOT / "envoy" / "topology.yaml").read_text())
-    for spec in raw["services"].values():
-        for key in ("app_port", "sidecar_port", "admin_port", "metrics_port"):
-            spec[key] = free_port()
-        spec["egress_ports"] = {c: free_port() for c in spec.get("egress_ports", {})}
-    topology = tmp / "topology.yaml"
-    topology.write_text(yaml.safe_dump(raw))
     return {
-        **os.environ,
+        **mesh_env(tmp, PortPool()),
         "SWITCHBOARD_DATA_DIR": str(data_dir),
         "SWITCHBOARD_LOG_LEVEL": "warning",
         "SWITCHBOARD_OBS_OTLP_ENDPOINT": "",
         "SWITCHBOARD_MESH_TRACE_RECEIVER": "false",
-        "SWITCHBOARD_MESH_TOPOLOGY_FILE": str(topology),
-        "SWITCHBOARD_MESH_EDGE_PORT": str(free_port()),
-        "SWITCHBOARD_MESH_EDGE_ADMIN_PORT": str(free_port()),
         "SWITCHBOARD_MESH_STARTUP_TIMEOUT_S": str(STARTUP_TIMEOUT_S),
     }
 

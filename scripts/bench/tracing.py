@@ -39,9 +39,8 @@ from typing import Any
 
 import grpc
 import httpx
-import yaml
 
-from scripts.bench._proc import cpu_seconds, free_port, mesh_log_excerpt, open_loop
+from scripts.bench._proc import PortPool, cpu_seconds, mesh_env, mesh_log_excerpt, open_loop
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 
@@ -56,24 +55,14 @@ CHAT = "/switchboard.orchestration.v1.OrchestrationService/Chat"
 MESSAGES = ("how do I reset my password?", "set an alarm for 7am", "what's the weather like")
 
 
-def _env(tmp: Path, tracing: bool) -> dict[str, str]:
-    raw = yaml.safe_load((ROOT / "envoy" / "topology.yaml").read_text())
-    for spec in raw["services"].values():
-        for key in ("app_port", "sidecar_port", "admin_port", "metrics_port"):
-            spec[key] = free_port()
-        if "egress_ports" in spec:
-            spec["egress_ports"] = {callee: free_port() for callee in spec["egress_ports"]}
-    (tmp / "topology.yaml").write_text(yaml.safe_dump(raw))
+def _env(tmp: Path, tracing: bool, ports: PortPool) -> dict[str, str]:
     return {
-        **os.environ,
+        **mesh_env(tmp, ports),
         "SWITCHBOARD_DATA_DIR": str(tmp / "data"),
-        "SWITCHBOARD_MESH_TOPOLOGY_FILE": str(tmp / "topology.yaml"),
-        "SWITCHBOARD_MESH_EDGE_PORT": str(free_port()),
-        "SWITCHBOARD_MESH_EDGE_ADMIN_PORT": str(free_port()),
         "SWITCHBOARD_MESH_TRACE_RECEIVER": "true" if tracing else "false",
         "SWITCHBOARD_OBS_OTLP_ENDPOINT": "",
-        "SWITCHBOARD_OBS_RECEIVER_PORT": str(free_port()),
-        "SWITCHBOARD_OBS_RECEIVER_QUERY_PORT": str(free_port()),
+        "SWITCHBOARD_OBS_RECEIVER_PORT": str(ports()),
+        "SWITCHBOARD_OBS_RECEIVER_QUERY_PORT": str(ports()),
         "SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO": "1.0" if tracing else "0.0",
         "SWITCHBOARD_OBS_RECEIVER_MAX_TRACES": "100000",
         "PYTHONPATH": str(ROOT),
@@ -105,11 +94,11 @@ def _request(i: int) -> pb.ChatRequest:
 
 
 @contextlib.contextmanager
-def _mesh(tracing: bool) -> Iterator[_Mesh]:
+def _mesh(tracing: bool, ports: PortPool) -> Iterator[_Mesh]:
     cli = [sys.executable, "-m", "switchboard_client.cli"]
     with tempfile.TemporaryDirectory(prefix="sb-bench-tracing-") as name:
         tmp = Path(name)
-        env = _env(tmp, tracing)
+        env = _env(tmp, tracing, ports)
         state_file = tmp / "data" / "mesh" / "state.json"
         try:
             up = subprocess.run(
@@ -169,7 +158,8 @@ def _figures(mesh: _Mesh, cpu: float, envoy_cpu: float, idle: float) -> dict[str
 
 
 def run() -> dict[str, Any]:
-    with _mesh(tracing=False) as off, _mesh(tracing=True) as on:
+    ports = PortPool()
+    with _mesh(False, ports) as off, _mesh(True, ports) as on:
         meshes = (off, on)
         for mesh in meshes:
             for i in range(WARMUP):
