@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import random
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -15,8 +13,10 @@ from typing import Any
 import grpc
 import yaml
 
+from tests.ports import PortPool
+from tests.ports import free_port as free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-_LOWEST_PORT = 10_000
 
 
 def cpu_seconds(*pids: int) -> float:
@@ -36,54 +36,6 @@ def mesh_log_excerpt(data_dir: Path, lines: int = 40) -> str:
         return "(no mesh log)"
     text = log.read_text(errors="replace").splitlines()
     return "\n".join([line for line in text if '"method": "Check"' not in line][-lines:])
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _ephemeral_low() -> int:
-    """Where the kernel's ephemeral port range starts (Linux; 32768 if unknown)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-class PortPool:
-    """Distinct free loopback ports for the servers of one benchmark run.
-
-    A port from ``bind(("127.0.0.1", 0))`` is an ephemeral one: the kernel hands the
-    same range out as the local end of every outgoing connection, so between picking
-    it and a server binding it, a connection opened meanwhile (an Envoy dialling its
-    upstreams, a health probe) can take it, and the server cannot bind (two tracing
-    benchmark runs failed so). These ports are consecutive, from a random start below
-    the ephemeral range, each bindable when handed out; never the same twice.
-    """
-
-    def __init__(self) -> None:
-        top = _ephemeral_low() - 1_000
-        self._next = random.randrange(_LOWEST_PORT, top) if top > _LOWEST_PORT + 1_000 else 0
-
-    def __call__(self) -> int:
-        while self._next:  # no room below the ephemeral range: let the kernel pick
-            port = self._next
-            self._next = port + 1 if port + 1 < _ephemeral_low() else _LOWEST_PORT
-            if _bindable(port):
-                return port
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return int(sock.getsockname()[1])
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (for one server; several: a PortPool)."""
-    return PortPool()()
 
 
 def mesh_env(tmp: Path, ports: PortPool) -> dict[str, str]:

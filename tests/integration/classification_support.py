@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from switchboard_server.classification.model import TrainConfig
 from switchboard_server.classification.settings import ClassificationSettings
 from switchboard_server.classification.sources import bundled_hwu64, load_source, resolve
 from switchboard_server.config import CoreSettings, ServiceName, Settings
+from tests.ports import free_port as free_port
 
 SMALL_INTENTS = (
     "alarm/set",
@@ -53,12 +53,6 @@ def small_dataset(directory: Path) -> Path:
     path = directory / "small.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def settings_for(data_dir: Path, **classification: Any) -> Settings:

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,38 +23,10 @@ from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, Topology, make_plan
 from tests.mesh.fakes import CLASSIFICATION, CONTEXT, FakeModule
+from tests.ports import PortPool as PortPool
 
 READY_TIMEOUT_S = 30.0
 _SERVICES = {"classification": CLASSIFICATION, "context": CONTEXT}
-
-
-class PortPool:
-    """Distinct free loopback ports (the OS picks them; we never hand out one twice)."""
-
-    def __init__(self) -> None:
-        self.used: set[int] = set()
-
-    def __call__(self, purpose: str = "", default: int = 0, *, stride: int = 0) -> int:
-        """A free port; with ``stride``, one whose ``port + stride`` is free as well
-        (replica 1 of a replicated service listens there, see REPLICA_PORT_STRIDE)."""
-        while True:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = int(sock.getsockname()[1])
-            wanted = {port, port + stride}
-            if wanted & self.used or (stride and not _bindable(port + stride)):
-                continue
-            self.used |= wanted
-            return port
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -19,14 +18,9 @@ from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_server.app import AppServer, create_server
 from switchboard_server.config import CoreSettings, ServiceName, Settings
 from switchboard_server.context.settings import ContextSettings
+from tests.ports import free_port as free_port
 
 STORES = ("sqlite", "redis")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
