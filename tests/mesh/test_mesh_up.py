@@ -292,3 +292,28 @@ def test_up_refuses_several_context_replicas_on_one_sqlite_file(
     assert result.returncode == 2
     assert "SWITCHBOARD_CONTEXT_STORE=redis" in result.stderr
     assert not (Path(mesh_env["SWITCHBOARD_DATA_DIR"]) / "mesh" / "state.json").exists()
+
+
+def test_up_that_gives_up_names_each_exited_child_and_its_last_words(
+    mesh_env: dict[str, str],
+) -> None:
+    env = {
+        **mesh_env,
+        "SWITCHBOARD_MESH_APP_MODULE": "tests.mesh.crashing_app",
+        "SWITCHBOARD_MESH_STARTUP_TIMEOUT_S": "3",
+    }
+    result = switchboard(env, "up", "--detach")
+    assert result.returncode == 1, result.stderr
+    log = Path(env["SWITCHBOARD_DATA_DIR"]) / "mesh" / "mesh.log"
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    [unhealthy] = [e for e in events if e["event"] == "mesh.unhealthy"]
+    assert unhealthy["exited"] == {
+        f"{service}-0": (
+            f"exit code 3: {service}: RuntimeError: Failed to bind to address 127.0.0.1:1"
+            " (simulated)"
+        )
+        for service in ("classification", "context")
+    }
+    exits = [e for e in events if e["event"] == "child.exited"]
+    assert exits
+    assert all(e["last_output"].endswith("(simulated)") for e in exits)

@@ -50,6 +50,8 @@ class Child:
         self.proc: asyncio.subprocess.Process | None = None
         self.started_at = 0.0
         self.restarts = 0
+        self.last_output = ""  # its latest non-blank output line (why it exited, often)
+        self.last_exit_code: int | None = None  # set by whoever waits for its exit
         self._reader: asyncio.Task[None] | None = None
 
     @property
@@ -82,7 +84,10 @@ class Child:
     async def _pump(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
         while line := await proc.stdout.readline():
-            self.sink(self.name, line.decode(errors="replace").rstrip("\n"))
+            text = line.decode(errors="replace").rstrip("\n")
+            if text.strip():
+                self.last_output = text
+            self.sink(self.name, text)
 
     async def wait(self) -> int:
         assert self.proc is not None

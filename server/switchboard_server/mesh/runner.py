@@ -37,6 +37,7 @@ log = structlog.get_logger(__name__)
 
 SERVING = "SERVING"
 POLL_S = 0.2
+_LAST_OUTPUT_CHARS = 500  # of a child's last output line, in its exit and failure logs
 _ACTIVE = re.compile(r"^http\.(?!admin\.)[^.]+\.downstream_rq_active$")
 
 
@@ -247,11 +248,25 @@ class MeshRunner:
                 if not pending and await grpc_health(edge) == SERVING:
                     return True
                 if loop.time() > deadline:
-                    log.error("mesh.unhealthy", waiting_for=sorted(pending) or ["edge"])
+                    log.error(
+                        "mesh.unhealthy",
+                        waiting_for=sorted(pending) or ["edge"],
+                        exited=self._exits(pending),
+                    )
                     return False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), POLL_S)
         return False
+
+    def _exits(self, names: set[str]) -> dict[str, str]:
+        """Of the children ``names``, those that exited: last exit code and output line."""
+        exits = {}
+        for name in sorted(names):
+            child = self.children.get(name)
+            if child is not None and child.last_exit_code is not None:
+                last = child.last_output[-_LAST_OUTPUT_CHARS:]
+                exits[name] = f"exit code {child.last_exit_code}: {last}"
+        return exits
 
     def _backoff(self, child: Child) -> float:
         ran = time.monotonic() - child.started_at
@@ -267,8 +282,15 @@ class MeshRunner:
             code = await child.wait()
             if self.stopping or stop.is_set():
                 return
+            child.last_exit_code = code
             delay = self._backoff(child)
-            log.warning("child.exited", child=child.name, code=code, restart_in_s=delay)
+            log.warning(
+                "child.exited",
+                child=child.name,
+                code=code,
+                restart_in_s=delay,
+                last_output=child.last_output[-_LAST_OUTPUT_CHARS:],
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             if self.stopping or stop.is_set():
