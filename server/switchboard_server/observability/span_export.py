@@ -17,17 +17,16 @@ Events, links and trace state go through the library's own encoders. The exporte
 its retries and its gRPC stub stay the library's; a test checks the request equals
 ``encode_spans``'s for spans of every shape.
 
-:class:`EncodingSpanProcessor` is the SDK's ``BatchSpanProcessor`` with one change: it
-queues each span already encoded (:meth:`SpanEncoder.encode`, bytes) when the span
-ends. The SDK's queue otherwise holds a snapshot of each finished span (attributes,
-events, contexts) for up to the export interval: hundreds of live objects that survive
-young collections, get promoted, and make the cyclic collector's older-generation
-passes walk them. Encoded, the snapshot dies as soon as the span ends.
+The SDK's ``BatchSpanProcessor`` hands the exporter a batch on its worker thread, so
+spans are encoded there, many at a time, off the event loop. Encoding each span when it
+ended (on the loop; so that the queue held bytes instead of the SDK's span snapshots,
+which survive young collections) was measured against this side by side: it cost more,
+~0.05-0.08 ms of server CPU per traced call (classification server, two runs of 16
+alternating windows), 0.5 ± 0.4 ms per Chat through the mesh (16 paired windows).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -49,10 +48,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-log = logging.getLogger(__name__)
 
 _FLAGS_LOCAL = SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _FLAGS_REMOTE = _FLAGS_LOCAL | SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
@@ -83,15 +79,14 @@ class SpanEncoder:
         self._resources: dict[int, tuple[Resource, PbResource]] = {}
         self._scopes: dict[InstrumentationScope | None, PbScope | None] = {}
 
-    def request(self, spans: Sequence[ReadableSpan | EncodedSpan]) -> ExportTraceServiceRequest:
-        """The ``ExportTraceServiceRequest`` that ``encode_spans(spans)`` builds (for
-        spans given encoded: that of the spans they were encoded from)."""
+    def request(self, spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+        """The ``ExportTraceServiceRequest`` that ``encode_spans(spans)`` builds."""
         request = ExportTraceServiceRequest()
         # resources, then scopes within each, in the order they first appear
         groups: dict[int, tuple[ResourceSpans, dict[InstrumentationScope | None, ScopeSpans]]]
         groups = {}
         for item in spans:
-            encoded = item if isinstance(item, EncodedSpan) else self.encode(item)
+            encoded = self.encode(item)
             resource = encoded.resource
             group = groups.get(id(resource))
             if group is None:
@@ -190,30 +185,5 @@ class OtlpSpanExporter(OTLPSpanExporter):
         super().__init__(**kwargs)
         self.encoder = SpanEncoder()
 
-    def _translate_data(
-        self, data: Sequence[ReadableSpan | EncodedSpan]
-    ) -> ExportTraceServiceRequest:
+    def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
         return self.encoder.request(data)
-
-
-class EncodingSpanProcessor(BatchSpanProcessor):
-    """``BatchSpanProcessor`` for an :class:`OtlpSpanExporter` whose queue holds each
-    span encoded when it ends (see the module's docstring). Batching, the worker
-    thread, flush and shutdown are the SDK's. A span that fails to encode is queued as
-    is (the exporter encodes it, or the SDK logs the failed export): ending a span
-    never raises into the caller.
-    """
-
-    def __init__(self, exporter: OtlpSpanExporter, **kwargs: Any) -> None:
-        super().__init__(exporter, **kwargs)
-        self._encode = exporter.encoder.encode
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if not (span.context and span.context.trace_flags.sampled):
-            return
-        item: ReadableSpan | EncodedSpan = span
-        try:
-            item = self._encode(span)
-        except Exception:  # an attribute the encoder does not know: let export decide
-            log.exception("span %r not encoded when it ended", span.name)
-        self._batch_processor.emit(item)  # type: ignore[arg-type]  # the exporter takes both

@@ -69,19 +69,15 @@ def build_tracer_provider(
         resource=Resource.create({"service.name": service_resource_name(service)}),
         sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
     )
-    delay = settings.export_interval_ms
     if exporter is None:
-        from switchboard_server.observability.span_export import (
-            EncodingSpanProcessor,
-            OtlpSpanExporter,
-        )
+        from switchboard_server.observability.span_export import OtlpSpanExporter
 
-        otlp = OtlpSpanExporter(
+        exporter = OtlpSpanExporter(
             endpoint=settings.otlp_endpoint, insecure=True, timeout=settings.otlp_timeout_s
         )
-        provider.add_span_processor(EncodingSpanProcessor(otlp, schedule_delay_millis=delay))
-    else:
-        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=delay))
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, schedule_delay_millis=settings.export_interval_ms)
+    )
     return provider
 
 

@@ -5,22 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExportResult,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, TraceFlags, TraceState
 
-from switchboard_server.observability.span_export import (
-    EncodedSpan,
-    EncodingSpanProcessor,
-    OtlpSpanExporter,
-    SpanEncoder,
-)
+from switchboard_server.observability.span_export import OtlpSpanExporter, SpanEncoder
 
 
 def _spans() -> list[ReadableSpan]:
@@ -97,72 +95,29 @@ def test_the_exporter_sends_the_encoders_request() -> None:
 
 
 class _Capturing(OtlpSpanExporter):
-    """Records what it would send and what it was handed, sends nothing."""
+    """Records what it would send, sends nothing."""
 
     def __init__(self) -> None:
         super().__init__(endpoint="127.0.0.1:9", insecure=True, timeout=0.1)
         self.requests: list[ExportTraceServiceRequest] = []
-        self.items: list[object] = []
 
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        self.items.extend(spans)
         self.requests.append(self._translate_data(spans))
         return SpanExportResult.SUCCESS
 
 
-def test_spans_encoded_when_they_end_are_exported_as_the_library_encodes_them() -> None:
-    finished = _spans()
-    encoder = SpanEncoder()
-    assert encoder.request([encoder.encode(s) for s in finished]) == encode_spans(finished)
-    # mixed, as the processor queues a span it could not encode
-    mixed = [encoder.encode(s) if i % 2 else s for i, s in enumerate(finished)]
-    assert encoder.request(mixed) == encode_spans(finished)
-
-
-def _traced(processor: EncodingSpanProcessor) -> tuple[TracerProvider, InMemorySpanExporter]:
+def test_the_sdks_batch_processor_exports_the_librarys_request() -> None:
+    exporter = _Capturing()
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource({"service.name": "orchestration"}))
-    provider.add_span_processor(processor)
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=60_000))
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    return provider, memory
-
-
-def test_the_processor_queues_bytes_and_exports_the_same_request() -> None:
-    exporter = _Capturing()
-    processor = EncodingSpanProcessor(exporter, schedule_delay_millis=60_000)
-    provider, memory = _traced(processor)
     tracer = provider.get_tracer("switchboard")
     with (
         tracer.start_as_current_span("chat", attributes={"intent_l1": "billing"}),
         tracer.start_as_current_span("chat.retrieve") as retrieve,
     ):
         retrieve.set_status(trace.StatusCode.ERROR, "context unavailable")
-    # what waits for the export is bytes, not the SDK's span snapshots
-    assert [type(item) for item in processor._batch_processor._queue] == [EncodedSpan] * 2
-    expected = encode_spans(memory.get_finished_spans())
     assert provider.force_flush()
-    assert [type(item) for item in exporter.items] == [EncodedSpan, EncodedSpan]
-    assert exporter.requests == [expected]
-    provider.shutdown()
-
-
-def test_a_span_that_fails_to_encode_is_still_exported(monkeypatch: pytest.MonkeyPatch) -> None:
-    exporter = _Capturing()
-    processor = EncodingSpanProcessor(exporter, schedule_delay_millis=60_000)
-    provider, memory = _traced(processor)
-    monkeypatch.setattr(processor, "_encode", lambda span: 1 / 0)
-    with provider.get_tracer("switchboard").start_as_current_span("chat"):
-        pass  # ending it does not raise
-    assert provider.force_flush()
-    (item,) = exporter.items
-    assert isinstance(item, ReadableSpan)  # queued as is
     assert exporter.requests == [encode_spans(memory.get_finished_spans())]
     provider.shutdown()
-
-
-def test_the_sdk_internals_the_processor_relies_on_are_there() -> None:
-    # EncodingSpanProcessor.on_end emits into the SDK's private BatchProcessor
-    processor = EncodingSpanProcessor(_Capturing(), schedule_delay_millis=60_000)
-    assert callable(processor._batch_processor.emit)
-    assert len(processor._batch_processor._queue) == 0
-    processor.shutdown()
