@@ -43,7 +43,6 @@ from opentelemetry.semconv._incubating.attributes.rpc_attributes import (
     RPC_GRPC_STATUS_CODE,
 )
 from opentelemetry.trace.status import Status, StatusCode
-from opentelemetry.util.types import AttributeValue
 
 from switchboard_server.observability.client import (
     CORRELATION_HEADER,
@@ -55,9 +54,8 @@ from switchboard_server.observability.client import (
     _Outbound,
 )
 from switchboard_server.observability.metrics import GrpcType, status_code_of
-from switchboard_server.observability.server_tracing import memoised, rpc_attributes
+from switchboard_server.observability.rpc_spans import Attributes, memoised, rpc_attributes
 
-Attributes = dict[str, AttributeValue]
 Continuation = Callable[[Any, Any], Awaitable[Any]]
 _OK = grpc.StatusCode.OK
 

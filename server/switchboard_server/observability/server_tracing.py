@@ -10,13 +10,13 @@ status. Every attribute access through that proxy costs, and our interceptor rea
 context on every call. :class:`ServerSpans` makes the same spans (name, kind, scope,
 attributes, remote parent, status, recorded exceptions) from what our interceptor
 already has: the text headers read once, the peer, and at the end the call's final
-code, details and how it ended. Each method's fixed attributes and each peer's parsed
-address are kept; one context is attached (the caller's with the span in it).
+code, details and how it ended. A span's attributes are built once per method, user
+agent and peer (a connection) and reused; one context is attached (the caller's with
+the span in it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextvars import Token
 from urllib.parse import unquote
 
@@ -32,44 +32,9 @@ from opentelemetry.semconv._incubating.attributes.net_attributes import (
     NET_PEER_NAME,
     NET_PEER_PORT,
 )
-from opentelemetry.semconv._incubating.attributes.rpc_attributes import (
-    RPC_GRPC_STATUS_CODE,
-    RPC_METHOD,
-    RPC_SERVICE,
-    RPC_SYSTEM,
-)
-from opentelemetry.util.types import AttributeValue
+from opentelemetry.semconv._incubating.attributes.rpc_attributes import RPC_GRPC_STATUS_CODE
 
-Attributes = dict[str, AttributeValue]
-_MAX_MEMO = 1024  # distinct methods or peer addresses remembered (a few of each)
-
-
-def memoised(
-    memo: dict[str, Attributes], key: str, make: Callable[[str], Attributes]
-) -> Attributes:
-    """``make(key)``, kept in ``memo`` (which starts over when full); the value is
-    shared: copy it before changing it."""
-    found = memo.get(key)
-    if found is None:
-        if len(memo) >= _MAX_MEMO:
-            memo.clear()
-        found = memo[key] = make(key)
-    return found
-
-
-def rpc_attributes(method: str) -> Attributes:
-    """The attributes the library gives a span from its method alone, client or server
-    side (``/pkg.Service/Method``), in the library's order; the status code is OK
-    until the call says otherwise."""
-    attributes: Attributes = {
-        RPC_SYSTEM: "grpc",
-        RPC_GRPC_STATUS_CODE: grpc.StatusCode.OK.value[0],
-    }
-    if method:
-        service, name = method.lstrip("/").split("/", 1)
-        attributes[RPC_METHOD] = name
-        attributes[RPC_SERVICE] = service
-    return attributes
+from switchboard_server.observability.rpc_spans import Attributes, memoised, rpc_attributes
 
 
 def _peer_attributes(peer: str) -> Attributes:
@@ -126,8 +91,9 @@ class ServerSpans:
     def __init__(self, tracer_provider: trace.TracerProvider) -> None:
         library = aio_server_interceptor(tracer_provider=tracer_provider)  # type: ignore[no-untyped-call]
         self._tracer: trace.Tracer = library._tracer
-        self._method_attributes: dict[str, Attributes] = {}
-        self._peers: dict[str, Attributes] = {}
+        # (method, user agent, peer) -> the span's attributes; a peer is a connection,
+        # long-lived behind Envoy, so calls reuse them (the SDK copies them into the span)
+        self._attributes_of: dict[tuple[str, str | None, str], Attributes] = {}
 
     def start(self, method: str, headers: dict[str, str], peer: str) -> ServedSpan | None:
         """The span of a call to ``method`` (``/pkg.Service/Method``), child of the
@@ -140,15 +106,19 @@ class ServerSpans:
             method,
             context=parent,
             kind=trace.SpanKind.SERVER,
-            attributes=self._attributes(method, headers.get("user-agent"), peer),
+            attributes=memoised(
+                self._attributes_of, (method, headers.get("user-agent"), peer), _attributes
+            ),
             set_status_on_exception=False,
         )
         return ServedSpan(span, otel_context.attach(trace.set_span_in_context(span, parent)))
 
-    def _attributes(self, method: str, user_agent: str | None, peer: str) -> Attributes:
-        """A server span's attributes, in the library's order."""
-        attributes = dict(memoised(self._method_attributes, method, rpc_attributes))
-        if user_agent is not None:
-            attributes["rpc.user_agent"] = user_agent
-        attributes.update(memoised(self._peers, peer, _peer_attributes))
-        return attributes
+
+def _attributes(key: tuple[str, str | None, str]) -> Attributes:
+    """A server span's attributes, in the library's order."""
+    method, user_agent, peer = key
+    attributes = rpc_attributes(method)
+    if user_agent is not None:
+        attributes["rpc.user_agent"] = user_agent
+    attributes.update(_peer_attributes(peer))
+    return attributes

@@ -3,8 +3,8 @@
 * Sampling: parent-based ratio (``SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO``): a sampled
   caller (W3C ``traceparent`` from Envoy or another service) is always followed.
 * Export: OTLP/gRPC to ``SWITCHBOARD_OBS_OTLP_ENDPOINT`` through the SDK's batch
-  processor, queueing each span encoded when it ends, and the library's exporter with
-  a cheaper span encoding (:mod:`.span_export`).
+  processor and the library's exporter with a cheaper span encoding, done on the
+  processor's worker thread (:mod:`.span_export`).
   Empty means tracing is off: the provider is a no-op one, so no span is built or
   kept (a recorded span that nobody exports costs ~50-90 us per RPC side here for
   nothing). An incoming W3C ``traceparent`` still flows through unchanged to outbound
