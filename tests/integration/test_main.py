@@ -14,7 +14,7 @@ import pytest
 
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
-from tests.integration.context.support import free_port, stop_process
+from tests.integration.context.support import free_port, stop_process, wait_serving
 
 
 def test_a_service_that_cannot_get_ready_exits_non_zero_and_says_why(tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_a_service_serves_on_the_configured_event_loop_and_stops_cleanly(
         )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=30)
+            wait_serving(channel, proc)
             stub = pb_grpc.ContextServiceStub(channel)
             stub.AppendMemory(
                 pb.AppendMemoryRequest(
