@@ -16,7 +16,9 @@ A mesh's CPU (user + system of the apps and every Envoy, from /proc) over the wh
 measurement, less its idle rate (health probes, stats; measured with both meshes up
 before the load) times the same span, is what its Chats cost, export included (the
 measurement ends EXPORT_TAIL_S after the last window, > the 1 s export interval of the
-Python batch processor and of Envoy). Target: ratio <= 1.15.
+Python batch processor and of Envoy). Target: ratio <= 1.15. The receiver's CPU over
+the same span, less its idle rate likewise, is reported on its own
+(``receiver_cpu_ms_per_chat``).
 
     python -m scripts.bench tracing   (SWITCHBOARD_BENCH_TRACING_CHATS=600, _RATE=40)
 """
@@ -76,6 +78,7 @@ class _Mesh:
     env: dict[str, str]
     pids: list[int]
     envoys: list[int]
+    receiver: list[int]  # the built-in trace receiver (not counted in the ratio)
     channel: grpc.Channel
     latencies_ms: list[float] = field(default_factory=list)
     chats: int = 0
@@ -115,6 +118,7 @@ def _mesh(tracing: bool, ports: PortPool) -> Iterator[_Mesh]:
                     env=env,
                     pids=[p["pid"] for p in processes],
                     envoys=[p["pid"] for p in processes if p["role"] in ("edge", "sidecar")],
+                    receiver=[p["pid"] for p in state["processes"] if p["role"] == "traces"],
                     channel=channel,
                 )
         finally:
@@ -165,13 +169,16 @@ def run() -> dict[str, Any]:
             for i in range(WARMUP):
                 mesh.stub.Chat(_request(i), timeout=30)
         before = [mesh.cpu() for mesh in meshes]
+        receiver_before = cpu_seconds(*on.receiver)
         time.sleep(IDLE_S)
+        receiver_idle = (cpu_seconds(*on.receiver) - receiver_before) / IDLE_S
         idle = [
             ((a - a0) / IDLE_S, (e - e0) / IDLE_S)
             for (a, e), (a0, e0) in zip((m.cpu() for m in meshes), before, strict=True)
         ]
         started = time.perf_counter()
         cpu0 = [mesh.cpu() for mesh in meshes]
+        receiver0 = cpu_seconds(*on.receiver)
         for first in range(0, CHATS, WINDOW):
             for mesh in meshes:
                 _window(mesh, first, min(WINDOW, CHATS - first))
@@ -185,6 +192,8 @@ def run() -> dict[str, Any]:
             cpu = a - a0 - idle_all * span
             envoy_cpu = e - e0 - idle_envoy * span
             figures[name] = _figures(mesh, cpu, envoy_cpu, idle_all)
+        receiver_cpu = cpu_seconds(*on.receiver) - receiver0 - receiver_idle * span
+        figures["on"]["receiver_cpu_ms_per_chat"] = round(receiver_cpu / on.chats * 1000, 3)
         figures["on"]["chat_traces_received"] = _chat_traces(on)
     return {
         **figures,

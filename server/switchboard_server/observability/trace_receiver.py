@@ -42,7 +42,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 
 from switchboard_server.config import Settings
-from switchboard_server.observability.trace_store import SpanRecord, TraceStore, spans_of
+from switchboard_server.observability.trace_store import SpanRecord, TraceStore
 from switchboard_server.observability.trace_view import is_health_check, trace_json
 
 log = structlog.get_logger(__name__)
@@ -57,7 +57,7 @@ class _TraceService(otlp_grpc.TraceServiceServicer):  # type: ignore[misc]
     def Export(
         self, request: otlp.ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> otlp.ExportTraceServiceResponse:
-        self._store.add(spans_of(request))
+        self._store.add_request(request)
         return otlp.ExportTraceServiceResponse()
 
 

@@ -34,21 +34,27 @@ def record(span_id: str, parent: str = "", start: int = 0, end: int = 10, **kw: 
     )
 
 
-def test_spans_of_reads_ids_service_kind_status_and_attributes() -> None:
-    span = trace_pb2.Span(
-        trace_id=bytes.fromhex(TRACE),
-        span_id=bytes.fromhex("01" * 8),
-        parent_span_id=bytes.fromhex("02" * 8),
-        name="/pkg.Service/Method",
-        kind=trace_pb2.Span.SPAN_KIND_CLIENT,
-        start_time_unix_nano=5,
-        end_time_unix_nano=9,
-        status=trace_pb2.Status(code=trace_pb2.Status.STATUS_CODE_ERROR),
-        attributes=[
-            common_pb2.KeyValue(key="rpc.grpc.status_code", value=common_pb2.AnyValue(int_value=14))
-        ],
-    )
-    request = otlp.ExportTraceServiceRequest(
+def _request(*span_ids: str) -> otlp.ExportTraceServiceRequest:
+    """An export request from ``envoy-edge`` with one CLIENT span per id."""
+    spans = [
+        trace_pb2.Span(
+            trace_id=bytes.fromhex(TRACE),
+            span_id=bytes.fromhex(span_id),
+            parent_span_id=bytes.fromhex("02" * 8),
+            name="/pkg.Service/Method",
+            kind=trace_pb2.Span.SPAN_KIND_CLIENT,
+            start_time_unix_nano=5,
+            end_time_unix_nano=9,
+            status=trace_pb2.Status(code=trace_pb2.Status.STATUS_CODE_ERROR),
+            attributes=[
+                common_pb2.KeyValue(
+                    key="rpc.grpc.status_code", value=common_pb2.AnyValue(int_value=14)
+                )
+            ],
+        )
+        for span_id in span_ids
+    ]
+    return otlp.ExportTraceServiceRequest(
         resource_spans=[
             trace_pb2.ResourceSpans(
                 resource=resource_pb2.Resource(
@@ -58,10 +64,14 @@ def test_spans_of_reads_ids_service_kind_status_and_attributes() -> None:
                         )
                     ]
                 ),
-                scope_spans=[trace_pb2.ScopeSpans(spans=[span])],
+                scope_spans=[trace_pb2.ScopeSpans(spans=spans)],
             )
         ]
     )
+
+
+def test_spans_of_reads_ids_service_kind_status_and_attributes() -> None:
+    request = _request("01" * 8)
     (got,) = spans_of(request)
     assert got.to_json() == {
         "trace_id": TRACE,
@@ -76,6 +86,16 @@ def test_spans_of_reads_ids_service_kind_status_and_attributes() -> None:
         "attributes": {"rpc.grpc.status_code": 14},
     }
     assert SpanRecord.from_json(got.to_json()) == got
+
+
+def test_a_stored_request_reads_back_as_its_records() -> None:
+    request = _request("01" * 8, "03" * 8, "04" * 8)
+    store = TraceStore(max_spans_per_trace=2)
+    store.add_request(request)
+    store.add([record("01" * 8, name="sent again")])  # replaces the undecoded one
+    assert store.trace(TRACE) == [record("01" * 8, name="sent again"), *spans_of(request)[1:2]]
+    assert store.trace(TRACE) == store.recent(1)[0]  # read twice: the same records
+    assert (store.spans_received, store.spans_dropped) == (4, 1)
 
 
 def test_store_keeps_the_most_recent_traces_and_bounds_spans() -> None:
