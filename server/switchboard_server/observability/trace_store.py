@@ -96,16 +96,6 @@ def span_record(service: str, span: trace_pb2.Span) -> SpanRecord:
     )
 
 
-def spans_of(request: otlp.ExportTraceServiceRequest) -> list[SpanRecord]:
-    """Flatten an OTLP export request into span records."""
-    return [
-        span_record(_service_of(resource_spans), span)
-        for resource_spans in request.resource_spans
-        for scope_spans in resource_spans.scope_spans
-        for span in scope_spans.spans
-    ]
-
-
 class _Encoded(NamedTuple):
     """A span kept as it arrived: decoded by :func:`span_record` when first read."""
 
@@ -116,7 +106,7 @@ class _Encoded(NamedTuple):
         return span_record(self.service, trace_pb2.Span.FromString(self.span))
 
 
-_Entry = tuple[str, str, "SpanRecord | _Encoded"]  # trace id, span id (hex), the span
+_Entry = tuple[str, str, SpanRecord | _Encoded]  # trace id, span id (hex), the span
 
 
 class TraceStore:

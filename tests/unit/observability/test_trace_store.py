@@ -7,7 +7,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from switchboard_server.observability.trace_store import SpanRecord, TraceStore, spans_of
+from switchboard_server.observability.trace_store import SpanRecord, TraceStore
 from switchboard_server.observability.trace_view import (
     is_health_check,
     render_waterfall,
@@ -70,9 +70,10 @@ def _request(*span_ids: str) -> otlp.ExportTraceServiceRequest:
     )
 
 
-def test_spans_of_reads_ids_service_kind_status_and_attributes() -> None:
-    request = _request("01" * 8)
-    (got,) = spans_of(request)
+def test_a_stored_span_reads_ids_service_kind_status_and_attributes() -> None:
+    store = TraceStore()
+    store.add_request(_request("01" * 8))
+    (got,) = store.trace(TRACE.upper())
     assert got.to_json() == {
         "trace_id": TRACE,
         "span_id": "01" * 8,
@@ -88,13 +89,16 @@ def test_spans_of_reads_ids_service_kind_status_and_attributes() -> None:
     assert SpanRecord.from_json(got.to_json()) == got
 
 
-def test_a_stored_request_reads_back_as_its_records() -> None:
-    request = _request("01" * 8, "03" * 8, "04" * 8)
+def test_spans_of_a_request_are_bounded_and_replaced_like_records() -> None:
     store = TraceStore(max_spans_per_trace=2)
-    store.add_request(request)
-    store.add([record("01" * 8, name="sent again")])  # replaces the undecoded one
-    assert store.trace(TRACE) == [record("01" * 8, name="sent again"), *spans_of(request)[1:2]]
-    assert store.trace(TRACE) == store.recent(1)[0]  # read twice: the same records
+    store.add_request(_request("01" * 8, "03" * 8, "04" * 8))
+    store.add([record("01" * 8, name="sent again")])  # replaces the one not yet read
+    first = store.trace(TRACE)
+    assert [(s.span_id, s.name) for s in first] == [
+        ("01" * 8, "sent again"),
+        ("03" * 8, "/pkg.Service/Method"),
+    ]
+    assert store.recent(1) == [first]  # read again: the same records
     assert (store.spans_received, store.spans_dropped) == (4, 1)
 
 
