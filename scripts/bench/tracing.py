@@ -14,11 +14,11 @@ more per Chat for the wake-ups it no longer shares between requests.
 
 A mesh's CPU (user + system of the apps and every Envoy, from /proc) over the whole
 measurement, less its idle rate (health probes, stats; measured with both meshes up
-before the load, once the warm-up's spans are exported) times the same span, is what its Chats cost, export included (the
-measurement ends EXPORT_TAIL_S after the last window, > the 1 s export interval of the
-Python batch processor and of Envoy). Target: ratio <= 1.15. The receiver's CPU over
-the same span, less its idle rate likewise, is reported on its own
-(``receiver_cpu_ms_per_chat``).
+before the load, once the warm-up's spans are exported) times the same span, is what
+its Chats cost, export included (the measurement ends EXPORT_TAIL_S after the last
+window, > the 1 s export interval of the Python batch processor and of Envoy).
+Target: ratio <= 1.15. The receiver's CPU over the same span, less its idle rate
+likewise, is reported on its own (``receiver_cpu_ms_per_chat``).
 
     python -m scripts.bench tracing   (SWITCHBOARD_BENCH_TRACING_CHATS=600, _RATE=40)
 """
