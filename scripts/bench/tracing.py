@@ -17,8 +17,10 @@ measurement, less its idle rate (health probes, stats; measured with both meshes
 before the load, once the warm-up's spans are exported) times the same span, is what
 its Chats cost, export included (the measurement ends EXPORT_TAIL_S after the last
 window, > the 1 s export interval of the Python batch processor and of Envoy).
-Target: ratio <= 1.15. The receiver's CPU over the same span, less its idle rate
-likewise, is reported on its own (``receiver_cpu_ms_per_chat``).
+Target: ratio <= 1.15. The same ratio for each pair of windows after the first
+(``cpu_ratio_by_window_pair``, with its standard error) shows how much it moves within
+the run. The receiver's CPU over the same span, less its idle rate likewise, is
+reported on its own (``receiver_cpu_ms_per_chat``).
 
     python -m scripts.bench tracing   (SWITCHBOARD_BENCH_TRACING_CHATS=600, _RATE=40)
 """
@@ -161,6 +163,18 @@ def _figures(mesh: _Mesh, cpu: float, envoy_cpu: float, idle: float) -> dict[str
     }
 
 
+def _pair_ratios(pairs: list[tuple[float, list[float]]], idle: list[float]) -> list[float]:
+    """on/off CPU of each pair of windows after the first, idle taken off: how much the
+    ratio moves within a run. A traced mesh exports a window's spans in the next pair,
+    so the first pair (no export of an earlier window) is left out."""
+    ratios = []
+    for seconds, (off_cpu, on_cpu) in pairs[1:]:
+        off_busy, on_busy = off_cpu - idle[0] * seconds, on_cpu - idle[1] * seconds
+        if off_busy > 0:
+            ratios.append(on_busy / off_busy)
+    return ratios
+
+
 def run() -> dict[str, Any]:
     ports = PortPool()
     with _mesh(False, ports) as off, _mesh(True, ports) as on:
@@ -180,9 +194,17 @@ def run() -> dict[str, Any]:
         started = time.perf_counter()
         cpu0 = [mesh.cpu() for mesh in meshes]
         receiver0 = cpu_seconds(*on.receiver)
+        pairs = []  # per pair of windows: (seconds, each mesh's CPU seconds)
         for first in range(0, CHATS, WINDOW):
+            pair_start, pair_cpu0 = time.perf_counter(), [m.cpu()[0] for m in meshes]
             for mesh in meshes:
                 _window(mesh, first, min(WINDOW, CHATS - first))
+            pairs.append(
+                (
+                    time.perf_counter() - pair_start,
+                    [m.cpu()[0] - c0 for m, c0 in zip(meshes, pair_cpu0, strict=True)],
+                )
+            )
         time.sleep(EXPORT_TAIL_S)  # the batch processors export what the load produced
         span = time.perf_counter() - started
         figures = {}
@@ -196,10 +218,15 @@ def run() -> dict[str, Any]:
         receiver_cpu = cpu_seconds(*on.receiver) - receiver0 - receiver_idle * span
         figures["on"]["receiver_cpu_ms_per_chat"] = round(receiver_cpu / on.chats * 1000, 3)
         figures["on"]["chat_traces_received"] = _chat_traces(on)
+    by_pair = _pair_ratios(pairs, [all_idle for all_idle, _ in idle])
     return {
         **figures,
         "rate_chats_per_s": RATE,
         "cpu_ratio_on_vs_off": round(figures["on"]["cpu_s"] / figures["off"]["cpu_s"], 3),
+        "cpu_ratio_by_window_pair": [round(r, 3) for r in by_pair],
+        "cpu_ratio_by_window_pair_sem": round(statistics.stdev(by_pair) / len(by_pair) ** 0.5, 3)
+        if len(by_pair) > 1
+        else None,
         "apps_added_cpu_ms_per_chat": round(
             figures["on"]["apps_cpu_ms_per_chat"] - figures["off"]["apps_cpu_ms_per_chat"], 3
         ),
