@@ -55,7 +55,6 @@ SETTLE_S = 1.0
 SESSIONS = 50
 CALL_TIMEOUT_S = 5.0
 STARTUP_TIMEOUT_S = 240.0
-ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("classification", "context", "orchestration")
 _DOWNSTREAM = re.compile(r"^http\.(?!admin\.)[^.]+\.downstream_rq_total$")
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import grpc
 
-from scripts.bench._proc import cpu_seconds, open_loop
+from scripts.bench._proc import ROOT, cpu_seconds, open_loop
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from switchboard_server.app import AppServer, create_server, freeze_startup_heap, run_on_loop
@@ -45,7 +45,6 @@ RATE_PER_S = 50.0
 DURATION_S = 10.0
 WARMUP_TURNS = 25
 SESSIONS = 20
-ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = (
     "wake me up at seven tomorrow",
     "what is switchboard?",

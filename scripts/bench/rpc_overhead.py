@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from scripts.bench._proc import cpu_seconds, free_port
+from scripts.bench._proc import ROOT, cpu_seconds, free_port
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
 from switchboard_server.app import run_on_loop
@@ -31,7 +31,6 @@ CALLS = 3000
 WARMUP = 300
 CONCURRENCY = 16
 MODES = ("bare", "noop", "access", "full", "full-quiet")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _serve(mode: str, port: int) -> None:

@@ -44,11 +44,17 @@ from typing import Any
 import grpc
 import httpx
 
-from scripts.bench._proc import PortPool, cpu_seconds, mesh_env, mesh_log_excerpt, open_loop
+from scripts.bench._proc import (
+    ROOT,
+    PortPool,
+    cpu_seconds,
+    mesh_env,
+    mesh_log_excerpt,
+    open_loop,
+)
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
 CHATS = int(os.environ.get("SWITCHBOARD_BENCH_TRACING_CHATS", "600"))  # per mesh
 RATE = float(os.environ.get("SWITCHBOARD_BENCH_TRACING_RATE", "40"))  # Chats/s
 WINDOW = 100  # Chats per load window; the meshes alternate windows
