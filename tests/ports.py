@@ -43,7 +43,8 @@ class PortPool:
 
     def __init__(self) -> None:
         self._used: set[int] = set()
-        top = _ephemeral_low() - 1_000
+        self._ephemeral = _ephemeral_low()
+        top = self._ephemeral - 1_000
         # no room below the ephemeral range (0): let the kernel pick
         self._next = random.randrange(_LOWEST, top) if top > _LOWEST + 1_000 else 0
 
@@ -64,7 +65,7 @@ class PortPool:
                 sock.bind(("127.0.0.1", 0))
                 return int(sock.getsockname()[1])
         port = self._next
-        self._next = port + 1 if port + 1 < _ephemeral_low() else _LOWEST
+        self._next = port + 1 if port + 1 < self._ephemeral else _LOWEST
         return port
 
 
