@@ -119,6 +119,52 @@ async def test_a_write_whose_caller_gave_up_is_still_found(tmp_path: Path) -> No
         assert found == await fresh_answers(path)
 
 
+async def until_compacted(store: SqliteStore, timeout_s: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while store._postings.pending:
+        assert loop.time() < deadline, "the index was never compacted"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_index_is_compacted_once_writes_pause(tmp_path: Path) -> None:
+    """What ingests, re-ingests and deletes leave unmerged is merged in the background
+    once writes pause, not by the queries after them; the answers stay those of a
+    store opened afresh."""
+    path = tmp_path / "ctx.sqlite3"
+    store = SqliteStore(path, CAPS, match_budget=BUDGET, compact_after_s=0.2)
+    await store.open()
+    try:
+        await store.ingest([prepare(d, 700) for d in documents(range(60), seed=1)], now=1.0)
+        assert store._postings.pending  # writes may follow: nothing merged yet
+        await until_compacted(store)
+        assert await answers(store) == await fresh_answers(path)
+
+        replaced = documents(range(10, 30), seed=2)  # same ids, other text
+        await store.ingest([prepare(d, 700) for d in replaced], now=2.0)
+        await store.delete_documents(["doc-3", "doc-4"])
+        assert store._postings.pending
+        await until_compacted(store)
+        assert await answers(store) == await fresh_answers(path)
+    finally:
+        await store.close()
+
+
+def test_compact_merges_a_slice_of_terms_at_a_time() -> None:
+    index = PostingsIndex()
+    index.fill(index.version, Totals(2, 10), postings(1, 2))
+    index.apply([(3, ["w1", "w2"], True), (4, ["w3", "w1"], True), (1, ["w1"], False)])
+    assert index.pending == 3
+    assert index.compact(2) == 1
+    assert index.compact(2) == 0
+    totals, found = index.lookup(["w1", "w2", "w3"])
+    assert totals == Totals(3, 13)
+    assert found["w1"].passages.tolist() == [2, 3, 4]
+    assert found["w1"].length.tolist() == [5, 2, 2]
+    assert found["w2"].passages.tolist() == [3]
+    assert found["w3"].passages.tolist() == [4]
+
+
 def postings(*rowids: int) -> dict[str, Postings]:
     values = np.array(rowids, dtype=np.int64)
     return {"w1": Postings(values, np.ones_like(values), np.full_like(values, 5))}

@@ -14,6 +14,7 @@ twice that. The FTS5 table keeps each passage's terms.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import sys
@@ -53,6 +54,7 @@ from switchboard_server.context.store.sqlite_sql import PASSAGES, SCHEMA
 T = TypeVar("T")
 Change = tuple[int, Sequence[str], bool]  # a passage's rowid, its terms, True when added
 _TYPES = {t.value: t for t in MemoryType}
+COMPACT_SLICE = 16  # postings lists merged per turn of the event loop (~1 ms)
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -76,6 +78,7 @@ class SqliteStore:
         readers: int = 0,
         memory_entries: int = 100_000,
         passage_rows: int = 50_000,
+        compact_after_s: float = 0.5,
     ) -> None:
         self._path = path
         self._match_budget = match_budget
@@ -93,6 +96,8 @@ class SqliteStore:
         self._memory = MemoryMirror(caps, memory_entries)
         self._knowledge_gen = 0
         self._postings = PostingsIndex()
+        self._compact_after_s = compact_after_s
+        self._compaction: asyncio.Task[None] | None = None
         self._rows = PassageRows(passage_rows)
 
     # -- plumbing -------------------------------------------------------------------
@@ -119,6 +124,11 @@ class SqliteStore:
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._compaction is not None:
+            self._compaction.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._compaction
+            self._compaction = None
         if self._writer is not None:
             await self._writer.wait_idle()
         if self._write_conn is not None:
@@ -342,10 +352,30 @@ class SqliteStore:
             else:
                 self._postings.apply(changes)
                 self._rows.apply((rowid for rowid, _, _ in changes), rows or {})
+                self._compact_soon()
             self._knowledge_gen += 1
 
         future.add_done_callback(settled)
         return await asyncio.shield(future)
+
+    def _compact_soon(self) -> None:
+        if self._postings.pending and (self._compaction is None or self._compaction.done()):
+            self._compaction = asyncio.get_running_loop().create_task(self._compact())
+
+    async def _compact(self) -> None:
+        """Merge the postings overlays that knowledge writes left, once the writes
+        pause for ``compact_after_s``, a slice at a time between the loop's other
+        work; a write meanwhile starts the wait again. Otherwise the first query of
+        each term after an ingest merges it: after 10k passages were ingested in
+        batches, that was ~0.3 ms per query over the first 2,000 (p50 0.65 ms in
+        process, 0.34 ms once merged)."""
+        index = self._postings
+        while index.pending:
+            version = index.version
+            await asyncio.sleep(self._compact_after_s)
+            # sleep(0) yields between slices; nothing is waited for
+            while index.version == version and index.compact(COMPACT_SLICE):  # noqa: ASYNC110
+                await asyncio.sleep(0)
 
     async def search_knowledge(self, query: Sequence[str], limit: int) -> list[KnowledgeHit]:
         """BM25 ranking over the in-memory postings (``sqlite_index.best_passages``),

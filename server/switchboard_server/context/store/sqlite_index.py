@@ -14,6 +14,7 @@ the order SQLite summed them in, so scores (and hence ties) are the same doubles
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -68,8 +69,10 @@ class PostingsIndex:
     Filled from the database when the store opens (``fill``); each committed write
     reports the passages it removed and added, in order (``apply``), which go to a
     per-term overlay (rowid -> (tf, length), or None once removed) merged into a
-    term's arrays when a query needs it or the overlay grew to a quarter of the
-    list, so a bulk ingest costs amortised O(1) per posting. A write that failed
+    term's arrays when a query needs it, the overlay grew to a quarter of the
+    list, or the store compacts the index (``compact``, once writes pause), so a
+    bulk ingest costs amortised O(1) per posting and queries after it do not pay
+    for the merges. A write that failed
     leaves the index ``stale``: the next query reads it all again. ``version`` tells
     a read that overlapped a write (with reader threads) not to keep what it read.
     """
@@ -123,17 +126,35 @@ class PostingsIndex:
         self.stale = True
         self._lists, self._pending = {}, {}
 
+    @property
+    def pending(self) -> int:
+        """Terms with committed writes not yet merged into their arrays."""
+        return len(self._pending)
+
+    def compact(self, terms: int) -> int:
+        """Merge the overlays of up to ``terms`` terms; how many are left to merge."""
+        for term in list(itertools.islice(self._pending, terms)):
+            self._merge(term)
+        return len(self._pending)
+
     def _merge(self, term: str) -> None:
         overlay = self._pending.pop(term)
         base = self._lists.get(term, self._empty)
-        changed = np.fromiter(overlay, dtype=np.int64, count=len(overlay))
-        kept = ~np.isin(base.passages, changed)
-        rows = [(rowid, *row) for rowid, row in overlay.items() if row is not None]
-        added = np.array(rows, dtype=np.int64).reshape(-1, 3).T
-        columns = np.concatenate(
-            [np.stack([base.passages[kept], base.tf[kept], base.length[kept]]), added], axis=1
+        added = (
+            np.array(
+                [(rowid, *row) for rowid, row in overlay.items() if row is not None],
+                dtype=np.int64,
+            )
+            .reshape(-1, 3)
+            .T
         )
-        columns = columns[:, np.argsort(columns[0], kind="stable")]
+        columns = np.stack([base.passages, base.tf, base.length])
+        if columns.shape[1]:  # drop the rows the overlay replaces or removes
+            changed = np.sort(np.fromiter(overlay, dtype=np.int64, count=len(overlay)))
+            at = np.minimum(changed.searchsorted(columns[0]), len(changed) - 1)
+            columns = columns[:, changed[at] != columns[0]]
+        columns = np.concatenate([columns, added], axis=1)
+        columns = columns[:, columns[0].argsort(kind="stable")]
         if columns.shape[1]:
             self._lists[term] = _postings(columns)
         else:
