@@ -150,6 +150,20 @@ async def test_the_index_is_compacted_once_writes_pause(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_closing_leaves_no_compaction_behind(tmp_path: Path) -> None:
+    """A write that settles while the store closes starts no background merge."""
+    store = SqliteStore(tmp_path / "ctx.sqlite3", CAPS, compact_after_s=60)
+    await store.open()
+    ingest = asyncio.create_task(
+        store.ingest([prepare(d, 700) for d in documents(range(20), seed=1)], now=1.0)
+    )
+    await asyncio.sleep(0)  # queued for the writer
+    await store.close()
+    await ingest
+    await asyncio.sleep(0)  # every callback of the settled write has run
+    assert store._compaction is None
+
+
 def test_compact_merges_a_slice_of_terms_at_a_time() -> None:
     index = PostingsIndex()
     index.fill(index.version, Totals(2, 10), postings(1, 2))

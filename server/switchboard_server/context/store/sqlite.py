@@ -98,6 +98,7 @@ class SqliteStore:
         self._postings = PostingsIndex()
         self._compact_after_s = compact_after_s
         self._compaction: asyncio.Task[None] | None = None
+        self._closing = False
         self._rows = PassageRows(passage_rows)
 
     # -- plumbing -------------------------------------------------------------------
@@ -124,6 +125,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
+        self._closing = True  # a write settling from now on starts no compaction
         if self._compaction is not None:
             self._compaction.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -359,7 +361,9 @@ class SqliteStore:
         return await asyncio.shield(future)
 
     def _compact_soon(self) -> None:
-        if self._postings.pending and (self._compaction is None or self._compaction.done()):
+        if self._closing or not self._postings.pending:
+            return
+        if self._compaction is None or self._compaction.done():
             self._compaction = asyncio.get_running_loop().create_task(self._compact())
 
     async def _compact(self) -> None:
