@@ -71,10 +71,10 @@ class PostingsIndex:
     per-term overlay (rowid -> (tf, length), or None once removed) merged into a
     term's arrays when a query needs it, the overlay grew to a quarter of the
     list, or the store compacts the index (``compact``, once writes pause), so a
-    bulk ingest costs amortised O(1) per posting and queries after it do not pay
-    for the merges. A write that failed
-    leaves the index ``stale``: the next query reads it all again. ``version`` tells
-    a read that overlapped a write (with reader threads) not to keep what it read.
+    bulk ingest costs amortised O(1) per posting and the queries after it do not
+    pay for the merges. A write that failed leaves the index ``stale``: the next
+    query reads it all again. ``version`` tells a read that overlapped a write
+    (with reader threads) not to keep what it read.
     """
 
     def __init__(self) -> None:
@@ -140,14 +140,8 @@ class PostingsIndex:
     def _merge(self, term: str) -> None:
         overlay = self._pending.pop(term)
         base = self._lists.get(term, self._empty)
-        added = (
-            np.array(
-                [(rowid, *row) for rowid, row in overlay.items() if row is not None],
-                dtype=np.int64,
-            )
-            .reshape(-1, 3)
-            .T
-        )
+        rows = [(rowid, *row) for rowid, row in overlay.items() if row is not None]
+        added = np.array(rows, dtype=np.int64).reshape(-1, 3).T
         columns = np.stack([base.passages, base.tf, base.length])
         if columns.shape[1]:  # drop the rows the overlay replaces or removes
             changed = np.sort(np.fromiter(overlay, dtype=np.int64, count=len(overlay)))
