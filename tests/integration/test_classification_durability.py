@@ -8,16 +8,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
+from tests import serving
 
 from .classification_support import free_port, small_dataset
 
@@ -80,19 +79,10 @@ def launch(tmp_path: Path) -> Iterator[object]:
 
 
 def wait_serving(target: str, process: Process) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
     with grpc.insecure_channel(target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            assert process.proc.poll() is None, process.log.read_text()[-2000:]
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise AssertionError("server never became SERVING")
+        serving.wait_serving(
+            channel, process.proc, READY_TIMEOUT_S, exited=lambda: process.log.read_text()[-2000:]
+        )
 
 
 def test_added_examples_survive_kill_9_and_restart_does_not_retrain(launch) -> None:  # type: ignore[no-untyped-def]

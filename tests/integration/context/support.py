@@ -13,7 +13,6 @@ from typing import Any
 
 import grpc
 import redis
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_server.app import AppServer, create_server
@@ -33,21 +32,6 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
-
-
-def wait_serving(channel: grpc.Channel, proc: subprocess.Popen[Any], timeout: float = 30) -> None:
-    """Until the server in ``proc`` reports SERVING (its store open); a connected
-    channel is not enough: until then its RPCs answer UNAVAILABLE "not ready"."""
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the server exited during start-up"
-        with contextlib.suppress(grpc.RpcError):
-            reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        time.sleep(0.1)
-    raise AssertionError("the server did not become SERVING")
 
 
 def start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
