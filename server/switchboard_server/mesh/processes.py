@@ -4,14 +4,22 @@ Every child gets its own session (so a signal to its group reaches anything it f
 and ``PR_SET_PDEATHSIG`` (so the kernel sends it SIGTERM if the runner dies without
 cleaning up: no orphans). Output is read line by line and handed to a sink with the
 child's name, which the runner prints as one merged, prefixed log.
+
+The death signal is set by util-linux's ``setpriv --pdeathsig TERM``, which then execs
+the child's command (same process, same pid), not by a ``preexec_fn``: that makes
+Python ``fork()`` a runner whose gRPC threads are busy (its health probes), gRPC's fork
+handlers run, and about one child in a thousand died of SIGABRT or SIGSEGV before it
+could exec (a ``switchboard up`` test saw an app "exit" with -11). Without it the
+interpreter spawns with ``vfork``. Where ``setpriv`` is missing, children start without
+the death signal (logged for each start).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,13 +30,16 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-PR_SET_PDEATHSIG = 1
 LineSink = Callable[[str, str], None]  # (child name, line)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def _with_death_signal(argv: Sequence[str]) -> list[str]:
+    """``argv`` run so that the kernel sends it SIGTERM when the runner dies."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        log.warning("child.no_death_signal", reason="setpriv (util-linux) not found")
+        return list(argv)
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv]
 
 
 @dataclass(frozen=True)
@@ -69,13 +80,12 @@ class Child:
     async def start(self) -> None:
         env = {**os.environ, **self.spec.env}
         self.proc = await asyncio.create_subprocess_exec(
-            *self.spec.argv,
+            *_with_death_signal(self.spec.argv),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
         self.started_at = time.monotonic()
         self._reader = asyncio.create_task(self._pump(self.proc))
