@@ -31,12 +31,12 @@ from types import TracebackType
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import Attributes, AttributeValue
 
+from switchboard_server.observability.lean_spans import LeanTracerProvider
 from switchboard_server.observability.settings import ObservabilitySettings
 
 TRACER_NAME = "switchboard"
@@ -65,7 +65,7 @@ def build_tracer_provider(
     """
     if not tracing_enabled(settings, exporter):
         return trace.NoOpTracerProvider()
-    provider = TracerProvider(
+    provider = LeanTracerProvider(
         resource=Resource.create({"service.name": service_resource_name(service)}),
         sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
     )
