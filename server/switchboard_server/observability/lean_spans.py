@@ -74,14 +74,18 @@ class LeanSpan(trace.Span, ReadableSpan):
         set_status_on_exception: bool,
     ) -> None:
         sdk = tracer.sdk
+        # the live span's own: ReadableSpan exposes them read-only once handed over
+        self._live_attributes: dict[str, AttributeValue] = dict(attributes)
+        self._live_events: list[Event] = []
+        self._span_context = context
         ReadableSpan.__init__(
             self,
             name,
             context,
             parent,
             sdk.resource,
-            dict(attributes),
-            [],
+            self._live_attributes,
+            self._live_events,
             (),
             kind,
             sdk.instrumentation_info,
@@ -95,7 +99,7 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._set_status_on_exception = set_status_on_exception
 
     def get_span_context(self) -> trace.SpanContext:
-        return self._context  # type: ignore[return-value]  # always set here
+        return self._span_context
 
     def is_recording(self) -> bool:
         return self._end_time is None
@@ -108,7 +112,7 @@ class LeanSpan(trace.Span, ReadableSpan):
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
         if not self._ended():
-            self._attributes.update(BoundedAttributes(attributes=attributes))  # type: ignore[union-attr]
+            self._live_attributes.update(BoundedAttributes(attributes=attributes))
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
         self.set_attributes({key: value})
@@ -118,7 +122,7 @@ class LeanSpan(trace.Span, ReadableSpan):
     ) -> None:
         if not self._ended():
             event = Event(name, BoundedAttributes(attributes=attributes, immutable=True), timestamp)
-            self._events.append(event)  # type: ignore[attr-defined]
+            self._live_events.append(event)
 
     def record_exception(
         self,
@@ -216,7 +220,7 @@ class LeanTracer(trace.Tracer):
         )
         if decision is Decision.DROP:
             return trace.NonRecordingSpan(span_context)
-        span = LeanSpan(
+        return LeanSpan(
             name,
             span_context,
             parent,
@@ -226,7 +230,6 @@ class LeanTracer(trace.Tracer):
             record_exception,
             set_status_on_exception,
         )
-        return span
 
     @contextmanager  # the API's type is a private decorator's; this one behaves the same
     def start_as_current_span(  # type: ignore[override]

@@ -2,6 +2,8 @@
 
 * Sampling: parent-based ratio (``SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO``): a sampled
   caller (W3C ``traceparent`` from Envoy or another service) is always followed.
+* Spans: the SDK's provider, whose recorded child spans skip the SDK span's
+  bookkeeping (:mod:`.lean_spans`).
 * Export: OTLP/gRPC to ``SWITCHBOARD_OBS_OTLP_ENDPOINT`` through the SDK's batch
   processor and the library's exporter with a cheaper span encoding, done on the
   processor's worker thread (:mod:`.span_export`).
