@@ -80,19 +80,17 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._span_context = context
         ReadableSpan.__init__(
             self,
-            name,
-            context,
-            parent,
-            sdk.resource,
-            self._live_attributes,
-            self._live_events,
-            (),
-            kind,
-            sdk.instrumentation_info,
-            _UNSET,
-            time_ns(),
-            None,
-            tracer.scope,
+            name=name,
+            context=context,
+            parent=parent,
+            resource=sdk.resource,
+            attributes=self._live_attributes,
+            events=self._live_events,
+            kind=kind,
+            instrumentation_info=sdk.instrumentation_info,
+            status=_UNSET,
+            start_time=time_ns(),
+            instrumentation_scope=tracer.scope,
         )
         self._processor: SpanProcessor = sdk.span_processor
         self._record_exception = record_exception
@@ -197,13 +195,13 @@ class LeanTracer(trace.Tracer):
         if links or start_time is not None or not parent.is_valid:
             return self.sdk.start_span(
                 name,
-                context,
-                kind,
-                attributes,
-                links,
-                start_time,
-                record_exception,
-                set_status_on_exception,
+                context=context,
+                kind=kind,
+                attributes=attributes,
+                links=links,
+                start_time=start_time,
+                record_exception=record_exception,
+                set_status_on_exception=set_status_on_exception,
             )
         sdk = self.sdk
         sampled = sdk.sampler.should_sample(context, parent.trace_id, name, kind, attributes, ())
@@ -246,13 +244,13 @@ class LeanTracer(trace.Tracer):
     ) -> Iterator[trace.Span]:
         span = self.start_span(
             name,
-            context,
-            kind,
-            attributes,
-            links,
-            start_time,
-            record_exception,
-            set_status_on_exception,
+            context=context,
+            kind=kind,
+            attributes=attributes,
+            links=links,
+            start_time=start_time,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
         )
         with trace.use_span(
             span,
