@@ -14,16 +14,18 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Coroutine, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import grpc
 import structlog
 import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-# grpc_health exposes the asyncio servicer as `health.aio`, an alias mypy cannot follow.
+# grpc_health and grpc_reflection expose their asyncio servicers as `health.aio` and
+# `reflection.aio`, aliases mypy cannot follow.
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer as AsyncReflectionServicer
 from prometheus_client import CollectorRegistry
 
 from switchboard_server.config import ServiceName, Settings
@@ -56,6 +58,33 @@ def freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+class _GenericHandlersOnly:
+    """The server as the generated ``add_*_to_server`` functions see it: each service is
+    added as a generic handler only.
+
+    Those functions also add the same handlers as "registered methods". For those,
+    grpc.aio's accept loop (1.85) keeps one pending call per method and, for every
+    incoming call, waits on all of them (``asyncio.wait`` over ~12 futures in a
+    context server). Without them a trivial call, one in flight, cost the context server
+    45 and 48 µs less CPU (~5 %; two side-by-side runs of 30 and 20 alternating rounds,
+    standard errors 11 and 31 µs); appends at 32 in flight, 21 and 2 µs (17, 28).
+    Upstream: grpc/grpc#43092, fix in #43461; drop this once the grpcio in use has it.
+    """
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(
+        self, handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]
+    ) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        """Nothing to do: the generic handler added with them serves these methods."""
 
 
 class AppServer:
@@ -147,11 +176,14 @@ async def create_server(
         maximum_concurrent_rpcs=settings.core.max_concurrent_rpcs,
     )
     health_servicer = AsyncHealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    module.register(server)
+    # only the add_*_to_server functions get it; they use nothing else of a server
+    registry = cast(grpc.aio.Server, _GenericHandlersOnly(server))
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry)
+    module.register(registry)
     observability.server_metrics.initialize(module.service_names)
-    reflection.enable_server_reflection(
-        (*module.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    names = (*module.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        AsyncReflectionServicer(names), registry
     )
     address = bind or f"{settings.core.host}:{settings.core.port_for(service)}"
     port = server.add_insecure_port(address)
