@@ -70,7 +70,7 @@ class _GenericHandlersOnly:
     context server). Without them a trivial call, one in flight, cost the context server
     45 and 48 µs less CPU (~5 %; two side-by-side runs of 30 and 20 alternating rounds,
     standard errors 11 and 31 µs); appends at 32 in flight, 21 and 2 µs (17, 28).
-    Upstream: grpc/grpc#43092, fix in #43461; drop this once the grpcio in use has it.
+    Upstream: grpc/grpc#43092, fix proposed in #43461; drop this once a grpcio has it.
     """
 
     def __init__(self, server: grpc.aio.Server) -> None:
