@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from switchboard_server.config import CoreSettings, Settings
 from switchboard_server.mesh.cli import parse_replicas
-from switchboard_server.mesh.processes import Child, ChildSpec, pid_alive
+from switchboard_server.mesh.processes import Child, ChildSpec, command_of, pid_alive
 from switchboard_server.mesh.routes import per_try_timeout
 from switchboard_server.mesh.runner import MeshRunner
 from switchboard_server.mesh.settings import MeshSettings
@@ -56,3 +57,18 @@ def test_restart_backoff_doubles_caps_and_resets(topology: Topology, tmp_path: P
 def test_pid_alive() -> None:
     assert pid_alive(os.getpid())
     assert not pid_alive(2**22 + 12345)  # beyond pid_max on Linux
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+async def test_a_started_child_already_has_its_death_signal() -> None:
+    """``start`` returns once ``setpriv`` has set the death signal and exec'd the
+    command: a runner killed right after a start must not leave an orphan."""
+    sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
+    for _ in range(5):
+        child = Child(ChildSpec("sleeper", "test", sleeper), lambda name, line: None)
+        await child.start()
+        try:
+            assert child.pid is not None
+            assert command_of(child.pid) == sys.executable.encode()
+        finally:
+            await child.stop(5)

@@ -10,8 +10,9 @@ the child's command (same process, same pid), not by a ``preexec_fn``: that make
 Python ``fork()`` a runner whose gRPC threads are busy (its health probes), gRPC's fork
 handlers run, and about one child in a thousand died of SIGABRT or SIGSEGV before it
 could exec (a ``switchboard up`` test saw an app "exit" with -11). Without it the
-interpreter spawns with ``vfork``. Where ``setpriv`` is missing, children start without
-the death signal (logged for each start).
+interpreter spawns with ``vfork``. ``Child.start`` returns once ``setpriv`` has exec'd
+the command, i.e. with the death signal set, as the ``preexec_fn`` did. Where
+``setpriv`` is missing, children start without the death signal (logged for each start).
 """
 
 from __future__ import annotations
@@ -33,13 +34,35 @@ log = structlog.get_logger(__name__)
 LineSink = Callable[[str, str], None]  # (child name, line)
 
 
-def _with_death_signal(argv: Sequence[str]) -> list[str]:
-    """``argv`` run so that the kernel sends it SIGTERM when the runner dies."""
+def _death_signal_prefix() -> list[str]:
+    """What to put before a command so that the kernel sends it SIGTERM when the
+    runner dies (nothing where ``setpriv`` is missing)."""
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         log.warning("child.no_death_signal", reason="setpriv (util-linux) not found")
-        return list(argv)
-    return [setpriv, "--pdeathsig", "TERM", "--", *argv]
+        return []
+    return [setpriv, "--pdeathsig", "TERM", "--"]
+
+
+def command_of(pid: int) -> bytes | None:
+    """The first word of process ``pid``'s command line (``/proc``), None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+    except OSError:
+        return None
+
+
+async def _until_exec(pid: int, wrapper: str, timeout_s: float = 5.0) -> None:
+    """Return once process ``pid`` no longer runs ``wrapper`` (its command line's first
+    word): ``setpriv`` has set the death signal and exec'd the command, or it exited. A
+    runner killed before that leaves an orphan (seen when a test killed the runner
+    right after a start)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if command_of(pid) != wrapper.encode():  # exec'd, or gone (None)
+            return
+        await asyncio.sleep(0.001)
+    log.warning("child.death_signal_unconfirmed", pid=pid, waited_s=timeout_s)
 
 
 @dataclass(frozen=True)
@@ -79,8 +102,10 @@ class Child:
 
     async def start(self) -> None:
         env = {**os.environ, **self.spec.env}
+        prefix = _death_signal_prefix()
         self.proc = await asyncio.create_subprocess_exec(
-            *_with_death_signal(self.spec.argv),
+            *prefix,
+            *self.spec.argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -89,6 +114,8 @@ class Child:
         )
         self.started_at = time.monotonic()
         self._reader = asyncio.create_task(self._pump(self.proc))
+        if prefix:  # return with the death signal set, as a preexec_fn would
+            await _until_exec(self.proc.pid, prefix[0])
         log.info("child.started", child=self.name, role=self.spec.role, pid=self.proc.pid)
 
     async def _pump(self, proc: asyncio.subprocess.Process) -> None:
