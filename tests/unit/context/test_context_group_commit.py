@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from switchboard_server.context.store.group_commit import GroupCommitWriter
+from switchboard_server.context.store.writer_thread import WriterThread
 
 
 @pytest.fixture
@@ -20,12 +20,12 @@ async def writer(tmp_path: Path) -> AsyncIterator[tuple[GroupCommitWriter, Path]
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("CREATE TABLE t (v INTEGER PRIMARY KEY)")
-    executor = ThreadPoolExecutor(1)
-    writer = GroupCommitWriter(conn, executor)
+    thread = WriterThread("test-writer")
+    writer = GroupCommitWriter(conn, thread)
     yield writer, path
     await writer.wait_idle()
     conn.close()
-    executor.shutdown(wait=True)
+    thread.close()
 
 
 def insert(value: int) -> Callable[[sqlite3.Connection], int]:

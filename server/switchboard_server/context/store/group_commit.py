@@ -24,10 +24,12 @@ idle loop waits those few empty rounds, a few microseconds.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+
+from switchboard_server.context.store.writer_thread import WriterThread
 
 T = TypeVar("T")
 Write = Callable[[sqlite3.Connection], Any]
@@ -37,9 +39,9 @@ GATHER_ROUNDS = 4
 class GroupCommitWriter:
     """Serialises writes on one connection in batches (one transaction per batch)."""
 
-    def __init__(self, connection: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, connection: sqlite3.Connection, thread: WriterThread) -> None:
         self._connection = connection
-        self._executor = executor
+        self._thread = thread
         self._pending: list[tuple[Write, bool, asyncio.Future[Any]]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -69,7 +71,6 @@ class GroupCommitWriter:
             await asyncio.shield(self._task)
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._pending:
             for _ in range(GATHER_ROUNDS):
                 await asyncio.sleep(0)
@@ -79,9 +80,9 @@ class GroupCommitWriter:
                 if all(inline for _, inline, _ in batch):
                     outcomes = self._apply(writes)
                     if self._connection.in_transaction:  # else its one write failed
-                        await loop.run_in_executor(self._executor, self._commit)
+                        await self._thread.run(self._commit)
                 else:
-                    outcomes = await loop.run_in_executor(self._executor, self._run, writes)
+                    outcomes = await self._thread.run(functools.partial(self._run, writes))
             except BaseException as exc:
                 outcomes = [exc] * len(batch)
             for (_, _, future), outcome in zip(batch, outcomes, strict=True):

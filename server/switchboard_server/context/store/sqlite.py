@@ -51,6 +51,7 @@ from switchboard_server.context.store.sqlite_memory import MemoryMirror
 from switchboard_server.context.store.sqlite_postings import backfill_postings, insert_postings
 from switchboard_server.context.store.sqlite_rows import PassageRow, PassageRows
 from switchboard_server.context.store.sqlite_sql import PASSAGES, SCHEMA
+from switchboard_server.context.store.writer_thread import WriterThread
 
 T = TypeVar("T")
 Change = tuple[int, Sequence[str], bool]  # a passage's rowid, its terms, True when added
@@ -85,7 +86,7 @@ class SqliteStore:
         self._match_budget = match_budget
         self._caps = dict(caps)
         self._synchronous = synchronous
-        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="context-sqlite-w")
+        self._write_thread = WriterThread("context-sqlite-w")
         self._read_threads = (
             ThreadPoolExecutor(readers, thread_name_prefix="context-sqlite-r") if readers else None
         )
@@ -109,7 +110,6 @@ class SqliteStore:
         return self._read_threads is not None
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
         self._path.parent.mkdir(parents=True, exist_ok=True)
 
         def open_writer() -> tuple[sqlite3.Connection, Totals, dict[str, Postings]]:
@@ -119,13 +119,12 @@ class SqliteStore:
             return conn, *load_all(conn)
 
         version = self._postings.version
-        conn, totals, lists = await loop.run_in_executor(self._write_thread, open_writer)
+        conn, totals, lists = await self._write_thread.run(open_writer)
         self._postings.fill(version, totals, lists)
         self._write_conn = conn
         self._writer = GroupCommitWriter(conn, self._write_thread)
 
     async def close(self) -> None:
-        loop = asyncio.get_running_loop()
         self._closing = True  # a write settling from now on starts no compaction
         if self._compaction is not None:
             self._compaction.cancel()
@@ -135,9 +134,9 @@ class SqliteStore:
         if self._writer is not None:
             await self._writer.wait_idle()
         if self._write_conn is not None:
-            await loop.run_in_executor(self._write_thread, self._write_conn.close)
+            await self._write_thread.run(self._write_conn.close)
         self._write_conn = self._writer = None
-        self._write_thread.shutdown(wait=True)
+        self._write_thread.close()
         if self._read_threads is not None:
             self._read_threads.shutdown(wait=True)
         with self._read_lock:
