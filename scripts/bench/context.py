@@ -11,8 +11,14 @@ What each figure is:
 * ``get_context_p50/p95/p99_ms``: latency a gRPC client sees over loopback, one call in
   flight at a time (the issue's target: p50 <= 3 ms).
 * ``append_memory_per_s``: entries acknowledged per second with ``append_concurrency``
-  callers, one entry per call (target: >= 1,000/s); every acknowledged entry is committed
-  (WAL, ``synchronous=FULL``). ``append_entries_per_s_batch10`` sends 10 per call.
+  calls in flight, one entry per call (target: >= 1,000/s); every acknowledged entry is
+  committed (WAL, ``synchronous=FULL``). The calls come from a load generator in its own
+  process (:mod:`scripts.bench._append_load`) at nice 10, so that on a small box the
+  server it measures gets the cores first; the figure is the median of ``WINDOWS``
+  windows of ``APPENDS`` calls (``..._windows`` lists them all).
+  ``append_memory_equal_priority_per_s`` is the same with the generator at the server's
+  priority, in windows alternating with those, for the side-by-side ratio.
+  ``append_entries_per_s_batch10`` sends 10 per call, from this process.
 * ``*_server_cpu_ms``: CPU time of the server process per call (all its threads). Unlike
   latencies it barely moves when other work competes for the cores, so compare changes
   by it. ``rpc_floor_server_cpu_ms`` is the same for GetMemoryStats (one indexed read):
@@ -53,6 +59,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
+from scripts.bench import _append_load as append_load
 from scripts.bench._proc import cpu_seconds, free_port
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
@@ -70,10 +77,11 @@ from switchboard_server.validation import Violations
 
 PASSAGES = 10_000
 PASSAGES_PER_DOC = 5
-SESSIONS = 1_000
+SESSIONS = append_load.SESSIONS
 ENTRIES_PER_TYPE = 10
 QUERIES = 2_000
 APPENDS = 3_000
+WINDOWS = 3
 CONCURRENCY = 32
 BATCH = 10
 VOCABULARY = 5_000
@@ -132,27 +140,29 @@ async def _latencies(
     return out
 
 
-async def _append_rate(stub: pb_grpc.ContextServiceStub, batch: int = 1) -> float:
-    """Entries appended per second, ``batch`` entries per AppendMemory call."""
-    queue = list(range(APPENDS))
-
-    async def worker() -> None:
-        while queue:
-            i = queue.pop()
-            await stub.AppendMemory(
-                pb.AppendMemoryRequest(
-                    session_id=f"s{i % SESSIONS}",
-                    entries=[
-                        pb.MemoryEntry(type=pb.MEMORY_TYPE_WORKING, content=f"turn {i}.{j}")
-                        for j in range(batch)
-                    ],
-                ),
-                timeout=10,
-            )
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return APPENDS * batch / (time.perf_counter() - started)
+def _append_windows(port: int, pid: int) -> dict[str, Any]:
+    """AppendMemory throughput from a load generator in its own process: ``WINDOWS``
+    windows with the generator at nice 10 and as many at equal priority, alternating,
+    with the server's CPU per append over all of them."""
+    rates: dict[int, list[float]] = {10: [], 0: []}
+    cpu = cpu_seconds(pid)
+    for window in range(WINDOWS):
+        for nice in (10, 0) if window % 2 == 0 else (0, 10):
+            first = (2 * window + (nice == 0)) * (APPENDS + append_load.WARMUP)
+            out = subprocess.run(
+                [sys.executable, "-m", "scripts.bench._append_load", str(port), str(APPENDS),
+                 str(CONCURRENCY), str(first), "--nice", str(nice)],
+                capture_output=True, text=True, check=True, timeout=300,
+            )  # fmt: skip
+            rates[nice].append(float(out.stdout))
+    calls = 2 * WINDOWS * (APPENDS + append_load.WARMUP)
+    return {
+        "append_memory_per_s": round(statistics.median(rates[10])),
+        "append_memory_per_s_windows": [round(r) for r in rates[10]],
+        "append_memory_equal_priority_per_s": round(statistics.median(rates[0])),
+        "append_memory_equal_priority_per_s_windows": [round(r) for r in rates[0]],
+        "append_memory_server_cpu_ms": round((cpu_seconds(pid) - cpu) / calls * 1000, 3),
+    }
 
 
 def _start_server(data_dir: str, port: int) -> subprocess.Popen[bytes]:
@@ -373,10 +383,10 @@ async def _main() -> dict[str, Any]:
                 cpu = cpu_seconds(proc.pid)
                 miss = await _latencies(stub, requests)
                 cpu_get = (cpu_seconds(proc.pid) - cpu) / len(requests)
-                cpu = cpu_seconds(proc.pid)
-                rate = await _append_rate(stub)
-                cpu_append = (cpu_seconds(proc.pid) - cpu) / APPENDS
-                batched_rate = await _append_rate(stub, batch=BATCH)
+                appends = _append_windows(port, proc.pid)
+                batched_rate = await append_load.append_rate(
+                    stub, APPENDS, CONCURRENCY, first=10**7, batch=BATCH
+                )
                 rss_mb = _rss_mb(proc.pid)
         finally:
             proc.terminate()
@@ -398,9 +408,8 @@ async def _main() -> dict[str, Any]:
         "get_context_server_cpu_ms": round(cpu_get * 1000, 3),
         "rpc_floor_server_cpu_ms": round(cpu_floor * 1000, 3),
         "rpc_floor_16_in_flight_server_cpu_ms": round(cpu_floor_16 * 1000, 3),
-        "append_memory_per_s": round(rate),
+        **appends,
         "append_concurrency": CONCURRENCY,
-        "append_memory_server_cpu_ms": round(cpu_append * 1000, 3),
         "server_rss_mb": rss_mb,
         f"append_entries_per_s_batch{BATCH}": round(batched_rate),
         "store": "sqlite (WAL, synchronous=FULL)",
