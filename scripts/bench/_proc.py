@@ -28,6 +28,24 @@ def cpu_seconds(*pids: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _steal_and_total() -> tuple[int, int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return fields[7], sum(fields)  # steal; user..steal, the eight states of all CPUs
+
+
+class StolenTime:
+    """The share of the CPUs' time the hypervisor gave to other guests since this was
+    made ("steal" in /proc/stat, ``st`` in vmstat). On a shared VM every figure
+    worsens with it: it tells a slow spell of the host from a slower build."""
+
+    def __init__(self) -> None:
+        self._since = _steal_and_total()
+
+    def share(self) -> float:
+        steal, total = _steal_and_total()
+        return round((steal - self._since[0]) / max(1, total - self._since[1]), 3)
+
+
 def mesh_log_excerpt(data_dir: Path, lines: int = 40) -> str:
     """The end of a mesh's log (``<data_dir>/mesh/mesh.log``) without the health-probe
     access lines: why ``switchboard up`` failed, kept before the temporary data goes."""

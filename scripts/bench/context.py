@@ -32,6 +32,8 @@ What each figure is:
   holds the postings index, and mirrors of session memory and passage rows).
   ``store_open_s``: opening the SQLite store on the loaded database in this process
   (schema check, postings index read whole), i.e. the store's part of a restart.
+* ``*_stolen_share``: the share of the CPUs' time the hypervisor gave to other guests
+  during those runs (``st`` in vmstat): this VM's slow spells are spells of steal.
 * ``load_average_1m``: the box's load when the run ended; on a shared 2-core box,
   latencies grow with it, CPU per call much less.
 
@@ -60,7 +62,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from scripts.bench import _append_load as append_load
-from scripts.bench._proc import cpu_seconds, free_port
+from scripts.bench._proc import StolenTime, cpu_seconds, free_port
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_server.config import CoreSettings, Settings
@@ -145,7 +147,7 @@ def _append_windows(port: int, pid: int) -> dict[str, Any]:
     windows with the generator at nice 10 and as many at equal priority, alternating,
     with the server's CPU per append over all of them."""
     rates: dict[int, list[float]] = {10: [], 0: []}
-    cpu = cpu_seconds(pid)
+    cpu, stolen = cpu_seconds(pid), StolenTime()
     for window in range(WINDOWS):
         for nice in (10, 0) if window % 2 == 0 else (0, 10):
             first = (2 * window + (nice == 0)) * (APPENDS + append_load.WARMUP)
@@ -162,6 +164,7 @@ def _append_windows(port: int, pid: int) -> dict[str, Any]:
         "append_memory_equal_priority_per_s": round(statistics.median(rates[0])),
         "append_memory_equal_priority_per_s_windows": [round(r) for r in rates[0]],
         "append_memory_server_cpu_ms": round((cpu_seconds(pid) - cpu) / calls * 1000, 3),
+        "append_memory_stolen_share": stolen.share(),
     }
 
 
@@ -380,9 +383,10 @@ async def _main() -> dict[str, Any]:
                 await _latencies(stub, requests[:100])  # warm up
                 cpu_floor = await _floor_cpu(stub, requests, proc.pid)
                 cpu_floor_16 = await _floor_cpu(stub, requests, proc.pid, in_flight=16)
-                cpu = cpu_seconds(proc.pid)
+                cpu, stolen = cpu_seconds(proc.pid), StolenTime()
                 miss = await _latencies(stub, requests)
                 cpu_get = (cpu_seconds(proc.pid) - cpu) / len(requests)
+                stolen_get = stolen.share()
                 appends = _append_windows(port, proc.pid)
                 batched_rate = await append_load.append_rate(
                     stub, APPENDS, CONCURRENCY, first=10**7, batch=BATCH
@@ -406,6 +410,7 @@ async def _main() -> dict[str, Any]:
         "get_context_p95_ms": round(_percentile(miss, 0.95), 3),
         "get_context_p99_ms": round(_percentile(miss, 0.99), 3),
         "get_context_server_cpu_ms": round(cpu_get * 1000, 3),
+        "get_context_stolen_share": stolen_get,
         "rpc_floor_server_cpu_ms": round(cpu_floor * 1000, 3),
         "rpc_floor_16_in_flight_server_cpu_ms": round(cpu_floor_16 * 1000, 3),
         **appends,
