@@ -1,4 +1,5 @@
-"""What the benchmarks measure with: CPU time from /proc, free ports, an open-loop load."""
+"""What the benchmarks measure with: CPU time and stolen time from /proc, free ports, an
+open-loop load."""
 
 from __future__ import annotations
 
