@@ -52,6 +52,15 @@ def command_of(pid: int) -> bytes | None:
         return None
 
 
+def _is_zombie(pid: int) -> bool:
+    """Whether process ``pid`` has exited and awaits its parent's wait (``/proc`` state Z)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True
+    return stat.rsplit(b")", 1)[-1].split()[0] == b"Z"
+
+
 async def _until_exec(pid: int, wrapper: str, timeout_s: float = 5.0) -> None:
     """Return once process ``pid`` no longer runs ``wrapper`` (its command line's first
     word): ``setpriv`` has set the death signal and exec'd the command, or it exited. A
@@ -59,7 +68,9 @@ async def _until_exec(pid: int, wrapper: str, timeout_s: float = 5.0) -> None:
     right after a start)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if command_of(pid) != wrapper.encode():  # exec'd, or gone (None)
+        command = command_of(pid)
+        # An empty command line is a process between two images (mid-exec) or a zombie.
+        if command is None or (command and command != wrapper.encode()) or _is_zombie(pid):
             return
         await asyncio.sleep(0.001)
     log.warning("child.death_signal_unconfirmed", pid=pid, waited_s=timeout_s)
