@@ -45,7 +45,7 @@ class RelayServicer(pb_grpc.ClassificationServiceServicer):
         text = v.text("text", request.text, max_bytes=64)
         v.raise_if_any()
         if text == "unavailable":
-            raise errors.Unavailable("not ready", reason="NOT_READY")
+            raise errors.Unavailable("not ready", reason=errors.ErrorReason.NOT_READY)
         if text == "relay" and self.downstream is not None:
             reply: pb.ClassifyResponse = await self.downstream.Classify(
                 pb.ClassifyRequest(text="ok"), timeout=10

@@ -37,7 +37,7 @@ class ScriptedServicer(pb_grpc.ClassificationServiceServicer):
         if text.startswith("sleep:"):
             await asyncio.sleep(float(text.removeprefix("sleep:")))
         elif text == "unavailable":
-            raise errors.Unavailable("model not loaded", reason="MODEL_NOT_READY")
+            raise errors.Unavailable("model not loaded", reason=errors.ErrorReason.MODEL_NOT_READY)
         elif text == "boom":
             raise RuntimeError("secret internal detail")
         return pb.ClassifyResponse(

@@ -15,19 +15,50 @@ correlation id the server returned. The tree::
     ├── Cancelled                     CANCELLED
     ├── DeadlineExceeded              DEADLINE_EXCEEDED
     └── Unavailable                   UNAVAILABLE (down, draining, not ready); safe to retry
-        └── NotReady                  reason NOT_READY / MODEL_NOT_READY / STORE_NOT_READY
+        └── NotReady                  reason NOT_READY / MODEL_NOT_READY
+
+``ErrorReason`` lists the reasons the Switchboard server sends; ``reason`` may still
+hold another string (a proxy's, or a newer server's), so compare, do not convert.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+class ErrorReason(StrEnum):
+    """The ``ErrorInfo.reason`` values a Switchboard server sends.
+
+    A mirror of the server's own list (the client does not depend on the server
+    package); a test fails when the two differ.
+    """
+
+    INTERNAL = "INTERNAL"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    NOT_READY = "NOT_READY"
+    """The service is starting (its store is not open yet): :class:`NotReady`."""
+    MODEL_NOT_READY = "MODEL_NOT_READY"
+    """The classifier's model is still loading or training: :class:`NotReady`."""
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    """The context store cannot be reached: :class:`Unavailable`."""
+    EMBEDDINGS_UNAVAILABLE = "EMBEDDINGS_UNAVAILABLE"
+    """The embeddings backend is not installed on the server: :class:`FailedPrecondition`."""
+    RUNTIME_EXAMPLES_FULL = "RUNTIME_EXAMPLES_FULL"
+    """The run-time example store is full: :class:`ResourceExhausted`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +161,10 @@ _BY_CODE: dict[grpc.StatusCode, type[SwitchboardError]] = {
     grpc.StatusCode.UNAVAILABLE: Unavailable,
 }
 
+# Reasons that pick a subclass of the status code's class; the others keep the code's.
 _BY_REASON: dict[str, type[SwitchboardError]] = {
-    "NOT_READY": NotReady,
-    "MODEL_NOT_READY": NotReady,
-    "STORE_NOT_READY": NotReady,
+    ErrorReason.NOT_READY: NotReady,
+    ErrorReason.MODEL_NOT_READY: NotReady,
 }
 
 

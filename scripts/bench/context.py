@@ -70,9 +70,9 @@ from switchboard_server.context import translate
 from switchboard_server.context.cache import ResultCache
 from switchboard_server.context.domain import ContextService
 from switchboard_server.context.metrics import ContextMetrics
-from switchboard_server.context.model import Document, MemoryType, NewMemory
 from switchboard_server.context.module import build_store, memory_caps
 from switchboard_server.context.settings import ContextSettings
+from switchboard_server.context.values import Document, MemoryType, NewMemory
 from switchboard_server.errors import Unavailable
 from switchboard_server.observability.logging import configure_logging
 from switchboard_server.validation import Violations

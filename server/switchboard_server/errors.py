@@ -12,14 +12,45 @@ canonical gRPC status with ``google.rpc.Status`` details (``ErrorInfo`` always,
     ├── ResourceExhausted            RESOURCE_EXHAUSTED
     ├── Unavailable                  UNAVAILABLE        (not ready, draining, dependency down)
     └── DeadlineExceeded             DEADLINE_EXCEEDED
+
+Every ``ErrorInfo.reason`` the server sends is an :class:`ErrorReason`; the typed
+client mirrors the set (``switchboard_client.ErrorReason``) and a test fails when the
+two differ, so a new reason is added here and there in the same change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import ClassVar
 
 ERROR_DOMAIN = "switchboard.dev"
+
+
+class ErrorReason(StrEnum):
+    """The UPPER_SNAKE ``ErrorInfo.reason`` values the server sends (AIP-193)."""
+
+    # The default of each error class: the status code's own name.
+    INTERNAL = "INTERNAL"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    # Refinements a client may act on.
+    NOT_READY = "NOT_READY"
+    """UNAVAILABLE: the service is starting (its store is not open yet)."""
+    MODEL_NOT_READY = "MODEL_NOT_READY"
+    """UNAVAILABLE: the classifier's model is still loading or training."""
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    """UNAVAILABLE: the context store (Redis) cannot be reached."""
+    EMBEDDINGS_UNAVAILABLE = "EMBEDDINGS_UNAVAILABLE"
+    """FAILED_PRECONDITION: the embeddings backend is asked for but not installed."""
+    RUNTIME_EXAMPLES_FULL = "RUNTIME_EXAMPLES_FULL"
+    """RESOURCE_EXHAUSTED: the run-time example store holds its maximum."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,32 +64,32 @@ class FieldViolation:
 class SwitchboardError(Exception):
     """Base of every domain error; ``reason`` is an UPPER_SNAKE ``ErrorInfo.reason``."""
 
-    default_reason = "INTERNAL"
+    default_reason: ClassVar[ErrorReason] = ErrorReason.INTERNAL
 
     def __init__(
         self,
         message: str,
         *,
-        reason: str | None = None,
+        reason: ErrorReason | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.reason = reason or self.default_reason
+        self.reason: ErrorReason = reason or self.default_reason
         self.metadata: dict[str, str] = dict(metadata or {})
 
 
 class InvalidArgument(SwitchboardError):
     """The request is malformed; ``violations`` names every bad field."""
 
-    default_reason = "INVALID_ARGUMENT"
+    default_reason = ErrorReason.INVALID_ARGUMENT
 
     def __init__(
         self,
         violations: Sequence[FieldViolation],
         message: str | None = None,
         *,
-        reason: str | None = None,
+        reason: ErrorReason | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         self.violations = tuple(violations)
@@ -75,34 +106,34 @@ class InvalidArgument(SwitchboardError):
 class NotFound(SwitchboardError):
     """A named resource does not exist."""
 
-    default_reason = "NOT_FOUND"
+    default_reason = ErrorReason.NOT_FOUND
 
 
 class AlreadyExists(SwitchboardError):
     """A resource to create exists already."""
 
-    default_reason = "ALREADY_EXISTS"
+    default_reason = ErrorReason.ALREADY_EXISTS
 
 
 class FailedPrecondition(SwitchboardError):
     """The system is not in a state where the request can run."""
 
-    default_reason = "FAILED_PRECONDITION"
+    default_reason = ErrorReason.FAILED_PRECONDITION
 
 
 class ResourceExhausted(SwitchboardError):
     """A quota or capacity is used up; the caller may retry later."""
 
-    default_reason = "RESOURCE_EXHAUSTED"
+    default_reason = ErrorReason.RESOURCE_EXHAUSTED
 
 
 class Unavailable(SwitchboardError):
     """The service (or a dependency) cannot answer now; safe to retry."""
 
-    default_reason = "UNAVAILABLE"
+    default_reason = ErrorReason.UNAVAILABLE
 
 
 class DeadlineExceeded(SwitchboardError):
     """The caller's deadline ran out before the work finished."""
 
-    default_reason = "DEADLINE_EXCEEDED"
+    default_reason = ErrorReason.DEADLINE_EXCEEDED

@@ -39,7 +39,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
 from switchboard_server.errors import SwitchboardError
-from switchboard_server.handlers import Behavior, WrappingInterceptor, iterate_responses
+from switchboard_server.handler_wrapping import Behavior, WrappingInterceptor, iterate_responses
 from switchboard_server.observability.metrics import (
     GrpcMetrics,
     MethodSeries,
@@ -49,7 +49,7 @@ from switchboard_server.observability.metrics import (
     status_code_of,
 )
 from switchboard_server.observability.server_tracing import ServedSpan, ServerSpans
-from switchboard_server.status import to_grpc_status
+from switchboard_server.rpc_errors import to_grpc_status
 
 log = structlog.get_logger("switchboard.access")
 

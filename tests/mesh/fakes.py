@@ -40,7 +40,7 @@ class FaultState:
         }
         self.last_call_at = time.monotonic()
         if self.mode == "unavailable":
-            raise errors.Unavailable("injected fault", reason="INJECTED_FAULT")
+            raise errors.Unavailable("injected fault")
         if self.mode == "slow":
             await asyncio.sleep(self.slow_s)
 

@@ -12,7 +12,7 @@ from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
 from switchboard_server.classification.artifacts import ArtifactStore
 from switchboard_server.classification.backends.encoder import CachedEncoderFactory
-from switchboard_server.classification.classifier import Classifier
+from switchboard_server.classification.domain import Classifier
 from switchboard_server.classification.metrics import ClassificationMetrics
 from switchboard_server.classification.servicer import ClassificationServicer
 from switchboard_server.classification.sources import load_source, resolve

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from switchboard_server.context.model import Source, SourceKind
+from switchboard_server.context.values import Source, SourceKind
 
 SEPARATOR = "\n\n"
 ELLIPSIS = "…"

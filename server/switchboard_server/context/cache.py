@@ -14,8 +14,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from switchboard_server.context.model import ContextResult
 from switchboard_server.context.store.base import Generations
+from switchboard_server.context.values import ContextResult
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,8 @@ from switchboard_server.context.assembly import assemble, rank
 from switchboard_server.context.bm25 import Corpus
 from switchboard_server.context.cache import ResultCache
 from switchboard_server.context.metrics import ContextMetrics
-from switchboard_server.context.model import (
+from switchboard_server.context.store.base import ContextStore
+from switchboard_server.context.values import (
     ALL_MEMORY_TYPES,
     AppendResult,
     ContextQuery,
@@ -35,7 +36,6 @@ from switchboard_server.context.model import (
     Source,
     SourceKind,
 )
-from switchboard_server.context.store.base import ContextStore
 
 log = structlog.get_logger(__name__)
 

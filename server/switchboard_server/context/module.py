@@ -12,12 +12,12 @@ from switchboard_server.config import Settings
 from switchboard_server.context.cache import ResultCache
 from switchboard_server.context.domain import ContextService
 from switchboard_server.context.metrics import ContextMetrics
-from switchboard_server.context.model import MemoryType
 from switchboard_server.context.seed import default_documents
 from switchboard_server.context.servicer import ContextServicer
 from switchboard_server.context.store.base import ContextStore
 from switchboard_server.context.store.redis import RedisStore
 from switchboard_server.context.store.sqlite import SqliteStore
+from switchboard_server.context.values import MemoryType
 from switchboard_server.errors import Unavailable
 from switchboard_server.service import Runtime
 

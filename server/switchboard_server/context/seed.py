@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from switchboard_server.context.model import Document
+from switchboard_server.context.values import Document
 
 RESOURCE = "default_knowledge.jsonl"
 

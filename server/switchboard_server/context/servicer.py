@@ -11,7 +11,7 @@ from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_server.config import Settings
 from switchboard_server.context import translate
 from switchboard_server.context.domain import ContextService
-from switchboard_server.errors import Unavailable
+from switchboard_server.errors import ErrorReason, Unavailable
 from switchboard_server.validation import Violations
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -31,7 +31,7 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
     @property
     def service(self) -> ContextService:
         if self._service is None:
-            raise Unavailable("context service is not ready", reason="NOT_READY")
+            raise Unavailable("context service is not ready", reason=ErrorReason.NOT_READY)
         return self._service
 
     async def GetContext(

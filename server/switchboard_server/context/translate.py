@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard_server.config import Settings
-from switchboard_server.context.model import (
+from switchboard_server.context.values import (
     ALL_MEMORY_TYPES,
     ContextQuery,
     ContextResult,

@@ -27,10 +27,10 @@ from typing import Any
 from switchboard_server.config import ServiceName, Settings, load_settings_or_report
 from switchboard_server.mesh.processes import pid_alive
 from switchboard_server.mesh.render import render_all, write_configs
+from switchboard_server.mesh.report import endpoint_table, probe_all, status_table
 from switchboard_server.mesh.runner import MeshRunner, mesh_dir, ports_in_use
 from switchboard_server.mesh.state import MeshState, read_state
 from switchboard_server.mesh.stats import collect, format_summary
-from switchboard_server.mesh.status import endpoint_table, probe_all, status_table
 from switchboard_server.mesh.topology import Plan, TopologyError, load_topology, make_plan
 from switchboard_server.observability.logging import configure_logging
 

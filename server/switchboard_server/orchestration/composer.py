@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from switchboard_server.orchestration.model import (
+from switchboard_server.orchestration.values import (
     ComposeInput,
     Composition,
     Source,

@@ -22,7 +22,7 @@ from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
 from switchboard_server.errors import SwitchboardError
 from switchboard_server.orchestration.peers import GrpcClassifier, GrpcContext
 from switchboard_server.orchestration.ports import DEADLINE_EXCEEDED, DependencyFailed
-from switchboard_server.status import to_grpc_status
+from switchboard_server.rpc_errors import to_grpc_status
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import structlog
 
-from switchboard_server.orchestration.model import ComposeInput, Composition
 from switchboard_server.orchestration.ports import DEADLINE_EXCEEDED, DependencyFailed
+from switchboard_server.orchestration.values import ComposeInput, Composition
 
 log = structlog.get_logger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from switchboard_server.orchestration.model import ChatResult
+from switchboard_server.orchestration.values import ChatResult
 
 
 class ChatMetrics:

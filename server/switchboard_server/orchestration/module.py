@@ -16,14 +16,14 @@ from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from switchboard_server.config import ServiceName
 from switchboard_server.orchestration.composer import RuleComposer, default_registry
-from switchboard_server.orchestration.conversation_log import SqliteConversationLog
+from switchboard_server.orchestration.domain import ChatPipeline, PipelineConfig
 from switchboard_server.orchestration.llm import LLMComposer, LLMConfig
 from switchboard_server.orchestration.metrics import ChatMetrics
 from switchboard_server.orchestration.peers import Peers
-from switchboard_server.orchestration.pipeline import ChatPipeline, PipelineConfig
 from switchboard_server.orchestration.ports import Classifier, Composer, ContextPort
 from switchboard_server.orchestration.servicer import OrchestrationServicer
 from switchboard_server.orchestration.settings import OrchestrationSettings
+from switchboard_server.orchestration.store import SqliteConversationLog
 from switchboard_server.service import Runtime, ServiceModule
 
 log = structlog.get_logger(__name__)

@@ -18,7 +18,8 @@ from switchboard.classification.v1 import classification_service_pb2 as cls_pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
 from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
-from switchboard_server.orchestration.model import (
+from switchboard_server.orchestration.ports import DependencyFailed
+from switchboard_server.orchestration.values import (
     Alternative,
     Intent,
     MemoryEntry,
@@ -26,7 +27,6 @@ from switchboard_server.orchestration.model import (
     Source,
     SourceKind,
 )
-from switchboard_server.orchestration.ports import DependencyFailed
 
 _MEMORY_TYPES = {
     "working": ctx_pb.MEMORY_TYPE_WORKING,

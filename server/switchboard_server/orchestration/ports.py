@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from switchboard_server.orchestration.model import (
+from switchboard_server.orchestration.values import (
     ComposeInput,
     Composition,
     Intent,

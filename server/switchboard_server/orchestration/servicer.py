@@ -13,17 +13,17 @@ import structlog
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
-from switchboard_server.orchestration.convert import (
+from switchboard_server.orchestration.domain import ChatPipeline
+from switchboard_server.orchestration.metrics import ChatMetrics
+from switchboard_server.orchestration.paging import decode_page_token, encode_page_token
+from switchboard_server.orchestration.ports import ConversationLog
+from switchboard_server.orchestration.translate import (
     chunks,
     event_to_proto,
     result_to_proto,
     turn_to_proto,
 )
-from switchboard_server.orchestration.metrics import ChatMetrics
-from switchboard_server.orchestration.model import ChatOptions, ChatResult, StageEvent
-from switchboard_server.orchestration.paging import decode_page_token, encode_page_token
-from switchboard_server.orchestration.pipeline import ChatPipeline
-from switchboard_server.orchestration.ports import ConversationLog
+from switchboard_server.orchestration.values import ChatOptions, ChatResult, StageEvent
 from switchboard_server.validation import Violations
 
 log = structlog.get_logger(__name__)

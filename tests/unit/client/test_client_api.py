@@ -24,7 +24,7 @@ from switchboard_client import (
 from switchboard_client.cli import build_parser
 from switchboard_client.commands.chat import render
 from switchboard_server import errors as server_errors
-from switchboard_server.status import to_grpc_status
+from switchboard_server.rpc_errors import to_grpc_status
 
 
 def test_all_is_honest() -> None:
@@ -77,7 +77,9 @@ def test_invalid_argument_carries_field_violations() -> None:
 def test_reason_refines_the_class_and_metadata_survives() -> None:
     error = from_rpc_error(
         rpc_error(
-            server_errors.Unavailable("loading", reason="MODEL_NOT_READY", metadata={"a": "b"})
+            server_errors.Unavailable(
+                "loading", reason=server_errors.ErrorReason.MODEL_NOT_READY, metadata={"a": "b"}
+            )
         )
     )
     assert type(error) is NotReady

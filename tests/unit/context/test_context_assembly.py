@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from switchboard_server.context.assembly import assemble, rank
-from switchboard_server.context.model import MemoryType, Source, SourceKind
+from switchboard_server.context.values import MemoryType, Source, SourceKind
 
 
 def source(i: str, relevance: float, content: str, kind: SourceKind = SourceKind.MEMORY) -> Source:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from switchboard_server.context.cache import ResultCache
-from switchboard_server.context.model import ContextResult
 from switchboard_server.context.store.base import Generations
+from switchboard_server.context.values import ContextResult
 
 RESULT = ContextResult(context="c", sources=(), stats=None)
 G = Generations(1, 1)

@@ -16,7 +16,6 @@ import pytest
 
 from switchboard_server.context import bm25
 from switchboard_server.context.domain import prepare
-from switchboard_server.context.model import Document, KnowledgeHit, MemoryType
 from switchboard_server.context.store import sqlite as sqlite_store
 from switchboard_server.context.store.sqlite import SqliteStore
 from switchboard_server.context.store.sqlite_index import (
@@ -25,6 +24,7 @@ from switchboard_server.context.store.sqlite_index import (
     Totals,
     best_passages,
 )
+from switchboard_server.context.values import Document, KnowledgeHit, MemoryType
 
 CAPS = dict.fromkeys(MemoryType, 10)
 WORDS = [f"w{i}" for i in range(40)]

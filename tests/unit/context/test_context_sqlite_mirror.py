@@ -20,15 +20,15 @@ from prometheus_client import CollectorRegistry
 from switchboard_server.context.cache import ResultCache
 from switchboard_server.context.domain import ContextService, prepare
 from switchboard_server.context.metrics import ContextMetrics
-from switchboard_server.context.model import (
+from switchboard_server.context.store.group_commit import GroupCommitWriter
+from switchboard_server.context.store.sqlite import SqliteStore
+from switchboard_server.context.values import (
     ALL_MEMORY_TYPES,
     ContextQuery,
     Document,
     MemoryType,
     NewMemory,
 )
-from switchboard_server.context.store.group_commit import GroupCommitWriter
-from switchboard_server.context.store.sqlite import SqliteStore
 
 CAPS = {MemoryType.WORKING: 3, MemoryType.EPISODIC: 5, MemoryType.SEMANTIC: 8}
 WORDS = [f"w{i}" for i in range(30)]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from switchboard_server.context.domain import prepare
-from switchboard_server.context.model import Document, MemoryType
 from switchboard_server.context.store.sqlite import SqliteStore
+from switchboard_server.context.values import Document, MemoryType
 
 CAPS = dict.fromkeys(MemoryType, 10)
 WORDS = [f"w{i}" for i in range(60)]

@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from switchboard_server.orchestration.model import (
+from switchboard_server.orchestration.ports import DependencyFailed
+from switchboard_server.orchestration.values import (
     Intent,
     MemoryEntry,
     Retrieved,
@@ -15,7 +16,6 @@ from switchboard_server.orchestration.model import (
     Turn,
     TurnPage,
 )
-from switchboard_server.orchestration.ports import DependencyFailed
 
 PASSAGE = Source(
     SourceKind.KNOWLEDGE,

@@ -9,7 +9,7 @@ from switchboard_server.orchestration.composer import (
     is_question,
     snippet,
 )
-from switchboard_server.orchestration.model import (
+from switchboard_server.orchestration.values import (
     Alternative,
     ComposeInput,
     Composition,

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from switchboard_server.errors import InvalidArgument
-from switchboard_server.orchestration.conversation_log import SqliteConversationLog
-from switchboard_server.orchestration.convert import chunks
-from switchboard_server.orchestration.model import Alternative, Intent, Turn
 from switchboard_server.orchestration.paging import decode_page_token, encode_page_token
+from switchboard_server.orchestration.store import SqliteConversationLog
+from switchboard_server.orchestration.translate import chunks
+from switchboard_server.orchestration.values import Alternative, Intent, Turn
 
 
 def turn(text: str) -> Turn:

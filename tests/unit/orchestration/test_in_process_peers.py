@@ -19,7 +19,7 @@ class Servicer:
 
     async def Classify(self, request: pb.ClassifyRequest, context: None) -> pb.ClassifyResponse:
         if self.behaviour == "unavailable":
-            raise errors.Unavailable("model loading", reason="MODEL_NOT_READY")
+            raise errors.Unavailable("model loading", reason=errors.ErrorReason.MODEL_NOT_READY)
         if self.behaviour == "slow":
             await asyncio.sleep(5)
         if self.behaviour == "bug":

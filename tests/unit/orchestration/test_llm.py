@@ -11,19 +11,19 @@ from typing import Any
 
 import pytest
 
+from switchboard_server.orchestration.domain import ChatPipeline, PipelineConfig
 from switchboard_server.orchestration.llm import LLMComposer, LLMConfig
-from switchboard_server.orchestration.model import (
+from switchboard_server.orchestration.ports import DependencyFailed
+from switchboard_server.orchestration.values import (
     ChatOptions,
     ComposeInput,
     Dependency,
     Intent,
     Retrieved,
 )
-from switchboard_server.orchestration.pipeline import ChatPipeline, PipelineConfig
-from switchboard_server.orchestration.ports import DependencyFailed
 
 from .fakes import PASSAGE, FakeClassifier, FakeContext, MemoryLog
-from .test_pipeline import rules
+from .test_orchestration_domain import rules
 
 
 @dataclass

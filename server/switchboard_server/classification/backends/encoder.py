@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from switchboard_server.classification.backends.base import FloatArray
-from switchboard_server.errors import FailedPrecondition
+from switchboard_server.errors import ErrorReason, FailedPrecondition
 
 TOKENIZER_RESOURCE = ("switchboard_server.classification", "data/minilm/tokenizer.json")
 
@@ -41,7 +41,7 @@ class OnnxMiniLMEncoder:
             raise FailedPrecondition(
                 "the embeddings backend needs the 'embeddings' extra "
                 "(pip install 'switchboard[embeddings]')",
-                reason="EMBEDDINGS_UNAVAILABLE",
+                reason=ErrorReason.EMBEDDINGS_UNAVAILABLE,
             ) from exc
         tokenizer = Tokenizer.from_file(str(bundled_tokenizer_path()))
         tokenizer.no_padding()

@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from switchboard_server.context.model import (
+from switchboard_server.context.values import (
     AppendResult,
     DeleteResult,
     IngestResult,

@@ -23,7 +23,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from switchboard_server.context import bm25
-from switchboard_server.context.model import (
+from switchboard_server.context.store import redis_scripts
+from switchboard_server.context.store.base import Generations
+from switchboard_server.context.values import (
     ALL_MEMORY_TYPES,
     AppendResult,
     DeleteResult,
@@ -34,9 +36,7 @@ from switchboard_server.context.model import (
     NewMemory,
     PreparedDocument,
 )
-from switchboard_server.context.store import redis_scripts
-from switchboard_server.context.store.base import Generations
-from switchboard_server.errors import Unavailable
+from switchboard_server.errors import ErrorReason, Unavailable
 
 _TYPE_INDEX = {t: i + 1 for i, t in enumerate(ALL_MEMORY_TYPES)}
 
@@ -104,7 +104,9 @@ class RedisStore:
         try:
             yield
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise Unavailable("context store unavailable", reason="STORE_UNAVAILABLE") from exc
+            raise Unavailable(
+                "context store unavailable", reason=ErrorReason.STORE_UNAVAILABLE
+            ) from exc
 
     def _memory_keys(self, session_id: str) -> list[str]:
         return [f"{self._p}m:{{{session_id}}}:{t.value}" for t in ALL_MEMORY_TYPES]

@@ -28,16 +28,6 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from switchboard_server.context import bm25
-from switchboard_server.context.model import (
-    AppendResult,
-    DeleteResult,
-    IngestResult,
-    KnowledgeHit,
-    MemoryRecord,
-    MemoryType,
-    NewMemory,
-    PreparedDocument,
-)
 from switchboard_server.context.store.base import Generations
 from switchboard_server.context.store.group_commit import GroupCommitWriter
 from switchboard_server.context.store.sqlite_index import (
@@ -52,6 +42,16 @@ from switchboard_server.context.store.sqlite_postings import backfill_postings, 
 from switchboard_server.context.store.sqlite_rows import PassageRow, PassageRows
 from switchboard_server.context.store.sqlite_sql import PASSAGES, SCHEMA
 from switchboard_server.context.store.writer_thread import WriterThread
+from switchboard_server.context.values import (
+    AppendResult,
+    DeleteResult,
+    IngestResult,
+    KnowledgeHit,
+    MemoryRecord,
+    MemoryType,
+    NewMemory,
+    PreparedDocument,
+)
 
 T = TypeVar("T")
 Change = tuple[int, Sequence[str], bool]  # a passage's rowid, its terms, True when added

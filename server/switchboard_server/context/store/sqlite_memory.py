@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 
-from switchboard_server.context.model import MemoryRecord, MemoryType
+from switchboard_server.context.values import MemoryRecord, MemoryType
 
 Token = tuple[int, bool]
 

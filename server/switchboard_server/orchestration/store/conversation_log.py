@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 import structlog
 
 from switchboard_server.errors import Unavailable
-from switchboard_server.orchestration.model import Alternative, Intent, Turn, TurnPage
 from switchboard_server.orchestration.ports import DependencyFailed
+from switchboard_server.orchestration.values import Alternative, Intent, Turn, TurnPage
 
 log = structlog.get_logger(__name__)
 

@@ -19,7 +19,15 @@ from opentelemetry import trace
 
 from switchboard_server.errors import DeadlineExceeded
 from switchboard_server.observability.tracing import confidence_bucket, current_span
-from switchboard_server.orchestration.model import (
+from switchboard_server.orchestration.ports import (
+    DEADLINE_EXCEEDED,
+    Classifier,
+    Composer,
+    ContextPort,
+    ConversationLog,
+    DependencyFailed,
+)
+from switchboard_server.orchestration.values import (
     ChatOptions,
     ChatResult,
     ComposeInput,
@@ -34,14 +42,6 @@ from switchboard_server.orchestration.model import (
     StageStatus,
     StageTiming,
     Turn,
-)
-from switchboard_server.orchestration.ports import (
-    DEADLINE_EXCEEDED,
-    Classifier,
-    Composer,
-    ContextPort,
-    ConversationLog,
-    DependencyFailed,
 )
 
 log = structlog.get_logger(__name__)

@@ -1,11 +1,11 @@
-"""Translation between orchestration protos and pipeline values (used by the servicer)."""
+"""Proto <-> domain translation of the orchestration service (used by the servicer only)."""
 
 from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
-from switchboard_server.orchestration.model import (
+from switchboard_server.orchestration.values import (
     ChatResult,
     Intent,
     StageEvent,

@@ -9,7 +9,9 @@ import pytest
 
 from switchboard_server.errors import DeadlineExceeded
 from switchboard_server.orchestration.composer import RuleComposer, default_registry
-from switchboard_server.orchestration.model import (
+from switchboard_server.orchestration.domain import ChatPipeline, PipelineConfig
+from switchboard_server.orchestration.ports import DependencyFailed
+from switchboard_server.orchestration.values import (
     ChatOptions,
     ComposeInput,
     Composition,
@@ -19,8 +21,6 @@ from switchboard_server.orchestration.model import (
     StageEvent,
     StageStatus,
 )
-from switchboard_server.orchestration.pipeline import ChatPipeline, PipelineConfig
-from switchboard_server.orchestration.ports import DependencyFailed
 
 from .fakes import PASSAGE, FakeClassifier, FakeContext, MemoryLog
 

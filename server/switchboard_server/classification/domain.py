@@ -29,7 +29,7 @@ from switchboard_server.classification.sources import DataSource
 from switchboard_server.classification.taxonomy import OOS, IntentCount, intent_counts
 from switchboard_server.classification.trainer import train_model
 from switchboard_server.classification.verdict import Options, Verdict, decide
-from switchboard_server.errors import ResourceExhausted, Unavailable
+from switchboard_server.errors import ErrorReason, ResourceExhausted, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -106,7 +106,7 @@ class Classifier:
     @property
     def source(self) -> DataSource:
         if self._source is None:
-            raise Unavailable("the model is still loading", reason="MODEL_NOT_READY")
+            raise Unavailable("the model is still loading", reason=ErrorReason.MODEL_NOT_READY)
         return self._source
 
     async def start(
@@ -146,7 +146,7 @@ class Classifier:
     @property
     def serving(self) -> Serving:
         if self._serving is None:
-            raise Unavailable("the model is still loading", reason="MODEL_NOT_READY")
+            raise Unavailable("the model is still loading", reason=ErrorReason.MODEL_NOT_READY)
         return self._serving
 
     async def classify(self, texts: Sequence[str], options: Options) -> list[Verdict]:
@@ -209,7 +209,7 @@ class Classifier:
             if len(self._runtime) + len(examples) > self.settings.max_runtime_examples:
                 raise ResourceExhausted(
                     "the run-time example store is full",
-                    reason="RUNTIME_EXAMPLES_FULL",
+                    reason=ErrorReason.RUNTIME_EXAMPLES_FULL,
                     metadata={"limit": str(self.settings.max_runtime_examples)},
                 )
             known = self._known_intents()

@@ -7,8 +7,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from switchboard_server.orchestration.composer import RuleComposer, default_registry
-from switchboard_server.orchestration.model import ChatOptions
-from switchboard_server.orchestration.pipeline import ChatPipeline, PipelineConfig
+from switchboard_server.orchestration.domain import ChatPipeline, PipelineConfig
+from switchboard_server.orchestration.values import ChatOptions
 
 from .fakes import FakeClassifier, FakeContext, MemoryLog
 

@@ -1,4 +1,4 @@
-"""Translate domain errors into gRPC statuses with ``google.rpc.Status`` details."""
+"""Domain errors to gRPC statuses with ``google.rpc.Status`` details (ErrorInfo, BadRequest)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def to_grpc_status(error: errors.SwitchboardError) -> grpc.Status:
     info = any_pb2.Any()
     info.Pack(
         error_details_pb2.ErrorInfo(
-            reason=error.reason, domain=errors.ERROR_DOMAIN, metadata=error.metadata
+            reason=error.reason.value, domain=errors.ERROR_DOMAIN, metadata=error.metadata
         )
     )
     details.append(info)

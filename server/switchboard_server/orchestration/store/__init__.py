@@ -1,0 +1,5 @@
+"""Durable storage of the orchestration service: the conversation log."""
+
+from switchboard_server.orchestration.store.conversation_log import SqliteConversationLog
+
+__all__ = ["SqliteConversationLog"]
