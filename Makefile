@@ -66,7 +66,7 @@ test: tools lint typecheck ## Install what tests need, then lint, type-check and
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: $(STAMP) ## Run the benchmarks (figures are quoted in README.md)
+bench: $(STAMP) ## Run the benchmarks (the latest figures are in docs/benchmarks.md)
 	$(BIN)/python -m scripts.bench
 
 .PHONY: clean

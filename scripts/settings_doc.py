@@ -1,4 +1,4 @@
-"""Rewrite the settings table in README.md from the Settings classes.
+"""Rewrite the settings table in docs/operations.md from the Settings classes.
 
 Usage: python scripts/settings_doc.py [--check]
 The table sits between the SETTINGS markers; --check fails when it is out of date.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from switchboard_server.config import settings_table
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 BEGIN, END = "<!-- SETTINGS:BEGIN -->", "<!-- SETTINGS:END -->"
 
 
@@ -23,15 +23,19 @@ def render() -> str:
 
 
 def main() -> None:
-    text = README.read_text()
+    text = PAGE.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"docs/operations.md: the {BEGIN} and {END} markers are missing")
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
     updated = f"{head}{BEGIN}\n{render()}\n{END}{tail}"
     if "--check" in sys.argv:
         if updated != text:
-            raise SystemExit("README.md settings table is stale: run scripts/settings_doc.py")
+            raise SystemExit(
+                "docs/operations.md settings table is stale: run scripts/settings_doc.py"
+            )
         return
-    README.write_text(updated)
+    PAGE.write_text(updated)
 
 
 if __name__ == "__main__":

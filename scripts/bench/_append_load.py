@@ -2,7 +2,7 @@
 
 The context benchmark runs it in alternating windows, at ``nice 10`` and at the
 server's priority. On a small box the generator competes with the server it measures
-for the same cores (this Python client needs about half the CPU per call that the
+for the same cores (a Python client needs a good share of the CPU per call that the
 server does); at nice 10 the server gets a core first whenever both are runnable, as
 it would with the client on another machine.
 

@@ -84,8 +84,8 @@ def open_loop(
 
     The scheduler sleeps with ``time.sleep`` (nanosecond timer) and each completion is
     timed on gRPC's polling thread. An asyncio scheduler would start calls late: the
-    loop's epoll timeout has millisecond granularity and is rounded up, which added
-    ~1 ms to every turn here.
+    loop's epoll timeout has millisecond granularity and is rounded up, which would
+    count as latency in every turn.
     """
     finished: list[tuple[float, grpc.Future[Any]]] = []
     all_done = threading.Semaphore(0)

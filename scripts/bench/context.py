@@ -9,15 +9,15 @@ the full retrieval.
 What each figure is:
 
 * ``get_context_p50/p95/p99_ms``: latency a gRPC client sees over loopback, one call in
-  flight at a time (the issue's target: p50 <= 3 ms).
+  flight at a time (targets: ``docs/benchmarks.md``).
 * ``append_memory_per_s``: entries acknowledged per second with ``append_concurrency``
-  calls in flight, one entry per call (target: >= 1,000/s); every acknowledged entry is
-  committed (WAL, ``synchronous=FULL``). The calls come from a load generator in its own
+  calls in flight, one entry per call; every acknowledged entry is committed (WAL,
+  ``synchronous=FULL``). The calls come from a load generator in its own
   process (:mod:`scripts.bench._append_load`) at nice 10, so that on a small box the
   server it measures gets the cores first; the figure is the median of ``WINDOWS``
   windows of ``APPENDS`` calls (``..._windows`` lists them all).
   ``append_memory_equal_priority_per_s`` is the same with the generator at the server's
-  priority, in windows alternating with those, for the side-by-side ratio.
+  priority, in windows alternating with those, so both meet the same host.
   ``append_entries_per_s_batch10`` sends 10 per call, from this process.
 * ``*_server_cpu_ms``: CPU time of the server process per call (all its threads). Unlike
   latencies it barely moves when other work competes for the cores, so compare changes
@@ -33,7 +33,8 @@ What each figure is:
   ``store_open_s``: opening the SQLite store on the loaded database in this process
   (schema check, postings index read whole), i.e. the store's part of a restart.
 * ``*_stolen_share``: the share of the CPUs' time the hypervisor gave to other guests
-  during those runs (``st`` in vmstat): this VM's slow spells are spells of steal.
+  during those runs (``st`` in vmstat): on a virtual machine, slow spells are usually
+  spells of steal.
 * ``load_average_1m``: the box's load when the run ended; on a shared 2-core box,
   latencies grow with it, CPU per call much less.
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts import settings_doc
 from switchboard_server.config import (
     ConfigError,
     CoreSettings,
@@ -65,9 +66,17 @@ def test_every_setting_is_documented() -> None:
     assert len({name for name, _, _ in rows}) == len(rows)
     undocumented = [name for name, _, description in rows if not description]
     assert undocumented == []
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    missing = [name for name, _, _ in rows if name not in readme]
-    assert missing == [], "settings missing from README.md"
+    page = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    missing = [name for name, _, _ in rows if name not in page]
+    assert missing == [], "settings missing from docs/operations.md"
+
+
+def test_the_settings_table_in_the_docs_is_current() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "operations.md").read_text()
+    _, _, rest = page.partition(settings_doc.BEGIN)
+    table, found, _ = rest.partition(settings_doc.END)
+    assert found, "docs/operations.md has no settings table"
+    assert table.strip() == settings_doc.render(), "run scripts/settings_doc.py"
 
 
 def test_bad_setting_exits_2_with_the_variable_named(tmp_path: Path) -> None:

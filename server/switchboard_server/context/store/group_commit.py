@@ -10,15 +10,15 @@ Small writes (``inline=True``: memory appends and clears, a few statements each)
 run on the event loop and only the COMMIT, where SQLite writes the WAL and
 fsyncs, goes to the writer thread: one thread hand-off per batch. Running each
 statement on the writer thread instead cost a GIL hand-off per statement; with a
-busy event loop (and busy cores) those hand-offs, not SQLite, set the pace
-(measured: batches of ~3 appends taking ~7 ms). Large writes (ingest, delete)
-run whole on the writer thread so they never stall the event loop.
+busy event loop (and busy cores) those hand-offs, not SQLite, set the pace. Large
+writes (ingest, delete) run whole on the writer thread so they never stall the event
+loop.
 
 Before it takes a batch, the writer lets the event loop run ``GATHER_ROUNDS`` rounds,
 so that writes of RPCs already on their way join it (like PostgreSQL's
-``commit_delay``): with 32 appends in flight a batch grows from ~2.5 to ~5 writes
-and BEGIN, COMMIT and the thread hand-off are shared by more of them. A write on an
-idle loop waits those few empty rounds, a few microseconds.
+``commit_delay``): with many appends in flight the batches grow, and BEGIN, COMMIT
+and the thread hand-off are shared by more of them. A write on an idle loop only
+waits those few empty rounds.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ default (``readers=0``) or on reader threads, which WAL lets run beside the writ
 The knowledge base is ranked by BM25 over the index terms of ``text.terms``, with
 FTS5's idf, normalised to [0, 1], from a ``postings`` table (term, passage, tf,
 passage length) whose lists are read once and then ranked in memory
-(``sqlite_index``): summing BM25 in SQL cost ~0.6 ms per query, FTS5's ``bm25()``
-twice that. The FTS5 table keeps each passage's terms.
+(``sqlite_index``): summing BM25 in SQL, or FTS5's ``bm25()``, made every query pay
+for the SQL engine walking each posting again. The FTS5 table keeps each passage's
+terms.
 """
 
 from __future__ import annotations
@@ -157,9 +158,9 @@ class SqliteStore:
     async def _in_reader(self, work: Callable[[], T]) -> T:
         """Run ``work`` on a reader thread, or inline when ``readers`` is 0.
 
-        Inline reads skip a thread hand-off (about 1 ms under CPU contention) at the
-        price of blocking the event loop while SQLite works; ``match_budget`` bounds
-        how long a knowledge query can take.
+        Inline reads skip a thread hand-off (expensive when the cores are contended)
+        at the price of blocking the event loop while SQLite works; ``match_budget``
+        bounds how long a knowledge query can take.
         """
         assert self._writer is not None, "store not open"
         if self._read_threads is None:
@@ -369,11 +370,10 @@ class SqliteStore:
     async def _compact(self) -> None:
         """Merge the postings overlays that knowledge writes left, once the writes
         pause for ``compact_after_s``, ``COMPACT_SLICE_S`` at a time between the
-        loop's other work (a term's merge is ~50 us for a list of a few hundred
-        rows); a write meanwhile starts the wait again. Otherwise the first query of
-        each term after an ingest merges it: after 10k passages were ingested in
-        batches, that was ~0.3 ms per query over the first 2,000 (p50 0.65 ms in
-        process, 0.34 ms once merged)."""
+        loop's other work (one term's merge is short); a write meanwhile starts the
+        wait again. Otherwise the first query of each term after an ingest would
+        merge it, and the queries right after a bulk ingest would pay for every
+        merge."""
         index = self._postings
         while index.pending:
             version = index.version

@@ -158,8 +158,9 @@ class PostingsIndex:
 def load_all(conn: sqlite3.Connection) -> tuple[Totals, dict[str, Postings]]:
     """The totals and every term's postings, as the database has them now.
 
-    One row per term with its postings concatenated: a row per posting made ~150 MB
-    of Python tuples for 10k passages before any array existed.
+    One row per term with its postings concatenated: a row per posting would build
+    one Python tuple per posting before any array existed, far more memory than the
+    arrays themselves.
     """
     total, words = conn.execute("SELECT passages, terms FROM kb_stats").fetchone()
     lists: dict[str, Postings] = {}
