@@ -49,7 +49,7 @@ class ObservabilitySettings(BaseSettings):
         le=1.0,
         description=(
             "Share of new traces sampled, parent-based: a caller's sampled flag wins. "
-            "`switchboard up` sets 1.0 for the mesh it starts."
+            "`switchboard up` uses SWITCHBOARD_MESH_TRACE_SAMPLE_RATIO instead."
         ),
     )
     latency_buckets_s: tuple[float, ...] = Field(
