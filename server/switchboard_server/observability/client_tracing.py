@@ -6,11 +6,12 @@ and injects the W3C ``traceparent`` (and the sampled flag) into the call's metad
 ours, inside it, meter the call and write its access line with that span current, so
 the line carries the client span's ids.
 
-One upstream gap is closed here, through the public API: the library ends a unary
-response call's span only once the call has a status, so a call cancelled before that
-(a deadline in the caller, a task group torn down) leaves its span open, never
-exported (open-telemetry/opentelemetry-python-contrib#3271). Our interceptor sees the
-cancellation with that span current and ends it as failed (:func:`end_cancelled_span`).
+One upstream gap is closed here, through the public API: around a unary-response call
+the library handles an ``AioRpcError`` but not a cancellation (upstream:
+open-telemetry/opentelemetry-python-contrib#3271), so a call cancelled before it has a
+status (a caller's timeout, a task group torn down) leaves its span open, never
+exported. Our interceptor sees the cancellation with that span current and ends it as
+failed (:func:`end_cancelled_span`); a unit test says when the library no longer needs it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.semconv._incubating.attributes.rpc_attributes import RPC_GRPC_STATUS_CODE
 from opentelemetry.trace import Status, StatusCode
 
@@ -32,14 +34,16 @@ def end_cancelled_span(cancelled: asyncio.CancelledError) -> None:
     """End the current client span of a call that was cancelled before it had a status.
 
     Only for calls through :func:`traced_client_interceptors`: with instrumentation on,
-    the current span there is the one the library started for this call (with it
-    suppressed, the library starts none and the current span is the caller's, so it is
-    left alone). Ending a span twice only logs a warning, should the library one day
+    the current span there is the CLIENT span the library started for this call (with
+    it suppressed, the library starts none and the current span is the caller's, so it
+    is left alone). Ending a span twice only logs a warning, should the library one day
     end it too.
     """
     if not is_instrumentation_enabled():
         return
     span = trace.get_current_span()
+    if not (isinstance(span, ReadableSpan) and span.kind is trace.SpanKind.CLIENT):
+        return  # not sampled (a non-recording span), or not a client span after all
     if not span.is_recording():
         return
     span.set_attribute(RPC_GRPC_STATUS_CODE, grpc.StatusCode.CANCELLED.value[0])
