@@ -14,18 +14,13 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Coroutine, Sequence
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import grpc
 import structlog
 import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
-# grpc_health and grpc_reflection expose their asyncio servicers as `health.aio` and
-# `reflection.aio`, aliases mypy cannot follow.
-from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from grpc_reflection.v1alpha._async import ReflectionServicer as AsyncReflectionServicer
 from prometheus_client import CollectorRegistry
 
 from switchboard_server.config import ServiceName, Settings
@@ -41,8 +36,8 @@ T = TypeVar("T")
 
 def run_on_loop(main: Coroutine[Any, Any, T], event_loop: Literal["uvloop", "asyncio"]) -> T:
     """Run ``main`` to completion on a new event loop of the configured kind
-    (``SWITCHBOARD_EVENT_LOOP``). On uvloop a trivial RPC, one at a time, cost the server
-    ~15 % less CPU than on asyncio; a context append ~11 % (README "Context")."""
+    (``SWITCHBOARD_EVENT_LOOP``): uvloop by default, because the servers spend much of
+    their CPU in the event loop and uvloop's costs less per call than asyncio's."""
     if event_loop == "uvloop":
         return uvloop.run(main)
     return asyncio.run(main)
@@ -52,9 +47,9 @@ def freeze_startup_heap() -> None:
     """Keep what starting allocated (models, indexes, imported modules) out of GC scans.
 
     For a process that serves one :class:`AppServer`, once it is ready: the cyclic
-    collector's full passes then walk only what requests allocate, instead of the
-    ~150k long-lived objects of a loaded classifier (a full pass over them took
-    70 ms here, stalling every RPC in flight).
+    collector's full passes then walk only what requests allocate, instead of every
+    long-lived object of a loaded classifier, and a full pass no longer stalls the
+    RPCs in flight.
     """
     gc.collect()
     gc.freeze()
@@ -66,11 +61,9 @@ class _GenericHandlersOnly:
 
     Those functions also add the same handlers as "registered methods". For those,
     grpc.aio's accept loop (1.85) keeps one pending call per method and, for every
-    incoming call, waits on all of them (``asyncio.wait`` over ~12 futures in a
-    context server). Without them a trivial call, one in flight, cost the context server
-    45 and 48 µs less CPU (~5 %; two side-by-side runs of 30 and 20 alternating rounds,
-    standard errors 11 and 31 µs); appends at 32 in flight, 21 and 2 µs (17, 28).
-    Upstream: grpc/grpc#43092, fix proposed in #43461; drop this once a grpcio has it.
+    incoming call, waits on all of them, which costs every call CPU in proportion to
+    the number of methods served (grpc/grpc#43092, fix proposed in grpc/grpc#43461).
+    Remove this class once the grpcio lower bound includes that fix.
     """
 
     def __init__(self, server: grpc.aio.Server) -> None:
@@ -87,6 +80,15 @@ class _GenericHandlersOnly:
         """Nothing to do: the generic handler added with them serves these methods."""
 
 
+class HealthServing(Protocol):
+    """What the server uses of ``grpc_health.v1.health.aio.HealthServicer``, the public
+    asyncio servicer (grpc-stubs does not describe ``health.aio`` nor ``reflection.aio``)."""
+
+    async def set(self, service: str, status: Any) -> None: ...
+
+    async def enter_graceful_shutdown(self) -> None: ...
+
+
 class AppServer:
     """A started-or-not gRPC server plus its service module, health and observability."""
 
@@ -94,7 +96,7 @@ class AppServer:
         self,
         server: grpc.aio.Server,
         module: ServiceModule,
-        health_servicer: AsyncHealthServicer,
+        health_servicer: HealthServing,
         runtime: Runtime,
         observability: Observability,
     ) -> None:
@@ -175,16 +177,15 @@ async def create_server(
         ],
         maximum_concurrent_rpcs=settings.core.max_concurrent_rpcs,
     )
-    health_servicer = AsyncHealthServicer()
+    health_servicer = cast(HealthServing, health.aio.HealthServicer())  # type: ignore[attr-defined]
     # only the add_*_to_server functions get it; they use nothing else of a server
     registry = cast(grpc.aio.Server, _GenericHandlersOnly(server))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry)
     module.register(registry)
     observability.server_metrics.initialize(module.service_names)
     names = (*module.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        AsyncReflectionServicer(names), registry
-    )
+    reflection_servicer = reflection.aio.ReflectionServicer(names)  # type: ignore[attr-defined]
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_servicer, registry)
     address = bind or f"{settings.core.host}:{settings.core.port_for(service)}"
     port = server.add_insecure_port(address)
     if port == 0:

@@ -1,5 +1,5 @@
-"""The server's one interceptor: correlation, error mapping, RED metrics, the server
-span and one access line per RPC, in a single layer.
+"""The server's own interceptor: correlation, error mapping, RED metrics and one access
+line per RPC, in a single layer.
 
 For every RPC it
 
@@ -7,21 +7,18 @@ For every RPC it
   or generates one, binds it to the structlog context and returns it to the caller
   in the trailing metadata (trailing, so an error stays a trailers-only response
   that Envoy can retry on);
-* with tracing on, starts the OpenTelemetry server span, child of the caller's W3C
-  ``traceparent``, and keeps it current for the call (see :mod:`.observability.server_tracing`);
-  with tracing off and ``propagate_trace_context``, makes the caller's ``traceparent``
+* with tracing off and ``propagate_trace_context``, makes the caller's ``traceparent``
   itself the current context: outbound calls forward it and log lines carry its trace
-  id, at no span cost;
+  id, at no span cost (with tracing on, OpenTelemetry's server interceptor runs
+  outside this one and makes the server span current instead);
 * turns a ``SwitchboardError`` into its canonical status with rich details, and an
-  unexpected exception into INTERNAL without leaking its text;
+  unexpected exception into INTERNAL without leaking its text (through the servicer
+  context it is given, so OpenTelemetry's wrapper of it sees the status too);
 * counts it in ``grpc_server_*`` with its final code (the latency observation carries
   the current trace as its exemplar);
 * writes one structured access line (service, method, code, duration_ms, peer).
 
-One layer instead of three (OpenTelemetry's, metrics', ours) means one interceptor
-coroutine and one read of the metadata per call, and no proxy of the servicer context:
-the span's status comes from the call's final code, as the library's proxy would set
-it. Each method's handler is wrapped once (``WrappingInterceptor``), not on every call.
+Each method's handler is wrapped once (``WrappingInterceptor``), not on every call.
 """
 
 from __future__ import annotations
@@ -48,7 +45,6 @@ from switchboard_server.observability.metrics import (
     split_method,
     status_code_of,
 )
-from switchboard_server.observability.server_tracing import ServedSpan, ServerSpans
 from switchboard_server.rpc_errors import to_grpc_status
 
 log = structlog.get_logger("switchboard.access")
@@ -77,32 +73,29 @@ class _ServedMethod:
     """What every call of one served method shares."""
 
     __slots__ = (
-        "full",
         "method",
         "propagate_trace_context",
         "request_streaming",
         "series",
         "service",
-        "spans",
     )
 
     def __init__(
         self,
         full: str,
         series: MethodSeries | None,
-        spans: ServerSpans | None,
         propagate_trace_context: bool,
         request_streaming: bool,
     ) -> None:
-        self.full = full
         self.service, self.method = split_method(full)
-        self.series, self.spans = series, spans
+        self.series = series
         self.propagate_trace_context = propagate_trace_context
         self.request_streaming = request_streaming
 
 
 class _Call:
-    """Book-keeping for one RPC: correlation, span, meter, outcome and the access line."""
+    """Book-keeping for one RPC: correlation, trace context, meter, outcome and the access
+    line."""
 
     __slots__ = (
         "_token",
@@ -112,7 +105,6 @@ class _Call:
         "meter",
         "peer",
         "served",
-        "span",
         "started",
     )
 
@@ -125,11 +117,8 @@ class _Call:
         # grpc's core (seen once in finish(), after a deadline test).
         self.peer = context.peer()
         self.error: BaseException | None = None  # what left the servicer
-        self.span: ServedSpan | None = None
         self._token: Token[otel_context.Context] | None = None
-        if served.spans is not None:
-            self.span = served.spans.start(served.full, headers, self.peer)
-        elif served.propagate_trace_context and TRACEPARENT in headers:
+        if served.propagate_trace_context and TRACEPARENT in headers:
             self._token = otel_context.attach(propagate.extract(headers))
         self.meter = RpcMeter(served.series) if served.series is not None else None
         self.started = time.perf_counter()
@@ -174,7 +163,7 @@ class _Call:
         raise AssertionError("abort() returned")  # grpc.aio's abort always raises
 
     def finish(self) -> None:
-        """Settle the call: its final code, metrics, access line, span."""
+        """Settle the call: its final code, metrics, access line, trace context."""
         context, error = self.context, self.error
         set_code = status_code_of(context.code())  # by an abort or set_code()
         if set_code is not None:
@@ -186,7 +175,7 @@ class _Call:
         else:
             code = grpc.StatusCode.OK
         if self.meter is not None:
-            self.meter.done(code)  # the span still current: its trace is the exemplar
+            self.meter.done(code)  # the server span still current: its trace is the exemplar
         if log.is_enabled_for(logging.INFO):
             log.info(
                 "rpc",
@@ -198,9 +187,7 @@ class _Call:
                 peer=self.peer,
             )
         structlog.contextvars.unbind_contextvars("correlation_id")
-        if self.span is not None:
-            self.span.end(set_code, context.details() if set_code is not None else "", error)
-        elif self._token is not None:
+        if self._token is not None:
             otel_context.detach(self._token)
 
 
@@ -248,18 +235,17 @@ def _wrap_streaming(
 
 
 class ServerInterceptor(WrappingInterceptor):
-    """Correlation, error mapping, ``grpc_server_*`` metrics (with ``metrics``), the
-    server span (with ``spans``) and the access line, for every handler kind."""
+    """Correlation, error mapping, ``grpc_server_*`` metrics (with ``metrics``) and the
+    access line, for every handler kind."""
 
     def __init__(
         self,
         *,
         metrics: GrpcMetrics | None = None,
-        spans: ServerSpans | None = None,
         propagate_trace_context: bool = False,
     ) -> None:
         super().__init__()
-        self._metrics, self._spans = metrics, spans
+        self._metrics = metrics
         self._propagate_trace_context = propagate_trace_context
 
     def wrap(
@@ -269,9 +255,7 @@ class ServerInterceptor(WrappingInterceptor):
         if self._metrics is not None:
             kind = grpc_type_of(request_streaming, response_streaming)
             series = self._metrics.series(kind, method)
-        served = _ServedMethod(
-            method, series, self._spans, self._propagate_trace_context, request_streaming
-        )
+        served = _ServedMethod(method, series, self._propagate_trace_context, request_streaming)
         if response_streaming:
             return _wrap_streaming(served, behavior)
         return _wrap_unary(served, behavior)

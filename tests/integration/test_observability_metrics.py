@@ -120,7 +120,9 @@ async def test_latency_histogram_carries_trace_id_exemplars(tmp_path: Path) -> N
     receiver.start()
     settings = dataclasses.replace(
         settings_for(tmp_path),
-        observability=ObservabilitySettings(metrics_port=0, otlp_endpoint=receiver.otlp_endpoint),
+        observability=ObservabilitySettings(
+            metrics_port=0, otlp_endpoint=receiver.otlp_endpoint, trace_sample_ratio=1.0
+        ),
     )
     try:
         async with (

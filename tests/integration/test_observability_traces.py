@@ -51,7 +51,9 @@ async def relay_once(
     """One relayed Classify; returns the correlation id echoed back and the log lines."""
     settings = Settings(
         core=CoreSettings(data_dir=tmp_path),
-        observability=ObservabilitySettings(otlp_endpoint=receiver.otlp_endpoint),
+        observability=ObservabilitySettings(
+            otlp_endpoint=receiver.otlp_endpoint, trace_sample_ratio=1.0
+        ),
     )
     with captured_logs() as logs:
         async with relayed(settings) as (_, _, stub):
@@ -105,7 +107,9 @@ async def test_health_probe_traces_are_hidden_unless_asked_for(
 ) -> None:
     settings = Settings(
         core=CoreSettings(data_dir=tmp_path),
-        observability=ObservabilitySettings(otlp_endpoint=receiver.otlp_endpoint),
+        observability=ObservabilitySettings(
+            otlp_endpoint=receiver.otlp_endpoint, trace_sample_ratio=1.0
+        ),
     )
     async with (
         serving(settings, RelayModule()) as (_, port),
@@ -290,7 +294,7 @@ async def test_spans_reach_the_receiver_within_the_export_interval(
     settings = Settings(
         core=CoreSettings(data_dir=tmp_path),
         observability=ObservabilitySettings(
-            otlp_endpoint=receiver.otlp_endpoint, export_interval_ms=200
+            otlp_endpoint=receiver.otlp_endpoint, export_interval_ms=200, trace_sample_ratio=1.0
         ),
     )
     async with (

@@ -44,14 +44,16 @@ async def _validate(path: Path, settings: MeshSettings) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize(
-    ("otlp", "upstream_spans"), [("", False), ("127.0.0.1:4317", False), ("127.0.0.1:4317", True)]
+    ("otlp", "upstream_spans", "sample_ratio"),
+    [("", False, 1.0), ("127.0.0.1:4317", False, 0.1), ("127.0.0.1:4317", True, 1.0)],
 )
 async def test_every_rendered_config_validates(
-    topology: Topology, tmp_path: Path, otlp: str, upstream_spans: bool
+    topology: Topology, tmp_path: Path, otlp: str, upstream_spans: bool, sample_ratio: float
 ) -> None:
     settings = MeshSettings(trace_upstream_spans=upstream_spans)
     plan = make_plan(topology.with_replicas({"classification": 2}), settings)
-    paths = write_configs(render_all(plan, settings, otlp), tmp_path)
+    configs = render_all(plan, settings, otlp, trace_sample_ratio=sample_ratio)
+    paths = write_configs(configs, tmp_path)
     assert set(paths) == {
         "edge",
         "classification-0.sidecar",

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from switchboard_server.config import CoreSettings, Settings
 from switchboard_server.mesh.cli import parse_replicas
@@ -16,6 +17,7 @@ from switchboard_server.mesh.routes import per_try_timeout
 from switchboard_server.mesh.runner import MeshRunner
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Topology, TopologyError, make_plan
+from switchboard_server.observability.settings import ObservabilitySettings
 
 
 def test_parse_replicas() -> None:
@@ -52,6 +54,32 @@ def test_restart_backoff_doubles_caps_and_resets(topology: Topology, tmp_path: P
     assert [runner._backoff(child) for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     child.started_at = time.monotonic() - 31  # it had been up a while before dying
     assert runner._backoff(child) == 0.5
+
+
+@pytest.mark.parametrize(("mesh_ratio", "expected"), [(None, 1.0), (0.25, 0.25)])
+def test_the_local_mesh_samples_every_new_trace_in_its_apps_and_envoys(
+    topology: Topology, tmp_path: Path, mesh_ratio: float | None, expected: float
+) -> None:
+    """`switchboard up` overrides the deployment default (10 %) so `switchboard traces`
+    shows every turn; its own setting can lower that."""
+    mesh = MeshSettings() if mesh_ratio is None else MeshSettings(trace_sample_ratio=mesh_ratio)
+    settings = Settings(
+        core=CoreSettings(data_dir=tmp_path),
+        observability=ObservabilitySettings(otlp_endpoint="", trace_sample_ratio=0.1),
+        mesh=mesh,
+    )
+    runner = MeshRunner(settings, make_plan(topology, mesh))
+    apps = [entry.spec for entry in runner.build() if entry.spec.role == "app"]
+    assert apps
+    assert {float(app.env["SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO"]) for app in apps} == {expected}
+    configs = sorted((runner.dir / "envoy").glob("*.yaml"))
+    assert len(configs) == 1 + len(apps)  # the edge and one sidecar per app
+    sampling = set()
+    for path in configs:
+        for listener in yaml.safe_load(path.read_text())["static_resources"]["listeners"]:
+            hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+            sampling.add(hcm["tracing"]["random_sampling"]["value"])
+    assert sampling == {expected * 100}
 
 
 def test_pid_alive() -> None:

@@ -258,7 +258,10 @@ def render_command(args: argparse.Namespace) -> int:
     except TopologyError as exc:
         print(f"switchboard render-envoy: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    configs = render_all(plan, settings.mesh, settings.observability.otlp_endpoint)
+    obs = settings.observability
+    configs = render_all(
+        plan, settings.mesh, obs.otlp_endpoint, trace_sample_ratio=obs.trace_sample_ratio
+    )
     for path in write_configs(configs, Path(args.out)).values():
         print(path)
     return 0

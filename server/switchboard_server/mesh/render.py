@@ -63,12 +63,18 @@ def _access_log() -> list[Config]:
     ]
 
 
-def _tracing(service_name: str, otlp_endpoint: str, upstream_spans: bool) -> Config | None:
+def _tracing(
+    service_name: str, otlp_endpoint: str, upstream_spans: bool, sample_ratio: float
+) -> Config | None:
     """OpenTelemetry spans to the collector.
 
     Without ``upstream_spans`` each Envoy hop is one span whose kind follows the
     listener's ``traffic_direction`` (SERVER inbound, CLIENT outbound); with them the
     router adds a CLIENT span per upstream attempt under the hop's SERVER span.
+
+    ``sample_ratio`` is the share of new traces (requests without a ``traceparent``,
+    so in practice at the edge) that Envoy samples, as the apps do; a request with a
+    ``traceparent`` keeps its caller's sampled flag.
 
     Envoy 1.40 refuses an OpenTelemetry tracer without an exporter, so with no collector
     there is no tracer: Envoy then forwards ``traceparent``/``tracestate`` untouched and
@@ -81,6 +87,7 @@ def _tracing(service_name: str, otlp_endpoint: str, upstream_spans: bool) -> Con
         "grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}, "timeout": "1s"},
     }
     return {
+        "random_sampling": {"value": sample_ratio * 100},
         "spawn_upstream_span": upstream_spans,
         "provider": {
             "name": "envoy.tracers.opentelemetry",
@@ -155,6 +162,7 @@ def _listener(
     tracing_name: str,
     otlp_endpoint: str,
     *,
+    trace_sample_ratio: float,
     outbound: bool = False,
     rate_limit: bool = False,
 ) -> Config:
@@ -171,7 +179,9 @@ def _listener(
         },
         http_filters=_http_filters(plan, settings, rate_limit=rate_limit),
     )
-    tracing = _tracing(tracing_name, otlp_endpoint, settings.trace_upstream_spans)
+    tracing = _tracing(
+        tracing_name, otlp_endpoint, settings.trace_upstream_spans, trace_sample_ratio
+    )
     if tracing is not None:
         hcm["tracing"] = tracing
     return {
@@ -232,7 +242,9 @@ def _bootstrap(
     }
 
 
-def render_edge(plan: Plan, settings: MeshSettings, otlp_endpoint: str = "") -> Config:
+def render_edge(
+    plan: Plan, settings: MeshSettings, otlp_endpoint: str = "", *, trace_sample_ratio: float = 1.0
+) -> Config:
     services = plan.topology.edge_routes
     routes: list[Config] = []
     for name in services:
@@ -247,6 +259,7 @@ def render_edge(plan: Plan, settings: MeshSettings, otlp_endpoint: str = "") -> 
         settings,
         "envoy-edge",
         otlp_endpoint,
+        trace_sample_ratio=trace_sample_ratio,
         rate_limit=True,
     )
     clusters = [service_cluster(plan, name, settings) for name in services]
@@ -254,7 +267,12 @@ def render_edge(plan: Plan, settings: MeshSettings, otlp_endpoint: str = "") -> 
 
 
 def render_sidecar(
-    plan: Plan, replica: Replica, settings: MeshSettings, otlp_endpoint: str = ""
+    plan: Plan,
+    replica: Replica,
+    settings: MeshSettings,
+    otlp_endpoint: str = "",
+    *,
+    trace_sample_ratio: float = 1.0,
 ) -> Config:
     spec = plan.topology.services[replica.service]
     ingress_routes = service_routes(spec, LOCAL_APP, settings, retries=False)
@@ -276,6 +294,7 @@ def render_sidecar(
             settings,
             tracing_name,
             otlp_endpoint,
+            trace_sample_ratio=trace_sample_ratio,
         )
     ]
     clusters = [cluster(LOCAL_APP, [(plan.host, replica.app_port)], settings, health_service=None)]
@@ -291,6 +310,7 @@ def render_sidecar(
                 settings,
                 tracing_name,
                 otlp_endpoint,
+                trace_sample_ratio=trace_sample_ratio,
                 outbound=True,
             )
         )
@@ -298,11 +318,21 @@ def render_sidecar(
     return _bootstrap(plan, settings, replica.admin_port, listeners, clusters, otlp_endpoint)
 
 
-def render_all(plan: Plan, settings: MeshSettings, otlp_endpoint: str = "") -> dict[str, Config]:
-    """Every Envoy config of the plan by process name (``edge``, ``<replica>.sidecar``)."""
-    configs = {"edge": render_edge(plan, settings, otlp_endpoint)}
+def render_all(
+    plan: Plan, settings: MeshSettings, otlp_endpoint: str = "", *, trace_sample_ratio: float = 1.0
+) -> dict[str, Config]:
+    """Every Envoy config of the plan by process name (``edge``, ``<replica>.sidecar``).
+
+    With an ``otlp_endpoint``, Envoy samples ``trace_sample_ratio`` of new traces (its
+    own default is all of them); callers pass the ratio the apps use.
+    """
+    configs = {
+        "edge": render_edge(plan, settings, otlp_endpoint, trace_sample_ratio=trace_sample_ratio)
+    }
     for replica in plan.all_replicas():
-        configs[f"{replica.name}.sidecar"] = render_sidecar(plan, replica, settings, otlp_endpoint)
+        configs[f"{replica.name}.sidecar"] = render_sidecar(
+            plan, replica, settings, otlp_endpoint, trace_sample_ratio=trace_sample_ratio
+        )
     return configs
 
 

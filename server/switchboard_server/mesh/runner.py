@@ -130,6 +130,7 @@ class MeshRunner:
             "SWITCHBOARD_LOG_FORMAT": "json",
             "SWITCHBOARD_OBS_METRICS_PORT": str(replica.metrics_port),
             "SWITCHBOARD_OBS_OTLP_ENDPOINT": self.otlp_endpoint,
+            "SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO": str(self.mesh.trace_sample_ratio),
         }
         for callee, port in replica.egress_ports.items():
             env[f"SWITCHBOARD_{replica.service.upper()}_{callee.upper()}_TARGET"] = (
@@ -141,7 +142,13 @@ class MeshRunner:
         """Render the configs and describe every child (does not start anything)."""
         host = self.plan.host
         configs = write_configs(
-            render_all(self.plan, self.mesh, self.otlp_endpoint), self.dir / "envoy"
+            render_all(
+                self.plan,
+                self.mesh,
+                self.otlp_endpoint,
+                trace_sample_ratio=self.mesh.trace_sample_ratio,
+            ),
+            self.dir / "envoy",
         )
         entries: list[Entry] = []
         if self.trace_query_url:

@@ -175,6 +175,14 @@ class MeshSettings(BaseSettings):
         default=True,
         description="Run the built-in trace receiver when SWITCHBOARD_OBS_OTLP_ENDPOINT is empty.",
     )
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of new traces the local mesh samples, in its apps and its Envoys "
+        "alike (it replaces SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO there): every turn by "
+        "default, so `switchboard traces` shows each one.",
+    )
     startup_timeout_s: float = Field(
         default=120.0, gt=0, description="How long `switchboard up` waits for every health."
     )

@@ -11,8 +11,9 @@ For every outbound RPC they
   forward the current W3C trace context (the caller's ``traceparent``) themselves.
 
 grpc.aio files each interceptor object under exactly one call kind, hence one small
-class per kind sharing :class:`ClientTelemetry`. With tracing on,
-:mod:`.client_tracing` does this and the client span in one interceptor per kind.
+class per kind sharing :class:`ClientTelemetry`. With tracing on, they sit inside the
+OpenTelemetry client interceptors (:mod:`.client_tracing`), so the client span is
+current for the access line.
 """
 
 from __future__ import annotations
@@ -95,12 +96,19 @@ class ClientTelemetry:
         target: str = "",
         access_log: bool = True,
         propagate_trace_context: bool = False,
+        on_cancelled: Callable[[asyncio.CancelledError], None] | None = None,
     ):
         self.metrics = metrics
         self.target = target
         self.access_log = access_log
         self.propagate_trace_context = propagate_trace_context
+        self.on_cancelled = on_cancelled  # called with the current context of the call
         self._pending: set[asyncio.Task[None]] = set()
+
+    def _cancelled(self, outbound: _Outbound, cancelled: asyncio.CancelledError) -> None:
+        outbound.finish(grpc.StatusCode.CANCELLED)
+        if self.on_cancelled is not None:
+            self.on_cancelled(cancelled)
 
     def outbound(self, grpc_type: GrpcType, method: str | bytes) -> _Outbound:
         """Start metering one call of ``method``; its correlation id is the bound one
@@ -131,8 +139,11 @@ class ClientTelemetry:
         """Wait for the call to end and record its outcome."""
         try:
             code = status_code_of(await call.code()) or grpc.StatusCode.UNKNOWN
-        except asyncio.CancelledError:
-            outbound.finish(grpc.StatusCode.CANCELLED)
+        except asyncio.CancelledError as cancelled:
+            if unary_response:  # the caller's own await; a stream's settle task is ours
+                self._cancelled(outbound, cancelled)
+            else:
+                outbound.finish(grpc.StatusCode.CANCELLED)
             raise
         except grpc.RpcError as exc:
             code = status_code_of(exc.code()) or grpc.StatusCode.UNKNOWN
@@ -159,8 +170,8 @@ class ClientTelemetry:
         except grpc.RpcError as exc:
             outbound.finish(status_code_of(exc.code()) or grpc.StatusCode.UNKNOWN)
             raise
-        except asyncio.CancelledError:
-            outbound.finish(grpc.StatusCode.CANCELLED)
+        except asyncio.CancelledError as cancelled:
+            self._cancelled(outbound, cancelled)
             raise
         return outbound, call
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # go-grpc-prometheus / Prometheus client default buckets (seconds).
@@ -32,13 +32,25 @@ class ObservabilitySettings(BaseSettings):
         default=1000,
         ge=10,
         le=60_000,
-        description="Longest a finished span waits before export (batches of up to 512).",
+        description="Longest a finished span waits in the batch processor before export.",
+    )
+    export_batch_size: int = Field(
+        default=512, ge=1, le=65_536, description="Most spans sent in one OTLP export request."
+    )
+    export_queue_size: int = Field(
+        default=2048,
+        ge=1,
+        le=1_048_576,
+        description="Finished spans waiting for export at most; more are dropped.",
     )
     trace_sample_ratio: float = Field(
-        default=1.0,
+        default=0.1,
         ge=0.0,
         le=1.0,
-        description="Share of new traces sampled (parent-based: a sampled caller wins).",
+        description=(
+            "Share of new traces sampled, parent-based: a caller's sampled flag wins. "
+            "`switchboard up` uses SWITCHBOARD_MESH_TRACE_SAMPLE_RATIO instead."
+        ),
     )
     latency_buckets_s: tuple[float, ...] = Field(
         default=DEFAULT_LATENCY_BUCKETS,
@@ -73,6 +85,12 @@ class ObservabilitySettings(BaseSettings):
             "http://<SWITCHBOARD_HOST>:<SWITCHBOARD_OBS_RECEIVER_QUERY_PORT>."
         ),
     )
+
+    @model_validator(mode="after")
+    def _batch_fits_queue(self) -> ObservabilitySettings:
+        if self.export_batch_size > self.export_queue_size:
+            raise ValueError("export_batch_size must not exceed export_queue_size")
+        return self
 
     @field_validator("latency_buckets_s")
     @classmethod

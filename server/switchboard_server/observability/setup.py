@@ -2,21 +2,22 @@
 
 ``Observability`` is built once per server by ``create_server``. It owns
 
-* the tracer provider (sampler + OTLP exporter from settings, see :mod:`.tracing`);
+* the tracer provider (sampler, batch processor and OTLP exporter from settings, see
+  :mod:`.tracing`);
 * the per-server Prometheus ``CollectorRegistry`` with process/platform/GC metrics and
   ``grpc_server_*`` / ``grpc_client_*`` RED metrics (see :mod:`.metrics`);
-* the interceptors: ``server_interceptors()`` for the server (correlation, error
-  mapping, metrics, span and access line in one interceptor), and
-  ``client_interceptors(target)`` for outbound channels (span, metrics, correlation
-  and access line in one interceptor per call kind)::
+* the interceptors: ``server_interceptors()`` for the server (OpenTelemetry's server
+  interceptor, then ours: correlation, error mapping, metrics and access line), and
+  ``client_interceptors(target)`` for outbound channels (OpenTelemetry's client
+  interceptors, then ours: metrics, correlation and access line)::
 
       channel = grpc.aio.insecure_channel(
           target, interceptors=runtime_observability.client_interceptors(target)
       )
 
-With tracing off (no exporter, see :mod:`.tracing`) no span is made and the library's
-interceptors are left out altogether; the interceptors then carry an incoming W3C
-``traceparent`` through to outbound calls and log lines themselves.
+With tracing off (no exporter, see :mod:`.tracing`) the OpenTelemetry interceptors are
+left out altogether; ours then carry an incoming W3C ``traceparent`` through to
+outbound calls and log lines themselves.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import (
@@ -39,7 +41,6 @@ from switchboard_server.interceptors import ServerInterceptor
 from switchboard_server.observability.client import ClientTelemetry, telemetry_interceptors
 from switchboard_server.observability.client_tracing import traced_client_interceptors
 from switchboard_server.observability.metrics import GrpcMetrics
-from switchboard_server.observability.server_tracing import ServerSpans
 from switchboard_server.observability.tracing import build_tracer_provider, tracing_enabled
 
 
@@ -69,33 +70,36 @@ class Observability:
         self.metrics_port: int | None = None
 
     def server_interceptors(self) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
-        """One interceptor: correlation, error mapping, RED metrics, the server span
-        when tracing (current for the access line) and the access line."""
-        return [
-            ServerInterceptor(
-                metrics=self.server_metrics,
-                spans=ServerSpans(self.tracer_provider) if self.tracing else None,
-                propagate_trace_context=not self.tracing,
-            )
-        ]
+        """With tracing, OpenTelemetry's server interceptor (the server span, child of
+        the caller's ``traceparent``, current for the rest), then ours: correlation,
+        error mapping, RED metrics and the access line."""
+        ours = ServerInterceptor(
+            metrics=self.server_metrics, propagate_trace_context=not self.tracing
+        )
+        if not self.tracing:
+            return [ours]
+        library: grpc.aio.ServerInterceptor[Any, Any] = aio_server_interceptor(  # type: ignore[no-untyped-call]
+            tracer_provider=self.tracer_provider
+        )
+        return [library, ours]
 
     def client_interceptors(self, target: str = "") -> list[grpc.aio.ClientInterceptor]:
         """Interceptors for an outbound ``grpc.aio`` channel to ``target``.
 
         ``grpc_client_*`` metrics, ``x-correlation-id`` forwarding and one client
-        access line per RPC (``peer`` is ``target``); when tracing, in the same
-        interceptor, the OpenTelemetry client span (current for the access line) and
-        W3C ``traceparent`` (see :mod:`.client_tracing`).
+        access line per RPC (``peer`` is ``target``); with tracing, inside
+        OpenTelemetry's client interceptors (the client span and W3C ``traceparent``,
+        see :mod:`.client_tracing`).
         """
+        access_log = self.settings.observability.client_access_log
+        if self.tracing:
+            return traced_client_interceptors(
+                self.tracer_provider, self.client_metrics, target=target, access_log=access_log
+            )
         telemetry = ClientTelemetry(
-            self.client_metrics,
-            target=target,
-            access_log=self.settings.observability.client_access_log,
-            propagate_trace_context=not self.tracing,
+            self.client_metrics, target=target, access_log=access_log, propagate_trace_context=True
         )
-        if not self.tracing:
-            return telemetry_interceptors(telemetry)
-        return traced_client_interceptors(self.tracer_provider, telemetry)
+        return telemetry_interceptors(telemetry)
 
     def start_metrics_server(self) -> None:
         port = self.settings.observability.metrics_port

@@ -6,8 +6,8 @@ at most ``max_traces`` traces (least recently updated dropped first) and
 
 A span from an export request is kept as its OTLP bytes and turned into a
 :class:`SpanRecord` only when a query reads it: most spans are never looked at, and
-decoding every attribute into Python on arrival cost ~50 us per span (an Envoy span
-has ~15 attributes), on the same cores as the traced services.
+decoding every attribute of every span (an Envoy span has a dozen or more) into
+Python on arrival would spend CPU on the same cores as the traced services.
 """
 
 from __future__ import annotations

@@ -1,20 +1,19 @@
 """Tracer provider from settings, and a helper for domain spans.
 
-* Sampling: parent-based ratio (``SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO``): a sampled
-  caller (W3C ``traceparent`` from Envoy or another service) is always followed.
-* Spans: the SDK's provider, whose recorded child spans skip the SDK span's
-  bookkeeping (:mod:`.lean_spans`).
-* Export: OTLP/gRPC to ``SWITCHBOARD_OBS_OTLP_ENDPOINT`` through the SDK's batch
-  processor and the library's exporter with a cheaper span encoding, done on the
-  processor's worker thread (:mod:`.span_export`).
-  Empty means tracing is off: the provider is a no-op one, so no span is built or
-  kept (a recorded span that nobody exports costs ~50-90 us per RPC side here for
-  nothing). An incoming W3C ``traceparent`` still flows through unchanged to outbound
-  calls and into log lines (see ``Observability``), so a trace started by Envoy stays
-  whole.
+The stock OpenTelemetry SDK, configured, not extended:
 
-Domain spans (no grpc import needed; ``current_span(tracer, name)`` is the same without
-the provider lookup, for a tracer kept by its owner)::
+* Sampling: ``ParentBased(TraceIdRatioBased(SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO))``, 10 %
+  of new traces by default; a caller's sampled flag (W3C ``traceparent`` from Envoy or
+  another service) always wins, so a trace is kept or dropped whole. ``switchboard up``
+  samples everything, so ``switchboard traces`` shows every turn.
+* Export: the SDK's ``BatchSpanProcessor`` (batch size, queue and delay from settings)
+  and the OTLP/gRPC exporter to ``SWITCHBOARD_OBS_OTLP_ENDPOINT``.
+* Off: an empty endpoint (and no exporter given) means a no-op provider, so no span is
+  built or kept. An incoming W3C ``traceparent`` still flows through unchanged to
+  outbound calls and into log lines (see ``Observability``), so a trace started by
+  Envoy stays whole.
+
+Domain spans (no grpc import needed)::
 
     with domain_span(runtime.tracer_provider, "classify", intent_l1="billing",
                      confidence_bucket="0.8-0.9") as span:
@@ -27,18 +26,16 @@ Attribute values must be bounded and never user text.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
-from types import TracebackType
+from contextlib import AbstractContextManager, contextmanager
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import Attributes, AttributeValue
 
-from switchboard_server.observability.lean_spans import LeanTracerProvider
 from switchboard_server.observability.settings import ObservabilitySettings
 
 TRACER_NAME = "switchboard"
@@ -67,18 +64,21 @@ def build_tracer_provider(
     """
     if not tracing_enabled(settings, exporter):
         return trace.NoOpTracerProvider()
-    provider = LeanTracerProvider(
+    provider = TracerProvider(
         resource=Resource.create({"service.name": service_resource_name(service)}),
         sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
     )
     if exporter is None:
-        from switchboard_server.observability.span_export import OtlpSpanExporter
-
-        exporter = OtlpSpanExporter(
+        exporter = OTLPSpanExporter(
             endpoint=settings.otlp_endpoint, insecure=True, timeout=settings.otlp_timeout_s
         )
     provider.add_span_processor(
-        BatchSpanProcessor(exporter, schedule_delay_millis=settings.export_interval_ms)
+        BatchSpanProcessor(
+            exporter,
+            max_queue_size=settings.export_queue_size,
+            schedule_delay_millis=settings.export_interval_ms,
+            max_export_batch_size=settings.export_batch_size,
+        )
     )
     return provider
 
@@ -89,38 +89,13 @@ def confidence_bucket(confidence: float) -> str:
     return f"{tenth / 10:.1f}-{(tenth + 1) / 10:.1f}"
 
 
-class current_span:  # lower case: used like the method it stands in for
-    """``tracer.start_as_current_span(name, attributes=...)`` as one plain context
-    manager: the same span (INTERNAL, child of the current span, ended on exit, an
-    ``Exception`` recorded and its status ERROR, then re-raised), without the two
-    generator context managers (the SDK's and ``use_span``) entered per span.
-    """
-
-    __slots__ = ("_attributes", "_name", "_span", "_token", "_tracer")
-
-    def __init__(
-        self, tracer: trace.Tracer, name: str, attributes: Attributes | None = None
-    ) -> None:
-        self._tracer, self._name, self._attributes = tracer, name, attributes
-
-    def __enter__(self) -> trace.Span:
-        self._span = span = self._tracer.start_span(self._name, attributes=self._attributes)
-        self._token = otel_context.attach(trace.set_span_in_context(span))
-        return span
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        otel_context.detach(self._token)
-        span = self._span
-        # as use_span: only an Exception (not e.g. CancelledError) is an error
-        if isinstance(exc, Exception) and span.is_recording():
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-        span.end()
+def current_span(
+    tracer: trace.Tracer, name: str, attributes: Attributes | None = None
+) -> AbstractContextManager[trace.Span]:
+    """``tracer.start_as_current_span(name, attributes=attributes)``: an INTERNAL span,
+    child of the current span, ended on exit; an ``Exception`` is recorded and sets
+    the status to ERROR, then re-raised. For a tracer its owner keeps."""
+    return tracer.start_as_current_span(name, attributes=attributes)
 
 
 @contextmanager

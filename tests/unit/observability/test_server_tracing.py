@@ -1,4 +1,5 @@
-"""Server spans from our one server interceptor equal the library interceptor's."""
+"""Server spans of a traced server: OpenTelemetry's aio server interceptor outside ours,
+as ``Observability.server_interceptors()`` stacks them."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
-from switchboard_server.interceptors import ServerInterceptor
-from switchboard_server.observability.server_tracing import ServerSpans
+from switchboard_server.config import ServiceName, Settings
+from switchboard_server.observability.settings import ObservabilitySettings
+from switchboard_server.observability.setup import Observability
 from tests.scaffold_module import ScriptedServicer
 
 FAILING = (
@@ -51,12 +52,19 @@ class _Servicer(ScriptedServicer):
         return await super().Classify(request, context)
 
 
-async def _spans(interceptors: list[Any], memory: InMemorySpanExporter) -> list[ReadableSpan]:
-    """Serve with ``interceptors``, make the same calls, return the spans."""
-    server = grpc.aio.server(interceptors=interceptors)
+async def _spans() -> list[ReadableSpan]:
+    """Serve with a traced server's interceptors, make the calls, return the spans."""
+    memory = InMemorySpanExporter()
+    settings = Settings(observability=ObservabilitySettings(trace_sample_ratio=1.0))
+    observability = Observability(
+        settings, ServiceName.CLASSIFICATION, CollectorRegistry(), span_exporter=memory
+    )
+    provider = observability.tracer_provider
+    assert isinstance(provider, TracerProvider)
+    server = grpc.aio.server(interceptors=observability.server_interceptors())
     pb_grpc.add_ClassificationServiceServicer_to_server(_Servicer(), server)
-    health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -75,11 +83,13 @@ async def _spans(interceptors: list[Any], memory: InMemorySpanExporter) -> list[
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
             watch.cancel()
             for _ in range(200):  # the server sees the cancellation, then ends the span
+                provider.force_flush()
                 if len(memory.get_finished_spans()) == 3 + len(FAILING):
                     break
                 await asyncio.sleep(0.01)
     finally:
         await server.stop(None)
+        observability.shutdown()
     return sorted(memory.get_finished_spans(), key=lambda s: s.start_time or 0)
 
 
@@ -98,23 +108,13 @@ def _shape(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
-def _provider() -> tuple[TracerProvider, InMemorySpanExporter]:
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    return provider, memory
-
-
-async def test_server_spans_are_the_librarys() -> None:
-    provider, memory = _provider()
-    library_stack = [aio_server_interceptor(tracer_provider=provider), ServerInterceptor()]
-    library = await _spans(library_stack, memory)
-    provider, memory = _provider()
-    ours = await _spans([ServerInterceptor(spans=ServerSpans(provider))], memory)
-
-    assert [_shape(s) for s in ours] == [_shape(s) for s in library]
-    assert [s.instrumentation_scope for s in ours] == [s.instrumentation_scope for s in library]
-    shapes = [_shape(s) for s in ours]
+async def test_server_spans_carry_the_call_its_caller_and_its_outcome() -> None:
+    spans = await _spans()
+    assert {s.instrumentation_scope.name for s in spans if s.instrumentation_scope} == {
+        "opentelemetry.instrumentation.grpc"
+    }
+    assert all(s.kind is trace.SpanKind.SERVER for s in spans)
+    shapes = [_shape(s) for s in spans]
     calls = 2 + len(FAILING)
     assert [s["name"].rsplit("/", 1)[1] for s in shapes] == ["Classify"] * calls + ["Watch"]
     assert shapes[0]["parent"] == "b7ad6b7169203331"

@@ -28,7 +28,9 @@ from tests.observability_support import captured_logs
 
 def test_domain_spans_nest_and_carry_attributes_and_errors() -> None:
     exporter = InMemorySpanExporter()
-    provider = build_tracer_provider(ObservabilitySettings(), "orchestration", exporter=exporter)
+    provider = build_tracer_provider(
+        ObservabilitySettings(trace_sample_ratio=1.0), "orchestration", exporter=exporter
+    )
     with domain_span(provider, "compose", sources=3, degraded=False) as outer:
         with domain_span(provider, "classify", intent_l1="billing"):
             pass
@@ -46,6 +48,31 @@ def test_domain_spans_nest_and_carry_attributes_and_errors() -> None:
     }
     assert spans["remember"].status.status_code is StatusCode.ERROR
     assert spans["compose"].resource.attributes["service.name"] == "switchboard-orchestration"
+
+
+def test_sampling_defaults_to_a_tenth_of_new_traces_and_follows_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO", raising=False)
+    settings = ObservabilitySettings()
+    assert settings.trace_sample_ratio == 0.1
+    exporter = InMemorySpanExporter()
+    provider = build_tracer_provider(settings, "context", exporter=exporter)
+    new_traces = 2000
+    sampled = 0
+    for _ in range(new_traces):
+        with domain_span(provider, "root") as span:
+            sampled += span.get_span_context().trace_flags.sampled
+    assert 0.05 * new_traces < sampled < 0.15 * new_traces  # ~10 standard deviations
+    for flags, recorded in (("01", True), ("00", False)):
+        caller = f"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-{flags}"
+        token = context.attach(propagate.extract({"traceparent": caller}))
+        try:
+            with domain_span(provider, "child") as span:
+                assert span.is_recording() is recorded
+        finally:
+            context.detach(token)
+    provider.shutdown()
 
 
 def test_sample_ratio_zero_samples_no_new_trace_but_keeps_ids() -> None:
@@ -109,7 +136,9 @@ def test_metric_helpers() -> None:
 
 def test_json_logs_carry_logger_level_and_trace_ids() -> None:
     exporter = InMemorySpanExporter()
-    provider = build_tracer_provider(ObservabilitySettings(), "context", exporter=exporter)
+    provider = build_tracer_provider(
+        ObservabilitySettings(trace_sample_ratio=1.0), "context", exporter=exporter
+    )
     with captured_logs() as logs:
         log = structlog.get_logger("switchboard.test")
         with domain_span(provider, "retrieve") as span:
@@ -126,16 +155,15 @@ def test_json_logs_carry_logger_level_and_trace_ids() -> None:
     assert line["span_id"] == format(ctx.span_id, "016x")
 
 
-def _current_span_shapes(use_ours: bool) -> list[tuple[object, ...]]:
-    """Nested spans, one failing and one cancelled, through current_span or the SDK."""
+def test_current_span_nests_records_failures_and_leaves_cancellations_unset() -> None:
     exporter = InMemorySpanExporter()
-    provider = build_tracer_provider(ObservabilitySettings(), "orchestration", exporter=exporter)
+    provider = build_tracer_provider(
+        ObservabilitySettings(trace_sample_ratio=1.0), "orchestration", exporter=exporter
+    )
     tracer = provider.get_tracer("switchboard.orchestration")
 
     def span(name: str, attributes: dict[str, AttributeValue] | None = None) -> Any:
-        if use_ours:
-            return current_span(tracer, name, attributes)
-        return tracer.start_as_current_span(name, attributes=attributes)
+        return current_span(tracer, name, attributes)
 
     with span("outer", {"a": 1}) as outer:
         with span("inner"):
@@ -149,7 +177,7 @@ def _current_span_shapes(use_ours: bool) -> list[tuple[object, ...]]:
     provider.force_flush()  # type: ignore[attr-defined]
     spans = exporter.get_finished_spans()
     ids = {s.context.span_id: s.name for s in spans}
-    return [
+    ours = [
         (
             s.name,
             s.kind,
@@ -161,11 +189,9 @@ def _current_span_shapes(use_ours: bool) -> list[tuple[object, ...]]:
         )
         for s in spans
     ]
-
-
-def test_current_span_makes_the_spans_start_as_current_span_makes() -> None:
-    ours = _current_span_shapes(use_ours=True)
-    assert ours == _current_span_shapes(use_ours=False)
     assert [s[0] for s in ours] == ["inner", "failing", "cancelled", "outer"]
+    assert [s[2] for s in ours] == ["outer", "outer", "outer", None]
+    assert ours[0][3] == {"seen": True}
+    assert ours[3][3] == {"a": 1, "b": "x"}
     assert ours[1][4:] == (StatusCode.ERROR, "ValueError: bad", [("exception", "ValueError")])
     assert ours[2][4:] == (StatusCode.UNSET, None, [])
