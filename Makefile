@@ -29,6 +29,8 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@# Older setuptools left metadata here; on sys.path (pytest) it would hide the entry points.
+	@rm -rf switchboard.egg-info
 	@touch $@
 
 .PHONY: venv
