@@ -38,11 +38,11 @@ venv: $(STAMP) ## Create .venv with Switchboard and every extra at the locked ve
 
 .PHONY: lock
 lock: $(STAMP) ## Re-resolve requirements.lock after a change to pyproject.toml (keeps other pins)
-	$(BIN)/uv pip compile $(LOCK_ARGS) -o $(LOCK)
+	$(BIN)/uv pip compile --quiet $(LOCK_ARGS) -o $(LOCK)
 
 .PHONY: lock-upgrade
 lock-upgrade: $(STAMP) ## Upgrade every pin in requirements.lock within pyproject.toml's bounds
-	$(BIN)/uv pip compile $(LOCK_ARGS) --upgrade -o $(LOCK)
+	$(BIN)/uv pip compile --quiet $(LOCK_ARGS) --upgrade -o $(LOCK)
 
 node_modules/.installed: package.json
 	npm install --no-audit --no-fund --no-package-lock --loglevel=error
