@@ -6,6 +6,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+# One lock for every supported Python (>= 3.11) and platform; `make lock` writes this header.
+LOCK_ARGS := pyproject.toml --all-extras --generate-hashes --universal --python-version 3.11 \
+	--custom-compile-command "make lock"
 BUF := node_modules/.bin/buf
 PYTEST_ARGS ?=
 
@@ -18,14 +22,27 @@ help: ## Show this help
 	@echo
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
+# Installs are reproducible: every package at the version and hash in requirements.lock
+# (all extras: server, mesh, redis, embeddings, dev), then Switchboard itself, editable.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,embeddings]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@# Older setuptools left metadata here; on sys.path (pytest) it would hide the entry points.
+	@rm -rf switchboard.egg-info
 	@touch $@
 
 .PHONY: venv
-venv: $(STAMP) ## Create .venv and install Switchboard with its dev and embeddings extras
+venv: $(STAMP) ## Create .venv with Switchboard and every extra at the locked versions
+
+.PHONY: lock
+lock: $(STAMP) ## Re-resolve requirements.lock after a change to pyproject.toml (keeps other pins)
+	$(BIN)/uv pip compile --quiet $(LOCK_ARGS) -o $(LOCK)
+
+.PHONY: lock-upgrade
+lock-upgrade: $(STAMP) ## Upgrade every pin in requirements.lock within pyproject.toml's bounds
+	$(BIN)/uv pip compile --quiet $(LOCK_ARGS) --upgrade -o $(LOCK)
 
 node_modules/.installed: package.json
 	npm install --no-audit --no-fund --no-package-lock --loglevel=error

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from switchboard_server.config import CoreSettings, Settings
-from switchboard_server.mesh.cli import parse_replicas
+from switchboard_server.mesh.commands import parse_replicas
 from switchboard_server.mesh.processes import Child, ChildSpec, command_of, pid_alive
 from switchboard_server.mesh.routes import per_try_timeout
 from switchboard_server.mesh.runner import MeshRunner

@@ -21,6 +21,7 @@ from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard_client._config import DEFAULT_TARGET, TARGET_ENV, ConnectConfig
 from switchboard_client._errors import SwitchboardError
 from switchboard_client._orchestration import OrchestrationClient
+from switchboard_client.cli import Subparsers
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -28,7 +29,7 @@ EXIT_INTERRUPTED = 130
 QUIT_WORDS = frozenset({"/quit", "/exit", "quit", "exit"})
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     chat = subparsers.add_parser("chat", help="Chat with the assistant through the mesh.")
     chat.add_argument(
         "--message", "-m", metavar="TEXT", help="Send one message and exit (else: interactive)."

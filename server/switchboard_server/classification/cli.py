@@ -2,31 +2,35 @@
 
 The implementation (``commands.py``) imports the training stack (scikit-learn, numpy),
 so it is loaded only when one of these commands runs: every other ``switchboard``
-command starts without paying for it.
+command starts without paying for it, and a client-only install (no ``server`` extra)
+still lists these commands and says what to install when one runs.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+
+from switchboard_client.cli import Subparsers, requires_extra
 
 BACKENDS = ("tfidf", "embeddings", "hybrid")
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from switchboard_server.classification import commands
+    with requires_extra("server"):
+        from switchboard_server.classification import commands
 
     return commands.run_train(args)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from switchboard_server.classification import commands
+    with requires_extra("server"):
+        from switchboard_server.classification import commands
 
     return commands.run_eval(args)
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Subparsers) -> None:
     train = subparsers.add_parser(
         "train", help="Train the classification model and write the artifact the service loads."
     )

@@ -8,6 +8,7 @@ import grpc
 import structlog
 
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
+from switchboard_client.cli import requires_extra
 from switchboard_server.config import Settings
 from switchboard_server.context.cache import ResultCache
 from switchboard_server.context.domain import ContextService
@@ -15,7 +16,6 @@ from switchboard_server.context.metrics import ContextMetrics
 from switchboard_server.context.seed import default_documents
 from switchboard_server.context.servicer import ContextServicer
 from switchboard_server.context.store.base import ContextStore
-from switchboard_server.context.store.redis import RedisStore
 from switchboard_server.context.store.sqlite import SqliteStore
 from switchboard_server.context.values import MemoryType
 from switchboard_server.errors import Unavailable
@@ -42,6 +42,8 @@ def build_store(settings: Settings) -> ContextStore:
     ctx = settings.context
     caps = memory_caps(settings)
     if ctx.store == "redis":
+        with requires_extra("redis"):  # redis-py is an extra, imported only when chosen
+            from switchboard_server.context.store.redis import RedisStore
         return RedisStore(
             ctx.redis_url,
             caps,

