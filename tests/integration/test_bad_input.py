@@ -22,8 +22,8 @@ from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
 from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from switchboard_server.config import ServiceName
-from tests.integration.conftest import start_services
-from tests.rich_status import violated_fields
+from switchboard_server.testing import start_services
+from tests.support.rich_status import violated_fields
 
 LONG = "x" * 5000
 BAD_SESSION = "not a session id!"

@@ -11,8 +11,8 @@ import pytest
 
 from switchboard_server.app import create_server
 from switchboard_server.config import CoreSettings, ServiceName, Settings
-from tests.integration.conftest import start_services
-from tests.scaffold_module import SERVICE, ScriptedModule
+from switchboard_server.testing import start_services
+from tests.support.scaffold_module import SERVICE, ScriptedModule
 
 BUF = Path(__file__).parents[2] / "node_modules" / ".bin" / "buf"
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
-
-from .classification_support import classification_server, small_dataset
+from tests.support.classification import classification_server, small_dataset
 
 NEW_TEXT = "beam me up to the mothership scotty"
 NEW_INTENT = "scifi/teleport"

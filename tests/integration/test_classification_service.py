@@ -9,20 +9,18 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
-from tests.rich_status import violated_fields as bad_fields
-
-from .classification_support import (
+from tests.support.classification import (
     Running,
     classification_server,
-    hwu64_models,  # noqa: F401 - fixture
     seed_models,
 )
+from tests.support.rich_status import violated_fields as bad_fields
 
 SERVICE = "switchboard.classification.v1.ClassificationService"
 
 
 @pytest.fixture
-async def served(tmp_path: Path, hwu64_models: Path) -> Running:  # noqa: F811
+async def served(tmp_path: Path, hwu64_models: Path) -> Running:
     seed_models(hwu64_models, tmp_path)
     async with classification_server(tmp_path) as running:
         yield running  # type: ignore[misc]

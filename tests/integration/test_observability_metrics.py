@@ -22,7 +22,7 @@ from switchboard.classification.v1 import classification_service_pb2_grpc as pb_
 from switchboard_server.config import CoreSettings, Settings
 from switchboard_server.observability.settings import ObservabilitySettings
 from switchboard_server.observability.trace_receiver import TraceReceiver
-from tests.observability_support import SERVICE, RelayModule, serving, settle
+from tests.support.observability import SERVICE, RelayModule, serving, settle
 
 
 def settings_for(tmp_path: Path) -> Settings:

@@ -29,7 +29,7 @@ from switchboard_client.cli import build_parser
 from switchboard_server.config import CoreSettings, Settings
 from switchboard_server.observability.settings import ObservabilitySettings
 from switchboard_server.observability.trace_receiver import TraceReceiver
-from tests.observability_support import RelayModule, captured_logs, relayed, serving, settle
+from tests.support.observability import RelayModule, captured_logs, relayed, serving, settle
 
 RECEIVER_CMD = (sys.executable, "-m", "switchboard_client.cli", "trace-receiver")
 CLASSIFY = "/switchboard.classification.v1.ClassificationService/Classify"

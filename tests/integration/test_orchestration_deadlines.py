@@ -19,8 +19,7 @@ from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from switchboard_client import ConnectConfig, DeadlineExceeded, OrchestrationClient
 from switchboard_server.config import ServiceName
-
-from .conftest import RunningServices, start_services
+from switchboard_server.testing import RunningServices, start_services
 
 
 class SlowClassifier(cls_grpc.ClassificationServiceServicer):

@@ -19,8 +19,8 @@ from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
 from switchboard_server.app import AppServer, create_server
 from switchboard_server.config import CoreSettings, ServiceName, Settings
-from tests.rich_status import error_details
-from tests.scaffold_module import SERVICE, ScriptedModule
+from tests.support.rich_status import error_details
+from tests.support.scaffold_module import SERVICE, ScriptedModule
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

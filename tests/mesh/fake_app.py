@@ -13,7 +13,7 @@ import sys
 from switchboard_server.app import create_server
 from switchboard_server.config import ServiceName, load_settings
 from switchboard_server.observability.logging import configure_logging
-from tests.mesh.fakes import CLASSIFICATION, CONTEXT, FakeModule
+from tests.support.mesh_fakes import CLASSIFICATION, CONTEXT, FakeModule
 
 SERVICES = {"classification": CLASSIFICATION, "context": CONTEXT}
 

@@ -21,8 +21,8 @@ from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Topology
-from tests.mesh.fakes import CLASSIFICATION
-from tests.mesh.harness import running_mesh, sub_topology, wait_healthy, warm_up
+from tests.support.mesh_fakes import CLASSIFICATION
+from tests.support.mesh_harness import running_mesh, sub_topology, wait_healthy, warm_up
 
 pytestmark = pytest.mark.mesh
 

@@ -30,8 +30,8 @@ from switchboard.classification.v1 import classification_service_pb2_grpc as cls
 from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
 from switchboard_server.mesh.processes import pid_alive
-from tests.mesh.fakes import CLASSIFICATION
-from tests.mesh.harness import PortPool
+from switchboard_server.testing import PortPool
+from tests.support.mesh_fakes import CLASSIFICATION
 
 pytestmark = pytest.mark.mesh
 

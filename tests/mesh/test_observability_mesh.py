@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from switchboard_server.mesh.processes import pid_alive
-from tests.mesh.harness import PortPool
+from switchboard_server.testing import PortPool
 
 pytestmark = pytest.mark.mesh
 

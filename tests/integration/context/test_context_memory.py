@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from switchboard.context.v1 import context_service_pb2 as pb
-from tests.integration.context.support import Running, running
+from tests.support.context import Running, running
 
 WORKING, EPISODIC, SEMANTIC = (
     pb.MEMORY_TYPE_WORKING,

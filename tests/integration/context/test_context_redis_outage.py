@@ -18,13 +18,12 @@ from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_server.app import create_server
 from switchboard_server.config import ServiceName
 from switchboard_server.context.module import SERVICE_NAME
-from tests.integration.context.support import (
+from switchboard_server.testing import free_port, stop_process
+from tests.support.context import (
     Running,
     context_settings,
-    free_port,
     running,
     start_redis,
-    stop_process,
 )
 
 

@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from switchboard.context.v1 import context_service_pb2 as pb
-from tests.integration.context.support import Running, running
-from tests.rich_status import violated_fields
+from tests.support.context import Running, running
+from tests.support.rich_status import violated_fields
 
 GOOD = pb.Document(id="good-doc", title="Zebras", text="zebra stripes are unique")
 

@@ -16,8 +16,7 @@ from switchboard_server.classification.taxonomy import HierarchyIndex
 from switchboard_server.classification.threshold import tune_threshold
 from switchboard_server.classification.trainer import holdout_split, train_model
 from switchboard_server.classification.verdict import decide
-
-from .support import FakeEncoder, small_examples
+from tests.support.classification import FakeEncoder, small_examples
 
 CONFIG = TrainConfig.from_settings(ClassificationSettings())
 

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from switchboard_server.observability.client import ClientTelemetry, telemetry_interceptors
 from switchboard_server.observability.client_tracing import traced_client_interceptors
 from switchboard_server.observability.metrics import GrpcMetrics
-from tests.observability_support import captured_logs, settle
+from tests.support.observability import captured_logs, settle
 
 SERVICE = "test.v1.EchoService"
 FAIL = b"fail"

@@ -18,7 +18,7 @@ from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
 from switchboard_server.interceptors import ServerInterceptor
 from switchboard_server.observability.server_tracing import ServerSpans
-from tests.scaffold_module import ScriptedServicer
+from tests.support.scaffold_module import ScriptedServicer
 
 FAILING = (
     ("", "INVALID_ARGUMENT"),  # a domain error, mapped by the interceptor

@@ -23,7 +23,7 @@ from switchboard_server.observability.tracing import (
     domain_span,
     tracing_enabled,
 )
-from tests.observability_support import captured_logs
+from tests.support.observability import captured_logs
 
 
 def test_domain_spans_nest_and_carry_attributes_and_errors() -> None:

@@ -9,8 +9,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from switchboard_server.orchestration.composer import RuleComposer, default_registry
 from switchboard_server.orchestration.domain import ChatPipeline, PipelineConfig
 from switchboard_server.orchestration.values import ChatOptions
-
-from .fakes import FakeClassifier, FakeContext, MemoryLog
+from tests.support.orchestration import FakeClassifier, FakeContext, MemoryLog
 
 MESSAGE = "wake me up at 7 tomorrow"
 

@@ -22,8 +22,8 @@ from switchboard_server.mesh.envoy import cluster_hosts, counters, envoy_command
 from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, Topology, make_plan
-from tests.mesh.fakes import CLASSIFICATION, CONTEXT, FakeModule
-from tests.ports import PortPool as PortPool
+from switchboard_server.testing import PortPool
+from tests.support.mesh_fakes import CLASSIFICATION, CONTEXT, FakeModule
 
 READY_TIMEOUT_S = 30.0
 _SERVICES = {"classification": CLASSIFICATION, "context": CONTEXT}
