@@ -112,7 +112,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _load(stub: pb_grpc.ContextServiceStub, rng: random.Random, vocab: list[str]) -> None:
+async def _load(
+    stub: pb_grpc.ContextServiceAsyncStub, rng: random.Random, vocab: list[str]
+) -> None:
     docs = PASSAGES // PASSAGES_PER_DOC
     batch: list[pb.Document] = []
     for d in range(docs):
@@ -131,7 +133,7 @@ async def _load(stub: pb_grpc.ContextServiceStub, rng: random.Random, vocab: lis
 
 
 async def _latencies(
-    stub: pb_grpc.ContextServiceStub, requests: list[pb.GetContextRequest]
+    stub: pb_grpc.ContextServiceAsyncStub, requests: list[pb.GetContextRequest]
 ) -> list[float]:
     out = []
     for request in requests:
@@ -315,7 +317,7 @@ async def _redis_service_side(tmp: Path, requests: list[pb.GetContextRequest]) -
 
 
 async def _floor_cpu(
-    stub: pb_grpc.ContextServiceStub,
+    stub: pb_grpc.ContextServiceAsyncStub,
     requests: list[pb.GetContextRequest],
     pid: int,
     in_flight: int = 1,

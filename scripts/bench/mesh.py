@@ -256,7 +256,7 @@ async def _mesh(tmp: Path, data_dir: Path) -> dict[str, Any]:
         await asyncio.sleep(SETTLE_S)
         idle = await _window(pids["envoy"], admins, asyncio.sleep(IDLE_S))
         loaded = await _window(pids["envoy"], admins, _load(target, SECONDS), pids)
-        result = loaded.pop("load")
+        result: dict[str, Any] = loaded.pop("load")
         for role, cpu in loaded.pop("cpu_by_role").items():
             result[f"{role}_cpu_ms_per_turn"] = round(cpu * 1000 / result["turns"], 3)
         result.update(_envoy_figures(idle, loaded, result["turns"]))

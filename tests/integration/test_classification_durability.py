@@ -87,7 +87,7 @@ def serving(target: str, process: Process) -> None:
         )
 
 
-def test_added_examples_survive_kill_9_and_restart_does_not_retrain(launch) -> None:  # type: ignore[no-untyped-def]
+def test_added_examples_survive_kill_9_and_restart_does_not_retrain(launch) -> None:
     first, target = launch("first")
     serving(target, first)
     with grpc.insecure_channel(target) as channel:

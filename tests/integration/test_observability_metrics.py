@@ -136,7 +136,7 @@ async def test_latency_histogram_carries_trace_id_exemplars(tmp_path: Path) -> N
 
     exemplars = [
         sample.exemplar
-        for family in openmetrics_families(text)
+        for family in openmetrics_families(text)  # type: ignore[no-untyped-call]
         if family.name == "grpc_server_handling_seconds"
         for sample in family.samples
         if sample.exemplar is not None and sample.labels.get("grpc_method") == "Classify"

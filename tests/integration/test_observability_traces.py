@@ -47,7 +47,7 @@ def receiver() -> Iterator[TraceReceiver]:
 
 async def relay_once(
     tmp_path: Path, receiver: TraceReceiver, correlation_id: str
-) -> tuple[str, list[dict[str, Any]]]:
+) -> tuple[str | bytes, list[dict[str, Any]]]:
     """One relayed Classify; returns the correlation id echoed back and the log lines."""
     settings = Settings(
         core=CoreSettings(data_dir=tmp_path),

@@ -19,7 +19,7 @@ from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
 from switchboard_server.app import AppServer, create_server
 from switchboard_server.config import CoreSettings, ServiceName, Settings
-from tests.support.rich_status import error_details
+from tests.support.rich_status import error_details, trailing_metadata
 from tests.support.scaffold_module import SERVICE, ScriptedModule
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -42,14 +42,14 @@ async def served(
     finally:
         module.ready.set()
         await start
-        await channel.close()
+        await channel.close(None)
         await server.stop(0)
 
 
 async def health_of(channel: grpc.aio.Channel, service: str) -> int:
     stub = health_pb2_grpc.HealthStub(channel)
     reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-    return reply.status
+    return int(reply.status)
 
 
 async def wait_for(channel: grpc.aio.Channel, service: str, status: int) -> None:
@@ -171,7 +171,7 @@ async def test_correlation_id_is_echoed_or_generated(served) -> None:
         await stub.Classify(
             pb.ClassifyRequest(text=""), metadata=(("x-correlation-id", "c-7"),), timeout=5
         )
-    assert dict(err.value.trailing_metadata())["x-correlation-id"] == "c-7"
+    assert trailing_metadata(err.value)["x-correlation-id"] == "c-7"
 
 
 async def test_in_flight_call_completes_during_graceful_stop(served) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.mesh
 
 # Fast health checking for the ejection test only; the timeout stays generous, as a
 # check that times out on a loaded machine would mark a good replica unhealthy.
-FAST = {
+FAST: dict[str, Any] = {
     "health_interval_s": 0.2,
     "health_timeout_s": 0.5,
     "health_unhealthy_threshold": 2,
@@ -36,7 +37,9 @@ FAST = {
 }
 
 
-def _classify(stub: cls_grpc.ClassificationServiceStub, i: int) -> grpc.aio.UnaryUnaryCall:
+def _classify(
+    stub: cls_grpc.ClassificationServiceAsyncStub, i: int
+) -> grpc.aio.UnaryUnaryCall[cls_pb.ClassifyRequest, cls_pb.ClassifyResponse]:
     return stub.Classify(cls_pb.ClassifyRequest(text=f"hello {i}"), timeout=5)
 
 
@@ -92,7 +95,7 @@ async def test_append_memory_is_never_retried(topology: Topology, tmp_path: Path
 
 
 async def _load(
-    stub: cls_grpc.ClassificationServiceStub, calls: int, workers: int, pause_s: float
+    stub: cls_grpc.ClassificationServiceAsyncStub, calls: int, workers: int, pause_s: float
 ) -> list[str]:
     """Bounded, paced load; returns the status-code names of failed calls."""
     failures: list[str] = []

@@ -198,9 +198,9 @@ def test_up_restarts_a_dead_child_and_down_drains_everything(
             concurrent.futures.ThreadPoolExecutor(1) as pool,
         ):
             # a write in flight when `down` starts still completes: the edge drains first
-            stub = ctx_grpc.ContextServiceStub(channel)
+            context = ctx_grpc.ContextServiceStub(channel)
             in_flight = pool.submit(
-                stub.AppendMemory, ctx_pb.AppendMemoryRequest(session_id="sleep:2.5"), timeout=10
+                context.AppendMemory, ctx_pb.AppendMemoryRequest(session_id="sleep:2.5"), timeout=10
             )
             time.sleep(0.3)
             down = switchboard(mesh_env, "down")

@@ -148,7 +148,7 @@ def turn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Turn]:
             )
             with pytest.raises(grpc.RpcError) as bad:
                 stub.Chat(pb.ChatRequest(message="", session_id="obs-1"), timeout=15)
-            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         yield Turn(
             env=env,
             state=json.loads(state_file.read_text()),

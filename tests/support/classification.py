@@ -119,7 +119,7 @@ class Running:
     server: AppServer
     port: int
     channel: grpc.aio.Channel
-    stub: pb_grpc.ClassificationServiceStub
+    stub: pb_grpc.ClassificationServiceAsyncStub
 
 
 @contextlib.asynccontextmanager
@@ -158,7 +158,7 @@ def train_default_model(data_dir: Path, model_cache: Path) -> Path:
     choice = resolve(settings, artifacts)
     source = load_source(choice.train_path, choice.heldout_path)
     config = TrainConfig.from_settings(settings, choice.backend)
-    load_or_train(config, source, [], artifacts, lambda: None)  # type: ignore[arg-type,return-value]
+    load_or_train(config, source, [], artifacts, lambda: None)  # type: ignore[arg-type]
     for path in artifacts.models.glob("*.pkl"):
         if not (model_cache / path.name).exists():
             shutil.copy2(path, model_cache / path.name)

@@ -70,7 +70,7 @@ class Running:
     server: AppServer
     port: int
     channel: grpc.aio.Channel
-    stub: pb_grpc.ContextServiceStub
+    stub: pb_grpc.ContextServiceAsyncStub
 
 
 @contextlib.asynccontextmanager

@@ -33,7 +33,7 @@ FORBIDDEN_PREFIXES = ("google.protobuf", "google.rpc")
 def imported_modules(source: str, package: tuple[str, ...] = ()) -> list[str]:
     """Every module ``source`` imports (``from a import b``: ``a`` and ``a.b``), anywhere
     in it; relative imports resolved against ``package`` (the file's package parts)."""
-    found = []
+    found: list[str] = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.extend(alias.name for alias in node.names)

@@ -157,7 +157,7 @@ class _Traced:
             otel_context.detach(token)
 
 
-class TracedUnaryUnary(_Traced, UnaryUnaryAioClientInterceptor):  # type: ignore[misc]
+class TracedUnaryUnary(_Traced, UnaryUnaryAioClientInterceptor):
     def __init__(self, tracer: trace.Tracer, telemetry: ClientTelemetry) -> None:
         UnaryUnaryAioClientInterceptor.__init__(self, tracer)  # type: ignore[no-untyped-call]
         self._setup(telemetry)
@@ -173,7 +173,7 @@ class TracedUnaryUnary(_Traced, UnaryUnaryAioClientInterceptor):  # type: ignore
         return await self._unary_response("unary", continuation, client_call_details, request)
 
 
-class TracedStreamUnary(_Traced, StreamUnaryAioClientInterceptor):  # type: ignore[misc]
+class TracedStreamUnary(_Traced, StreamUnaryAioClientInterceptor):
     def __init__(self, tracer: trace.Tracer, telemetry: ClientTelemetry) -> None:
         StreamUnaryAioClientInterceptor.__init__(self, tracer)  # type: ignore[no-untyped-call]
         self._setup(telemetry)
@@ -194,7 +194,7 @@ class TracedStreamUnary(_Traced, StreamUnaryAioClientInterceptor):  # type: igno
         )
 
 
-class TracedUnaryStream(_Traced, UnaryStreamAioClientInterceptor):  # type: ignore[misc]
+class TracedUnaryStream(_Traced, UnaryStreamAioClientInterceptor):
     def __init__(self, tracer: trace.Tracer, telemetry: ClientTelemetry) -> None:
         UnaryStreamAioClientInterceptor.__init__(self, tracer)  # type: ignore[no-untyped-call]
         self._setup(telemetry)
@@ -212,7 +212,7 @@ class TracedUnaryStream(_Traced, UnaryStreamAioClientInterceptor):  # type: igno
         )
 
 
-class TracedStreamStream(_Traced, StreamStreamAioClientInterceptor):  # type: ignore[misc]
+class TracedStreamStream(_Traced, StreamStreamAioClientInterceptor):
     def __init__(self, tracer: trace.Tracer, telemetry: ClientTelemetry) -> None:
         StreamStreamAioClientInterceptor.__init__(self, tracer)  # type: ignore[no-untyped-call]
         self._setup(telemetry)

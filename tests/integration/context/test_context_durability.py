@@ -55,7 +55,7 @@ def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 
 async def writer(
-    stub: pb_grpc.ContextServiceStub, w: int, acked: list[list[int]], enough: asyncio.Event
+    stub: pb_grpc.ContextServiceAsyncStub, w: int, acked: list[list[int]], enough: asyncio.Event
 ) -> None:
     i = 0
     while True:

@@ -33,7 +33,7 @@ class _Echo:
     (a stream after answering once); each call's metadata is kept."""
 
     def __init__(self) -> None:
-        self.metadata: list[dict[str, str]] = []
+        self.metadata: list[dict[str, str | bytes]] = []
 
     def _seen(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         self.metadata.append({k: v for k, v in context.invocation_metadata() or ()})
@@ -75,7 +75,7 @@ class _Echo:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad bidi")
             yield request
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
@@ -93,10 +93,10 @@ def _requests(*items: bytes) -> Iterator[bytes]:
 
 async def _calls(channel: grpc.aio.Channel) -> None:
     """Every kind, ok and failing, under one parent span."""
-    uu = channel.unary_unary(f"/{SERVICE}/UnaryUnary")
-    us = channel.unary_stream(f"/{SERVICE}/UnaryStream")
-    su = channel.stream_unary(f"/{SERVICE}/StreamUnary")
-    ss = channel.stream_stream(f"/{SERVICE}/StreamStream")
+    uu = channel.unary_unary(f"/{SERVICE}/UnaryUnary", None, None)
+    us = channel.unary_stream(f"/{SERVICE}/UnaryStream", None, None)
+    su = channel.stream_unary(f"/{SERVICE}/StreamUnary", None, None)
+    ss = channel.stream_stream(f"/{SERVICE}/StreamStream", None, None)
     assert await uu(b"ok", metadata=(("x-extra", "1"),)) == b"ok"
     assert [r async for r in us(b"ok")] == [b"ok", b"ok"]
     assert await su(_requests(b"a", b"b")) == b"ab"
@@ -121,7 +121,8 @@ async def _calls(channel: grpc.aio.Channel) -> None:
 
 def _library_stack(provider: TracerProvider, telemetry: ClientTelemetry) -> list[Any]:
     """What tracing-on channels had before: the library's interceptors outside ours."""
-    return [*aio_client_interceptors(tracer_provider=provider), *telemetry_interceptors(telemetry)]
+    library = aio_client_interceptors(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    return [*library, *telemetry_interceptors(telemetry)]
 
 
 class _Run:
@@ -250,7 +251,9 @@ async def test_client_spans_metrics_lines_and_headers_are_the_library_stacks() -
         spans = {s.context.span_id for s in run.spans()}
         assert len(run.echo.metadata) == 8
         for headers in run.echo.metadata:
-            _, _, span_id, flags = headers["traceparent"].split("-")
+            traceparent = headers["traceparent"]
+            assert isinstance(traceparent, str)
+            _, _, span_id, flags = traceparent.split("-")
             assert int(span_id, 16) in spans
             assert int(flags, 16) & 1  # sampled
             assert len(headers["x-correlation-id"]) == 32
@@ -262,7 +265,9 @@ async def test_a_cancelled_call_ends_its_span_and_counts_as_cancelled() -> None:
     run = _Run()
 
     async def cancelled(channel: grpc.aio.Channel) -> None:
-        task = asyncio.ensure_future(channel.unary_unary(f"/{SERVICE}/UnaryUnary")(SLEEP))
+        task = asyncio.ensure_future(
+            channel.unary_unary(f"/{SERVICE}/UnaryUnary", None, None)(SLEEP)
+        )
         for _ in range(200):
             if run.echo.metadata:
                 break
@@ -282,7 +287,7 @@ async def test_suppressed_instrumentation_still_meters_and_forwards_the_correlat
 
     async def suppressed(channel: grpc.aio.Channel) -> None:
         with suppress_instrumentation():
-            assert await channel.unary_unary(f"/{SERVICE}/UnaryUnary")(b"ok") == b"ok"
+            assert await channel.unary_unary(f"/{SERVICE}/UnaryUnary", None, None)(b"ok") == b"ok"
 
     await run.serve(traced_client_interceptors(run.provider, run.telemetry), suppressed)
     assert run.spans() == []
@@ -296,7 +301,7 @@ def test_the_library_internals_used_are_still_there() -> None:
     """client_tracing subclasses the library's aio client interceptors and calls their
     private helpers; an upgrade that renames or reshapes them must fail here first."""
     provider = TracerProvider()
-    library = aio_client_interceptors(tracer_provider=provider)
+    library = aio_client_interceptors(tracer_provider=provider)  # type: ignore[no-untyped-call]
     assert [type(i) for i in library] == [
         _aio_client.UnaryUnaryAioClientInterceptor,
         _aio_client.UnaryStreamAioClientInterceptor,

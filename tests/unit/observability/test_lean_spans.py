@@ -16,13 +16,18 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from switchboard_server.observability.lean_spans import LeanSpan, LeanTracerProvider
 
 SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 SAMPLED_RANDOM = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03"
 UNSAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
-ATTRIBUTES = {"rpc.system": "grpc", "rpc.grpc.status_code": 0, "rpc.method": "Chat"}
+ATTRIBUTES: dict[str, AttributeValue] = {
+    "rpc.system": "grpc",
+    "rpc.grpc.status_code": 0,
+    "rpc.method": "Chat",
+}
 
 
 class _Counting(IdGenerator):
@@ -134,7 +139,7 @@ def _status_rules_and_ended_spans(tracer: trace.Tracer) -> None:
     span.set_status(Status(StatusCode.UNSET))  # ignored
     span.set_status(StatusCode.OK)
     span.set_status(StatusCode.ERROR, "too late")  # OK is final
-    span.set_attribute("bad", {"a": "dict"})  # type: ignore[arg-type]  # dropped, as the SDK
+    span.set_attribute("bad", {"a": "dict"})  # dropped, as the SDK
     span.set_attribute("tuple", ("a", "b"))
     span.end()
     span.set_attribute("after", 1)  # all ignored once ended
