@@ -1,7 +1,7 @@
 """The shared server: health, reflection, error details, correlation and graceful stop.
 
 Real servers on port 0, real channels; the service behind them is the scripted
-module in tests/scaffold_module.py so the scaffolding is tested on its own.
+module in tests/support/scaffold_module.py so the scaffolding is tested on its own.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``python -m tests.mesh.fake_app <service>``: a fake app process for runner tests.
 
 Like ``python -m switchboard_server`` (same settings, server and signals) but serving
-the fakes of tests/mesh/fakes.py, so `switchboard up` can be tested without models.
+the fakes of tests/support/mesh_fakes.py, so `switchboard up` can be tested without models.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Retries, health checking, ejection and circuit breaking through real Envoy processes.
 
-The apps are in-process fakes serving the real contracts (tests/mesh/fakes.py) behind
+The apps are in-process fakes serving the real contracts (tests/support/mesh_fakes.py) behind
 their own rendered sidecars; the edge routes to the replicas' sidecars, as in production.
 """
 
