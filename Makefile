@@ -70,7 +70,7 @@ lint: tools ## ruff format check, ruff lint, buf lint and buf breaking
 	else echo "buf breaking: no previous commit with protos, skipped"; fi
 
 .PHONY: typecheck
-typecheck: $(STAMP) ## mypy --strict on server and clients
+typecheck: $(STAMP) ## mypy --strict on server, clients, tests and scripts
 	$(BIN)/mypy
 
 .PHONY: fmt

@@ -24,7 +24,7 @@ class ClassificationClient(BaseClient):
     _stub: pb_grpc.ClassificationServiceStub
 
     def _bind(self, channel: grpc.aio.Channel) -> None:
-        self._stub = pb_grpc.ClassificationServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._stub = pb_grpc.ClassificationServiceStub(channel)
 
     async def classify(
         self,

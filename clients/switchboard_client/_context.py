@@ -17,7 +17,7 @@ class ContextClient(BaseClient):
     _stub: pb_grpc.ContextServiceStub
 
     def _bind(self, channel: grpc.aio.Channel) -> None:
-        self._stub = pb_grpc.ContextServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._stub = pb_grpc.ContextServiceStub(channel)
 
     async def get_context(
         self,

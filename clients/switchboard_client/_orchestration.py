@@ -32,7 +32,7 @@ class OrchestrationClient(BaseClient):
     _stub: pb_grpc.OrchestrationServiceStub
 
     def _bind(self, channel: grpc.aio.Channel) -> None:
-        self._stub = pb_grpc.OrchestrationServiceStub(channel)  # type: ignore[no-untyped-call]
+        self._stub = pb_grpc.OrchestrationServiceStub(channel)
 
     async def chat(
         self,

@@ -29,7 +29,7 @@ WARMUP = 200
 
 
 async def append_rate(
-    stub: pb_grpc.ContextServiceStub,
+    stub: pb_grpc.ContextServiceAsyncStub,
     appends: int,
     concurrency: int,
     *,

@@ -1,5 +1,5 @@
-"""What the benchmarks measure with: CPU time and stolen time from /proc, free ports, an
-open-loop load."""
+"""What the benchmarks measure with: CPU time and stolen time from /proc, a mesh on ports
+of its own, an open-loop load (free ports and waiting for SERVING: switchboard_server.testing)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from typing import Any
 import grpc
 import yaml
 
-from tests.ports import PortPool
-from tests.ports import free_port as free_port
+from switchboard_server.testing import PortPool as PortPool  # re-exported for tracing.py
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
@@ -33,6 +32,7 @@ from switchboard_server.classification.settings import ClassificationSettings
 from switchboard_server.classification.sources import bundled_hwu64, load_source
 from switchboard_server.config import CoreSettings, ServiceName, Settings
 from switchboard_server.observability.logging import configure_logging
+from switchboard_server.testing import free_port, wait_serving
 
 ROOT = Path(".switchboard/bench/classification")
 SINGLE_RUNS = 300
@@ -103,11 +103,7 @@ async def _grpc_figures(data_dir: Path) -> dict[str, float]:
 
 def _subprocess_start(data_dir: Path) -> float:
     """Seconds from spawning ``python -m switchboard_server classification`` to SERVING."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(data_dir), "SWITCHBOARD_PORT": str(port)}
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -118,16 +114,8 @@ def _subprocess_start(data_dir: Path) -> float:
     )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while time.perf_counter() - started < 120:
-                try:
-                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    if status == health_pb2.HealthCheckResponse.SERVING:
-                        return round(time.perf_counter() - started, 3)
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.02)
-        raise RuntimeError("classification server never became SERVING")
+            wait_serving(channel, proc, timeout=120, interval=0.02)
+        return round(time.perf_counter() - started, 3)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

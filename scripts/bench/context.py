@@ -44,7 +44,6 @@ What each figure is:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import os
@@ -59,11 +58,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from scripts.bench import _append_load as append_load
-from scripts.bench._proc import StolenTime, cpu_seconds, free_port
+from scripts.bench._proc import StolenTime, cpu_seconds
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_server.config import CoreSettings, Settings
@@ -76,6 +74,7 @@ from switchboard_server.context.settings import ContextSettings
 from switchboard_server.context.values import Document, MemoryType, NewMemory
 from switchboard_server.errors import Unavailable
 from switchboard_server.observability.logging import configure_logging
+from switchboard_server.testing import free_port, wait_serving_async
 from switchboard_server.validation import Violations
 
 PASSAGES = 10_000
@@ -114,7 +113,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _load(stub: pb_grpc.ContextServiceStub, rng: random.Random, vocab: list[str]) -> None:
+async def _load(
+    stub: pb_grpc.ContextServiceAsyncStub, rng: random.Random, vocab: list[str]
+) -> None:
     docs = PASSAGES // PASSAGES_PER_DOC
     batch: list[pb.Document] = []
     for d in range(docs):
@@ -133,7 +134,7 @@ async def _load(stub: pb_grpc.ContextServiceStub, rng: random.Random, vocab: lis
 
 
 async def _latencies(
-    stub: pb_grpc.ContextServiceStub, requests: list[pb.GetContextRequest]
+    stub: pb_grpc.ContextServiceAsyncStub, requests: list[pb.GetContextRequest]
 ) -> list[float]:
     out = []
     for request in requests:
@@ -186,18 +187,6 @@ def _start_server(data_dir: str, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-async def _wait_serving(channel: grpc.aio.Channel, proc: subprocess.Popen[bytes]) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        await asyncio.sleep(0.1)
-    raise RuntimeError("context server did not become SERVING")
 
 
 async def _service_side(data_dir: Path, requests: list[pb.GetContextRequest]) -> dict[str, float]:
@@ -329,7 +318,7 @@ async def _redis_service_side(tmp: Path, requests: list[pb.GetContextRequest]) -
 
 
 async def _floor_cpu(
-    stub: pb_grpc.ContextServiceStub,
+    stub: pb_grpc.ContextServiceAsyncStub,
     requests: list[pb.GetContextRequest],
     pid: int,
     in_flight: int = 1,
@@ -367,7 +356,7 @@ async def _main() -> dict[str, Any]:
         proc = _start_server(tmp, port)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                await _wait_serving(channel, proc)
+                await wait_serving_async(channel, proc, timeout=60)
                 stub = pb_grpc.ContextServiceStub(channel)
                 started = time.perf_counter()
                 await _load(stub, rng, vocab)

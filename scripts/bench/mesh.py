@@ -40,12 +40,13 @@ from typing import Any
 import grpc
 import httpx
 
-from scripts.bench._proc import PortPool, cpu_seconds, mesh_env, mesh_log_excerpt
+from scripts.bench._proc import cpu_seconds, mesh_env, mesh_log_excerpt
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from switchboard_server.mesh.envoy import counters
 from switchboard_server.mesh.health import grpc_health
 from switchboard_server.mesh.processes import pid_alive
+from switchboard_server.testing import PortPool
 
 RATE = float(os.environ.get("SWITCHBOARD_BENCH_MESH_RATE", "100"))
 SECONDS = float(os.environ.get("SWITCHBOARD_BENCH_MESH_SECONDS", "10"))
@@ -255,7 +256,7 @@ async def _mesh(tmp: Path, data_dir: Path) -> dict[str, Any]:
         await asyncio.sleep(SETTLE_S)
         idle = await _window(pids["envoy"], admins, asyncio.sleep(IDLE_S))
         loaded = await _window(pids["envoy"], admins, _load(target, SECONDS), pids)
-        result = loaded.pop("load")
+        result: dict[str, Any] = loaded.pop("load")
         for role, cpu in loaded.pop("cpu_by_role").items():
             result[f"{role}_cpu_ms_per_turn"] = round(cpu * 1000 / result["turns"], 3)
         result.update(_envoy_figures(idle, loaded, result["turns"]))

@@ -1,12 +1,12 @@
 """Per-RPC framework cost: server CPU per unary call, bare grpc.aio vs our stack.
 
 The server runs in its own process (``python -m scripts.bench.rpc_overhead serve MODE
-PORT``) with the scripted test servicer, so the figure is the framework and interceptor
-cost alone. Modes: ``bare`` (no interceptors), ``noop`` (one that only passes the call
-on), ``access`` (our interceptor without metrics or spans: correlation, error mapping
-and access line), ``full`` (what ``create_server`` builds with tracing off: the same
-interceptor with RED metrics) and ``full-quiet`` (the same with access lines filtered
-out by level).
+PORT``) with a servicer that validates its request and answers at once, so the figure
+is the framework and interceptor cost alone. Modes: ``bare`` (no interceptors),
+``noop`` (one that only passes the call on), ``access`` (our interceptor without
+metrics or spans: correlation, error mapping and access line), ``full`` (what
+``create_server`` builds with tracing off: the same interceptor with RED metrics) and
+``full-quiet`` (the same with access lines filtered out by level).
 A client in this process sends CALLS calls, CONCURRENCY at a time.
 """
 
@@ -21,11 +21,13 @@ from typing import Any
 
 import grpc
 
-from scripts.bench._proc import ROOT, cpu_seconds, free_port
+from scripts.bench._proc import ROOT, cpu_seconds
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
 from switchboard_server.app import run_on_loop
 from switchboard_server.config import load_settings
+from switchboard_server.testing import free_port
+from switchboard_server.validation import Violations
 
 CALLS = 3000
 WARMUP = 300
@@ -40,24 +42,62 @@ async def _serve(mode: str, port: int) -> None:
     from switchboard_server.config import CoreSettings, ServiceName, Settings
     from switchboard_server.interceptors import ServerInterceptor
     from switchboard_server.observability.logging import configure_logging
-    from tests.scaffold_module import ScriptedModule, ScriptedServicer
 
     configure_logging("warning" if mode == "full-quiet" else "info", "json")
     address = f"127.0.0.1:{port}"
     if mode in ("bare", "noop", "access"):
-        interceptors = {"bare": [], "noop": [_NoOp()], "access": [ServerInterceptor()]}[mode]
+        by_mode: dict[str, list[grpc.aio.ServerInterceptor[Any, Any]]] = {
+            "bare": [],
+            "noop": [_NoOp()],
+            "access": [ServerInterceptor()],
+        }
+        interceptors = by_mode[mode]
         server = grpc.aio.server(interceptors=interceptors)
-        pb_grpc.add_ClassificationServiceServicer_to_server(ScriptedServicer(), server)
+        servicer = _EchoServicer()  # type: ignore[abstract]  # serves Classify only
+        pb_grpc.add_ClassificationServiceServicer_to_server(servicer, server)
         server.add_insecure_port(address)
         await server.start()
     else:
-        module = ScriptedModule()
-        module.ready.set()
+        module = _EchoModule()
         settings = Settings(core=CoreSettings(data_dir=Path(tempfile.mkdtemp())))
         app, _ = await create_server(settings, ServiceName.CLASSIFICATION, address, module=module)
         await app.start()
     print("ready", file=sys.stderr, flush=True)
     await asyncio.Event().wait()
+
+
+class _EchoServicer(pb_grpc.ClassificationServiceServicer):
+    """Validates a Classify request as a real servicer would, then answers at once."""
+
+    async def Classify(
+        self,
+        request: pb.ClassifyRequest,
+        context: grpc.aio.ServicerContext[pb.ClassifyRequest, pb.ClassifyResponse],
+    ) -> pb.ClassifyResponse:
+        v = Violations()
+        v.text("text", request.text, max_bytes=64)
+        v.session_id("session_id", request.session_id, required=False)
+        v.int_range("options.top_k", request.options.top_k, 0, 20)
+        v.raise_if_any()
+        return pb.ClassifyResponse(
+            classification=pb.Classification(intent="test/echo", confidence=1.0)
+        )
+
+
+class _EchoModule:
+    """The ServiceModule ``create_server`` gets in the ``full`` modes: ready at once."""
+
+    service_names = ("switchboard.classification.v1.ClassificationService",)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        servicer = _EchoServicer()  # type: ignore[abstract]  # serves Classify only
+        pb_grpc.add_ClassificationServiceServicer_to_server(servicer, server)
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
 
 
 class _NoOp(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]

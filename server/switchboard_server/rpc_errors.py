@@ -23,7 +23,7 @@ _CODES: dict[type[errors.SwitchboardError], grpc.StatusCode] = {
 def code_for(error: errors.SwitchboardError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
         if cls in _CODES:
-            return _CODES[cls]  # type: ignore[index]
+            return _CODES[cls]
     return grpc.StatusCode.INTERNAL
 
 

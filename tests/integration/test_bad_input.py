@@ -22,11 +22,17 @@ from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
 from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from switchboard_server.config import ServiceName
-from tests.integration.conftest import start_services
-from tests.rich_status import violated_fields
+from switchboard_server.testing import start_services
+from tests.support.rich_status import violated_fields
 
 LONG = "x" * 5000
 BAD_SESSION = "not a session id!"
+
+
+def raw_type(value: int) -> ctx_pb.MemoryType.ValueType:
+    """A memory type by number, known or not (0 and unknown numbers must be rejected)."""
+    return ctx_pb.MemoryType.ValueType(value)
+
 
 Case = tuple[ServiceName, str, Callable[[grpc.aio.Channel], Any], Any, str]
 
@@ -128,14 +134,14 @@ CASES: list[Case] = [
         ServiceName.CONTEXT,
         "GetContext",
         ctx_grpc.ContextServiceStub,
-        ctx_pb.GetContextRequest(query="q", memory_types=[0]),
+        ctx_pb.GetContextRequest(query="q", memory_types=[raw_type(0)]),
         "memory_types[0]",
     ),
     (
         ServiceName.CONTEXT,
         "GetContext",
         ctx_grpc.ContextServiceStub,
-        ctx_pb.GetContextRequest(query="q", memory_types=[1, 42]),
+        ctx_pb.GetContextRequest(query="q", memory_types=[raw_type(1), raw_type(42)]),
         "memory_types[1]",
     ),
     (
@@ -173,7 +179,7 @@ CASES: list[Case] = [
         "AppendMemory",
         ctx_grpc.ContextServiceStub,
         ctx_pb.AppendMemoryRequest(
-            session_id="", entries=[ctx_pb.MemoryEntry(type=1, content="x")]
+            session_id="", entries=[ctx_pb.MemoryEntry(type=raw_type(1), content="x")]
         ),
         "session_id",
     ),
@@ -181,7 +187,7 @@ CASES: list[Case] = [
         ServiceName.CONTEXT,
         "ClearMemory",
         ctx_grpc.ContextServiceStub,
-        ctx_pb.ClearMemoryRequest(session_id="s1", memory_types=[7]),
+        ctx_pb.ClearMemoryRequest(session_id="s1", memory_types=[raw_type(7)]),
         "memory_types[0]",
     ),
     (

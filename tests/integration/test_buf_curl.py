@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from switchboard_server.app import create_server
 from switchboard_server.config import CoreSettings, ServiceName, Settings
-from tests.integration.conftest import start_services
-from tests.scaffold_module import SERVICE, ScriptedModule
+from switchboard_server.testing import start_services
+from tests.support.scaffold_module import SERVICE, ScriptedModule
 
 BUF = Path(__file__).parents[2] / "node_modules" / ".bin" / "buf"
 
@@ -73,7 +74,7 @@ async def test_buf_curl_calls_a_method_and_sees_errors(port: int) -> None:
     assert "invalid_argument" in err
 
 
-REAL_CALLS = {
+REAL_CALLS: dict[ServiceName, tuple[str, str, dict[str, Any], Callable[[Any], bool]]] = {
     ServiceName.CLASSIFICATION: (
         "switchboard.classification.v1.ClassificationService",
         "Classify",

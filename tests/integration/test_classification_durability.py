@@ -16,9 +16,8 @@ import pytest
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
-from tests import serving
-
-from .classification_support import free_port, small_dataset
+from switchboard_server.testing import free_port, wait_serving
+from tests.support.classification import small_dataset
 
 READY_TIMEOUT_S = 90.0
 
@@ -78,16 +77,19 @@ def launch(tmp_path: Path) -> Iterator[object]:
         process.stop(signal.SIGKILL)
 
 
-def wait_serving(target: str, process: Process) -> None:
+def serving(target: str, process: Process) -> None:
     with grpc.insecure_channel(target) as channel:
-        serving.wait_serving(
-            channel, process.proc, READY_TIMEOUT_S, exited=lambda: process.log.read_text()[-2000:]
+        wait_serving(
+            channel,
+            process.proc,
+            timeout=READY_TIMEOUT_S,
+            exited=lambda: process.log.read_text()[-2000:],
         )
 
 
-def test_added_examples_survive_kill_9_and_restart_does_not_retrain(launch) -> None:  # type: ignore[no-untyped-def]
+def test_added_examples_survive_kill_9_and_restart_does_not_retrain(launch) -> None:
     first, target = launch("first")
-    wait_serving(target, first)
+    serving(target, first)
     with grpc.insecure_channel(target) as channel:
         stub = pb_grpc.ClassificationServiceStub(channel)
         version = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10).model_version
@@ -103,7 +105,7 @@ def test_added_examples_survive_kill_9_and_restart_does_not_retrain(launch) -> N
     assert "model.trained" in first.events()
 
     second, target = launch("second")
-    wait_serving(target, second)
+    serving(target, second)
     with grpc.insecure_channel(target) as channel:
         stub = pb_grpc.ClassificationServiceStub(channel)
         info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)

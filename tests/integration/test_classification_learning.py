@@ -10,14 +10,16 @@ from pathlib import Path
 import pytest
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
-
-from .classification_support import classification_server, small_dataset
+from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
+from tests.support.classification import classification_server, small_dataset
 
 NEW_TEXT = "beam me up to the mothership scotty"
 NEW_INTENT = "scifi/teleport"
 
 
-async def wait_for_version_change(stub, old: str, limit_s: float = 90.0) -> str:  # type: ignore[no-untyped-def]
+async def wait_for_version_change(
+    stub: pb_grpc.ClassificationServiceAsyncStub, old: str, limit_s: float = 90.0
+) -> str:
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         info = await stub.GetModelInfo(pb.GetModelInfoRequest())

@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
-from tests.rich_status import violated_fields as bad_fields
-
-from .classification_support import (
+from tests.support.classification import (
     Running,
     classification_server,
-    hwu64_models,  # noqa: F401 - fixture
     seed_models,
 )
+from tests.support.rich_status import violated_fields as bad_fields
 
 SERVICE = "switchboard.classification.v1.ClassificationService"
 
 
 @pytest.fixture
-async def served(tmp_path: Path, hwu64_models: Path) -> Running:  # noqa: F811
+async def served(tmp_path: Path, hwu64_models: Path) -> AsyncIterator[Running]:
     seed_models(hwu64_models, tmp_path)
     async with classification_server(tmp_path) as running:
-        yield running  # type: ignore[misc]
+        yield running
 
 
 async def test_serves_hwu64_intents_with_hierarchy(served: Running) -> None:
@@ -71,7 +71,7 @@ async def test_batch_keeps_order_and_stream_echoes_request_ids(served: Running) 
     ]
     assert len(batch.classifications) == 15
 
-    async def requests():  # type: ignore[no-untyped-def]
+    async def requests() -> AsyncIterator[pb.ClassifyStreamRequest]:
         for i, text in enumerate(texts):
             yield pb.ClassifyStreamRequest(request_id=f"r-{i}", text=text)
 
@@ -101,7 +101,7 @@ async def test_threshold_override_gives_oos_with_the_best_guess_first(served: Ru
 
 
 async def test_bad_requests_name_every_bad_field(served: Running) -> None:
-    calls = [
+    calls: list[tuple[Awaitable[Any], list[str]]] = [
         (
             served.stub.Classify(
                 pb.ClassifyRequest(
@@ -131,15 +131,16 @@ async def test_bad_requests_name_every_bad_field(served: Running) -> None:
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert bad_fields(info.value) == fields
 
-    async def bad_stream():  # type: ignore[no-untyped-def]
+    async def bad_stream() -> AsyncIterator[pb.ClassifyStreamRequest]:
         yield pb.ClassifyStreamRequest(request_id="ok", text="set an alarm")
         yield pb.ClassifyStreamRequest(request_id="", text="")
 
-    call = served.stub.ClassifyStream(bad_stream())
-    first = await call.read()
+    stream = served.stub.ClassifyStream(bad_stream())
+    first = await stream.read()
+    assert isinstance(first, pb.ClassifyStreamResponse)
     assert first.request_id == "ok"
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call.read()
+        await stream.read()
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert bad_fields(info.value) == ["request_id", "text"]
     info_reply = await served.stub.GetModelInfo(pb.GetModelInfoRequest())

@@ -14,8 +14,7 @@ import pytest
 
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
-from tests.integration.context.support import free_port, stop_process
-from tests.serving import wait_serving
+from switchboard_server.testing import free_port, stop_process, wait_serving
 
 
 def test_a_service_that_cannot_get_ready_exits_non_zero_and_says_why(tmp_path: Path) -> None:

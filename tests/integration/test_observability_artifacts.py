@@ -98,9 +98,10 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
         for e in dashboard_exprs()
     ]
     assert exprs
-    group = {"name": "dashboard", "rules": []}
+    rules: list[dict[str, str]] = []
+    group = {"name": "dashboard", "rules": rules}
     for i, expr in enumerate(exprs):
-        group["rules"].append({"record": f"dashboard:query_{i}:check", "expr": expr})
+        rules.append({"record": f"dashboard:query_{i}:check", "expr": expr})
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(yaml.safe_dump({"groups": [group]}))
     assert f"SUCCESS: {len(exprs)} rules found" in promtool("check", "rules", str(path))

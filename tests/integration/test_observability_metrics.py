@@ -22,7 +22,7 @@ from switchboard.classification.v1 import classification_service_pb2_grpc as pb_
 from switchboard_server.config import CoreSettings, Settings
 from switchboard_server.observability.settings import ObservabilitySettings
 from switchboard_server.observability.trace_receiver import TraceReceiver
-from tests.observability_support import SERVICE, RelayModule, serving, settle
+from tests.support.observability import SERVICE, RelayModule, serving, settle
 
 
 def settings_for(tmp_path: Path) -> Settings:
@@ -138,7 +138,7 @@ async def test_latency_histogram_carries_trace_id_exemplars(tmp_path: Path) -> N
 
     exemplars = [
         sample.exemplar
-        for family in openmetrics_families(text)
+        for family in openmetrics_families(text)  # type: ignore[no-untyped-call]
         if family.name == "grpc_server_handling_seconds"
         for sample in family.samples
         if sample.exemplar is not None and sample.labels.get("grpc_method") == "Classify"

@@ -29,7 +29,7 @@ from switchboard_client.cli import build_parser
 from switchboard_server.config import CoreSettings, Settings
 from switchboard_server.observability.settings import ObservabilitySettings
 from switchboard_server.observability.trace_receiver import TraceReceiver
-from tests.observability_support import RelayModule, captured_logs, relayed, serving, settle
+from tests.support.observability import RelayModule, captured_logs, relayed, serving, settle
 
 RECEIVER_CMD = (sys.executable, "-m", "switchboard_client.cli", "trace-receiver")
 CLASSIFY = "/switchboard.classification.v1.ClassificationService/Classify"
@@ -47,7 +47,7 @@ def receiver() -> Iterator[TraceReceiver]:
 
 async def relay_once(
     tmp_path: Path, receiver: TraceReceiver, correlation_id: str
-) -> tuple[str, list[dict[str, Any]]]:
+) -> tuple[str | bytes, list[dict[str, Any]]]:
     """One relayed Classify; returns the correlation id echoed back and the log lines."""
     settings = Settings(
         core=CoreSettings(data_dir=tmp_path),

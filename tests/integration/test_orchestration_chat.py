@@ -23,8 +23,7 @@ from switchboard_client import (
     OrchestrationClient,
 )
 from switchboard_server.config import ServiceName
-
-from .conftest import RunningServices
+from switchboard_server.testing import RunningServices
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from switchboard_client import ConnectConfig, DeadlineExceeded, OrchestrationClient
 from switchboard_server.config import ServiceName
-
-from .conftest import RunningServices, start_services
+from switchboard_server.testing import RunningServices, start_services
 
 
 class SlowClassifier(cls_grpc.ClassificationServiceServicer):
@@ -86,7 +85,7 @@ class FakeClassificationModule:
         return ("switchboard.classification.v1.ClassificationService",)
 
     def register(self, server: grpc.aio.Server) -> None:
-        cls_grpc.add_ClassificationServiceServicer_to_server(self.servicer, server)  # type: ignore[no-untyped-call]
+        cls_grpc.add_ClassificationServiceServicer_to_server(self.servicer, server)
 
     async def start(self) -> None:
         return None
@@ -97,9 +96,9 @@ class FakeClassificationModule:
 
 @pytest.fixture
 async def slow(tmp_path: Path) -> AsyncIterator[tuple[RunningServices, SlowClassifier]]:
-    servicer = SlowClassifier(delay=30.0)
+    servicer = SlowClassifier(delay=30.0)  # type: ignore[abstract]  # serves Classify only
     modules = {ServiceName.CLASSIFICATION: FakeClassificationModule(servicer)}
-    async with start_services(tmp_path, modules=modules) as running:  # type: ignore[dict-item]
+    async with start_services(tmp_path, modules=modules) as running:
         yield running, servicer
 
 
@@ -156,7 +155,7 @@ async def test_cancelling_the_stream_cancels_the_downstream_call(
 
 
 async def test_own_stage_timeout_degrades_instead_of_failing(tmp_path: Path) -> None:
-    servicer = SlowClassifier(delay=30.0)
+    servicer = SlowClassifier(delay=30.0)  # type: ignore[abstract]  # serves Classify only
     modules = {ServiceName.CLASSIFICATION: FakeClassificationModule(servicer)}
     from switchboard_server.config import CoreSettings, Settings
     from switchboard_server.orchestration.settings import OrchestrationSettings
@@ -165,7 +164,7 @@ async def test_own_stage_timeout_degrades_instead_of_failing(tmp_path: Path) -> 
         core=CoreSettings(data_dir=tmp_path, grace_period_s=0.0),
         orchestration=OrchestrationSettings(classify_timeout_ms=100),
     )
-    async with start_services(tmp_path, settings=settings, modules=modules) as running:  # type: ignore[arg-type]
+    async with start_services(tmp_path, settings=settings, modules=modules) as running:
         stub = pb_grpc.OrchestrationServiceStub(running.channel(ServiceName.ORCHESTRATION))
         response = await stub.Chat(
             pb.ChatRequest(message="wake me up at seven", session_id="slow-1"), timeout=10

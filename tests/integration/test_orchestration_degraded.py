@@ -7,8 +7,7 @@ from pathlib import Path
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard_client import ConnectConfig, OrchestrationClient
 from switchboard_server.config import ServiceName
-
-from .conftest import start_services
+from switchboard_server.testing import start_services
 
 
 def degraded(response: pb.ChatResponse) -> list[tuple[int, str]]:

@@ -12,8 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard_client import ClassificationClient, ConnectConfig, OrchestrationClient
 from switchboard_server.config import CoreSettings, ServiceName, Settings
-
-from .conftest import RunningServices, start_services, with_parts
+from switchboard_server.testing import RunningServices, start_services, with_parts
 
 SERVICES = (
     "switchboard.classification.v1.ClassificationService",

@@ -1,7 +1,7 @@
 """The shared server: health, reflection, error details, correlation and graceful stop.
 
 Real servers on port 0, real channels; the service behind them is the scripted
-module in tests/scaffold_module.py so the scaffolding is tested on its own.
+module in tests/support/scaffold_module.py so the scaffolding is tested on its own.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
 from switchboard_server.app import AppServer, create_server
 from switchboard_server.config import CoreSettings, ServiceName, Settings
-from tests.rich_status import error_details
-from tests.scaffold_module import SERVICE, ScriptedModule
+from tests.support.rich_status import error_details, trailing_metadata
+from tests.support.scaffold_module import SERVICE, ScriptedModule
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -42,14 +42,14 @@ async def served(
     finally:
         module.ready.set()
         await start
-        await channel.close()
+        await channel.close(None)
         await server.stop(0)
 
 
 async def health_of(channel: grpc.aio.Channel, service: str) -> int:
     stub = health_pb2_grpc.HealthStub(channel)
     reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-    return reply.status
+    return int(reply.status)
 
 
 async def wait_for(channel: grpc.aio.Channel, service: str, status: int) -> None:
@@ -171,7 +171,7 @@ async def test_correlation_id_is_echoed_or_generated(served) -> None:
         await stub.Classify(
             pb.ClassifyRequest(text=""), metadata=(("x-correlation-id", "c-7"),), timeout=5
         )
-    assert dict(err.value.trailing_metadata())["x-correlation-id"] == "c-7"
+    assert trailing_metadata(err.value)["x-correlation-id"] == "c-7"
 
 
 async def test_in_flight_call_completes_during_graceful_stop(served) -> None:

@@ -1,7 +1,7 @@
 """``python -m tests.mesh.fake_app <service>``: a fake app process for runner tests.
 
 Like ``python -m switchboard_server`` (same settings, server and signals) but serving
-the fakes of tests/mesh/fakes.py, so `switchboard up` can be tested without models.
+the fakes of tests/support/mesh_fakes.py, so `switchboard up` can be tested without models.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from switchboard_server.app import create_server
 from switchboard_server.config import ServiceName, load_settings
 from switchboard_server.observability.logging import configure_logging
-from tests.mesh.fakes import CLASSIFICATION, CONTEXT, FakeModule
+from tests.support.mesh_fakes import CLASSIFICATION, CONTEXT, FakeModule
 
 SERVICES = {"classification": CLASSIFICATION, "context": CONTEXT}
 

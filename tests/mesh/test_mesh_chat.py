@@ -21,7 +21,7 @@ import yaml
 from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from switchboard_server.mesh.processes import pid_alive
-from tests.mesh.harness import PortPool
+from switchboard_server.testing import PortPool
 
 pytestmark = pytest.mark.mesh
 

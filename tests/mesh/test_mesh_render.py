@@ -20,7 +20,8 @@ from switchboard_server.mesh.topology import (
     parse_topology,
     service_methods,
 )
-from tests.mesh.harness import PortPool, running_mesh, sub_topology, wait_healthy
+from switchboard_server.testing import PortPool
+from tests.support.mesh_harness import running_mesh, sub_topology, wait_healthy
 
 pytestmark = pytest.mark.mesh
 

@@ -1,6 +1,6 @@
 """Retries, health checking, ejection and circuit breaking through real Envoy processes.
 
-The apps are in-process fakes serving the real contracts (tests/mesh/fakes.py) behind
+The apps are in-process fakes serving the real contracts (tests/support/mesh_fakes.py) behind
 their own rendered sidecars; the edge routes to the replicas' sidecars, as in production.
 """
 
@@ -10,6 +10,7 @@ import asyncio
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -21,14 +22,14 @@ from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Topology
-from tests.mesh.fakes import CLASSIFICATION
-from tests.mesh.harness import running_mesh, sub_topology, wait_healthy, warm_up
+from tests.support.mesh_fakes import CLASSIFICATION
+from tests.support.mesh_harness import running_mesh, sub_topology, wait_healthy, warm_up
 
 pytestmark = pytest.mark.mesh
 
 # Fast health checking for the ejection test only; the timeout stays generous, as a
 # check that times out on a loaded machine would mark a good replica unhealthy.
-FAST = {
+FAST: dict[str, Any] = {
     "health_interval_s": 0.2,
     "health_timeout_s": 0.5,
     "health_unhealthy_threshold": 2,
@@ -36,7 +37,9 @@ FAST = {
 }
 
 
-def _classify(stub: cls_grpc.ClassificationServiceStub, i: int) -> grpc.aio.UnaryUnaryCall:
+def _classify(
+    stub: cls_grpc.ClassificationServiceAsyncStub, i: int
+) -> grpc.aio.UnaryUnaryCall[cls_pb.ClassifyRequest, cls_pb.ClassifyResponse]:
     return stub.Classify(cls_pb.ClassifyRequest(text=f"hello {i}"), timeout=5)
 
 
@@ -92,7 +95,7 @@ async def test_append_memory_is_never_retried(topology: Topology, tmp_path: Path
 
 
 async def _load(
-    stub: cls_grpc.ClassificationServiceStub, calls: int, workers: int, pause_s: float
+    stub: cls_grpc.ClassificationServiceAsyncStub, calls: int, workers: int, pause_s: float
 ) -> list[str]:
     """Bounded, paced load; returns the status-code names of failed calls."""
     failures: list[str] = []

@@ -30,8 +30,8 @@ from switchboard.classification.v1 import classification_service_pb2_grpc as cls
 from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
 from switchboard_server.mesh.processes import pid_alive
-from tests.mesh.fakes import CLASSIFICATION
-from tests.mesh.harness import PortPool
+from switchboard_server.testing import PortPool
+from tests.support.mesh_fakes import CLASSIFICATION
 
 pytestmark = pytest.mark.mesh
 
@@ -198,9 +198,9 @@ def test_up_restarts_a_dead_child_and_down_drains_everything(
             concurrent.futures.ThreadPoolExecutor(1) as pool,
         ):
             # a write in flight when `down` starts still completes: the edge drains first
-            stub = ctx_grpc.ContextServiceStub(channel)
+            context = ctx_grpc.ContextServiceStub(channel)
             in_flight = pool.submit(
-                stub.AppendMemory, ctx_pb.AppendMemoryRequest(session_id="sleep:2.5"), timeout=10
+                context.AppendMemory, ctx_pb.AppendMemoryRequest(session_id="sleep:2.5"), timeout=10
             )
             time.sleep(0.3)
             down = switchboard(mesh_env, "down")

@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from switchboard_server.mesh.processes import pid_alive
-from tests.mesh.harness import PortPool
+from switchboard_server.testing import PortPool
 
 pytestmark = pytest.mark.mesh
 
@@ -148,7 +148,7 @@ def turn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Turn]:
             )
             with pytest.raises(grpc.RpcError) as bad:
                 stub.Chat(pb.ChatRequest(message="", session_id="obs-1"), timeout=15)
-            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         yield Turn(
             env=env,
             state=json.loads(state_file.read_text()),

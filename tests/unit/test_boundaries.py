@@ -1,9 +1,11 @@
-"""The separation the layout promises: only a service's gRPC adapters import gRPC.
+"""The separations the layout promises.
 
-In every service package, the servicer, its proto translation and the wiring (and, in
-orchestration, the outbound peers) may import ``grpc`` and generated ``*_pb2`` code;
-the domain entry (``domain.py``), its value types, its stores and everything else may
-not, so the domain can be read, tested and reused without the wire format.
+* In every service package, the servicer, its proto translation and the wiring (and,
+  in orchestration, the outbound peers) may import ``grpc`` and generated ``*_pb2``
+  code; the domain entry (``domain.py``), its value types, its stores and everything
+  else may not, so the domain can be read, tested and reused without the wire format.
+* Nothing imports a ``conftest`` (fixtures are found by pytest, helpers live in
+  ``tests/support``), and the shipped code and ``scripts/`` never import ``tests``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 import switchboard_server
 
 PACKAGE = Path(switchboard_server.__file__).parent
+ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("classification", "context", "orchestration")
 # Modules allowed to speak gRPC, per service (dotted, relative to the service package).
 ADAPTERS: dict[str, set[str]] = {
@@ -25,6 +28,26 @@ ADAPTERS: dict[str, set[str]] = {
 }
 FORBIDDEN_ROOTS = ("grpc", "grpc_status", "grpc_health", "grpc_reflection", "switchboard")
 FORBIDDEN_PREFIXES = ("google.protobuf", "google.rpc")
+
+
+def imported_modules(source: str, package: tuple[str, ...] = ()) -> list[str]:
+    """Every module ``source`` imports (``from a import b``: ``a`` and ``a.b``), anywhere
+    in it; relative imports resolved against ``package`` (the file's package parts)."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = list(package[: len(package) - node.level + 1]) if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found.append(module)
+            found.extend(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def imports_of(path: Path) -> list[str]:
+    package = path.relative_to(ROOT).parent.parts
+    return imported_modules(path.read_text(encoding="utf-8"), package)
 
 
 def wire_imports(path: Path) -> list[str]:
@@ -108,3 +131,33 @@ def test_the_check_sees_each_form_of_import(tmp_path: Path) -> None:
     assert "switchboard.context.v1.context_service_pb2" in found
     assert "google.rpc" in found
     assert not [name for name in found if name.startswith(("json", "switchboard_server"))]
+
+
+def python_files(*directories: str) -> list[Path]:
+    return [path for d in directories for path in sorted((ROOT / d).rglob("*.py"))]
+
+
+def test_nothing_imports_a_conftest() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): names
+        for path in python_files("tests", "scripts")
+        if (names := [n for n in imports_of(path) if "conftest" in n.split(".")])
+    }
+    assert offenders == {}
+
+
+def test_scripts_and_shipped_code_never_import_tests() -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): names
+        for path in python_files("scripts", "server", "clients")
+        if (names := [n for n in imports_of(path) if n.split(".")[0] == "tests"])
+    }
+    assert offenders == {}
+
+
+def test_the_import_scan_resolves_relative_imports() -> None:
+    source = "from .conftest import x\nfrom ..support import y\nimport tests.support.z\n"
+    found = imported_modules(source, ("tests", "integration"))
+    assert "tests.integration.conftest" in found
+    assert "tests.support.y" in found
+    assert "tests.support.z" in found

@@ -19,7 +19,8 @@ def test_the_client_knows_exactly_the_reasons_the_server_sends() -> None:
 
 def test_every_error_class_defaults_to_a_known_reason() -> None:
     known = {reason.value for reason in switchboard_client.ErrorReason}
-    classes = [server_errors.SwitchboardError, *server_errors.SwitchboardError.__subclasses__()]
+    base = server_errors.SwitchboardError
+    classes: list[type[server_errors.SwitchboardError]] = [base, *base.__subclasses__()]
     assert len(classes) == 8
     for cls in classes:
         assert cls.default_reason.value in known, cls
@@ -28,7 +29,7 @@ def test_every_error_class_defaults_to_a_known_reason() -> None:
 def rpc_error(error: server_errors.SwitchboardError) -> grpc.aio.AioRpcError:
     status = to_grpc_status(error)
     return grpc.aio.AioRpcError(
-        status.code, grpc.aio.Metadata(), grpc.aio.Metadata(*status.trailing_metadata), "x"
+        status.code, grpc.aio.Metadata(), grpc.aio.Metadata(*status.trailing_metadata), "x", None
     )
 
 

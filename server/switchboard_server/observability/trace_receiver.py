@@ -50,7 +50,7 @@ log = structlog.get_logger(__name__)
 MAX_QUERY_LIMIT = 1000
 
 
-class _TraceService(otlp_grpc.TraceServiceServicer):  # type: ignore[misc]
+class _TraceService(otlp_grpc.TraceServiceServicer):
     def __init__(self, store: TraceStore) -> None:
         self._store = store
 

@@ -117,7 +117,7 @@ class OrchestrationModule:
         return (SERVICE_NAME, *(n for m in self._in_process for n in m.service_names))
 
     def register(self, server: grpc.aio.Server) -> None:
-        pb_grpc.add_OrchestrationServiceServicer_to_server(self._servicer, server)  # type: ignore[no-untyped-call]
+        pb_grpc.add_OrchestrationServiceServicer_to_server(self._servicer, server)
         for module in self._in_process:
             module.register(server)
 

@@ -15,15 +15,14 @@ from typing import Any
 import pytest
 
 from switchboard_server.config import Settings
-from tests.integration.context.support import (
+from switchboard_server.testing import free_port, stop_process
+from tests.support.context import (
     STORES,
     RedisServer,
     Running,
     context_settings,
-    free_port,
     running,
     start_redis,
-    stop_process,
 )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from switchboard.context.v1 import context_service_pb2 as pb
-from tests.integration.context.support import Running, running
+from tests.support.context import Running, running
 
 QUESTION = "what colour is the submarine"
 

@@ -13,16 +13,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
-from tests.integration.context.support import free_port, stop_process
+from switchboard_server.testing import free_port, stop_process, wait_serving_async
 
 WRITERS = 6
 TARGET_ACKS = 150
@@ -56,23 +54,8 @@ def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-async def wait_serving(channel: grpc.aio.Channel, proc: subprocess.Popen[bytes]) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "context server exited during start-up"
-        try:
-            reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.aio.AioRpcError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("context server did not become SERVING")
-
-
 async def writer(
-    stub: pb_grpc.ContextServiceStub, w: int, acked: list[list[int]], enough: asyncio.Event
+    stub: pb_grpc.ContextServiceAsyncStub, w: int, acked: list[list[int]], enough: asyncio.Event
 ) -> None:
     i = 0
     while True:
@@ -98,7 +81,7 @@ async def test_acknowledged_appends_survive_kill_9(make_settings: Any, tmp_path:
     proc = start(env, log)
     try:
         async with grpc.aio.insecure_channel(target) as channel:
-            await wait_serving(channel, proc)
+            await wait_serving_async(channel, proc)
             stub = pb_grpc.ContextServiceStub(channel)
             enough = asyncio.Event()
             tasks = [asyncio.create_task(writer(stub, w, acked, enough)) for w in range(WRITERS)]
@@ -110,7 +93,7 @@ async def test_acknowledged_appends_survive_kill_9(make_settings: Any, tmp_path:
 
         proc = start(env, log)
         async with grpc.aio.insecure_channel(target) as channel:
-            await wait_serving(channel, proc)
+            await wait_serving_async(channel, proc)
             stub = pb_grpc.ContextServiceStub(channel)
             for w, done in enumerate(acked):
                 stats = await stub.GetMemoryStats(

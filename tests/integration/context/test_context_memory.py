@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from switchboard.context.v1 import context_service_pb2 as pb
-from tests.integration.context.support import Running, running
+from tests.support.context import Running, running
 
 WORKING, EPISODIC, SEMANTIC = (
     pb.MEMORY_TYPE_WORKING,
@@ -15,11 +15,13 @@ WORKING, EPISODIC, SEMANTIC = (
 )
 
 
-def entry(kind: int, content: str, **metadata: str) -> pb.MemoryEntry:
+def entry(kind: pb.MemoryType.ValueType, content: str, **metadata: str) -> pb.MemoryEntry:
     return pb.MemoryEntry(type=kind, content=content, metadata=metadata)
 
 
-async def memory_contents(ctx: Running, session: str, query: str, kind: int) -> list[str]:
+async def memory_contents(
+    ctx: Running, session: str, query: str, kind: pb.MemoryType.ValueType
+) -> list[str]:
     """Every entry of one type that matches ``query``, best (then newest) first."""
     response = await ctx.stub.GetContext(
         pb.GetContextRequest(
@@ -109,7 +111,7 @@ async def test_clear_by_type_and_all(ctx: Running) -> None:
 async def test_concurrent_appends_to_one_session_lose_nothing(ctx: Running) -> None:
     session = "s-concurrent"
 
-    async def append(i: int, kind: int) -> pb.AppendMemoryResponse:
+    async def append(i: int, kind: pb.MemoryType.ValueType) -> pb.AppendMemoryResponse:
         return await ctx.stub.AppendMemory(
             pb.AppendMemoryRequest(session_id=session, entries=[entry(kind, f"fact{i} item")])
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 
 from switchboard.context.v1 import context_service_pb2 as pb
-from tests.integration.context.support import Running
+from tests.support.context import Running
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:

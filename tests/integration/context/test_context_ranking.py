@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from switchboard.context.v1 import context_service_pb2 as pb
-from tests.integration.context.support import Running, running
+from tests.support.context import Running, running
 
 CASES = yaml.safe_load((Path(__file__).parent / "ranking_cases.yaml").read_text())
 TYPES = {"working": pb.MEMORY_TYPE_WORKING, "semantic": pb.MEMORY_TYPE_SEMANTIC}

@@ -7,7 +7,9 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -18,13 +20,12 @@ from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_server.app import create_server
 from switchboard_server.config import ServiceName
 from switchboard_server.context.module import SERVICE_NAME
-from tests.integration.context.support import (
+from switchboard_server.testing import free_port, stop_process
+from tests.support.context import (
     Running,
     context_settings,
-    free_port,
     running,
     start_redis,
-    stop_process,
 )
 
 
@@ -63,12 +64,13 @@ async def test_redis_kill_9_then_restart(tmp_path: Path) -> None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
 
-            for call, request in (
+            calls: tuple[tuple[Callable[..., Awaitable[Any]], Any], ...] = (
                 (ctx.stub.GetContext, pb.GetContextRequest(query="f1", session_id="s-outage")),
                 (ctx.stub.AppendMemory, pb.AppendMemoryRequest(
                     session_id="s-outage",
                     entries=[pb.MemoryEntry(type=pb.MEMORY_TYPE_SEMANTIC, content="lost")])),
-            ):  # fmt: skip
+            )  # fmt: skip
+            for call, request in calls:
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await call(request, timeout=10)
                 assert err.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -8,10 +8,15 @@ import grpc
 import pytest
 
 from switchboard.context.v1 import context_service_pb2 as pb
-from tests.integration.context.support import Running, running
-from tests.rich_status import violated_fields
+from tests.support.context import Running, running
+from tests.support.rich_status import violated_fields
 
 GOOD = pb.Document(id="good-doc", title="Zebras", text="zebra stripes are unique")
+
+
+def raw_type(value: int) -> pb.MemoryType.ValueType:
+    """A memory type by number, known or not (the service must reject the unknown)."""
+    return pb.MemoryType.ValueType(value)
 
 
 async def rejected(call: Any, request: Any) -> list[str]:
@@ -60,7 +65,7 @@ async def test_bad_append_writes_nothing(ctx: Running) -> None:
         session_id="s-bad",
         entries=[
             pb.MemoryEntry(type=pb.MEMORY_TYPE_WORKING, content="fine"),
-            pb.MemoryEntry(type=9, content="unknown type"),
+            pb.MemoryEntry(type=raw_type(9), content="unknown type"),
             pb.MemoryEntry(type=pb.MEMORY_TYPE_SEMANTIC, content="   "),
         ],
     )
@@ -74,12 +79,14 @@ async def test_bad_append_writes_nothing(ctx: Running) -> None:
     ("method", "request_", "field"),
     [
         ("GetContext", pb.GetContextRequest(query="  "), "query"),
-        ("GetContext", pb.GetContextRequest(query="q", memory_types=[4]), "memory_types[0]"),
+        ("GetContext", pb.GetContextRequest(query="q", memory_types=[raw_type(4)]),
+         "memory_types[0]"),
         ("GetContext", pb.GetContextRequest(query="q", max_context_chars=70_000),
          "max_context_chars"),
         ("AppendMemory", pb.AppendMemoryRequest(session_id="s"), "entries"),
         ("AppendMemory", pb.AppendMemoryRequest(
-            session_id="s", entries=[pb.MemoryEntry(type=1, content="x")] * 300), "entries"),
+            session_id="s", entries=[pb.MemoryEntry(type=raw_type(1), content="x")] * 300),
+         "entries"),
         ("ClearMemory", pb.ClearMemoryRequest(session_id=""), "session_id"),
         ("GetMemoryStats", pb.GetMemoryStatsRequest(session_id="bad id"), "session_id"),
         ("DeleteDocuments", pb.DeleteDocumentsRequest(), "document_ids"),

@@ -10,8 +10,7 @@ import pytest
 from switchboard_client.cli import build_parser
 from switchboard_server.classification.artifacts import ArtifactStore
 from switchboard_server.classification.dataset import Example
-
-from .support import small_examples
+from tests.support.classification import small_examples
 
 EVAL_KEYS = {
     "n",

@@ -16,8 +16,7 @@ from switchboard_server.classification.taxonomy import HierarchyIndex
 from switchboard_server.classification.threshold import tune_threshold
 from switchboard_server.classification.trainer import holdout_split, train_model
 from switchboard_server.classification.verdict import decide
-
-from .support import FakeEncoder, small_examples
+from tests.support.classification import FakeEncoder, small_examples
 
 CONFIG = TrainConfig.from_settings(ClassificationSettings())
 
@@ -38,6 +37,7 @@ def test_tfidf_learns_the_intents_with_calibrated_probabilities(tfidf_model: Tra
     assert top(tfidf_model, "please wake me up at nine")[0] == "alarm/set"
     assert top(tfidf_model, "will it rain on sunday")[0] == "weather/query"
     proba, features = tfidf_model.scorer.analyse(["cancel the alarm", "play jazz"])
+    assert not isinstance(features, np.ndarray)  # tf-idf features are a sparse matrix
     assert proba.shape == (2, 5)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
     norms = np.sqrt(np.asarray(features.multiply(features).sum(axis=1))).ravel()
@@ -54,7 +54,7 @@ def test_hierarchy_confidences_are_sums_of_children() -> None:
     assert h.l2_confidence == pytest.approx(0.25)
     assert h.l3_confidence == pytest.approx(0.15)
     flat = index.hierarchy(proba, "x")
-    assert (flat.l1, flat.l1_confidence, flat.l2, flat.l2_confidence) == (
+    assert (flat.l1, flat.l1_confidence, flat.l2, flat.l2_confidence) == (  # type: ignore[comparison-overlap]
         "x",
         pytest.approx(0.05),
         "",

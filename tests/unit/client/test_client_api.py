@@ -52,7 +52,7 @@ def test_all_is_honest() -> None:
 def rpc_error(error: server_errors.SwitchboardError) -> grpc.aio.AioRpcError:
     status = to_grpc_status(error)
     trailing = grpc.aio.Metadata(*status.trailing_metadata, ("x-correlation-id", "corr-9"))
-    return grpc.aio.AioRpcError(status.code, grpc.aio.Metadata(), trailing, status.details)
+    return grpc.aio.AioRpcError(status.code, grpc.aio.Metadata(), trailing, status.details, None)
 
 
 def test_invalid_argument_carries_field_violations() -> None:
@@ -89,13 +89,13 @@ def test_reason_refines_the_class_and_metadata_survives() -> None:
 
 def test_status_without_details_maps_by_code() -> None:
     bare = grpc.aio.AioRpcError(
-        grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), "late"
+        grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), "late", None
     )
     error = from_rpc_error(bare)
     assert type(error) is DeadlineExceeded
     assert error.reason == "DEADLINE_EXCEEDED"
     odd = grpc.aio.AioRpcError(
-        grpc.StatusCode.DATA_LOSS, grpc.aio.Metadata(), grpc.aio.Metadata(), "gone"
+        grpc.StatusCode.DATA_LOSS, grpc.aio.Metadata(), grpc.aio.Metadata(), "gone", None
     )
     assert type(from_rpc_error(odd)) is SwitchboardError
 

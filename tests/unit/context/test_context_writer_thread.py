@@ -5,6 +5,7 @@ close() ends the thread after the queued jobs."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 
@@ -23,7 +24,7 @@ async def test_jobs_run_in_order_on_one_named_thread() -> None:
         return n * n
 
     try:
-        results = await asyncio.gather(*(thread.run(lambda n=n: job(n)) for n in range(20)))
+        results = await asyncio.gather(*(thread.run(functools.partial(job, n)) for n in range(20)))
     finally:
         thread.close()
     assert results == [n * n for n in range(20)]
@@ -78,7 +79,7 @@ async def test_close_waits_for_queued_jobs_then_refuses_new_ones() -> None:
     ran: list[int] = []
     await thread.run(lambda: ran.append(0))
     worker = next(t for t in threading.enumerate() if t.name == "test-writer")
-    pending = [asyncio.ensure_future(thread.run(lambda n=n: ran.append(n))) for n in (1, 2)]
+    pending = [asyncio.ensure_future(thread.run(functools.partial(ran.append, n))) for n in (1, 2)]
     await asyncio.sleep(0)  # the jobs are queued
     thread.close()
     assert not worker.is_alive()

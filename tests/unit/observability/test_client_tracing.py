@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from switchboard_server.observability.client import ClientTelemetry, telemetry_interceptors
 from switchboard_server.observability.client_tracing import traced_client_interceptors
 from switchboard_server.observability.metrics import GrpcMetrics
-from tests.observability_support import captured_logs, settle
+from tests.support.observability import captured_logs, settle
 
 SERVICE = "test.v1.EchoService"
 KINDS = ("UnaryUnary", "UnaryStream", "StreamUnary", "StreamStream")
@@ -38,7 +38,7 @@ class _Echo:
         self.metadata: list[dict[str, str]] = []
 
     def _seen(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        self.metadata.append({k: v for k, v in context.invocation_metadata() or ()})
+        self.metadata.append({k: str(v) for k, v in context.invocation_metadata() or ()})
 
     async def unary_unary(
         self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
@@ -77,7 +77,7 @@ class _Echo:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad bidi")
             yield request
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
@@ -95,10 +95,10 @@ def _requests(*items: bytes) -> Iterator[bytes]:
 
 async def _calls(channel: grpc.aio.Channel) -> None:
     """Every kind, ok and failing, under one parent span."""
-    uu = channel.unary_unary(f"/{SERVICE}/UnaryUnary")
-    us = channel.unary_stream(f"/{SERVICE}/UnaryStream")
-    su = channel.stream_unary(f"/{SERVICE}/StreamUnary")
-    ss = channel.stream_stream(f"/{SERVICE}/StreamStream")
+    uu = channel.unary_unary(f"/{SERVICE}/UnaryUnary", None, None)
+    us = channel.unary_stream(f"/{SERVICE}/UnaryStream", None, None)
+    su = channel.stream_unary(f"/{SERVICE}/StreamUnary", None, None)
+    ss = channel.stream_stream(f"/{SERVICE}/StreamStream", None, None)
     assert await uu(b"ok", metadata=(("x-extra", "1"),)) == b"ok"
     assert [r async for r in us(b"ok")] == [b"ok", b"ok"]
     assert await su(_requests(b"a", b"b")) == b"ab"
@@ -159,7 +159,9 @@ class _Run:
 
     async def cancel_a_call(self, channel: grpc.aio.Channel) -> None:
         """Start a unary call the server sits on, and cancel it once the server has it."""
-        task = asyncio.ensure_future(channel.unary_unary(f"/{SERVICE}/UnaryUnary")(SLEEP))
+        task = asyncio.ensure_future(
+            channel.unary_unary(f"/{SERVICE}/UnaryUnary", None, None)(SLEEP)
+        )
         for _ in range(200):
             if self.echo.metadata:
                 break
@@ -297,7 +299,7 @@ async def test_suppressed_instrumentation_still_meters_and_forwards_the_correlat
 
     async def suppressed(channel: grpc.aio.Channel) -> None:
         with suppress_instrumentation():
-            assert await channel.unary_unary(f"/{SERVICE}/UnaryUnary")(b"ok") == b"ok"
+            assert await channel.unary_unary(f"/{SERVICE}/UnaryUnary", None, None)(b"ok") == b"ok"
 
     await run.serve(run.traced(), suppressed)
     assert run.spans() == []

@@ -19,7 +19,7 @@ from switchboard.classification.v1 import classification_service_pb2_grpc as pb_
 from switchboard_server.config import ServiceName, Settings
 from switchboard_server.observability.settings import ObservabilitySettings
 from switchboard_server.observability.setup import Observability
-from tests.scaffold_module import ScriptedServicer
+from tests.support.scaffold_module import ScriptedServicer
 
 FAILING = (
     ("", "INVALID_ARGUMENT"),  # a domain error, mapped by the interceptor
@@ -38,7 +38,7 @@ class _Servicer(ScriptedServicer):
     """Also ends calls through the context itself, as a servicer may."""
 
     async def Classify(
-        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ClassifyResponse:
         if request.text == "abort":
             await context.abort(grpc.StatusCode.UNAVAILABLE, "gone away")
@@ -62,7 +62,10 @@ async def _spans() -> list[ReadableSpan]:
     provider = observability.tracer_provider
     assert isinstance(provider, TracerProvider)
     server = grpc.aio.server(interceptors=observability.server_interceptors())
-    pb_grpc.add_ClassificationServiceServicer_to_server(_Servicer(), server)
+    pb_grpc.add_ClassificationServiceServicer_to_server(
+        _Servicer(),  # type: ignore[abstract]  # serves Classify only
+        server,
+    )
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -95,7 +98,7 @@ async def _spans() -> list[ReadableSpan]:
 
 def _shape(span: ReadableSpan) -> dict[str, Any]:
     attributes = dict(span.attributes or {})
-    assert attributes.pop("net.peer.port").isdigit()  # each server's own client port
+    assert str(attributes.pop("net.peer.port")).isdigit()  # each server's own client port
     parent = span.parent
     return {
         "name": span.name,

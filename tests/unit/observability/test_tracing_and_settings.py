@@ -9,6 +9,7 @@ import grpc
 import pytest
 import structlog
 from opentelemetry import context, propagate, trace
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from opentelemetry.util.types import AttributeValue
@@ -23,7 +24,13 @@ from switchboard_server.observability.tracing import (
     domain_span,
     tracing_enabled,
 )
-from tests.observability_support import captured_logs
+from tests.support.observability import captured_logs
+
+
+def shutdown(provider: trace.TracerProvider) -> None:
+    """Flush and stop a provider ``build_tracer_provider`` made (an SDK one)."""
+    assert isinstance(provider, SdkTracerProvider)
+    provider.shutdown()
 
 
 def test_domain_spans_nest_and_carry_attributes_and_errors() -> None:
@@ -37,7 +44,7 @@ def test_domain_spans_nest_and_carry_attributes_and_errors() -> None:
         outer.set_attribute("confidence_bucket", confidence_bucket(0.87))
     with pytest.raises(RuntimeError), domain_span(provider, "remember"):
         raise RuntimeError("store down")
-    provider.shutdown()
+    shutdown(provider)
     spans = {s.name: s for s in exporter.get_finished_spans()}
     assert spans["classify"].parent is not None
     assert spans["classify"].parent.span_id == spans["compose"].context.span_id
@@ -72,7 +79,7 @@ def test_sampling_defaults_to_a_tenth_of_new_traces_and_follows_the_caller(
                 assert span.is_recording() is recorded
         finally:
             context.detach(token)
-    provider.shutdown()
+    shutdown(provider)
 
 
 def test_sample_ratio_zero_samples_no_new_trace_but_keeps_ids() -> None:
@@ -82,7 +89,7 @@ def test_sample_ratio_zero_samples_no_new_trace_but_keeps_ids() -> None:
     with domain_span(provider, "retrieve") as span:
         assert span.get_span_context().trace_id != 0
         assert not span.get_span_context().trace_flags.sampled
-    provider.shutdown()
+    shutdown(provider)
     assert exporter.get_finished_spans() == ()
 
 
@@ -144,7 +151,7 @@ def test_json_logs_carry_logger_level_and_trace_ids() -> None:
         with domain_span(provider, "retrieve") as span:
             log.info("retrieved", sources=2)
         log.debug("hidden")
-    provider.shutdown()
+    shutdown(provider)
     (line,) = logs.lines()
     ctx = span.get_span_context()
     assert line["event"] == "retrieved"

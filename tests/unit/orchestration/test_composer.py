@@ -18,8 +18,7 @@ from switchboard_server.orchestration.values import (
     Source,
     SourceKind,
 )
-
-from .fakes import PASSAGE
+from tests.support.orchestration import PASSAGE
 
 MEMORY = Source(SourceKind.MEMORY, "m-1", "User: I like jazz", 0.9)
 

@@ -21,9 +21,7 @@ from switchboard_server.orchestration.values import (
     Intent,
     Retrieved,
 )
-
-from .fakes import PASSAGE, FakeClassifier, FakeContext, MemoryLog
-from .test_orchestration_domain import rules
+from tests.support.orchestration import PASSAGE, FakeClassifier, FakeContext, MemoryLog, rules
 
 
 @dataclass

@@ -8,7 +8,6 @@ import time
 import pytest
 
 from switchboard_server.errors import DeadlineExceeded
-from switchboard_server.orchestration.composer import RuleComposer, default_registry
 from switchboard_server.orchestration.domain import ChatPipeline, PipelineConfig
 from switchboard_server.orchestration.ports import DependencyFailed
 from switchboard_server.orchestration.values import (
@@ -21,14 +20,9 @@ from switchboard_server.orchestration.values import (
     StageEvent,
     StageStatus,
 )
-
-from .fakes import PASSAGE, FakeClassifier, FakeContext, MemoryLog
+from tests.support.orchestration import PASSAGE, FakeClassifier, FakeContext, MemoryLog, rules
 
 CONFIG = PipelineConfig(margin_s=0.01, classify_timeout_s=0.5, context_timeout_s=0.5)
-
-
-def rules() -> RuleComposer:
-    return RuleComposer(default_registry("general/fallback"), min_relevance=0.05, alternatives=3)
 
 
 def make(

@@ -9,8 +9,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from switchboard_server.orchestration.composer import RuleComposer, default_registry
 from switchboard_server.orchestration.domain import ChatPipeline, PipelineConfig
 from switchboard_server.orchestration.values import ChatOptions
-
-from .fakes import FakeClassifier, FakeContext, MemoryLog
+from tests.support.orchestration import FakeClassifier, FakeContext, MemoryLog
 
 MESSAGE = "wake me up at 7 tomorrow"
 
@@ -42,8 +41,9 @@ async def test_each_stage_is_a_child_span_of_the_turn_with_bounded_attributes() 
     assert set(spans) == {"Chat", "chat.classify", "chat.retrieve", "chat.compose", "chat.remember"}
     root_id = root.get_span_context().span_id
     for name in ("chat.classify", "chat.retrieve", "chat.compose", "chat.remember"):
-        assert spans[name].parent is not None
-        assert spans[name].parent.span_id == root_id
+        parent = spans[name].parent
+        assert parent is not None
+        assert parent.span_id == root_id
     classify = spans["chat.classify"].attributes or {}
     assert classify["intent.l1"] == "alarm"
     assert classify["intent.confidence_bucket"] in {f"0.{i}-{(i + 1) / 10:.1f}" for i in range(10)}

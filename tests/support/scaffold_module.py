@@ -8,6 +8,7 @@ depending on the real classifier.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 
@@ -25,7 +26,7 @@ class ScriptedServicer(pb_grpc.ClassificationServiceServicer):
         self.call_started = asyncio.Event()
 
     async def Classify(
-        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ClassifyResponse:
         self.started_calls += 1
         self.call_started.set()
@@ -49,7 +50,7 @@ class ScriptedModule:
     """ServiceModule whose readiness is controlled by the test through ``ready``."""
 
     def __init__(self) -> None:
-        self.servicer = ScriptedServicer()
+        self.servicer = ScriptedServicer()  # type: ignore[abstract]  # serves Classify only
         self.ready = asyncio.Event()
         self.stopped = False
 

@@ -1,4 +1,4 @@
-"""Helpers of the context-service tests (servers, settings, error details)."""
+"""Helpers of the context-service tests: a real redis-server, settings, a running server."""
 
 from __future__ import annotations
 
@@ -15,23 +15,12 @@ import grpc
 import redis
 
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
-from switchboard_server.app import AppServer, create_server
+from switchboard_server.app import AppServer
 from switchboard_server.config import CoreSettings, ServiceName, Settings
 from switchboard_server.context.settings import ContextSettings
-from tests.ports import free_port as free_port
+from switchboard_server.testing import start_services, stop_process
 
 STORES = ("sqlite", "redis")
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
-    """Terminate by PID, then kill if it does not exit in time."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
 
 
 def start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
@@ -81,17 +70,18 @@ class Running:
     server: AppServer
     port: int
     channel: grpc.aio.Channel
-    stub: pb_grpc.ContextServiceStub
+    stub: pb_grpc.ContextServiceAsyncStub
 
 
 @contextlib.asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Running]:
     """A started context server on port 0 and a channel to it; stopped on exit."""
-    server, port = await create_server(settings, ServiceName.CONTEXT, "127.0.0.1:0")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        await server.start()
-        yield Running(server, port, channel, pb_grpc.ContextServiceStub(channel))
-    finally:
-        await channel.close()
-        await server.stop(0)
+    service = ServiceName.CONTEXT
+    async with start_services(settings.core.data_dir, [service], settings=settings) as started:
+        channel = started.channel(service)
+        yield Running(
+            started.servers[service],
+            started.ports[service],
+            channel,
+            pb_grpc.ContextServiceStub(channel),
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from typing import Any
 
 import grpc
 
@@ -33,7 +34,7 @@ class FaultState:
         self.last_call_at = 0.0  # time.monotonic() of the latest call
         self.last_metadata: dict[str, str] = {}
 
-    async def act(self, method: str, context: grpc.aio.ServicerContext) -> None:
+    async def act(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         self.calls[method] += 1
         self.last_metadata = {
             k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)
@@ -50,7 +51,7 @@ class FakeClassification(cls_grpc.ClassificationServiceServicer):
         self.state = state
 
     async def Classify(
-        self, request: cls_pb.ClassifyRequest, context: grpc.aio.ServicerContext
+        self, request: cls_pb.ClassifyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> cls_pb.ClassifyResponse:
         await self.state.act("Classify", context)
         return cls_pb.ClassifyResponse(
@@ -63,13 +64,13 @@ class FakeContext(ctx_grpc.ContextServiceServicer):
         self.state = state
 
     async def GetContext(
-        self, request: ctx_pb.GetContextRequest, context: grpc.aio.ServicerContext
+        self, request: ctx_pb.GetContextRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> ctx_pb.GetContextResponse:
         await self.state.act("GetContext", context)
         return ctx_pb.GetContextResponse()
 
     async def AppendMemory(
-        self, request: ctx_pb.AppendMemoryRequest, context: grpc.aio.ServicerContext
+        self, request: ctx_pb.AppendMemoryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> ctx_pb.AppendMemoryResponse:
         await self.state.act("AppendMemory", context)
         if request.session_id.startswith("sleep:"):  # a slow write, for drain tests
@@ -91,10 +92,12 @@ class FakeModule:
     def register(self, server: grpc.aio.Server) -> None:
         if self.service == CLASSIFICATION:
             cls_grpc.add_ClassificationServiceServicer_to_server(
-                FakeClassification(self.state), server
+                FakeClassification(self.state),  # type: ignore[abstract]  # serves Classify only
+                server,
             )
         else:
-            ctx_grpc.add_ContextServiceServicer_to_server(FakeContext(self.state), server)
+            fake = FakeContext(self.state)  # type: ignore[abstract]  # GetContext, AppendMemory only
+            ctx_grpc.add_ContextServiceServicer_to_server(fake, server)
 
     async def start(self) -> None:
         return None

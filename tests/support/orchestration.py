@@ -1,4 +1,4 @@
-"""In-memory fakes of the pipeline's ports."""
+"""In-memory fakes of the chat pipeline's ports, and the rule composer it falls back to."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from switchboard_server.orchestration.composer import RuleComposer, default_registry
 from switchboard_server.orchestration.ports import DependencyFailed
 from switchboard_server.orchestration.values import (
     Intent,
@@ -16,6 +17,11 @@ from switchboard_server.orchestration.values import (
     Turn,
     TurnPage,
 )
+
+
+def rules() -> RuleComposer:
+    return RuleComposer(default_registry("general/fallback"), min_relevance=0.05, alternatives=3)
+
 
 PASSAGE = Source(
     SourceKind.KNOWLEDGE,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -26,3 +28,12 @@ def error_details(exc: grpc.aio.AioRpcError) -> tuple[error_details_pb2.ErrorInf
 def violated_fields(exc: grpc.aio.AioRpcError) -> list[str]:
     """The field names of the BadRequest in the trailers."""
     return error_details(exc)[1]
+
+
+def trailing_metadata(exc: grpc.aio.AioRpcError) -> dict[str, str | bytes]:
+    """The trailers of a failed call as a dict.
+
+    grpc-stubs types ``AioRpcError.trailing_metadata()`` as the sync call's tuple; at
+    run time it is a ``grpc.aio.Metadata``.
+    """
+    return dict(cast(grpc.aio.Metadata, exc.trailing_metadata()))

@@ -36,7 +36,7 @@ SERVICE = "switchboard.classification.v1.ClassificationService"
 
 class RelayServicer(pb_grpc.ClassificationServiceServicer):
     def __init__(self) -> None:
-        self.downstream: pb_grpc.ClassificationServiceStub | None = None
+        self.downstream: pb_grpc.ClassificationServiceAsyncStub | None = None
 
     async def Classify(
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -66,7 +66,7 @@ class RelayModule:
     """ServiceModule; ``runtime`` and ``downstream_target`` are set before ``start``."""
 
     def __init__(self, downstream_target: str | None = None) -> None:
-        self.servicer = RelayServicer()
+        self.servicer = RelayServicer()  # type: ignore[abstract]  # Classify, ClassifyStream
         self.downstream_target = downstream_target
         self.runtime: Runtime | None = None
         self._channel: grpc.aio.Channel | None = None
@@ -88,7 +88,7 @@ class RelayModule:
 
     async def stop(self) -> None:
         if self._channel is not None:
-            await self._channel.close()
+            await self._channel.close(None)
 
 
 @asynccontextmanager
@@ -108,7 +108,7 @@ async def serving(settings: Settings, module: RelayModule) -> AsyncIterator[tupl
 @asynccontextmanager
 async def relayed(
     settings: Settings,
-) -> AsyncIterator[tuple[AppServer, AppServer, pb_grpc.ClassificationServiceStub]]:
+) -> AsyncIterator[tuple[AppServer, AppServer, pb_grpc.ClassificationServiceAsyncStub]]:
     """A relay server in front of a downstream one: (relay, downstream, relay's stub)."""
     async with serving(settings, RelayModule()) as (downstream, downstream_port):
         relay = RelayModule(downstream_target=f"127.0.0.1:{downstream_port}")

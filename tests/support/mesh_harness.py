@@ -13,6 +13,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -22,8 +23,8 @@ from switchboard_server.mesh.envoy import cluster_hosts, counters, envoy_command
 from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, Topology, make_plan
-from tests.mesh.fakes import CLASSIFICATION, CONTEXT, FakeModule
-from tests.ports import PortPool as PortPool
+from switchboard_server.testing import PortPool
+from tests.support.mesh_fakes import CLASSIFICATION, CONTEXT, FakeModule
 
 READY_TIMEOUT_S = 30.0
 _SERVICES = {"classification": CLASSIFICATION, "context": CONTEXT}
@@ -47,7 +48,7 @@ class Mesh:
     async def edge_stats(self) -> dict[str, int]:
         return await counters(self.http, self.plan.edge_admin_port)
 
-    async def edge_hosts(self) -> dict[str, list[object]]:
+    async def edge_hosts(self) -> dict[str, list[Any]]:
         return await cluster_hosts(self.http, self.plan.edge_admin_port)
 
     def edge_log(self) -> str:
@@ -129,7 +130,7 @@ async def wait_healthy(mesh: Mesh, cluster: str, count: int, timeout_s: float = 
     deadline = loop.time() + timeout_s
     while True:
         hosts = (await mesh.edge_hosts()).get(cluster, [])
-        healthy = [h for h in hosts if not h[1]]  # type: ignore[index]
+        healthy = [h for h in hosts if not h[1]]
         if len(healthy) >= count:
             return
         if loop.time() > deadline:

@@ -1,0 +1,70 @@
+"""switchboard_server.testing: distinct, bindable loopback ports below the kernel's
+ephemeral range, and waiting for SERVING that fails instead of hanging."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+
+from switchboard_server.testing import (
+    PortPool,
+    ServerExited,
+    _ephemeral_low,
+    free_port,
+    wait_serving,
+    wait_serving_async,
+)
+
+
+def test_ports_are_distinct_free_and_below_the_ephemeral_range() -> None:
+    pool = PortPool()
+    held = socket.socket()  # a port taken meanwhile is skipped
+    try:
+        first = pool()
+        held.bind(("127.0.0.1", first + 1))
+        ports = [first] + [pool() for _ in range(30)]
+        assert first + 1 not in ports
+        assert len(set(ports)) == len(ports)
+        assert all(1024 <= port < _ephemeral_low() for port in ports)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", ports[-1]))  # free when handed out
+    finally:
+        held.close()
+
+
+def test_a_strided_port_has_its_partner_free_and_reserved() -> None:
+    pool = PortPool()
+    port = pool(stride=5)
+    later = [pool() for _ in range(10)]
+    assert port + 5 not in later  # replica 1's port is not handed out again
+
+
+def test_waiting_on_a_server_that_exits_fails_at_once_with_its_message() -> None:
+    process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    process.wait(10)
+    started = time.monotonic()
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{free_port()}") as channel,
+        pytest.raises(ServerExited, match="log tail"),
+    ):
+        wait_serving(channel, process, timeout=30, exited=lambda: "log tail")
+    assert time.monotonic() - started < 5
+
+
+def test_waiting_on_nothing_times_out() -> None:
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{free_port()}") as channel,
+        pytest.raises(TimeoutError),
+    ):
+        wait_serving(channel, timeout=0.3, interval=0.05)
+
+
+async def test_the_async_wait_times_out_too() -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
+        with pytest.raises(TimeoutError):
+            await wait_serving_async(channel, timeout=0.3, interval=0.05)
