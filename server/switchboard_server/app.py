@@ -19,19 +19,14 @@ from typing import Any, Literal, TypeVar, cast
 import grpc
 import structlog
 import uvloop
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
-# grpc_health and grpc_reflection expose their asyncio servicers as `health.aio` and
-# `reflection.aio`, aliases mypy cannot follow.
-from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from grpc_reflection.v1alpha._async import ReflectionServicer as AsyncReflectionServicer
+from grpc_health.v1 import health_pb2
 from prometheus_client import CollectorRegistry
 
 from switchboard_server.config import ServiceName, Settings
 from switchboard_server.observability.setup import Observability
 from switchboard_server.registry import build_service
 from switchboard_server.service import Runtime, ServiceModule
+from switchboard_server.standard_services import HealthServicer, add_health, add_reflection
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +89,7 @@ class AppServer:
         self,
         server: grpc.aio.Server,
         module: ServiceModule,
-        health_servicer: AsyncHealthServicer,
+        health_servicer: HealthServicer,
         runtime: Runtime,
         observability: Observability,
     ) -> None:
@@ -175,16 +170,12 @@ async def create_server(
         ],
         maximum_concurrent_rpcs=settings.core.max_concurrent_rpcs,
     )
-    health_servicer = AsyncHealthServicer()
     # only the add_*_to_server functions get it; they use nothing else of a server
     registry = cast(grpc.aio.Server, _GenericHandlersOnly(server))
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry)
+    health_servicer = add_health(registry)
     module.register(registry)
     observability.server_metrics.initialize(module.service_names)
-    names = (*module.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        AsyncReflectionServicer(names), registry
-    )
+    add_reflection(registry, module.service_names)
     address = bind or f"{settings.core.host}:{settings.core.port_for(service)}"
     port = server.add_insecure_port(address)
     if port == 0:
