@@ -45,6 +45,7 @@ class FrontDoor:
         self.interval_s = interval_s
         self.grace_s = grace_s
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def set_statuses(self, statuses: Statuses) -> None:
         for service, serving in statuses.items():
@@ -63,6 +64,9 @@ class FrontDoor:
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING at once (Watch callers see it), then drain within the grace."""
+        if self._stopped:
+            return
+        self._stopped = True
         await self.health.enter_graceful_shutdown()
         if self._task is not None:
             self._task.cancel()
@@ -80,11 +84,13 @@ async def create_frontdoor(
     *,
     interval_s: float,
     grace_s: float,
+    client: httpx.AsyncClient | None = None,
 ) -> tuple[FrontDoor, int]:
     """A front door for ``exposed`` (service name -> edge cluster) bound to ``bind``.
 
     Statuses come from the edge Envoy's admin on ``edge_admin_port``, every
-    ``interval_s``. Reflection lists and describes every exposed service.
+    ``interval_s`` (through ``client``, closed on stop). Reflection lists and describes
+    every exposed service.
     """
     for service in exposed:
         service_methods(service)  # imports its generated code: reflection describes it
@@ -94,5 +100,5 @@ async def create_frontdoor(
     port = server.add_insecure_port(bind)
     if port == 0:
         raise OSError(f"could not bind {bind}")
-    poller = EdgePoller(edge_admin_port, exposed, httpx.AsyncClient())
+    poller = EdgePoller(edge_admin_port, exposed, client or httpx.AsyncClient())
     return FrontDoor(server, health, poller, interval_s=interval_s, grace_s=grace_s), port
