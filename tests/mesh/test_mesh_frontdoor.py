@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -25,12 +26,17 @@ pytestmark = pytest.mark.mesh
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-FAST = {
-    "health_interval_s": 0.2,
-    "health_timeout_s": 0.5,
-    "health_unhealthy_threshold": 2,
-    "health_healthy_threshold": 1,
-}
+
+
+def _fast(**overrides: Any) -> MeshSettings:
+    """Health checking every 0.2 s; the timeout stays generous for a loaded machine."""
+    return MeshSettings(
+        health_interval_s=0.2,
+        health_timeout_s=0.5,
+        health_unhealthy_threshold=2,
+        health_healthy_threshold=1,
+        **overrides,
+    )
 
 
 async def _check(channel: grpc.aio.Channel, service: str) -> str:
@@ -71,7 +77,7 @@ async def test_health_through_the_edge_follows_each_service(
     """Check answers for every exposed service and overall; a service with no healthy
     replica is NOT_SERVING (and so is ""), the others stay SERVING; Watch streams it,
     for longer than the route timeout of Check and reflection."""
-    settings = MeshSettings(**FAST, ops_timeout_s=1.0)
+    settings = _fast(ops_timeout_s=1.0)
     topo = sub_topology(topology, {"classification": 2, "context": 1})
     serving = {"": "SERVING", CLASSIFICATION: "SERVING", CONTEXT: "SERVING"}
     down = {"": "NOT_SERVING", CLASSIFICATION: "NOT_SERVING", CONTEXT: "SERVING"}
@@ -123,7 +129,7 @@ async def test_health_through_the_edge_follows_each_service(
 async def test_a_killed_replica_set_is_not_serving_then_back(
     topology: Topology, tmp_path: Path
 ) -> None:
-    settings = MeshSettings(**FAST)
+    settings = _fast()
     topo = sub_topology(topology, {"classification": 1, "context": 1})
     async with running_mesh(topo, settings, tmp_path) as mesh:
         await wait_healthy(mesh, "context", 1)
@@ -137,7 +143,7 @@ async def test_a_killed_replica_set_is_not_serving_then_back(
 
 async def test_health_probes_skip_the_edge_rate_limit(topology: Topology, tmp_path: Path) -> None:
     """Probes take no tokens: a busy edge does not fail its own liveness probes."""
-    settings = MeshSettings(**FAST, edge_rate_limit_rps=1, edge_rate_limit_burst=2)
+    settings = _fast(edge_rate_limit_rps=1, edge_rate_limit_burst=2)
     topo = sub_topology(topology, {"classification": 1})
     async with running_mesh(topo, settings, tmp_path) as mesh:
         await wait_healthy(mesh, "classification", 1)
@@ -165,7 +171,7 @@ async def test_reflection_through_the_edge_lists_every_exposed_service(
     topology: Topology, tmp_path: Path
 ) -> None:
     topo = sub_topology(topology, {"classification": 1, "context": 1})
-    async with running_mesh(topo, MeshSettings(**FAST), tmp_path) as mesh:
+    async with running_mesh(topo, _fast(), tmp_path) as mesh:
         await wait_healthy(mesh, "classification", 1)
         async with grpc.aio.insecure_channel(mesh.edge) as channel:
             listed, described = await _reflect(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import message_factory
 from grpc_reflection.v1alpha import reflection_pb2
 
@@ -29,7 +31,7 @@ def test_the_v1_descriptor_describes_the_same_messages_as_v1alpha() -> None:
 
 def test_a_v1alpha_message_reads_as_v1() -> None:
     pool = reflection_pool([CLASSIFICATION])
-    v1_request = message_factory.GetMessageClass(
+    v1_request: Any = message_factory.GetMessageClass(
         pool.FindMessageTypeByName("grpc.reflection.v1.ServerReflectionRequest")
     )
     alpha = reflection_pb2.ServerReflectionRequest(
