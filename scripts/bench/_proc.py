@@ -71,6 +71,7 @@ def mesh_env(tmp: Path, ports: PortPool) -> dict[str, str]:
         "SWITCHBOARD_MESH_TOPOLOGY_FILE": str(topology),
         "SWITCHBOARD_MESH_EDGE_PORT": str(ports()),
         "SWITCHBOARD_MESH_EDGE_ADMIN_PORT": str(ports()),
+        "SWITCHBOARD_MESH_FRONTDOOR_PORT": str(ports()),
     }
 
 

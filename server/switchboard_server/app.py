@@ -14,19 +14,19 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Coroutine, Sequence
-from typing import Any, Literal, Protocol, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import grpc
 import structlog
 import uvloop
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_health.v1 import health_pb2
 from prometheus_client import CollectorRegistry
 
 from switchboard_server.config import ServiceName, Settings
 from switchboard_server.observability.setup import Observability
 from switchboard_server.registry import build_service
 from switchboard_server.service import Runtime, ServiceModule
+from switchboard_server.standard_services import HealthServicer, add_health, add_reflection
 
 log = structlog.get_logger(__name__)
 
@@ -80,15 +80,6 @@ class _GenericHandlersOnly:
         """Nothing to do: the generic handler added with them serves these methods."""
 
 
-class HealthServing(Protocol):
-    """What the server uses of ``grpc_health.v1.health.aio.HealthServicer``, the public
-    asyncio servicer (grpc-stubs does not describe ``health.aio`` nor ``reflection.aio``)."""
-
-    async def set(self, service: str, status: Any) -> None: ...
-
-    async def enter_graceful_shutdown(self) -> None: ...
-
-
 class AppServer:
     """A started-or-not gRPC server plus its service module, health and observability."""
 
@@ -96,7 +87,7 @@ class AppServer:
         self,
         server: grpc.aio.Server,
         module: ServiceModule,
-        health_servicer: HealthServing,
+        health_servicer: HealthServicer,
         runtime: Runtime,
         observability: Observability,
     ) -> None:
@@ -177,15 +168,12 @@ async def create_server(
         ],
         maximum_concurrent_rpcs=settings.core.max_concurrent_rpcs,
     )
-    health_servicer = cast(HealthServing, health.aio.HealthServicer())  # type: ignore[attr-defined]
     # only the add_*_to_server functions get it; they use nothing else of a server
     registry = cast(grpc.aio.Server, _GenericHandlersOnly(server))
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry)
+    health_servicer = add_health(registry)
     module.register(registry)
     observability.server_metrics.initialize(module.service_names)
-    names = (*module.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
-    reflection_servicer = reflection.aio.ReflectionServicer(names)  # type: ignore[attr-defined]
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_servicer, registry)
+    add_reflection(registry, module.service_names)
     address = bind or f"{settings.core.host}:{settings.core.port_for(service)}"
     port = server.add_insecure_port(address)
     if port == 0:

@@ -63,6 +63,25 @@ async def test_buf_curl_lists_methods_by_reflection(port: int) -> None:
     assert "grpc.health.v1.Health/Check" in methods
 
 
+@pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])
+async def test_both_reflection_versions_list_and_describe(port: int, protocol: str) -> None:
+    """grpcurl >= 1.9 and buf curl ask grpc.reflection.v1 first; older tools v1alpha."""
+    base = f"http://127.0.0.1:{port}"
+    code, out, err = await buf_curl("--reflect-protocol", protocol, "--list-services", base)
+    assert code == 0, err
+    assert set(out.split()) == {
+        SERVICE,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+    # a call needs the method's schema: file_containing_symbol over that version
+    url = f"{base}/{SERVICE}/Classify"
+    code, out, err = await buf_curl("--reflect-protocol", protocol, "-d", '{"text": "hi"}', url)
+    assert code == 0, err
+    assert json.loads(out)["classification"]["intent"] == "test/echo"
+
+
 async def test_buf_curl_calls_a_method_and_sees_errors(port: int) -> None:
     url = f"http://127.0.0.1:{port}/{SERVICE}/Classify"
     code, out, err = await buf_curl("-d", '{"text": "hello"}', url)

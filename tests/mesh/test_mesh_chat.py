@@ -1,4 +1,5 @@
-"""A chat turn through the edge of the real mesh, and `buf curl` through it by reflection.
+"""A chat turn through the edge of the real mesh, `buf curl` through it by reflection,
+and health and reflection at the edge for every service (the front door).
 
 Runs `switchboard up --detach` with the real services on free ports, then `down`.
 """
@@ -17,6 +18,8 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
@@ -28,6 +31,8 @@ pytestmark = pytest.mark.mesh
 ROOT = Path(__file__).parents[2]
 BUF = ROOT / "node_modules" / ".bin" / "buf"
 ORCHESTRATION = "switchboard.orchestration.v1.OrchestrationService"
+CLASSIFICATION = "switchboard.classification.v1.ClassificationService"
+CONTEXT = "switchboard.context.v1.ContextService"
 
 
 def _topology(ports: PortPool) -> dict[str, object]:
@@ -64,6 +69,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "SWITCHBOARD_MESH_TOPOLOGY_FILE": str(topology),
         "SWITCHBOARD_MESH_EDGE_PORT": str(edge_port),
         "SWITCHBOARD_MESH_EDGE_ADMIN_PORT": str(ports()),
+        "SWITCHBOARD_MESH_FRONTDOOR_PORT": str(ports()),
         "SWITCHBOARD_MESH_TRACE_RECEIVER": "false",
         "SWITCHBOARD_MESH_STARTUP_TIMEOUT_S": "180",
         # generous peer deadlines: a loaded test machine must not turn into "degraded"
@@ -127,3 +133,61 @@ def test_buf_curl_through_the_edge_by_reflection(edge: str) -> None:
     )
     assert called.returncode == 0, called.stderr
     assert json.loads(called.stdout)["reply"]
+
+
+def _buf_curl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BUF), "curl", "--protocol", "grpc", "--http2-prior-knowledge", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_health_through_the_edge_for_every_service(edge: str) -> None:
+    with grpc.insecure_channel(edge) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", ORCHESTRATION, CLASSIFICATION, CONTEXT):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+        watch = stub.Watch(health_pb2.HealthCheckRequest(service=CONTEXT), timeout=5)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
+
+
+@pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])
+def test_reflection_through_the_edge_lists_and_describes_every_service(
+    edge: str, protocol: str
+) -> None:
+    listed = _buf_curl("--reflect-protocol", protocol, "--list-services", f"http://{edge}")
+    assert listed.returncode == 0, listed.stderr
+    assert set(listed.stdout.split()) == {
+        ORCHESTRATION,
+        CLASSIFICATION,
+        CONTEXT,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+    # calling by reflection needs the method described, in that protocol version
+    called = _buf_curl(
+        "--reflect-protocol",
+        protocol,
+        "-d",
+        json.dumps({"text": "wake me up at 7 am"}),
+        f"http://{edge}/{CLASSIFICATION}/Classify",
+    )
+    assert called.returncode == 0, called.stderr
+    assert json.loads(called.stdout)["classification"]["intent"]
+
+
+def test_a_v1alpha_client_describes_a_classification_message(edge: str) -> None:
+    request = reflection_pb2.ServerReflectionRequest(
+        file_containing_symbol="switchboard.classification.v1.ClassifyRequest"
+    )
+    with grpc.insecure_channel(edge) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        [reply] = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+    files = reply.file_descriptor_response.file_descriptor_proto
+    assert any(b"ClassifyRequest" in f and b"switchboard.classification.v1" in f for f in files)

@@ -31,7 +31,7 @@ from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
 from switchboard_server.mesh.processes import pid_alive
 from switchboard_server.testing import PortPool
-from tests.support.mesh_fakes import CLASSIFICATION
+from tests.support.mesh_fakes import CLASSIFICATION, CONTEXT
 
 pytestmark = pytest.mark.mesh
 
@@ -59,6 +59,7 @@ def mesh_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         "SWITCHBOARD_MESH_TOPOLOGY_FILE": str(topology),
         "SWITCHBOARD_MESH_EDGE_PORT": str(ports()),
         "SWITCHBOARD_MESH_EDGE_ADMIN_PORT": str(ports()),
+        "SWITCHBOARD_MESH_FRONTDOOR_PORT": str(ports()),
         "SWITCHBOARD_MESH_REPLICA_PORT_STRIDE": str(STRIDE),
         "SWITCHBOARD_MESH_APP_MODULE": "tests.mesh.fake_app",
         "SWITCHBOARD_MESH_TRACE_RECEIVER": "true",
@@ -165,10 +166,13 @@ def test_up_restarts_a_dead_child_and_down_drains_everything(
             "classification-1.sidecar",
             "context-0.sidecar",
             "edge",
+            "frontdoor",
         }
         assert all(p["health"] == "SERVING" for p in names.values()), names
 
         edge = f"127.0.0.1:{mesh_env['SWITCHBOARD_MESH_EDGE_PORT']}"
+        # health through the edge, per exposed service, from the front door
+        assert all(_serving(edge, s) for s in ("", CLASSIFICATION, CONTEXT))
         with grpc.insecure_channel(edge) as channel:
             stub = cls_grpc.ClassificationServiceStub(channel)
             for i in range(20):

@@ -122,6 +122,7 @@ def turn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Turn]:
         "SWITCHBOARD_MESH_TOPOLOGY_FILE": str(tmp / "topology.yaml"),
         "SWITCHBOARD_MESH_EDGE_PORT": str(ports()),
         "SWITCHBOARD_MESH_EDGE_ADMIN_PORT": str(ports()),
+        "SWITCHBOARD_MESH_FRONTDOOR_PORT": str(ports()),
         "SWITCHBOARD_MESH_TRACE_RECEIVER": "true",
         "SWITCHBOARD_OBS_RECEIVER_PORT": str(ports()),
         "SWITCHBOARD_OBS_RECEIVER_QUERY_PORT": str(ports()),

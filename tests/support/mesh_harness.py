@@ -19,6 +19,8 @@ import httpx
 
 from switchboard_server.app import AppServer, create_server
 from switchboard_server.config import CoreSettings, ServiceName, Settings
+from switchboard_server.frontdoor.server import FrontDoor, create_frontdoor
+from switchboard_server.mesh.edge_frontdoor import exposed_services
 from switchboard_server.mesh.envoy import cluster_hosts, counters, envoy_command, is_ready
 from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.settings import MeshSettings
@@ -36,6 +38,7 @@ class Mesh:
     settings: MeshSettings
     apps: dict[str, AppServer] = field(default_factory=dict)
     modules: dict[str, FakeModule] = field(default_factory=dict)
+    frontdoor: FrontDoor | None = None
     envoys: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
     admin_ports: dict[str, int] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
@@ -80,6 +83,14 @@ async def running_mesh(
             await server.start()
             mesh.apps[replica.name] = server
             mesh.modules[replica.name] = module
+        mesh.frontdoor, _ = await create_frontdoor(
+            exposed_services(topology),
+            plan.edge_admin_port,
+            f"127.0.0.1:{plan.frontdoor_port}",
+            interval_s=settings.health_interval_s,
+            grace_s=0,
+        )
+        await mesh.frontdoor.start()
         paths = write_configs(render_all(plan, settings, otlp_endpoint), tmp / "envoy")
         mesh.admin_ports = {"edge": plan.edge_admin_port} | {
             f"{r.name}.sidecar": r.admin_port for r in plan.all_replicas()
@@ -103,6 +114,8 @@ async def running_mesh(
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGKILL)
             await proc.wait()
+        if mesh.frontdoor is not None:
+            await mesh.frontdoor.stop()
         for server in mesh.apps.values():
             await server.stop(0)
         await mesh.http.aclose()

@@ -14,8 +14,9 @@ from pathlib import Path
 import yaml
 
 from switchboard_server.mesh.clusters import OTLP_CLUSTER, cluster, otlp_cluster, service_cluster
+from switchboard_server.mesh.edge_frontdoor import frontdoor_cluster, frontdoor_routes
 from switchboard_server.mesh.envoy_config import Config, address, seconds, typed
-from switchboard_server.mesh.routes import HEALTH_SERVICE, ops_routes, service_routes
+from switchboard_server.mesh.routes import HEALTH_SERVICE, service_routes
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, Replica
 
@@ -249,7 +250,7 @@ def render_edge(
     routes: list[Config] = []
     for name in services:
         routes += service_routes(plan.topology.services[name], name, settings, retries=True)
-    routes += ops_routes(services[0], settings)
+    routes += frontdoor_routes(settings)
     listener = _listener(
         "edge",
         plan.host,
@@ -263,6 +264,7 @@ def render_edge(
         rate_limit=True,
     )
     clusters = [service_cluster(plan, name, settings) for name in services]
+    clusters.append(frontdoor_cluster(plan, settings))
     return _bootstrap(plan, settings, plan.edge_admin_port, [listener], clusters, otlp_endpoint)
 
 

@@ -85,15 +85,3 @@ def service_routes(
         }
     )
     return routes
-
-
-def ops_routes(cluster: str, settings: MeshSettings) -> list[Config]:
-    """Health and reflection: idempotent, answered by the routed-to app."""
-    return [
-        {
-            "name": f"{prefix.strip('/.')}",
-            "match": {"prefix": prefix, "grpc": {}},
-            "route": route_action(cluster, settings.ops_timeout_s, settings, retry=True),
-        }
-        for prefix in (f"/{HEALTH_SERVICE}/", "/grpc.reflection.")
-    ]

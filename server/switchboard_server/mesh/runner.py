@@ -5,7 +5,8 @@ child (see :mod:`.processes`), waits until each is healthy (apps by gRPC health
 through their sidecar, every Envoy by admin ``/ready``, the whole by gRPC health
 through the edge), writes the state file ``<data_dir>/mesh/state.json`` that
 ``switchboard status``/``stats``/``down`` read, restarts a child that dies (with
-doubling back-off), and on stop drains in order: edge, apps (callers first), sidecars.
+doubling back-off), and on stop drains in order: edge and front door, apps (callers
+first), sidecars.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import httpx
 import structlog
 
 from switchboard_server.config import Settings
+from switchboard_server.mesh.edge_frontdoor import exposed_services
 from switchboard_server.mesh.envoy import admin_url, counters, envoy_command
 from switchboard_server.mesh.health import envoy_ready, grpc_health
 from switchboard_server.mesh.processes import Child, ChildSpec
@@ -63,7 +65,11 @@ def mesh_dir(settings: Settings) -> Path:
 
 def planned_ports(plan: Plan) -> dict[str, int]:
     """Every port the plan listens on, by what listens there."""
-    ports = {"edge": plan.edge_port, "edge admin": plan.edge_admin_port}
+    ports = {
+        "edge": plan.edge_port,
+        "edge admin": plan.edge_admin_port,
+        "frontdoor": plan.frontdoor_port,
+    }
     for r in plan.all_replicas():
         ports |= {
             f"{r.name} app": r.app_port,
@@ -179,10 +185,25 @@ class MeshRunner:
             name = f"{replica.name}.sidecar"
             entries.append(self._envoy(name, "sidecar", configs[name], replica.admin_port))
             self._sidecar_info(entries[-1], replica)
+        entries.append(self._frontdoor())
         edge = self._envoy("edge", "edge", configs["edge"], self.plan.edge_admin_port)
         edge.info["grpc"] = f"{host}:{self.plan.edge_port}"
         entries.append(edge)
         return entries
+
+    def _frontdoor(self) -> Entry:
+        """Health and reflection behind the edge; healthy once every exposed service is
+        (its overall status)."""
+        argv = [self.python, "-m", "switchboard_server.frontdoor"]
+        argv += ["--port", str(self.plan.frontdoor_port)]
+        argv += ["--edge-admin-port", str(self.plan.edge_admin_port)]
+        for service, cluster in exposed_services(self.plan.topology).items():
+            argv += ["--expose", f"{service}={cluster}"]
+        target = f"{self.plan.host}:{self.plan.frontdoor_port}"
+        env = {"SWITCHBOARD_LOG_FORMAT": "json"}
+        return Entry(
+            ChildSpec("frontdoor", "frontdoor", argv, env), Probe("grpc", target), {"grpc": target}
+        )
 
     def _sidecar_info(self, entry: Entry, replica: Replica) -> None:
         entry.info["grpc"] = f"{self.plan.host}:{replica.sidecar_port}"
@@ -314,7 +335,7 @@ class MeshRunner:
         self._write("stopping")
         timeout = self.mesh.stop_timeout_s
         callers_first = sorted(self.plan.topology.services.values(), key=lambda s: -len(s.calls))
-        order = [["edge"]]
+        order = [["edge", "frontdoor"]]  # the front door goes NOT_SERVING as the edge drains
         order += [[r.name for r in self.plan.replicas[s.name]] for s in callers_first]
         order.append([n for n in self.children if n.endswith(".sidecar")])
         order.append([n for n in self.children if n not in {x for g in order for x in g}])

@@ -28,6 +28,12 @@ class MeshSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address every app and Envoy binds.")
     edge_port: int = Field(default=8080, ge=1, le=65535, description="Edge Envoy gRPC port.")
     edge_admin_port: int = Field(default=9901, ge=1, le=65535, description="Edge Envoy admin port.")
+    frontdoor_port: int = Field(
+        default=9900,
+        ge=1,
+        le=65535,
+        description="The front door (health and reflection behind the edge), on loopback.",
+    )
     replica_port_stride: int = Field(
         default=100,
         ge=1,

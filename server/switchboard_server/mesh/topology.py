@@ -268,6 +268,7 @@ class Plan:
     host: str
     edge_port: int
     edge_admin_port: int
+    frontdoor_port: int
     replicas: Mapping[str, tuple[Replica, ...]]
 
     def all_replicas(self) -> list[Replica]:
@@ -311,5 +312,6 @@ def make_plan(
         host=settings.host,
         edge_port=port("edge", settings.edge_port),
         edge_admin_port=port("edge.admin", settings.edge_admin_port),
+        frontdoor_port=port("frontdoor", settings.frontdoor_port),
         replicas=replicas,
     )
