@@ -56,9 +56,10 @@ def _field(field: FieldDescriptor) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if field.is_repeated:
         out["rule"] = "repeated"
-    if field.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_ENUM):
-        target = field.message_type if field.message_type else field.enum_type
-        out["type"] = f".{target.full_name}"
+    if field.message_type is not None:
+        out["type"] = f".{field.message_type.full_name}"
+    elif field.enum_type is not None:
+        out["type"] = f".{field.enum_type.full_name}"
     else:
         out["type"] = _SCALARS[field.type]
     out["id"] = field.number

@@ -30,6 +30,9 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// replaceChildren without the absent (null) ones.
+const fill = (node, ...children) => node.replaceChildren(...children.filter(Boolean));
+
 function newSessionId() {
   const bytes = crypto.getRandomValues(new Uint8Array(8));
   return "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -91,7 +94,7 @@ class TurnView {
     }
     const status = event.status.replace("STAGE_STATUS_", "").toLowerCase();
     row.dataset.status = status;
-    row.replaceChildren(
+    fill(row,
       el("span", { class: "stage-name", text: name }),
       el("span", { class: "stage-time", text: status === "started" ? "…" : `${status} · ${ms(event.durationMs)}` }),
     );
@@ -108,20 +111,25 @@ class TurnView {
     this.reply.textContent = turn.reply;
     const intent = turn.intent ?? {};
     const label = intent.outOfScope ? "out of scope" : intent.intent;
-    this.intent.replaceChildren(
+    fill(this.intent,
       el("span", { class: "chip", "data-testid": "intent-name", text: label }),
       el("span", { class: "confidence", "data-testid": "confidence", text: percent(intent.confidence ?? 0) }),
       intent.fallback ? el("span", { class: "chip warn", text: "fallback" }) : null,
-      ...(intent.alternatives ?? []).slice(0, 2).map((alt) =>
-        el("span", { class: "alt muted", text: `${alt.intent} ${percent(alt.confidence)}` }),
-      ),
+      ...(intent.alternatives ?? [])
+        .filter((alt) => alt.intent !== intent.intent)
+        .slice(0, 2)
+        .map((alt) => el("span", { class: "alt muted", text: `or ${alt.intent} ${percent(alt.confidence)}` })),
     );
     this.stages.replaceChildren();
+    const longest = Math.max(1e-3, ...turn.timings.map((t) => t.durationMs));
     for (const timing of turn.timings) {
       const name = STAGES[timing.stage] ?? timing.stage;
+      const bar = el("span", { class: "bar" });
+      bar.style.width = `${Math.max(2, (100 * timing.durationMs) / longest)}%`;
       this.stages.append(
         el("li", { "data-stage": name, "data-status": "finished" },
           el("span", { class: "stage-name", text: name }),
+          el("span", { class: "bar-track" }, bar),
           el("span", { class: "stage-time", text: ms(timing.durationMs) })),
       );
     }
@@ -131,14 +139,14 @@ class TurnView {
       this.sources.append(
         el("li", { class: source.cited ? "cited" : "", "data-testid": "source", "data-kind": kind },
           el("span", { class: "chip", text: kind }),
-          el("span", { class: "source-title", text: source.title || source.id }),
+          el("span", { class: "source-title", text: source.title || (kind === "memory" ? "earlier in this conversation" : source.id) }),
           el("span", { class: "muted", text: ` ${percent(source.relevance)}${source.cited ? " · cited" : ""}` }),
           el("div", { class: "source-content", text: source.content })),
       );
     }
-    if (!turn.sources.length) this.sources.append(el("li", { class: "muted", text: "none" }));
+    if (!turn.sources.length) this.sources.append(el("li", { class: "none muted", text: "none" }));
     const degraded = turn.degraded.map((d) => `${d.dependency.replace("DEPENDENCY_", "").toLowerCase()} ${d.reason}`);
-    this.meta.replaceChildren(
+    fill(this.meta,
       el("span", { "data-testid": "turn-index", text: `turn ${turn.turnIndex + 1}` }),
       el("span", { text: ` · ${ms(turn.totalMs)} total` }),
       el("span", { text: ` · ${turn.correlationId}` }),
