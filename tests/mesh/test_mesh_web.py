@@ -84,6 +84,12 @@ async def test_the_edge_serves_the_page(
         assert "script-src 'self'" in response.headers["content-security-policy"]
 
 
+def test_status_lists_the_page(mesh: UpMesh) -> None:
+    state = json.loads((mesh.data_dir / "mesh" / "state.json").read_text())
+    edge = next(p for p in state["processes"] if p["name"] == "edge")
+    assert edge["endpoints"]["web"] == f"{mesh.url}/"
+
+
 # -- gRPC-Web ---------------------------------------------------------------------------
 
 
