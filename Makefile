@@ -57,8 +57,9 @@ run: $(STAMP) ## Start the local mesh (apps + Envoy sidecars + edge) in the fore
 	$(BIN)/switchboard up
 
 .PHONY: proto
-proto: $(STAMP) ## Regenerate the Python code under clients/switchboard from protos/
+proto: $(STAMP) ## Regenerate clients/switchboard and the web page's descriptor from protos/
 	$(BIN)/python scripts/gen_protos.py clients
+	$(BIN)/python scripts/gen_web_descriptor.py server/switchboard_server/mesh/web/orchestration.json
 
 .PHONY: lint
 lint: tools ## ruff format check, ruff lint, buf lint and buf breaking

@@ -9,12 +9,20 @@ detection, active gRPC health checks); the ingress hop only adds timeouts and st
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
 from switchboard_server.mesh.clusters import OTLP_CLUSTER, cluster, otlp_cluster, service_cluster
 from switchboard_server.mesh.edge_frontdoor import frontdoor_cluster, frontdoor_routes
+from switchboard_server.mesh.edge_web import (
+    cors_virtual_host_config,
+    page_route_config,
+    page_routes,
+    preflight_route,
+    web_filters,
+)
 from switchboard_server.mesh.envoy_config import Config, address, seconds, typed
 from switchboard_server.mesh.routes import HEALTH_SERVICE, service_routes
 from switchboard_server.mesh.settings import MeshSettings
@@ -107,8 +115,10 @@ def grpc_stats_allowlist(plan: Plan) -> Config:
     return {"services": services}
 
 
-def _http_filters(plan: Plan, settings: MeshSettings, *, rate_limit: bool) -> list[Config]:
-    filters: list[Config] = []
+def _http_filters(
+    plan: Plan, settings: MeshSettings, *, rate_limit: bool, leading: Sequence[Config] = ()
+) -> list[Config]:
+    filters: list[Config] = list(leading)
     if rate_limit and settings.edge_rate_limit_rps > 0:
         enabled = {
             "default_value": {"numerator": 100, "denominator": "HUNDRED"},
@@ -166,7 +176,13 @@ def _listener(
     trace_sample_ratio: float,
     outbound: bool = False,
     rate_limit: bool = False,
+    leading_filters: Sequence[Config] = (),
+    vhost_filter_config: Config | None = None,
+    route_config_fields: Config | None = None,
 ) -> Config:
+    vhost: Config = {"name": name, "domains": ["*"], "routes": routes}
+    if vhost_filter_config:
+        vhost["typed_per_filter_config"] = vhost_filter_config
     hcm = typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix=name,
@@ -174,11 +190,8 @@ def _listener(
         http2_protocol_options={},
         generate_request_id=True,
         access_log=_access_log(),
-        route_config={
-            "name": name,
-            "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}],
-        },
-        http_filters=_http_filters(plan, settings, rate_limit=rate_limit),
+        route_config={"name": name, "virtual_hosts": [vhost], **(route_config_fields or {})},
+        http_filters=_http_filters(plan, settings, rate_limit=rate_limit, leading=leading_filters),
     )
     tracing = _tracing(
         tracing_name, otlp_endpoint, settings.trace_upstream_spans, trace_sample_ratio
@@ -247,9 +260,11 @@ def render_edge(
     plan: Plan, settings: MeshSettings, otlp_endpoint: str = "", *, trace_sample_ratio: float = 1.0
 ) -> Config:
     services = plan.topology.edge_routes
-    routes: list[Config] = []
+    # The page by path, CORS preflights, then gRPC (and gRPC-Web) by service prefix.
+    routes = [*page_routes(), preflight_route(services[0], settings)]
     for name in services:
-        routes += service_routes(plan.topology.services[name], name, settings, retries=True)
+        spec = plan.topology.services[name]
+        routes += service_routes(spec, name, settings, retries=True, grpc_web=True)
     routes += frontdoor_routes(settings)
     listener = _listener(
         "edge",
@@ -262,6 +277,9 @@ def render_edge(
         otlp_endpoint,
         trace_sample_ratio=trace_sample_ratio,
         rate_limit=True,
+        leading_filters=web_filters(),
+        vhost_filter_config=cors_virtual_host_config(plan, settings),
+        route_config_fields=page_route_config(),
     )
     clusters = [service_cluster(plan, name, settings) for name in services]
     clusters.append(frontdoor_cluster(plan, settings))

@@ -54,11 +54,30 @@ def route_action(cluster: str, timeout_s: float, settings: MeshSettings, *, retr
     return action
 
 
+def grpc_match(*, grpc_web: bool = False) -> Config:
+    """Route-match fields for gRPC requests; with ``grpc_web`` for gRPC-Web ones too.
+
+    The edge routes a gRPC-Web call before its ``grpc_web`` filter turns it into gRPC,
+    so there the match is on the content type (``application/grpc``, ``…+proto``,
+    ``application/grpc-web…``) rather than Envoy's gRPC-only ``grpc`` matcher.
+    """
+    if not grpc_web:
+        return {"grpc": {}}
+    content_type = {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
+    return {"headers": [content_type]}
+
+
 def service_routes(
-    spec: ServiceSpec, cluster: str, settings: MeshSettings, *, retries: bool
+    spec: ServiceSpec,
+    cluster: str,
+    settings: MeshSettings,
+    *,
+    retries: bool,
+    grpc_web: bool = False,
 ) -> list[Config]:
     """One route per method with its own policy, then the service default."""
     prefix = f"/{spec.grpc_service}/"
+    kind = grpc_match(grpc_web=grpc_web)
     routes = []
     for method in spec.methods:
         policy = spec.policy(method)
@@ -66,7 +85,7 @@ def service_routes(
             routes.append(
                 {
                     "name": f"{spec.name}.{method}",
-                    "match": {"path": f"{prefix}{method}", "grpc": {}},
+                    "match": {"path": f"{prefix}{method}", **kind},
                     "route": route_action(
                         cluster,
                         policy.timeout_s,
@@ -78,7 +97,7 @@ def service_routes(
     routes.append(
         {
             "name": spec.name,
-            "match": {"prefix": prefix, "grpc": {}},
+            "match": {"prefix": prefix, **kind},
             "route": route_action(
                 cluster, spec.default.timeout_s, settings, retry=retries and spec.default.idempotent
             ),

@@ -28,6 +28,7 @@ import structlog
 
 from switchboard_server.config import Settings
 from switchboard_server.mesh.edge_frontdoor import exposed_services
+from switchboard_server.mesh.edge_web import page_origin
 from switchboard_server.mesh.envoy import admin_url, counters, envoy_command
 from switchboard_server.mesh.health import envoy_ready, grpc_health
 from switchboard_server.mesh.processes import Child, ChildSpec
@@ -188,6 +189,7 @@ class MeshRunner:
         entries.append(self._frontdoor())
         edge = self._envoy("edge", "edge", configs["edge"], self.plan.edge_admin_port)
         edge.info["grpc"] = f"{host}:{self.plan.edge_port}"
+        edge.info["web"] = f"{page_origin(self.plan)}/"
         entries.append(edge)
         return entries
 

@@ -8,10 +8,14 @@ checking, outlier detection, the edge rate limit) and the runner's own behaviour
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# What a browser sends in `Origin`: scheme, host and an optional port, nothing else.
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?")
 
 
 class MeshSettings(BaseSettings):
@@ -153,6 +157,21 @@ class MeshSettings(BaseSettings):
         default=4000, ge=1, description="Edge rate limit bucket size (burst)."
     )
 
+    # -- browsers at the edge ------------------------------------------------------------
+    cors_allowed_origins: tuple[str, ...] = Field(
+        default=(),
+        description='Origins (JSON list, e.g. ["https://chat.example.com"]; "*" for '
+        "any) whose pages may call the edge with gRPC-Web or REST, besides the edge's own "
+        "web page, which is always allowed.",
+    )
+    cors_max_age_s: int = Field(
+        default=600,
+        ge=0,
+        le=86_400,
+        description="How long a browser may cache a CORS preflight answer "
+        "(Access-Control-Max-Age, seconds).",
+    )
+
     trace_flush_spans: int = Field(
         default=256,
         ge=1,
@@ -207,3 +226,13 @@ class MeshSettings(BaseSettings):
     stop_timeout_s: float = Field(
         default=10.0, gt=0, description="Wait for a child after SIGTERM before SIGKILL."
     )
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f'{origin!r} is not an origin: scheme://host[:port], no path, or "*"'
+                )
+        return value
