@@ -39,9 +39,11 @@ tools: $(STAMP) node_modules/.installed ## Install buf (npm) and the system pack
 run: $(STAMP) ## Start the local mesh (apps + Envoy sidecars + edge) in the foreground
 	$(BIN)/switchboard up
 
+DESCRIPTOR_SET := server/switchboard_server/mesh/api_descriptor.binpb
+
 .PHONY: proto
-proto: $(STAMP) ## Regenerate the Python code under clients/switchboard from protos/
-	$(BIN)/python scripts/gen_protos.py clients
+proto: $(STAMP) ## Regenerate clients/switchboard and the edge's descriptor set from protos/
+	$(BIN)/python scripts/gen_protos.py clients --descriptor-set $(DESCRIPTOR_SET)
 
 .PHONY: lint
 lint: tools ## ruff format check, ruff lint, buf lint and buf breaking
