@@ -42,8 +42,9 @@ run: $(STAMP) ## Start the local mesh (apps + Envoy sidecars + edge) in the fore
 DESCRIPTOR_SET := server/switchboard_server/mesh/api_descriptor.binpb
 
 .PHONY: proto
-proto: $(STAMP) ## Regenerate clients/switchboard and the edge's descriptor set from protos/
+proto: $(STAMP) ## Regenerate clients/switchboard, the edge's descriptor set and docs/openapi.yaml
 	$(BIN)/python scripts/gen_protos.py clients --descriptor-set $(DESCRIPTOR_SET)
+	$(BIN)/python scripts/gen_openapi.py $(DESCRIPTOR_SET) docs/openapi.yaml
 
 .PHONY: lint
 lint: tools ## ruff format check, ruff lint, buf lint and buf breaking

@@ -10,8 +10,9 @@ googleapis-common-protos provides `google.api.annotations_pb2` and `google.rpc.*
 
 With `--descriptor-set`, also writes a FileDescriptorSet of every service proto plus
 `google.rpc.Status` and its details, with their imports (the transcoder needs every
-type it prints) and the source info of our own files (the OpenAPI generator reads the
-comments; the imports' comments would only triple the size).
+type it prints) and the source info of those files (the OpenAPI generator reads the
+comments; those of the other imports, descriptor.proto above all, would only triple
+the size).
 
 The output is deterministic: the drift test regenerates into a temporary directory and
 compares byte for byte with what is committed.
@@ -72,7 +73,7 @@ def generate(out_dir: Path) -> list[Path]:
 
 
 def generate_descriptor_set(path: Path) -> Path:
-    """Write the transcoder's descriptor set (imports included, our source info kept)."""
+    """Write the transcoder's descriptor set (imports included, comments of ours)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _protoc(
         [
@@ -83,10 +84,10 @@ def generate_descriptor_set(path: Path) -> Path:
             *ERROR_PROTOS,
         ]
     )
-    ours = set(service_protos())
+    documented = {*service_protos(), *ERROR_PROTOS}
     descriptors = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
     for file in descriptors.file:
-        if file.name not in ours:
+        if file.name not in documented:
             file.ClearField("source_code_info")
     path.write_bytes(descriptors.SerializeToString(deterministic=True))
     return path

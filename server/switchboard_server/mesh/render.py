@@ -9,11 +9,13 @@ detection, active gRPC health checks); the ingress hop only adds timeouts and st
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
 from switchboard_server.mesh.clusters import OTLP_CLUSTER, cluster, otlp_cluster, service_cluster
+from switchboard_server.mesh.edge_rest import local_reply_config, transcoder_filter
 from switchboard_server.mesh.envoy_config import Config, address, seconds, typed
 from switchboard_server.mesh.routes import HEALTH_SERVICE, ops_routes, service_routes
 from switchboard_server.mesh.settings import MeshSettings
@@ -26,6 +28,7 @@ ACCESS_LOG_FORMAT = {
     "time": "%START_TIME%",
     "envoy": "%ENVIRONMENT(SWITCHBOARD_ENVOY_NAME)%",
     "path": "%REQ(:PATH)%",
+    "rest_path": "%REQ(X-ENVOY-ORIGINAL-PATH)%",  # a REST call's path before transcoding
     "grpc_status": "%GRPC_STATUS(NUMBER)%",
     "response_code": "%RESPONSE_CODE%",
     "response_flags": "%RESPONSE_FLAGS%",
@@ -99,8 +102,15 @@ def grpc_stats_allowlist(plan: Plan) -> Config:
     return {"services": services}
 
 
-def _http_filters(plan: Plan, settings: MeshSettings, *, rate_limit: bool) -> list[Config]:
-    filters: list[Config] = []
+def _http_filters(
+    plan: Plan,
+    settings: MeshSettings,
+    *,
+    rate_limit: bool,
+    edge_filters: Sequence[Config] = (),
+) -> list[Config]:
+    """``edge_filters`` (the edge's front doors) first, then the rate limit, stats, router."""
+    filters: list[Config] = list(edge_filters)
     if rate_limit and settings.edge_rate_limit_rps > 0:
         enabled = {
             "default_value": {"numerator": 100, "denominator": "HUNDRED"},
@@ -157,6 +167,8 @@ def _listener(
     *,
     outbound: bool = False,
     rate_limit: bool = False,
+    edge_filters: Sequence[Config] = (),
+    extra_hcm: Config | None = None,
 ) -> Config:
     hcm = typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -169,7 +181,10 @@ def _listener(
             "name": name,
             "virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}],
         },
-        http_filters=_http_filters(plan, settings, rate_limit=rate_limit),
+        http_filters=_http_filters(
+            plan, settings, rate_limit=rate_limit, edge_filters=edge_filters
+        ),
+        **(extra_hcm or {}),
     )
     tracing = _tracing(tracing_name, otlp_endpoint, settings.trace_upstream_spans)
     if tracing is not None:
@@ -238,6 +253,12 @@ def render_edge(plan: Plan, settings: MeshSettings, otlp_endpoint: str = "") -> 
     for name in services:
         routes += service_routes(plan.topology.services[name], name, settings, retries=True)
     routes += ops_routes(services[0], settings)
+    edge_filters: list[Config] = []
+    extra_hcm: Config = {}
+    if settings.edge_rest:
+        grpc_services = [plan.topology.services[name].grpc_service for name in services]
+        edge_filters.append(transcoder_filter(grpc_services))
+        extra_hcm["local_reply_config"] = local_reply_config()
     listener = _listener(
         "edge",
         plan.host,
@@ -248,6 +269,8 @@ def render_edge(plan: Plan, settings: MeshSettings, otlp_endpoint: str = "") -> 
         "envoy-edge",
         otlp_endpoint,
         rate_limit=True,
+        edge_filters=edge_filters,
+        extra_hcm=extra_hcm,
     )
     clusters = [service_cluster(plan, name, settings) for name in services]
     return _bootstrap(plan, settings, plan.edge_admin_port, [listener], clusters, otlp_endpoint)
