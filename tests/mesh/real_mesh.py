@@ -1,0 +1,81 @@
+"""The real services behind real Envoy: `switchboard up --detach` on free ports, then `down`.
+
+``detached_mesh(tmp)`` yields the edge's ``host:port`` and kills by PID whatever `down`
+left behind, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import yaml
+
+from switchboard_server.mesh.processes import pid_alive
+from tests.ports import PortPool
+
+ROOT = Path(__file__).parents[2]
+
+
+def _topology(ports: PortPool) -> dict[str, object]:
+    raw = yaml.safe_load((ROOT / "envoy" / "topology.yaml").read_text())
+    for spec in raw["services"].values():
+        for key in ("app_port", "sidecar_port", "admin_port", "metrics_port"):
+            spec[key] = ports()
+        spec["egress_ports"] = {callee: ports() for callee in spec.get("egress_ports", {})}
+    return raw  # type: ignore[no-any-return]
+
+
+def _mesh(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "switchboard_server.mesh", *args],
+        env=dict(env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+@contextlib.contextmanager
+def detached_mesh(tmp: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[str]:
+    ports = PortPool()
+    topology = tmp / "topology.yaml"
+    topology.write_text(yaml.safe_dump(_topology(ports)))
+    edge_port = ports()
+    env = {
+        **os.environ,
+        "SWITCHBOARD_DATA_DIR": str(tmp / "data"),
+        "SWITCHBOARD_MESH_TOPOLOGY_FILE": str(topology),
+        "SWITCHBOARD_MESH_EDGE_PORT": str(edge_port),
+        "SWITCHBOARD_MESH_EDGE_ADMIN_PORT": str(ports()),
+        "SWITCHBOARD_MESH_TRACE_RECEIVER": "false",
+        "SWITCHBOARD_MESH_STARTUP_TIMEOUT_S": "180",
+        # generous peer deadlines: a loaded test machine must not turn into "degraded"
+        "SWITCHBOARD_ORCHESTRATION_CLASSIFY_TIMEOUT_MS": "5000",
+        "SWITCHBOARD_ORCHESTRATION_CONTEXT_TIMEOUT_MS": "5000",
+        "SWITCHBOARD_ORCHESTRATION_MEMORY_TIMEOUT_MS": "5000",
+        **(extra_env or {}),
+    }
+    up = _mesh(env, "up", "--detach")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield f"127.0.0.1:{edge_port}"
+    finally:
+        state_file = tmp / "data" / "mesh" / "state.json"
+        pids = []
+        if state_file.exists():
+            state = json.loads(state_file.read_text())
+            pids = [p["pid"] for p in state["processes"] if p["pid"]]
+        _mesh(env, "down")
+        for pid in pids:
+            if pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
