@@ -56,9 +56,12 @@ tools: $(STAMP) node_modules/.installed ## Install buf (npm) and the system pack
 run: $(STAMP) ## Start the local mesh (apps + Envoy sidecars + edge) in the foreground
 	$(BIN)/switchboard up
 
+DESCRIPTOR_SET := server/switchboard_server/mesh/api_descriptor.binpb
+
 .PHONY: proto
-proto: $(STAMP) ## Regenerate clients/switchboard and the web page's descriptor from protos/
-	$(BIN)/python scripts/gen_protos.py clients
+proto: $(STAMP) ## Regenerate clients/switchboard, the edge's descriptor set and docs/openapi.yaml
+	$(BIN)/python scripts/gen_protos.py clients --descriptor-set $(DESCRIPTOR_SET)
+	$(BIN)/python scripts/gen_openapi.py $(DESCRIPTOR_SET) docs/openapi.yaml
 	$(BIN)/python scripts/gen_web_descriptor.py server/switchboard_server/mesh/web/orchestration.json
 
 .PHONY: lint

@@ -1,44 +1,67 @@
-"""Generate the Python code for every proto under protos/ into OUT_DIR/switchboard.
+"""Generate the Python code for every proto under protos/ into OUT_DIR/switchboard,
+and optionally the descriptor set the edge's JSON transcoder loads.
 
-Usage: python scripts/gen_protos.py OUT_DIR
+Usage: python scripts/gen_protos.py OUT_DIR [--descriptor-set PATH]
 
 Writes `_pb2.py`, `_pb2.pyi` (mypy-protobuf), `_pb2_grpc.py` and `_pb2_grpc.pyi`, plus
 an `__init__.py` in every package directory, so the proto package is the import path.
+No Python is generated for the vendored googleapis files under protos/google:
+googleapis-common-protos provides `google.api.annotations_pb2` and `google.rpc.*_pb2`.
+
+With `--descriptor-set`, also writes a FileDescriptorSet of every service proto plus
+`google.rpc.Status` and its details, with their imports (the transcoder needs every
+type it prints) and the source info of those files (the OpenAPI generator reads the
+comments; those of the other imports, descriptor.proto above all, would only triple
+the size).
+
 The output is deterministic: the drift test regenerates into a temporary directory and
-compares byte for byte with what is committed under clients/.
+compares byte for byte with what is committed.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
 
+from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
+# Ours: the service protos. protos/google holds vendored googleapis files.
+OWN_PACKAGE = "switchboard"
+# Error types the transcoder must be able to print in a JSON google.rpc.Status.
+ERROR_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
+
+
+def _protoc(args: list[str]) -> None:
+    include = Path(protoc.__file__).parent / "_proto"
+    bin_dir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    argv = ["grpc_tools.protoc", f"-I{PROTO_ROOT}", f"-I{include}", *args]
+    if protoc.main(argv) != 0:
+        raise SystemExit("protoc failed")
+
+
+def service_protos() -> list[str]:
+    own = PROTO_ROOT / OWN_PACKAGE
+    return sorted(p.relative_to(PROTO_ROOT).as_posix() for p in own.rglob("*.proto"))
 
 
 def generate(out_dir: Path) -> list[Path]:
     """Generate code for all protos into out_dir; return the files written."""
-    protos = sorted(p.relative_to(PROTO_ROOT).as_posix() for p in PROTO_ROOT.rglob("*.proto"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    bin_dir = str(Path(sys.executable).parent)
-    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    include = Path(protoc.__file__).parent / "_proto"
-    args = [
-        "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}",
-        f"-I{include}",
-        f"--python_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        f"--mypy_out={out_dir}",
-        f"--mypy_grpc_out={out_dir}",
-        *protos,
-    ]
-    if protoc.main(args) != 0:
-        raise SystemExit("protoc failed")
+    _protoc(
+        [
+            f"--python_out={out_dir}",
+            f"--grpc_python_out={out_dir}",
+            f"--mypy_out={out_dir}",
+            f"--mypy_grpc_out={out_dir}",
+            *service_protos(),
+        ]
+    )
     written = sorted(p for p in out_dir.rglob("*") if p.is_file())
     for package_dir in sorted({p.parent for p in written}):
         rel = package_dir.relative_to(out_dir)
@@ -49,11 +72,36 @@ def generate(out_dir: Path) -> list[Path]:
     return sorted(p for p in out_dir.rglob("*") if p.is_file())
 
 
+def generate_descriptor_set(path: Path) -> Path:
+    """Write the transcoder's descriptor set (imports included, comments of ours)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _protoc(
+        [
+            "--include_imports",
+            "--include_source_info",
+            f"--descriptor_set_out={path}",
+            *service_protos(),
+            *ERROR_PROTOS,
+        ]
+    )
+    documented = {*service_protos(), *ERROR_PROTOS}
+    descriptors = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
+    for file in descriptors.file:
+        if file.name not in documented:
+            file.ClearField("source_code_info")
+    path.write_bytes(descriptors.SerializeToString(deterministic=True))
+    return path
+
+
 def main() -> None:
-    if len(sys.argv) != 2:
-        raise SystemExit(__doc__)
-    for path in generate(Path(sys.argv[1])):
-        print(path.relative_to(Path(sys.argv[1])))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", type=Path, help="where the switchboard package goes")
+    parser.add_argument("--descriptor-set", type=Path, help="also write the descriptor set here")
+    args = parser.parse_args()
+    for path in generate(args.out_dir):
+        print(path.relative_to(args.out_dir))
+    if args.descriptor_set:
+        print(generate_descriptor_set(args.descriptor_set))
 
 
 if __name__ == "__main__":

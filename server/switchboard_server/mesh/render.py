@@ -16,6 +16,7 @@ import yaml
 
 from switchboard_server.mesh.clusters import OTLP_CLUSTER, cluster, otlp_cluster, service_cluster
 from switchboard_server.mesh.edge_frontdoor import frontdoor_cluster, frontdoor_routes
+from switchboard_server.mesh.edge_rest import local_reply_config, transcoder_filter
 from switchboard_server.mesh.edge_web import (
     cors_virtual_host_config,
     page_route_config,
@@ -35,6 +36,7 @@ ACCESS_LOG_FORMAT = {
     "time": "%START_TIME%",
     "envoy": "%ENVIRONMENT(SWITCHBOARD_ENVOY_NAME)%",
     "path": "%REQ(:PATH)%",
+    "rest_path": "%REQ(X-ENVOY-ORIGINAL-PATH)%",  # a REST call's path before transcoding
     "grpc_status": "%GRPC_STATUS(NUMBER)%",
     "response_code": "%RESPONSE_CODE%",
     "response_flags": "%RESPONSE_FLAGS%",
@@ -179,6 +181,7 @@ def _listener(
     leading_filters: Sequence[Config] = (),
     vhost_filter_config: Config | None = None,
     route_config_fields: Config | None = None,
+    extra_hcm: Config | None = None,
 ) -> Config:
     vhost: Config = {"name": name, "domains": ["*"], "routes": routes}
     if vhost_filter_config:
@@ -192,6 +195,7 @@ def _listener(
         access_log=_access_log(),
         route_config={"name": name, "virtual_hosts": [vhost], **(route_config_fields or {})},
         http_filters=_http_filters(plan, settings, rate_limit=rate_limit, leading=leading_filters),
+        **(extra_hcm or {}),
     )
     tracing = _tracing(
         tracing_name, otlp_endpoint, settings.trace_upstream_spans, trace_sample_ratio
@@ -266,6 +270,13 @@ def render_edge(
         spec = plan.topology.services[name]
         routes += service_routes(spec, name, settings, retries=True, grpc_web=True)
     routes += frontdoor_routes(settings)
+    # cors and grpc_web first, then the REST transcoder (the browser's calls are gRPC by then)
+    leading = list(web_filters())
+    extra_hcm: Config = {}
+    if settings.edge_rest:
+        grpc_services = [plan.topology.services[name].grpc_service for name in services]
+        leading.append(transcoder_filter(grpc_services))
+        extra_hcm["local_reply_config"] = local_reply_config()
     listener = _listener(
         "edge",
         plan.host,
@@ -277,9 +288,10 @@ def render_edge(
         otlp_endpoint,
         trace_sample_ratio=trace_sample_ratio,
         rate_limit=True,
-        leading_filters=web_filters(),
+        leading_filters=leading,
         vhost_filter_config=cors_virtual_host_config(plan, settings),
         route_config_fields=page_route_config(),
+        extra_hcm=extra_hcm,
     )
     clusters = [service_cluster(plan, name, settings) for name in services]
     clusters.append(frontdoor_cluster(plan, settings))

@@ -172,6 +172,13 @@ class MeshSettings(BaseSettings):
         "(Access-Control-Max-Age, seconds).",
     )
 
+    # -- the edge's REST/JSON front door ---------------------------------------------------
+    edge_rest: bool = Field(
+        default=True,
+        description="The edge transcodes REST/JSON calls (the google.api.http routes in the "
+        "protos) to gRPC; false serves gRPC only.",
+    )
+
     trace_flush_spans: int = Field(
         default=256,
         ge=1,

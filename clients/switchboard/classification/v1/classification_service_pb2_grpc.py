@@ -77,6 +77,7 @@ class ClassificationServiceServicer:
 
     def Classify(self, request, context):
         """Classify one text.
+        REST: `POST /v1/intents:classify` with the request as the body.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,6 +107,7 @@ class ClassificationServiceServicer:
 
     def ListIntents(self, request, context):
         """List the intent taxonomy with example counts.
+        REST: `GET /v1/intents`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

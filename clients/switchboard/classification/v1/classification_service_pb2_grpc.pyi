@@ -37,7 +37,9 @@ class ClassificationServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ClassificationServiceAsyncStub: ...
     Classify: _grpc.UnaryUnaryMultiCallable[_classification_service_pb2.ClassifyRequest, _classification_service_pb2.ClassifyResponse]
-    """Classify one text."""
+    """Classify one text.
+    REST: `POST /v1/intents:classify` with the request as the body.
+    """
     ClassifyBatch: _grpc.UnaryUnaryMultiCallable[_classification_service_pb2.ClassifyBatchRequest, _classification_service_pb2.ClassifyBatchResponse]
     """Classify many texts in one vectorised pass; results keep the request order."""
     ClassifyStream: _grpc.StreamStreamMultiCallable[_classification_service_pb2.ClassifyStreamRequest, _classification_service_pb2.ClassifyStreamResponse]
@@ -47,7 +49,9 @@ class ClassificationServiceStub:
     and take effect for the next Classify; the base model retrains in the background.
     """
     ListIntents: _grpc.UnaryUnaryMultiCallable[_classification_service_pb2.ListIntentsRequest, _classification_service_pb2.ListIntentsResponse]
-    """List the intent taxonomy with example counts."""
+    """List the intent taxonomy with example counts.
+    REST: `GET /v1/intents`.
+    """
     GetModelInfo: _grpc.UnaryUnaryMultiCallable[_classification_service_pb2.GetModelInfoRequest, _classification_service_pb2.GetModelInfoResponse]
     """Describe the model currently serving."""
 
@@ -60,7 +64,9 @@ class ClassificationServiceAsyncStub(ClassificationServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Classify: _aio.UnaryUnaryMultiCallable[_classification_service_pb2.ClassifyRequest, _classification_service_pb2.ClassifyResponse]  # type: ignore[assignment]
-    """Classify one text."""
+    """Classify one text.
+    REST: `POST /v1/intents:classify` with the request as the body.
+    """
     ClassifyBatch: _aio.UnaryUnaryMultiCallable[_classification_service_pb2.ClassifyBatchRequest, _classification_service_pb2.ClassifyBatchResponse]  # type: ignore[assignment]
     """Classify many texts in one vectorised pass; results keep the request order."""
     ClassifyStream: _aio.StreamStreamMultiCallable[_classification_service_pb2.ClassifyStreamRequest, _classification_service_pb2.ClassifyStreamResponse]  # type: ignore[assignment]
@@ -70,7 +76,9 @@ class ClassificationServiceAsyncStub(ClassificationServiceStub):
     and take effect for the next Classify; the base model retrains in the background.
     """
     ListIntents: _aio.UnaryUnaryMultiCallable[_classification_service_pb2.ListIntentsRequest, _classification_service_pb2.ListIntentsResponse]  # type: ignore[assignment]
-    """List the intent taxonomy with example counts."""
+    """List the intent taxonomy with example counts.
+    REST: `GET /v1/intents`.
+    """
     GetModelInfo: _aio.UnaryUnaryMultiCallable[_classification_service_pb2.GetModelInfoRequest, _classification_service_pb2.GetModelInfoResponse]  # type: ignore[assignment]
     """Describe the model currently serving."""
 
@@ -86,7 +94,9 @@ class ClassificationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _classification_service_pb2.ClassifyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_classification_service_pb2.ClassifyResponse, _abc.Awaitable[_classification_service_pb2.ClassifyResponse]]:
-        """Classify one text."""
+        """Classify one text.
+        REST: `POST /v1/intents:classify` with the request as the body.
+        """
 
     @_abc_1.abstractmethod
     def ClassifyBatch(
@@ -120,7 +130,9 @@ class ClassificationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _classification_service_pb2.ListIntentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_classification_service_pb2.ListIntentsResponse, _abc.Awaitable[_classification_service_pb2.ListIntentsResponse]]:
-        """List the intent taxonomy with example counts."""
+        """List the intent taxonomy with example counts.
+        REST: `GET /v1/intents`.
+        """
 
     @_abc_1.abstractmethod
     def GetModelInfo(

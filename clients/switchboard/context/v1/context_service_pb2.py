@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,switchboard/context/v1/context_service.proto\x12\x16switchboard.context.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x01\n\x11GetContextRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x38\n\x0cmemory_types\x18\x03 \x03(\x0e\x32\".switchboard.context.v1.MemoryType\x12\x13\n\x0bmax_results\x18\x04 \x01(\x05\x12\x1e\n\x16include_knowledge_base\x18\x05 \x01(\x08\x12\x19\n\x11max_context_chars\x18\x06 \x01(\x05\"\xa4\x01\n\x12GetContextResponse\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\t\x12/\n\x07sources\x18\x02 \x03(\x0b\x32\x1e.switchboard.context.v1.Source\x12\x39\n\x0cmemory_stats\x18\x03 \x01(\x0b\x32#.switchboard.context.v1.MemoryStats\x12\x11\n\tcache_hit\x18\x04 \x01(\x08\"_\n\x13\x41ppendMemoryRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x34\n\x07\x65ntries\x18\x02 \x03(\x0b\x32#.switchboard.context.v1.MemoryEntry\"{\n\x14\x41ppendMemoryResponse\x12\x11\n\tentry_ids\x18\x01 \x03(\t\x12\x39\n\x0cmemory_stats\x18\x02 \x01(\x0b\x32#.switchboard.context.v1.MemoryStats\x12\x15\n\revicted_count\x18\x03 \x01(\x05\"b\n\x12\x43learMemoryRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x38\n\x0cmemory_types\x18\x02 \x03(\x0e\x32\".switchboard.context.v1.MemoryType\",\n\x13\x43learMemoryResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x05\"+\n\x15GetMemoryStatsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"S\n\x16GetMemoryStatsResponse\x12\x39\n\x0cmemory_stats\x18\x01 \x01(\x0b\x32#.switchboard.context.v1.MemoryStats\"M\n\x16IngestDocumentsRequest\x12\x33\n\tdocuments\x18\x01 \x03(\x0b\x32 .switchboard.context.v1.Document\"`\n\x17IngestDocumentsResponse\x12\x16\n\x0e\x64ocument_count\x18\x01 \x01(\x05\x12\x15\n\rpassage_count\x18\x02 \x01(\x05\x12\x16\n\x0ereplaced_count\x18\x03 \x01(\x05\".\n\x16\x44\x65leteDocumentsRequest\x12\x14\n\x0c\x64ocument_ids\x18\x01 \x03(\t\"E\n\x17\x44\x65leteDocumentsResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x05\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\t\"P\n\x12WarmupCacheRequest\x12:\n\x07queries\x18\x01 \x03(\x0b\x32).switchboard.context.v1.GetContextRequest\"+\n\x13WarmupCacheResponse\x12\x14\n\x0cwarmed_count\x18\x01 \x01(\x05\"\xc6\x01\n\x0bMemoryEntry\x12\x30\n\x04type\x18\x01 \x01(\x0e\x32\".switchboard.context.v1.MemoryType\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x43\n\x08metadata\x18\x03 \x03(\x0b\x32\x31.switchboard.context.v1.MemoryEntry.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa6\x01\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12@\n\x08metadata\x18\x04 \x03(\x0b\x32..switchboard.context.v1.Document.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe7\x02\n\x06Source\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".switchboard.context.v1.SourceKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\trelevance\x18\x04 \x01(\x02\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0bmemory_type\x18\x06 \x01(\x0e\x32\".switchboard.context.v1.MemoryType\x12\x13\n\x0b\x64ocument_id\x18\x07 \x01(\t\x12\r\n\x05title\x18\x08 \x01(\t\x12>\n\x08metadata\x18\t \x03(\x0b\x32,.switchboard.context.v1.Source.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa4\x01\n\x0bMemoryStats\x12\x15\n\rworking_count\x18\x01 \x01(\x05\x12\x16\n\x0e\x65pisodic_count\x18\x02 \x01(\x05\x12\x16\n\x0esemantic_count\x18\x03 \x01(\x05\x12\x18\n\x10working_capacity\x18\x04 \x01(\x05\x12\x19\n\x11\x65pisodic_capacity\x18\x05 \x01(\x05\x12\x19\n\x11semantic_capacity\x18\x06 \x01(\x05*v\n\nMemoryType\x12\x1b\n\x17MEMORY_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13MEMORY_TYPE_WORKING\x10\x01\x12\x18\n\x14MEMORY_TYPE_EPISODIC\x10\x02\x12\x18\n\x14MEMORY_TYPE_SEMANTIC\x10\x03*\\\n\nSourceKind\x12\x1b\n\x17SOURCE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SOURCE_KIND_MEMORY\x10\x01\x12\x19\n\x15SOURCE_KIND_KNOWLEDGE\x10\x02\x32\x89\x06\n\x0e\x43ontextService\x12\x63\n\nGetContext\x12).switchboard.context.v1.GetContextRequest\x1a*.switchboard.context.v1.GetContextResponse\x12i\n\x0c\x41ppendMemory\x12+.switchboard.context.v1.AppendMemoryRequest\x1a,.switchboard.context.v1.AppendMemoryResponse\x12\x66\n\x0b\x43learMemory\x12*.switchboard.context.v1.ClearMemoryRequest\x1a+.switchboard.context.v1.ClearMemoryResponse\x12o\n\x0eGetMemoryStats\x12-.switchboard.context.v1.GetMemoryStatsRequest\x1a..switchboard.context.v1.GetMemoryStatsResponse\x12r\n\x0fIngestDocuments\x12..switchboard.context.v1.IngestDocumentsRequest\x1a/.switchboard.context.v1.IngestDocumentsResponse\x12r\n\x0f\x44\x65leteDocuments\x12..switchboard.context.v1.DeleteDocumentsRequest\x1a/.switchboard.context.v1.DeleteDocumentsResponse\x12\x66\n\x0bWarmupCache\x12*.switchboard.context.v1.WarmupCacheRequest\x1a+.switchboard.context.v1.WarmupCacheResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,switchboard/context/v1/context_service.proto\x12\x16switchboard.context.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x01\n\x11GetContextRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x38\n\x0cmemory_types\x18\x03 \x03(\x0e\x32\".switchboard.context.v1.MemoryType\x12\x13\n\x0bmax_results\x18\x04 \x01(\x05\x12\x1e\n\x16include_knowledge_base\x18\x05 \x01(\x08\x12\x19\n\x11max_context_chars\x18\x06 \x01(\x05\"\xa4\x01\n\x12GetContextResponse\x12\x0f\n\x07\x63ontext\x18\x01 \x01(\t\x12/\n\x07sources\x18\x02 \x03(\x0b\x32\x1e.switchboard.context.v1.Source\x12\x39\n\x0cmemory_stats\x18\x03 \x01(\x0b\x32#.switchboard.context.v1.MemoryStats\x12\x11\n\tcache_hit\x18\x04 \x01(\x08\"_\n\x13\x41ppendMemoryRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x34\n\x07\x65ntries\x18\x02 \x03(\x0b\x32#.switchboard.context.v1.MemoryEntry\"{\n\x14\x41ppendMemoryResponse\x12\x11\n\tentry_ids\x18\x01 \x03(\t\x12\x39\n\x0cmemory_stats\x18\x02 \x01(\x0b\x32#.switchboard.context.v1.MemoryStats\x12\x15\n\revicted_count\x18\x03 \x01(\x05\"b\n\x12\x43learMemoryRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x38\n\x0cmemory_types\x18\x02 \x03(\x0e\x32\".switchboard.context.v1.MemoryType\",\n\x13\x43learMemoryResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x05\"+\n\x15GetMemoryStatsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"S\n\x16GetMemoryStatsResponse\x12\x39\n\x0cmemory_stats\x18\x01 \x01(\x0b\x32#.switchboard.context.v1.MemoryStats\"M\n\x16IngestDocumentsRequest\x12\x33\n\tdocuments\x18\x01 \x03(\x0b\x32 .switchboard.context.v1.Document\"`\n\x17IngestDocumentsResponse\x12\x16\n\x0e\x64ocument_count\x18\x01 \x01(\x05\x12\x15\n\rpassage_count\x18\x02 \x01(\x05\x12\x16\n\x0ereplaced_count\x18\x03 \x01(\x05\".\n\x16\x44\x65leteDocumentsRequest\x12\x14\n\x0c\x64ocument_ids\x18\x01 \x03(\t\"E\n\x17\x44\x65leteDocumentsResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x05\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\t\"P\n\x12WarmupCacheRequest\x12:\n\x07queries\x18\x01 \x03(\x0b\x32).switchboard.context.v1.GetContextRequest\"+\n\x13WarmupCacheResponse\x12\x14\n\x0cwarmed_count\x18\x01 \x01(\x05\"\xc6\x01\n\x0bMemoryEntry\x12\x30\n\x04type\x18\x01 \x01(\x0e\x32\".switchboard.context.v1.MemoryType\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x43\n\x08metadata\x18\x03 \x03(\x0b\x32\x31.switchboard.context.v1.MemoryEntry.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa6\x01\n\x08\x44ocument\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12@\n\x08metadata\x18\x04 \x03(\x0b\x32..switchboard.context.v1.Document.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe7\x02\n\x06Source\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".switchboard.context.v1.SourceKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\trelevance\x18\x04 \x01(\x02\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0bmemory_type\x18\x06 \x01(\x0e\x32\".switchboard.context.v1.MemoryType\x12\x13\n\x0b\x64ocument_id\x18\x07 \x01(\t\x12\r\n\x05title\x18\x08 \x01(\t\x12>\n\x08metadata\x18\t \x03(\x0b\x32,.switchboard.context.v1.Source.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa4\x01\n\x0bMemoryStats\x12\x15\n\rworking_count\x18\x01 \x01(\x05\x12\x16\n\x0e\x65pisodic_count\x18\x02 \x01(\x05\x12\x16\n\x0esemantic_count\x18\x03 \x01(\x05\x12\x18\n\x10working_capacity\x18\x04 \x01(\x05\x12\x19\n\x11\x65pisodic_capacity\x18\x05 \x01(\x05\x12\x19\n\x11semantic_capacity\x18\x06 \x01(\x05*v\n\nMemoryType\x12\x1b\n\x17MEMORY_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13MEMORY_TYPE_WORKING\x10\x01\x12\x18\n\x14MEMORY_TYPE_EPISODIC\x10\x02\x12\x18\n\x14MEMORY_TYPE_SEMANTIC\x10\x03*\\\n\nSourceKind\x12\x1b\n\x17SOURCE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SOURCE_KIND_MEMORY\x10\x01\x12\x19\n\x15SOURCE_KIND_KNOWLEDGE\x10\x02\x32\xa9\x06\n\x0e\x43ontextService\x12\x82\x01\n\nGetContext\x12).switchboard.context.v1.GetContextRequest\x1a*.switchboard.context.v1.GetContextResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/context:search:\x01*\x12i\n\x0c\x41ppendMemory\x12+.switchboard.context.v1.AppendMemoryRequest\x1a,.switchboard.context.v1.AppendMemoryResponse\x12\x66\n\x0b\x43learMemory\x12*.switchboard.context.v1.ClearMemoryRequest\x1a+.switchboard.context.v1.ClearMemoryResponse\x12o\n\x0eGetMemoryStats\x12-.switchboard.context.v1.GetMemoryStatsRequest\x1a..switchboard.context.v1.GetMemoryStatsResponse\x12r\n\x0fIngestDocuments\x12..switchboard.context.v1.IngestDocumentsRequest\x1a/.switchboard.context.v1.IngestDocumentsResponse\x12r\n\x0f\x44\x65leteDocuments\x12..switchboard.context.v1.DeleteDocumentsRequest\x1a/.switchboard.context.v1.DeleteDocumentsResponse\x12\x66\n\x0bWarmupCache\x12*.switchboard.context.v1.WarmupCacheRequest\x1a+.switchboard.context.v1.WarmupCacheResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,52 +39,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DOCUMENT_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_SOURCE_METADATAENTRY']._loaded_options = None
   _globals['_SOURCE_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_MEMORYTYPE']._serialized_start=2287
-  _globals['_MEMORYTYPE']._serialized_end=2405
-  _globals['_SOURCEKIND']._serialized_start=2407
-  _globals['_SOURCEKIND']._serialized_end=2499
-  _globals['_GETCONTEXTREQUEST']._serialized_start=106
-  _globals['_GETCONTEXTREQUEST']._serialized_end=298
-  _globals['_GETCONTEXTRESPONSE']._serialized_start=301
-  _globals['_GETCONTEXTRESPONSE']._serialized_end=465
-  _globals['_APPENDMEMORYREQUEST']._serialized_start=467
-  _globals['_APPENDMEMORYREQUEST']._serialized_end=562
-  _globals['_APPENDMEMORYRESPONSE']._serialized_start=564
-  _globals['_APPENDMEMORYRESPONSE']._serialized_end=687
-  _globals['_CLEARMEMORYREQUEST']._serialized_start=689
-  _globals['_CLEARMEMORYREQUEST']._serialized_end=787
-  _globals['_CLEARMEMORYRESPONSE']._serialized_start=789
-  _globals['_CLEARMEMORYRESPONSE']._serialized_end=833
-  _globals['_GETMEMORYSTATSREQUEST']._serialized_start=835
-  _globals['_GETMEMORYSTATSREQUEST']._serialized_end=878
-  _globals['_GETMEMORYSTATSRESPONSE']._serialized_start=880
-  _globals['_GETMEMORYSTATSRESPONSE']._serialized_end=963
-  _globals['_INGESTDOCUMENTSREQUEST']._serialized_start=965
-  _globals['_INGESTDOCUMENTSREQUEST']._serialized_end=1042
-  _globals['_INGESTDOCUMENTSRESPONSE']._serialized_start=1044
-  _globals['_INGESTDOCUMENTSRESPONSE']._serialized_end=1140
-  _globals['_DELETEDOCUMENTSREQUEST']._serialized_start=1142
-  _globals['_DELETEDOCUMENTSREQUEST']._serialized_end=1188
-  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_start=1190
-  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_end=1259
-  _globals['_WARMUPCACHEREQUEST']._serialized_start=1261
-  _globals['_WARMUPCACHEREQUEST']._serialized_end=1341
-  _globals['_WARMUPCACHERESPONSE']._serialized_start=1343
-  _globals['_WARMUPCACHERESPONSE']._serialized_end=1386
-  _globals['_MEMORYENTRY']._serialized_start=1389
-  _globals['_MEMORYENTRY']._serialized_end=1587
-  _globals['_MEMORYENTRY_METADATAENTRY']._serialized_start=1540
-  _globals['_MEMORYENTRY_METADATAENTRY']._serialized_end=1587
-  _globals['_DOCUMENT']._serialized_start=1590
-  _globals['_DOCUMENT']._serialized_end=1756
-  _globals['_DOCUMENT_METADATAENTRY']._serialized_start=1540
-  _globals['_DOCUMENT_METADATAENTRY']._serialized_end=1587
-  _globals['_SOURCE']._serialized_start=1759
-  _globals['_SOURCE']._serialized_end=2118
-  _globals['_SOURCE_METADATAENTRY']._serialized_start=1540
-  _globals['_SOURCE_METADATAENTRY']._serialized_end=1587
-  _globals['_MEMORYSTATS']._serialized_start=2121
-  _globals['_MEMORYSTATS']._serialized_end=2285
-  _globals['_CONTEXTSERVICE']._serialized_start=2502
-  _globals['_CONTEXTSERVICE']._serialized_end=3279
+  _globals['_CONTEXTSERVICE'].methods_by_name['GetContext']._loaded_options = None
+  _globals['_CONTEXTSERVICE'].methods_by_name['GetContext']._serialized_options = b'\202\323\344\223\002\027\"\022/v1/context:search:\001*'
+  _globals['_MEMORYTYPE']._serialized_start=2317
+  _globals['_MEMORYTYPE']._serialized_end=2435
+  _globals['_SOURCEKIND']._serialized_start=2437
+  _globals['_SOURCEKIND']._serialized_end=2529
+  _globals['_GETCONTEXTREQUEST']._serialized_start=136
+  _globals['_GETCONTEXTREQUEST']._serialized_end=328
+  _globals['_GETCONTEXTRESPONSE']._serialized_start=331
+  _globals['_GETCONTEXTRESPONSE']._serialized_end=495
+  _globals['_APPENDMEMORYREQUEST']._serialized_start=497
+  _globals['_APPENDMEMORYREQUEST']._serialized_end=592
+  _globals['_APPENDMEMORYRESPONSE']._serialized_start=594
+  _globals['_APPENDMEMORYRESPONSE']._serialized_end=717
+  _globals['_CLEARMEMORYREQUEST']._serialized_start=719
+  _globals['_CLEARMEMORYREQUEST']._serialized_end=817
+  _globals['_CLEARMEMORYRESPONSE']._serialized_start=819
+  _globals['_CLEARMEMORYRESPONSE']._serialized_end=863
+  _globals['_GETMEMORYSTATSREQUEST']._serialized_start=865
+  _globals['_GETMEMORYSTATSREQUEST']._serialized_end=908
+  _globals['_GETMEMORYSTATSRESPONSE']._serialized_start=910
+  _globals['_GETMEMORYSTATSRESPONSE']._serialized_end=993
+  _globals['_INGESTDOCUMENTSREQUEST']._serialized_start=995
+  _globals['_INGESTDOCUMENTSREQUEST']._serialized_end=1072
+  _globals['_INGESTDOCUMENTSRESPONSE']._serialized_start=1074
+  _globals['_INGESTDOCUMENTSRESPONSE']._serialized_end=1170
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_start=1172
+  _globals['_DELETEDOCUMENTSREQUEST']._serialized_end=1218
+  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_start=1220
+  _globals['_DELETEDOCUMENTSRESPONSE']._serialized_end=1289
+  _globals['_WARMUPCACHEREQUEST']._serialized_start=1291
+  _globals['_WARMUPCACHEREQUEST']._serialized_end=1371
+  _globals['_WARMUPCACHERESPONSE']._serialized_start=1373
+  _globals['_WARMUPCACHERESPONSE']._serialized_end=1416
+  _globals['_MEMORYENTRY']._serialized_start=1419
+  _globals['_MEMORYENTRY']._serialized_end=1617
+  _globals['_MEMORYENTRY_METADATAENTRY']._serialized_start=1570
+  _globals['_MEMORYENTRY_METADATAENTRY']._serialized_end=1617
+  _globals['_DOCUMENT']._serialized_start=1620
+  _globals['_DOCUMENT']._serialized_end=1786
+  _globals['_DOCUMENT_METADATAENTRY']._serialized_start=1570
+  _globals['_DOCUMENT_METADATAENTRY']._serialized_end=1617
+  _globals['_SOURCE']._serialized_start=1789
+  _globals['_SOURCE']._serialized_end=2148
+  _globals['_SOURCE_METADATAENTRY']._serialized_start=1570
+  _globals['_SOURCE_METADATAENTRY']._serialized_end=1617
+  _globals['_MEMORYSTATS']._serialized_start=2151
+  _globals['_MEMORYSTATS']._serialized_end=2315
+  _globals['_CONTEXTSERVICE']._serialized_start=2532
+  _globals['_CONTEXTSERVICE']._serialized_end=3341
 # @@protoc_insertion_point(module_scope)

@@ -82,6 +82,7 @@ class ContextServiceServicer:
 
     def GetContext(self, request, context):
         """Retrieve ranked memory and knowledge relevant to a query.
+        REST: `POST /v1/context:search` with the request as the body.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,7 +37,9 @@ class ContextServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ContextServiceAsyncStub: ...
     GetContext: _grpc.UnaryUnaryMultiCallable[_context_service_pb2.GetContextRequest, _context_service_pb2.GetContextResponse]
-    """Retrieve ranked memory and knowledge relevant to a query."""
+    """Retrieve ranked memory and knowledge relevant to a query.
+    REST: `POST /v1/context:search` with the request as the body.
+    """
     AppendMemory: _grpc.UnaryUnaryMultiCallable[_context_service_pb2.AppendMemoryRequest, _context_service_pb2.AppendMemoryResponse]
     """Append entries to a session's memory; durable before the call returns."""
     ClearMemory: _grpc.UnaryUnaryMultiCallable[_context_service_pb2.ClearMemoryRequest, _context_service_pb2.ClearMemoryResponse]
@@ -60,7 +62,9 @@ class ContextServiceAsyncStub(ContextServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetContext: _aio.UnaryUnaryMultiCallable[_context_service_pb2.GetContextRequest, _context_service_pb2.GetContextResponse]  # type: ignore[assignment]
-    """Retrieve ranked memory and knowledge relevant to a query."""
+    """Retrieve ranked memory and knowledge relevant to a query.
+    REST: `POST /v1/context:search` with the request as the body.
+    """
     AppendMemory: _aio.UnaryUnaryMultiCallable[_context_service_pb2.AppendMemoryRequest, _context_service_pb2.AppendMemoryResponse]  # type: ignore[assignment]
     """Append entries to a session's memory; durable before the call returns."""
     ClearMemory: _aio.UnaryUnaryMultiCallable[_context_service_pb2.ClearMemoryRequest, _context_service_pb2.ClearMemoryResponse]  # type: ignore[assignment]
@@ -86,7 +90,9 @@ class ContextServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _context_service_pb2.GetContextRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_context_service_pb2.GetContextResponse, _abc.Awaitable[_context_service_pb2.GetContextResponse]]:
-        """Retrieve ranked memory and knowledge relevant to a query."""
+        """Retrieve ranked memory and knowledge relevant to a query.
+        REST: `POST /v1/context:search` with the request as the body.
+        """
 
     @_abc_1.abstractmethod
     def AppendMemory(

@@ -62,6 +62,7 @@ class OrchestrationServiceServicer:
 
     def Chat(self, request, context):
         """Answer one chat message.
+        REST: `POST /v1/sessions/{session_id}:chat` with the rest of the request as the body.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -69,6 +70,8 @@ class OrchestrationServiceServicer:
 
     def ChatStream(self, request, context):
         """Answer one chat message as a stream: stage events, reply chunks, then a summary.
+        REST: `POST /v1/sessions/{session_id}:chatStream`; the events come back as
+        newline-delimited JSON.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -76,6 +79,7 @@ class OrchestrationServiceServicer:
 
     def GetConversation(self, request, context):
         """Read the turns of a session, oldest first, a page at a time.
+        REST: `GET /v1/sessions/{session_id}/turns?page_size=&page_token=`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

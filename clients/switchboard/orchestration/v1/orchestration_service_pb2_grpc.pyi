@@ -37,11 +37,18 @@ class OrchestrationServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> OrchestrationServiceAsyncStub: ...
     Chat: _grpc.UnaryUnaryMultiCallable[_orchestration_service_pb2.ChatRequest, _orchestration_service_pb2.ChatResponse]
-    """Answer one chat message."""
+    """Answer one chat message.
+    REST: `POST /v1/sessions/{session_id}:chat` with the rest of the request as the body.
+    """
     ChatStream: _grpc.UnaryStreamMultiCallable[_orchestration_service_pb2.ChatStreamRequest, _orchestration_service_pb2.ChatStreamResponse]
-    """Answer one chat message as a stream: stage events, reply chunks, then a summary."""
+    """Answer one chat message as a stream: stage events, reply chunks, then a summary.
+    REST: `POST /v1/sessions/{session_id}:chatStream`; the events come back as
+    newline-delimited JSON.
+    """
     GetConversation: _grpc.UnaryUnaryMultiCallable[_orchestration_service_pb2.GetConversationRequest, _orchestration_service_pb2.GetConversationResponse]
-    """Read the turns of a session, oldest first, a page at a time."""
+    """Read the turns of a session, oldest first, a page at a time.
+    REST: `GET /v1/sessions/{session_id}/turns?page_size=&page_token=`.
+    """
 
 @_typing.type_check_only
 class OrchestrationServiceAsyncStub(OrchestrationServiceStub):
@@ -52,11 +59,18 @@ class OrchestrationServiceAsyncStub(OrchestrationServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Chat: _aio.UnaryUnaryMultiCallable[_orchestration_service_pb2.ChatRequest, _orchestration_service_pb2.ChatResponse]  # type: ignore[assignment]
-    """Answer one chat message."""
+    """Answer one chat message.
+    REST: `POST /v1/sessions/{session_id}:chat` with the rest of the request as the body.
+    """
     ChatStream: _aio.UnaryStreamMultiCallable[_orchestration_service_pb2.ChatStreamRequest, _orchestration_service_pb2.ChatStreamResponse]  # type: ignore[assignment]
-    """Answer one chat message as a stream: stage events, reply chunks, then a summary."""
+    """Answer one chat message as a stream: stage events, reply chunks, then a summary.
+    REST: `POST /v1/sessions/{session_id}:chatStream`; the events come back as
+    newline-delimited JSON.
+    """
     GetConversation: _aio.UnaryUnaryMultiCallable[_orchestration_service_pb2.GetConversationRequest, _orchestration_service_pb2.GetConversationResponse]  # type: ignore[assignment]
-    """Read the turns of a session, oldest first, a page at a time."""
+    """Read the turns of a session, oldest first, a page at a time.
+    REST: `GET /v1/sessions/{session_id}/turns?page_size=&page_token=`.
+    """
 
 class OrchestrationServiceServicer(metaclass=_abc_1.ABCMeta):
     """OrchestrationService turns a user message into a reply: it classifies the
@@ -70,7 +84,9 @@ class OrchestrationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orchestration_service_pb2.ChatRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orchestration_service_pb2.ChatResponse, _abc.Awaitable[_orchestration_service_pb2.ChatResponse]]:
-        """Answer one chat message."""
+        """Answer one chat message.
+        REST: `POST /v1/sessions/{session_id}:chat` with the rest of the request as the body.
+        """
 
     @_abc_1.abstractmethod
     def ChatStream(
@@ -78,7 +94,10 @@ class OrchestrationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orchestration_service_pb2.ChatStreamRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_orchestration_service_pb2.ChatStreamResponse], _abc.AsyncIterator[_orchestration_service_pb2.ChatStreamResponse]]:
-        """Answer one chat message as a stream: stage events, reply chunks, then a summary."""
+        """Answer one chat message as a stream: stage events, reply chunks, then a summary.
+        REST: `POST /v1/sessions/{session_id}:chatStream`; the events come back as
+        newline-delimited JSON.
+        """
 
     @_abc_1.abstractmethod
     def GetConversation(
@@ -86,6 +105,8 @@ class OrchestrationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orchestration_service_pb2.GetConversationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orchestration_service_pb2.GetConversationResponse, _abc.Awaitable[_orchestration_service_pb2.GetConversationResponse]]:
-        """Read the turns of a session, oldest first, a page at a time."""
+        """Read the turns of a session, oldest first, a page at a time.
+        REST: `GET /v1/sessions/{session_id}/turns?page_size=&page_token=`.
+        """
 
 def add_OrchestrationServiceServicer_to_server(servicer: OrchestrationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
