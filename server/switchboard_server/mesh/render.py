@@ -15,7 +15,12 @@ import yaml
 
 from switchboard_server.mesh.clusters import OTLP_CLUSTER, cluster, otlp_cluster, service_cluster
 from switchboard_server.mesh.envoy_config import Config, address, seconds, typed
-from switchboard_server.mesh.routes import HEALTH_SERVICE, ops_routes, service_routes
+from switchboard_server.mesh.routes import (
+    HEALTH_SERVICE,
+    NOT_DELIVERED_HEADER,
+    ops_routes,
+    service_routes,
+)
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, Replica
 
@@ -106,6 +111,24 @@ def grpc_stats_allowlist(plan: Plan) -> Config:
     return {"services": services}
 
 
+def _not_delivered_reply() -> Config:
+    """An ingress that could not connect to its app (response flag UF) marks its reply,
+    so the caller's Envoy retries the request on another replica, even a write."""
+    return {
+        "mappers": [
+            {
+                "filter": {"response_flag_filter": {"flags": ["UF"]}},
+                "headers_to_add": [
+                    {
+                        "header": {"key": NOT_DELIVERED_HEADER, "value": "1"},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                ],
+            }
+        ]
+    }
+
+
 def _http_filters(plan: Plan, settings: MeshSettings, *, rate_limit: bool) -> list[Config]:
     filters: list[Config] = []
     if rate_limit and settings.edge_rate_limit_rps > 0:
@@ -165,6 +188,7 @@ def _listener(
     trace_sample_ratio: float,
     outbound: bool = False,
     rate_limit: bool = False,
+    ingress: bool = False,
 ) -> Config:
     hcm = typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -179,6 +203,8 @@ def _listener(
         },
         http_filters=_http_filters(plan, settings, rate_limit=rate_limit),
     )
+    if ingress:
+        hcm["local_reply_config"] = _not_delivered_reply()
     tracing = _tracing(
         tracing_name, otlp_endpoint, settings.trace_upstream_spans, trace_sample_ratio
     )
@@ -295,6 +321,7 @@ def render_sidecar(
             tracing_name,
             otlp_endpoint,
             trace_sample_ratio=trace_sample_ratio,
+            ingress=True,
         )
     ]
     clusters = [cluster(LOCAL_APP, [(plan.host, replica.app_port)], settings, health_service=None)]

@@ -94,6 +94,15 @@ class MeshSettings(BaseSettings):
         description="Retries always allowed concurrently, whatever the budget.",
     )
 
+    # -- load balancing --------------------------------------------------------------------
+    lb_choice_count: int = Field(
+        default=2,
+        ge=2,
+        le=100,
+        description="Least-request balancing: random hosts compared per pick (power of two "
+        "choices by default).",
+    )
+
     # -- circuit breakers ----------------------------------------------------------------
     cb_max_connections: int = Field(
         default=1024, ge=1, description="Circuit breaker: connections per upstream cluster."
