@@ -7,6 +7,7 @@ their own rendered sidecars; the edge routes to the replicas' sidecars, as in pr
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -89,6 +90,47 @@ async def test_append_memory_is_never_retried(topology: Topology, tmp_path: Path
     assert append_retries == 0
     assert state.calls["GetContext"] > 1
     assert stats["cluster.context.upstream_rq_retry"] > 0
+
+
+def _append(stub: ctx_grpc.ContextServiceStub, session: str) -> grpc.aio.UnaryUnaryCall:
+    return stub.AppendMemory(ctx_pb.AppendMemoryRequest(session_id=session), timeout=5)
+
+
+def _flags(log: str) -> list[str]:
+    """The response flags of every access-log line of an Envoy's output."""
+    lines = (line for line in log.splitlines() if line.startswith("{"))
+    return [json.loads(line).get("response_flags", "") for line in lines]
+
+
+async def test_a_write_its_app_never_got_is_retried_and_lands_once(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """One context app stops while its sidecar runs: the sidecar cannot connect (UF) and
+    marks its reply, the edge sends the AppendMemory to the other replica; each write
+    lands exactly once."""
+    topo = sub_topology(topology, {"context": 2})
+    async with running_mesh(topo, MeshSettings(), tmp_path) as mesh:
+        await wait_healthy(mesh, "context", 2)
+        async with grpc.aio.insecure_channel(mesh.edge) as channel:
+            stub = ctx_grpc.ContextServiceStub(channel)
+            await warm_up(mesh, lambda i: _append(stub, f"warm-{i}"), "AppendMemory")
+            await mesh.apps["context-0"].stop(0)  # the port closes; the sidecar stays up
+            before = await mesh.edge_stats()
+            sessions = [f"s{i}" for i in range(30)]
+            replies = [await _append(stub, session) for session in sessions]
+        after = await mesh.edge_stats()
+        refused = _flags(mesh.logs["context-0.sidecar"].read_text())
+
+    good = mesh.modules["context-1"].state
+    bad = mesh.modules["context-0"].state
+    assert all(list(r.entry_ids) == ["e1"] for r in replies)
+    assert [good.appended[s] for s in sessions] == [1] * len(sessions)
+    assert not any(bad.appended[s] for s in sessions)
+    # the stopped replica's sidecar was tried and could not connect (after its own
+    # retries of its app: URX,UF)
+    assert any("UF" in flags.split(",") for flags in refused)
+    retried = "cluster.context.upstream_rq_retry"
+    assert after[retried] - before.get(retried, 0) >= 1
 
 
 async def _load(
