@@ -26,7 +26,7 @@ def cluster(
         "name": name,
         "type": "STATIC",
         "connect_timeout": seconds(settings.connect_timeout_s),
-        **least_request(settings),
+        **load_balancing(settings),
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
                 "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -81,11 +81,17 @@ def cluster(
     return config
 
 
-def least_request(settings: MeshSettings) -> Config:
-    """Power of two choices: the one of two random healthy hosts with fewer requests."""
+def load_balancing(settings: MeshSettings) -> Config:
+    """Power of two choices: the one of two random healthy hosts with fewer requests.
+
+    An ejection or a failed health check reaches the load balancer at once: by default
+    Envoy merges such updates for 1 s (``update_merge_window``), so a replica ejected
+    after its first timeouts would keep getting new requests for up to a second.
+    """
     return {
         "lb_policy": "LEAST_REQUEST",
         "least_request_lb_config": {"choice_count": settings.lb_choice_count},
+        "common_lb_config": {"update_merge_window": seconds(settings.lb_update_merge_window_s)},
     }
 
 

@@ -102,6 +102,13 @@ class MeshSettings(BaseSettings):
         description="Least-request balancing: random hosts compared per pick (power of two "
         "choices by default).",
     )
+    lb_update_merge_window_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=60,
+        description="How long Envoy may hold back health-check and ejection changes before "
+        "its load balancer sees them (Envoy's own default is 1 s); 0: at once.",
+    )
 
     # -- circuit breakers ----------------------------------------------------------------
     cb_max_connections: int = Field(
