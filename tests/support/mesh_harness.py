@@ -1,7 +1,9 @@
 """Real Envoy processes on free loopback ports in front of in-process fake apps.
 
 ``Mesh`` renders the configs with the production renderer, starts every Envoy as a
-child process (killed by PID on exit, even on failure) and the fake apps in-process.
+child process (killed by PID on exit, even on failure) and the fake apps in-process,
+except the replicas named in ``processes``: those run as ``python -m tests.mesh.fake_app``
+children, so a test can stop them with a signal (SIGSTOP: a hung replica).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ class Mesh:
     modules: dict[str, FakeModule] = field(default_factory=dict)
     frontdoor: FrontDoor | None = None
     envoys: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    app_processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
     admin_ports: dict[str, int] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
@@ -66,12 +70,25 @@ def sub_topology(topology: Topology, services: Mapping[str, int]) -> Topology:
 
 @contextlib.asynccontextmanager
 async def running_mesh(
-    topology: Topology, settings: MeshSettings, tmp: Path, otlp_endpoint: str = ""
+    topology: Topology,
+    settings: MeshSettings,
+    tmp: Path,
+    otlp_endpoint: str = "",
+    *,
+    processes: Collection[str] = (),
 ) -> AsyncIterator[Mesh]:
     plan = make_plan(topology, settings, PortPool())
     mesh = Mesh(plan=plan, settings=settings)
     try:
         for replica in plan.all_replicas():
+            if replica.name in processes:
+                mesh.app_processes[replica.name] = await _app_process(
+                    replica.service,
+                    replica.app_port,
+                    tmp / replica.name,
+                    tmp / f"{replica.name}.log",
+                )
+                continue
             module = FakeModule(_SERVICES[replica.service])
             app_settings = Settings(core=CoreSettings(data_dir=tmp / replica.name))
             server, _ = await create_server(
@@ -116,9 +133,36 @@ async def running_mesh(
             await proc.wait()
         if mesh.frontdoor is not None:
             await mesh.frontdoor.stop()
+        for proc in mesh.app_processes.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)  # a stopped child dies only once resumed
+                    os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
         for server in mesh.apps.values():
             await server.stop(0)
         await mesh.http.aclose()
+
+
+async def _app_process(
+    service: str, port: int, data_dir: Path, log: Path
+) -> asyncio.subprocess.Process:
+    with log.open("wb") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.mesh.fake_app",
+            service,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            env={
+                **os.environ,
+                "SWITCHBOARD_PORT": str(port),
+                "SWITCHBOARD_DATA_DIR": str(data_dir),
+                "SWITCHBOARD_GRACE_PERIOD_S": "0",
+            },
+            start_new_session=True,
+        )
 
 
 async def _wait_ready(mesh: Mesh) -> None:

@@ -51,6 +51,10 @@ class ContextStore(Protocol):
         """Release connections."""
         ...
 
+    async def ping(self) -> None:
+        """Raise ``Unavailable`` when the store cannot be reached (health checking)."""
+        ...
+
     async def append_memory(
         self, session_id: str, entries: Sequence[NewMemory], now: float
     ) -> AppendResult:

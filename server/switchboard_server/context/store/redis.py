@@ -94,6 +94,10 @@ class RedisStore:
             await self._client.aclose()
             self._client = None
 
+    async def ping(self) -> None:
+        async with self._guard():
+            await self._r.ping()
+
     @property
     def _r(self) -> aioredis.Redis:
         assert self._client is not None, "store not open"

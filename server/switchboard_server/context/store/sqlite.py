@@ -125,6 +125,10 @@ class SqliteStore:
         self._write_conn = conn
         self._writer = GroupCommitWriter(conn, self._write_thread)
 
+    async def ping(self) -> None:
+        """In process: reachable while open (a full disk fails writes, not reads)."""
+        await self._read("SELECT 1")
+
     async def close(self) -> None:
         self._closing = True  # a write settling from now on starts no compaction
         if self._compaction is not None:
