@@ -110,6 +110,7 @@ async def _load(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             session_prefix=args.session_prefix or f"load-{uuid.uuid4().hex[:8]}",
         )
         config = ConnectConfig.from_env(target=args.target, timeout_s=args.timeout)
+        driver = ChatDriver(config, connections=args.connections)
     except (ValueError, OSError) as exc:
         print(f"switchboard load: {exc}", file=err)
         return EXIT_FAILED
@@ -120,7 +121,7 @@ async def _load(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(progress_line(recorder, elapsed_s, plan.total) + end)
         err.flush()
 
-    async with ChatDriver(config, connections=args.connections) as driver:
+    async with driver:
         report = await run_load(
             plan,
             driver.send,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from switchboard_client import cli
 from switchboard_client.loadgen import LoadPlan, Outcome, Shot, read_messages, run_load
 from switchboard_client.loadgen.plan import schedule
 from tests.unit.test_boundaries import wire_imports
@@ -137,3 +138,20 @@ def test_only_the_driver_speaks_grpc(module: str) -> None:
     if module == "__init__":
         found = [name for name in found if "grpc_driver" not in name]
     assert found == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rate", "0"], "LoadPlan.rate"),
+        (["--connections", "0"], "connections"),
+        (["--messages", "/nonexistent/mix.txt"], "mix.txt"),
+    ],
+)
+def test_the_command_refuses_bad_options_with_exit_1(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["load", *argv])
+    assert exited.value.code == 1
+    assert message in capsys.readouterr().err
