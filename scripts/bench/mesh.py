@@ -7,10 +7,11 @@ ports with a fresh data dir, tracing export off in both.
 
 For each, an open-loop load of RATE Chat turns/s for SECONDS (after WARMUP_S) on one
 channel, from the engine of `switchboard load`; latency is measured from each turn's
-scheduled start (no coordinated omission). CPU is utime+stime from /proc/<pid>/stat of every app and Envoy, before and
-after. An Envoy "traversal" is one request through one Envoy listener, counted from the
-Envoys' own ``http.*.downstream_rq_total`` (health checks included: ~1/s per cluster; the
-admin listener, which this script itself scrapes, is not a traversal).
+scheduled start (no coordinated omission). CPU is utime+stime from /proc/<pid>/stat of
+every app and Envoy, before and after. An Envoy "traversal" is one request through one
+Envoy listener, counted from the Envoys' own ``http.*.downstream_rq_total`` (health
+checks included: ~1/s per cluster; the admin listener, which this script itself
+scrapes, is not a traversal).
 
 Envoy's fixed cost is measured in the same run: after the warm-up, IDLE_S with no traffic
 (only active health checks and stats housekeeping). The mesh result reports Envoy CPU
