@@ -1,6 +1,8 @@
 """The chat pipeline: classify and retrieve concurrently, compose, remember, respond.
 
-Deadlines: every outbound call gets ``min(stage timeout, caller's time left - margin)``.
+Deadlines: every outbound call gets ``min(stage timeout, caller's time left - margin)``;
+the composer gets the time left less ``compose_reserve_s`` (kept for remembering and
+answering), and a composer that fails or runs out of it falls back to the rule composer.
 A dependency that fails degrades the turn (named in ``degraded``); only bad input
 (checked before the pipeline runs) or the caller's own deadline running out fails it.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -59,6 +61,7 @@ class PipelineConfig:
     classify_timeout_s: float = 1.0
     context_timeout_s: float = 1.0
     memory_timeout_s: float = 2.0
+    compose_reserve_s: float = 0.1
     max_context_results: int = 5
     max_context_chars: int = 2000
     top_k: int = 3
@@ -102,6 +105,12 @@ class _Turn:
         if left <= 0:
             raise DeadlineExceeded("the deadline expired before the turn could finish")
         return (left, True) if left < stage_timeout else (stage_timeout, False)
+
+    def left_s(self, reserve_s: float) -> float | None:
+        """Time to the caller's deadline less the margin and ``reserve_s``; None: no deadline."""
+        if self.deadline is None:
+            return None
+        return self.deadline - time.monotonic() - self.margin_s - reserve_s
 
     def emit(self, stage: Stage, status: StageStatus, duration_ms: float = 0.0) -> None:
         if self.sink is not None:
@@ -252,6 +261,7 @@ class ChatPipeline:
     async def _compose(self, turn: _Turn, request: ComposeInput) -> Composition:
         turn.emit(Stage.COMPOSE, StageStatus.STARTED)
         begun = time.monotonic()
+        request = replace(request, budget_s=turn.left_s(self._config.compose_reserve_s))
         try:
             composition = await self._composer.compose(request)
             status = StageStatus.FINISHED

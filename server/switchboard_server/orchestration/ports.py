@@ -31,6 +31,14 @@ class DependencyFailed(Exception):
         self.reason = reason
 
 
+class CallerDeadline(DependencyFailed):
+    """The caller's remaining deadline cut the call short, not the dependency's own
+    slowness: it degrades the turn but does not count against the dependency."""
+
+    def __init__(self) -> None:
+        super().__init__(DEADLINE_EXCEEDED)
+
+
 class Classifier(Protocol):
     """The classification service."""
 

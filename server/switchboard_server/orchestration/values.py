@@ -164,9 +164,14 @@ class MemoryEntry:
 
 @dataclass(frozen=True, slots=True)
 class ComposeInput:
-    """What a composer gets: the message, the verdict and the retrieved context."""
+    """What a composer gets: the message, the verdict and the retrieved context.
+
+    ``budget_s`` is how long the composer may take before the caller's deadline (less
+    what remembering and answering need); None when the caller set no deadline.
+    """
 
     message: str
     intent: Intent
     retrieved: Retrieved
     session_id: str = ""
+    budget_s: float | None = None
