@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n:switchboard/classification/v1/classification_service.proto\x12\x1dswitchboard.classification.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n\x0f\x43lassifyRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12?\n\x07options\x18\x03 \x01(\x0b\x32..switchboard.classification.v1.ClassifyOptions\"Y\n\x10\x43lassifyResponse\x12\x45\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32-.switchboard.classification.v1.Classification\"f\n\x14\x43lassifyBatchRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12?\n\x07options\x18\x02 \x01(\x0b\x32..switchboard.classification.v1.ClassifyOptions\"_\n\x15\x43lassifyBatchResponse\x12\x46\n\x0f\x63lassifications\x18\x01 \x03(\x0b\x32-.switchboard.classification.v1.Classification\"\x8e\x01\n\x15\x43lassifyStreamRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12?\n\x07options\x18\x04 \x01(\x0b\x32..switchboard.classification.v1.ClassifyOptions\"s\n\x16\x43lassifyStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x45\n\x0e\x63lassification\x18\x02 \x01(\x0b\x32-.switchboard.classification.v1.Classification\"N\n\x12\x41\x64\x64\x45xamplesRequest\x12\x38\n\x08\x65xamples\x18\x01 \x03(\x0b\x32&.switchboard.classification.v1.Example\"y\n\x13\x41\x64\x64\x45xamplesResponse\x12\x13\n\x0b\x61\x64\x64\x65\x64_count\x18\x01 \x01(\x05\x12\x1d\n\x15runtime_example_count\x18\x02 \x01(\x05\x12\x13\n\x0bnew_intents\x18\x03 \x03(\t\x12\x19\n\x11retrain_scheduled\x18\x04 \x01(\x08\"\x14\n\x12ListIntentsRequest\"\x8d\x01\n\x13ListIntentsResponse\x12:\n\x07intents\x18\x01 \x03(\x0b\x32).switchboard.classification.v1.IntentInfo\x12:\n\x07\x64omains\x18\x02 \x03(\x0b\x32).switchboard.classification.v1.DomainInfo\"\x15\n\x13GetModelInfoRequest\"\xd1\x02\n\x14GetModelInfoResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x37\n\x07\x62\x61\x63kend\x18\x02 \x01(\x0e\x32&.switchboard.classification.v1.Backend\x12\x14\n\x0cintent_count\x18\x03 \x01(\x05\x12\x14\n\x0c\x64omain_count\x18\x04 \x01(\x05\x12\x1e\n\x16training_example_count\x18\x05 \x01(\x05\x12\x1d\n\x15runtime_example_count\x18\x06 \x01(\x05\x12$\n\x1c\x64\x65\x66\x61ult_confidence_threshold\x18\x07 \x01(\x02\x12.\n\ntrained_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61rtifact_key\x18\t \x01(\t\x12\x12\n\nretraining\x18\n \x01(\x08\"s\n\x0f\x43lassifyOptions\x12!\n\x14\x63onfidence_threshold\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x15\n\rinclude_debug\x18\x03 \x01(\x08\x42\x17\n\x15_confidence_threshold\"\xa9\x02\n\x0e\x43lassification\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x41\n\thierarchy\x18\x03 \x01(\x0b\x32..switchboard.classification.v1.IntentHierarchy\x12@\n\x0c\x61lternatives\x18\x04 \x03(\x0b\x32*.switchboard.classification.v1.Alternative\x12\x14\n\x0cout_of_scope\x18\x05 \x01(\x08\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x41\n\x05\x64\x65\x62ug\x18\x07 \x01(\x0b\x32\x32.switchboard.classification.v1.ClassificationDebug\"z\n\x0fIntentHierarchy\x12\n\n\x02l1\x18\x01 \x01(\t\x12\x15\n\rl1_confidence\x18\x02 \x01(\x02\x12\n\n\x02l2\x18\x03 \x01(\t\x12\x15\n\rl2_confidence\x18\x04 \x01(\x02\x12\n\n\x02l3\x18\x05 \x01(\t\x12\x15\n\rl3_confidence\x18\x06 \x01(\x02\"1\n\x0b\x41lternative\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"\xb5\x01\n\x13\x43lassificationDebug\x12\x37\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0e\x32&.switchboard.classification.v1.Backend\x12\x1c\n\x14\x63onfidence_threshold\x18\x02 \x01(\x02\x12\x15\n\roverlay_match\x18\x03 \x01(\x08\x12\x1a\n\x12overlay_similarity\x18\x04 \x01(\x02\x12\x14\n\x0cinference_ms\x18\x05 \x01(\x01\"\'\n\x07\x45xample\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\"t\n\nIntentInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\n\n\x02l1\x18\x02 \x01(\t\x12\n\n\x02l2\x18\x03 \x01(\t\x12\n\n\x02l3\x18\x04 \x01(\t\x12\x15\n\rexample_count\x18\x05 \x01(\x05\x12\x1d\n\x15runtime_example_count\x18\x06 \x01(\x05\"G\n\nDomainInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cintent_count\x18\x02 \x01(\x05\x12\x15\n\rexample_count\x18\x03 \x01(\x05*a\n\x07\x42\x61\x63kend\x12\x17\n\x13\x42\x41\x43KEND_UNSPECIFIED\x10\x00\x12\x11\n\rBACKEND_TFIDF\x10\x01\x12\x16\n\x12\x42\x41\x43KEND_EMBEDDINGS\x10\x02\x12\x12\n\x0e\x42\x41\x43KEND_HYBRID\x10\x03\x32\xe9\x05\n\x15\x43lassificationService\x12k\n\x08\x43lassify\x12..switchboard.classification.v1.ClassifyRequest\x1a/.switchboard.classification.v1.ClassifyResponse\x12z\n\rClassifyBatch\x12\x33.switchboard.classification.v1.ClassifyBatchRequest\x1a\x34.switchboard.classification.v1.ClassifyBatchResponse\x12\x81\x01\n\x0e\x43lassifyStream\x12\x34.switchboard.classification.v1.ClassifyStreamRequest\x1a\x35.switchboard.classification.v1.ClassifyStreamResponse(\x01\x30\x01\x12t\n\x0b\x41\x64\x64\x45xamples\x12\x31.switchboard.classification.v1.AddExamplesRequest\x1a\x32.switchboard.classification.v1.AddExamplesResponse\x12t\n\x0bListIntents\x12\x31.switchboard.classification.v1.ListIntentsRequest\x1a\x32.switchboard.classification.v1.ListIntentsResponse\x12w\n\x0cGetModelInfo\x12\x32.switchboard.classification.v1.GetModelInfoRequest\x1a\x33.switchboard.classification.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n:switchboard/classification/v1/classification_service.proto\x12\x1dswitchboard.classification.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n\x0f\x43lassifyRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12?\n\x07options\x18\x03 \x01(\x0b\x32..switchboard.classification.v1.ClassifyOptions\"Y\n\x10\x43lassifyResponse\x12\x45\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32-.switchboard.classification.v1.Classification\"f\n\x14\x43lassifyBatchRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12?\n\x07options\x18\x02 \x01(\x0b\x32..switchboard.classification.v1.ClassifyOptions\"_\n\x15\x43lassifyBatchResponse\x12\x46\n\x0f\x63lassifications\x18\x01 \x03(\x0b\x32-.switchboard.classification.v1.Classification\"\x8e\x01\n\x15\x43lassifyStreamRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12?\n\x07options\x18\x04 \x01(\x0b\x32..switchboard.classification.v1.ClassifyOptions\"s\n\x16\x43lassifyStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x45\n\x0e\x63lassification\x18\x02 \x01(\x0b\x32-.switchboard.classification.v1.Classification\"b\n\x12\x41\x64\x64\x45xamplesRequest\x12\x38\n\x08\x65xamples\x18\x01 \x03(\x0b\x32&.switchboard.classification.v1.Example\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"y\n\x13\x41\x64\x64\x45xamplesResponse\x12\x13\n\x0b\x61\x64\x64\x65\x64_count\x18\x01 \x01(\x05\x12\x1d\n\x15runtime_example_count\x18\x02 \x01(\x05\x12\x13\n\x0bnew_intents\x18\x03 \x03(\t\x12\x19\n\x11retrain_scheduled\x18\x04 \x01(\x08\"\x14\n\x12ListIntentsRequest\"\x8d\x01\n\x13ListIntentsResponse\x12:\n\x07intents\x18\x01 \x03(\x0b\x32).switchboard.classification.v1.IntentInfo\x12:\n\x07\x64omains\x18\x02 \x03(\x0b\x32).switchboard.classification.v1.DomainInfo\"\x15\n\x13GetModelInfoRequest\"\xd1\x02\n\x14GetModelInfoResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x37\n\x07\x62\x61\x63kend\x18\x02 \x01(\x0e\x32&.switchboard.classification.v1.Backend\x12\x14\n\x0cintent_count\x18\x03 \x01(\x05\x12\x14\n\x0c\x64omain_count\x18\x04 \x01(\x05\x12\x1e\n\x16training_example_count\x18\x05 \x01(\x05\x12\x1d\n\x15runtime_example_count\x18\x06 \x01(\x05\x12$\n\x1c\x64\x65\x66\x61ult_confidence_threshold\x18\x07 \x01(\x02\x12.\n\ntrained_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61rtifact_key\x18\t \x01(\t\x12\x12\n\nretraining\x18\n \x01(\x08\"s\n\x0f\x43lassifyOptions\x12!\n\x14\x63onfidence_threshold\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x15\n\rinclude_debug\x18\x03 \x01(\x08\x42\x17\n\x15_confidence_threshold\"\xa9\x02\n\x0e\x43lassification\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x41\n\thierarchy\x18\x03 \x01(\x0b\x32..switchboard.classification.v1.IntentHierarchy\x12@\n\x0c\x61lternatives\x18\x04 \x03(\x0b\x32*.switchboard.classification.v1.Alternative\x12\x14\n\x0cout_of_scope\x18\x05 \x01(\x08\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x41\n\x05\x64\x65\x62ug\x18\x07 \x01(\x0b\x32\x32.switchboard.classification.v1.ClassificationDebug\"z\n\x0fIntentHierarchy\x12\n\n\x02l1\x18\x01 \x01(\t\x12\x15\n\rl1_confidence\x18\x02 \x01(\x02\x12\n\n\x02l2\x18\x03 \x01(\t\x12\x15\n\rl2_confidence\x18\x04 \x01(\x02\x12\n\n\x02l3\x18\x05 \x01(\t\x12\x15\n\rl3_confidence\x18\x06 \x01(\x02\"1\n\x0b\x41lternative\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"\xb5\x01\n\x13\x43lassificationDebug\x12\x37\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0e\x32&.switchboard.classification.v1.Backend\x12\x1c\n\x14\x63onfidence_threshold\x18\x02 \x01(\x02\x12\x15\n\roverlay_match\x18\x03 \x01(\x08\x12\x1a\n\x12overlay_similarity\x18\x04 \x01(\x02\x12\x14\n\x0cinference_ms\x18\x05 \x01(\x01\"\'\n\x07\x45xample\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\"t\n\nIntentInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\n\n\x02l1\x18\x02 \x01(\t\x12\n\n\x02l2\x18\x03 \x01(\t\x12\n\n\x02l3\x18\x04 \x01(\t\x12\x15\n\rexample_count\x18\x05 \x01(\x05\x12\x1d\n\x15runtime_example_count\x18\x06 \x01(\x05\"G\n\nDomainInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cintent_count\x18\x02 \x01(\x05\x12\x15\n\rexample_count\x18\x03 \x01(\x05*a\n\x07\x42\x61\x63kend\x12\x17\n\x13\x42\x41\x43KEND_UNSPECIFIED\x10\x00\x12\x11\n\rBACKEND_TFIDF\x10\x01\x12\x16\n\x12\x42\x41\x43KEND_EMBEDDINGS\x10\x02\x12\x12\n\x0e\x42\x41\x43KEND_HYBRID\x10\x03\x32\xe9\x05\n\x15\x43lassificationService\x12k\n\x08\x43lassify\x12..switchboard.classification.v1.ClassifyRequest\x1a/.switchboard.classification.v1.ClassifyResponse\x12z\n\rClassifyBatch\x12\x33.switchboard.classification.v1.ClassifyBatchRequest\x1a\x34.switchboard.classification.v1.ClassifyBatchResponse\x12\x81\x01\n\x0e\x43lassifyStream\x12\x34.switchboard.classification.v1.ClassifyStreamRequest\x1a\x35.switchboard.classification.v1.ClassifyStreamResponse(\x01\x30\x01\x12t\n\x0b\x41\x64\x64\x45xamples\x12\x31.switchboard.classification.v1.AddExamplesRequest\x1a\x32.switchboard.classification.v1.AddExamplesResponse\x12t\n\x0bListIntents\x12\x31.switchboard.classification.v1.ListIntentsRequest\x1a\x32.switchboard.classification.v1.ListIntentsResponse\x12w\n\x0cGetModelInfo\x12\x32.switchboard.classification.v1.GetModelInfoRequest\x1a\x33.switchboard.classification.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchboard.classification.v1.classification_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BACKEND']._serialized_start=2538
-  _globals['_BACKEND']._serialized_end=2635
+  _globals['_BACKEND']._serialized_start=2558
+  _globals['_BACKEND']._serialized_end=2655
   _globals['_CLASSIFYREQUEST']._serialized_start=126
   _globals['_CLASSIFYREQUEST']._serialized_end=242
   _globals['_CLASSIFYRESPONSE']._serialized_start=244
@@ -47,33 +47,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSIFYSTREAMRESPONSE']._serialized_start=681
   _globals['_CLASSIFYSTREAMRESPONSE']._serialized_end=796
   _globals['_ADDEXAMPLESREQUEST']._serialized_start=798
-  _globals['_ADDEXAMPLESREQUEST']._serialized_end=876
-  _globals['_ADDEXAMPLESRESPONSE']._serialized_start=878
-  _globals['_ADDEXAMPLESRESPONSE']._serialized_end=999
-  _globals['_LISTINTENTSREQUEST']._serialized_start=1001
-  _globals['_LISTINTENTSREQUEST']._serialized_end=1021
-  _globals['_LISTINTENTSRESPONSE']._serialized_start=1024
-  _globals['_LISTINTENTSRESPONSE']._serialized_end=1165
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1167
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1188
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1191
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1528
-  _globals['_CLASSIFYOPTIONS']._serialized_start=1530
-  _globals['_CLASSIFYOPTIONS']._serialized_end=1645
-  _globals['_CLASSIFICATION']._serialized_start=1648
-  _globals['_CLASSIFICATION']._serialized_end=1945
-  _globals['_INTENTHIERARCHY']._serialized_start=1947
-  _globals['_INTENTHIERARCHY']._serialized_end=2069
-  _globals['_ALTERNATIVE']._serialized_start=2071
-  _globals['_ALTERNATIVE']._serialized_end=2120
-  _globals['_CLASSIFICATIONDEBUG']._serialized_start=2123
-  _globals['_CLASSIFICATIONDEBUG']._serialized_end=2304
-  _globals['_EXAMPLE']._serialized_start=2306
-  _globals['_EXAMPLE']._serialized_end=2345
-  _globals['_INTENTINFO']._serialized_start=2347
-  _globals['_INTENTINFO']._serialized_end=2463
-  _globals['_DOMAININFO']._serialized_start=2465
-  _globals['_DOMAININFO']._serialized_end=2536
-  _globals['_CLASSIFICATIONSERVICE']._serialized_start=2638
-  _globals['_CLASSIFICATIONSERVICE']._serialized_end=3383
+  _globals['_ADDEXAMPLESREQUEST']._serialized_end=896
+  _globals['_ADDEXAMPLESRESPONSE']._serialized_start=898
+  _globals['_ADDEXAMPLESRESPONSE']._serialized_end=1019
+  _globals['_LISTINTENTSREQUEST']._serialized_start=1021
+  _globals['_LISTINTENTSREQUEST']._serialized_end=1041
+  _globals['_LISTINTENTSRESPONSE']._serialized_start=1044
+  _globals['_LISTINTENTSRESPONSE']._serialized_end=1185
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1187
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1208
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1211
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1548
+  _globals['_CLASSIFYOPTIONS']._serialized_start=1550
+  _globals['_CLASSIFYOPTIONS']._serialized_end=1665
+  _globals['_CLASSIFICATION']._serialized_start=1668
+  _globals['_CLASSIFICATION']._serialized_end=1965
+  _globals['_INTENTHIERARCHY']._serialized_start=1967
+  _globals['_INTENTHIERARCHY']._serialized_end=2089
+  _globals['_ALTERNATIVE']._serialized_start=2091
+  _globals['_ALTERNATIVE']._serialized_end=2140
+  _globals['_CLASSIFICATIONDEBUG']._serialized_start=2143
+  _globals['_CLASSIFICATIONDEBUG']._serialized_end=2324
+  _globals['_EXAMPLE']._serialized_start=2326
+  _globals['_EXAMPLE']._serialized_end=2365
+  _globals['_INTENTINFO']._serialized_start=2367
+  _globals['_INTENTINFO']._serialized_end=2483
+  _globals['_DOMAININFO']._serialized_start=2485
+  _globals['_DOMAININFO']._serialized_end=2556
+  _globals['_CLASSIFICATIONSERVICE']._serialized_start=2658
+  _globals['_CLASSIFICATIONSERVICE']._serialized_end=3403
 # @@protoc_insertion_point(module_scope)

@@ -25,51 +25,51 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n8switchboard/orchestration/v1/orchestration_service.proto\x12\x1cswitchboard.orchestration.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"n\n\x0b\x43hatRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12:\n\x07options\x18\x03 \x01(\x0b\x32).switchboard.orchestration.v1.ChatOptions\"\xe3\x02\n\x0c\x43hatResponse\x12\r\n\x05reply\x18\x01 \x01(\t\x12;\n\x06intent\x18\x02 \x01(\x0b\x32+.switchboard.orchestration.v1.IntentSummary\x12<\n\x07sources\x18\x03 \x03(\x0b\x32+.switchboard.orchestration.v1.ContextSource\x12;\n\x08\x64\x65graded\x18\x04 \x03(\x0b\x32).switchboard.orchestration.v1.Degradation\x12:\n\x07timings\x18\x05 \x03(\x0b\x32).switchboard.orchestration.v1.StageTiming\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x12\n\nturn_index\x18\x08 \x01(\x05\x12\x10\n\x08total_ms\x18\t \x01(\x01\"t\n\x11\x43hatStreamRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12:\n\x07options\x18\x03 \x01(\x0b\x32).switchboard.orchestration.v1.ChatOptions\"\xd8\x01\n\x12\x43hatStreamResponse\x12\x39\n\x05stage\x18\x01 \x01(\x0b\x32(.switchboard.orchestration.v1.StageEventH\x00\x12?\n\x0breply_chunk\x18\x02 \x01(\x0b\x32(.switchboard.orchestration.v1.ReplyChunkH\x00\x12=\n\x07summary\x18\x03 \x01(\x0b\x32*.switchboard.orchestration.v1.ChatResponseH\x00\x42\x07\n\x05\x65vent\"S\n\x16GetConversationRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"z\n\x17GetConversationResponse\x12\x31\n\x05turns\x18\x01 \x03(\x0b\x32\".switchboard.orchestration.v1.Turn\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0btotal_turns\x18\x03 \x01(\x05\"{\n\x0b\x43hatOptions\x12\x1b\n\x13max_context_results\x18\x01 \x01(\x05\x12!\n\x14\x63onfidence_threshold\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x0bskip_memory\x18\x03 \x01(\x08\x42\x17\n\x15_confidence_threshold\"\xae\x01\n\rIntentSummary\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x14\n\x0cout_of_scope\x18\x03 \x01(\x08\x12\n\n\x02l1\x18\x04 \x01(\t\x12\x45\n\x0c\x61lternatives\x18\x05 \x03(\x0b\x32/.switchboard.orchestration.v1.IntentAlternative\x12\x10\n\x08\x66\x61llback\x18\x06 \x01(\x08\"7\n\x11IntentAlternative\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"\x95\x01\n\rContextSource\x12\x36\n\x04kind\x18\x01 \x01(\x0e\x32(.switchboard.orchestration.v1.SourceKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x11\n\trelevance\x18\x04 \x01(\x02\x12\r\n\x05\x63ited\x18\x05 \x01(\x08\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\t\"[\n\x0b\x44\x65gradation\x12<\n\ndependency\x18\x01 \x01(\x0e\x32(.switchboard.orchestration.v1.Dependency\x12\x0e\n\x06reason\x18\x02 \x01(\t\"V\n\x0bStageTiming\x12\x32\n\x05stage\x18\x01 \x01(\x0e\x32#.switchboard.orchestration.v1.Stage\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x01\"\xa4\x01\n\nStageEvent\x12\x32\n\x05stage\x18\x01 \x01(\x0e\x32#.switchboard.orchestration.v1.Stage\x12\x39\n\x06status\x18\x02 \x01(\x0e\x32).switchboard.orchestration.v1.StageStatus\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x01\")\n\nReplyChunk\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xbe\x01\n\x04Turn\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x14\n\x0cuser_message\x18\x02 \x01(\t\x12\r\n\x05reply\x18\x03 \x01(\t\x12;\n\x06intent\x18\x04 \x01(\x0b\x32+.switchboard.orchestration.v1.IntentSummary\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t*m\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTAGE_CLASSIFY\x10\x01\x12\x12\n\x0eSTAGE_RETRIEVE\x10\x02\x12\x11\n\rSTAGE_COMPOSE\x10\x03\x12\x12\n\x0eSTAGE_REMEMBER\x10\x04*y\n\x0bStageStatus\x12\x1c\n\x18STAGE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14STAGE_STATUS_STARTED\x10\x01\x12\x19\n\x15STAGE_STATUS_FINISHED\x10\x02\x12\x17\n\x13STAGE_STATUS_FAILED\x10\x03*\xb0\x01\n\nDependency\x12\x1a\n\x16\x44\x45PENDENCY_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45PENDENCY_CLASSIFICATION\x10\x01\x12\x16\n\x12\x44\x45PENDENCY_CONTEXT\x10\x02\x12\x15\n\x11\x44\x45PENDENCY_MEMORY\x10\x03\x12\x17\n\x13\x44\x45PENDENCY_COMPOSER\x10\x04\x12\x1f\n\x1b\x44\x45PENDENCY_CONVERSATION_LOG\x10\x05*\\\n\nSourceKind\x12\x1b\n\x17SOURCE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SOURCE_KIND_MEMORY\x10\x01\x12\x19\n\x15SOURCE_KIND_KNOWLEDGE\x10\x02\x32\xe8\x02\n\x14OrchestrationService\x12]\n\x04\x43hat\x12).switchboard.orchestration.v1.ChatRequest\x1a*.switchboard.orchestration.v1.ChatResponse\x12q\n\nChatStream\x12/.switchboard.orchestration.v1.ChatStreamRequest\x1a\x30.switchboard.orchestration.v1.ChatStreamResponse0\x01\x12~\n\x0fGetConversation\x12\x34.switchboard.orchestration.v1.GetConversationRequest\x1a\x35.switchboard.orchestration.v1.GetConversationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n8switchboard/orchestration/v1/orchestration_service.proto\x12\x1cswitchboard.orchestration.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x01\n\x0b\x43hatRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12:\n\x07options\x18\x03 \x01(\x0b\x32).switchboard.orchestration.v1.ChatOptions\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xe3\x02\n\x0c\x43hatResponse\x12\r\n\x05reply\x18\x01 \x01(\t\x12;\n\x06intent\x18\x02 \x01(\x0b\x32+.switchboard.orchestration.v1.IntentSummary\x12<\n\x07sources\x18\x03 \x03(\x0b\x32+.switchboard.orchestration.v1.ContextSource\x12;\n\x08\x64\x65graded\x18\x04 \x03(\x0b\x32).switchboard.orchestration.v1.Degradation\x12:\n\x07timings\x18\x05 \x03(\x0b\x32).switchboard.orchestration.v1.StageTiming\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x12\n\nturn_index\x18\x08 \x01(\x05\x12\x10\n\x08total_ms\x18\t \x01(\x01\"\x88\x01\n\x11\x43hatStreamRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12:\n\x07options\x18\x03 \x01(\x0b\x32).switchboard.orchestration.v1.ChatOptions\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xd8\x01\n\x12\x43hatStreamResponse\x12\x39\n\x05stage\x18\x01 \x01(\x0b\x32(.switchboard.orchestration.v1.StageEventH\x00\x12?\n\x0breply_chunk\x18\x02 \x01(\x0b\x32(.switchboard.orchestration.v1.ReplyChunkH\x00\x12=\n\x07summary\x18\x03 \x01(\x0b\x32*.switchboard.orchestration.v1.ChatResponseH\x00\x42\x07\n\x05\x65vent\"S\n\x16GetConversationRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"z\n\x17GetConversationResponse\x12\x31\n\x05turns\x18\x01 \x03(\x0b\x32\".switchboard.orchestration.v1.Turn\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0btotal_turns\x18\x03 \x01(\x05\"{\n\x0b\x43hatOptions\x12\x1b\n\x13max_context_results\x18\x01 \x01(\x05\x12!\n\x14\x63onfidence_threshold\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x0bskip_memory\x18\x03 \x01(\x08\x42\x17\n\x15_confidence_threshold\"\xae\x01\n\rIntentSummary\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x14\n\x0cout_of_scope\x18\x03 \x01(\x08\x12\n\n\x02l1\x18\x04 \x01(\t\x12\x45\n\x0c\x61lternatives\x18\x05 \x03(\x0b\x32/.switchboard.orchestration.v1.IntentAlternative\x12\x10\n\x08\x66\x61llback\x18\x06 \x01(\x08\"7\n\x11IntentAlternative\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"\x95\x01\n\rContextSource\x12\x36\n\x04kind\x18\x01 \x01(\x0e\x32(.switchboard.orchestration.v1.SourceKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x11\n\trelevance\x18\x04 \x01(\x02\x12\r\n\x05\x63ited\x18\x05 \x01(\x08\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\t\"[\n\x0b\x44\x65gradation\x12<\n\ndependency\x18\x01 \x01(\x0e\x32(.switchboard.orchestration.v1.Dependency\x12\x0e\n\x06reason\x18\x02 \x01(\t\"V\n\x0bStageTiming\x12\x32\n\x05stage\x18\x01 \x01(\x0e\x32#.switchboard.orchestration.v1.Stage\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x01\"\xa4\x01\n\nStageEvent\x12\x32\n\x05stage\x18\x01 \x01(\x0e\x32#.switchboard.orchestration.v1.Stage\x12\x39\n\x06status\x18\x02 \x01(\x0e\x32).switchboard.orchestration.v1.StageStatus\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x01\")\n\nReplyChunk\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xbe\x01\n\x04Turn\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x14\n\x0cuser_message\x18\x02 \x01(\t\x12\r\n\x05reply\x18\x03 \x01(\t\x12;\n\x06intent\x18\x04 \x01(\x0b\x32+.switchboard.orchestration.v1.IntentSummary\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t*m\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTAGE_CLASSIFY\x10\x01\x12\x12\n\x0eSTAGE_RETRIEVE\x10\x02\x12\x11\n\rSTAGE_COMPOSE\x10\x03\x12\x12\n\x0eSTAGE_REMEMBER\x10\x04*y\n\x0bStageStatus\x12\x1c\n\x18STAGE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14STAGE_STATUS_STARTED\x10\x01\x12\x19\n\x15STAGE_STATUS_FINISHED\x10\x02\x12\x17\n\x13STAGE_STATUS_FAILED\x10\x03*\xb0\x01\n\nDependency\x12\x1a\n\x16\x44\x45PENDENCY_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45PENDENCY_CLASSIFICATION\x10\x01\x12\x16\n\x12\x44\x45PENDENCY_CONTEXT\x10\x02\x12\x15\n\x11\x44\x45PENDENCY_MEMORY\x10\x03\x12\x17\n\x13\x44\x45PENDENCY_COMPOSER\x10\x04\x12\x1f\n\x1b\x44\x45PENDENCY_CONVERSATION_LOG\x10\x05*\\\n\nSourceKind\x12\x1b\n\x17SOURCE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SOURCE_KIND_MEMORY\x10\x01\x12\x19\n\x15SOURCE_KIND_KNOWLEDGE\x10\x02\x32\xe8\x02\n\x14OrchestrationService\x12]\n\x04\x43hat\x12).switchboard.orchestration.v1.ChatRequest\x1a*.switchboard.orchestration.v1.ChatResponse\x12q\n\nChatStream\x12/.switchboard.orchestration.v1.ChatStreamRequest\x1a\x30.switchboard.orchestration.v1.ChatStreamResponse0\x01\x12~\n\x0fGetConversation\x12\x34.switchboard.orchestration.v1.GetConversationRequest\x1a\x35.switchboard.orchestration.v1.GetConversationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchboard.orchestration.v1.orchestration_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STAGE']._serialized_start=2234
-  _globals['_STAGE']._serialized_end=2343
-  _globals['_STAGESTATUS']._serialized_start=2345
-  _globals['_STAGESTATUS']._serialized_end=2466
-  _globals['_DEPENDENCY']._serialized_start=2469
-  _globals['_DEPENDENCY']._serialized_end=2645
-  _globals['_SOURCEKIND']._serialized_start=2647
-  _globals['_SOURCEKIND']._serialized_end=2739
-  _globals['_CHATREQUEST']._serialized_start=123
-  _globals['_CHATREQUEST']._serialized_end=233
-  _globals['_CHATRESPONSE']._serialized_start=236
-  _globals['_CHATRESPONSE']._serialized_end=591
-  _globals['_CHATSTREAMREQUEST']._serialized_start=593
-  _globals['_CHATSTREAMREQUEST']._serialized_end=709
-  _globals['_CHATSTREAMRESPONSE']._serialized_start=712
-  _globals['_CHATSTREAMRESPONSE']._serialized_end=928
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=930
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1013
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1015
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1137
-  _globals['_CHATOPTIONS']._serialized_start=1139
-  _globals['_CHATOPTIONS']._serialized_end=1262
-  _globals['_INTENTSUMMARY']._serialized_start=1265
-  _globals['_INTENTSUMMARY']._serialized_end=1439
-  _globals['_INTENTALTERNATIVE']._serialized_start=1441
-  _globals['_INTENTALTERNATIVE']._serialized_end=1496
-  _globals['_CONTEXTSOURCE']._serialized_start=1499
-  _globals['_CONTEXTSOURCE']._serialized_end=1648
-  _globals['_DEGRADATION']._serialized_start=1650
-  _globals['_DEGRADATION']._serialized_end=1741
-  _globals['_STAGETIMING']._serialized_start=1743
-  _globals['_STAGETIMING']._serialized_end=1829
-  _globals['_STAGEEVENT']._serialized_start=1832
-  _globals['_STAGEEVENT']._serialized_end=1996
-  _globals['_REPLYCHUNK']._serialized_start=1998
-  _globals['_REPLYCHUNK']._serialized_end=2039
-  _globals['_TURN']._serialized_start=2042
-  _globals['_TURN']._serialized_end=2232
-  _globals['_ORCHESTRATIONSERVICE']._serialized_start=2742
-  _globals['_ORCHESTRATIONSERVICE']._serialized_end=3102
+  _globals['_STAGE']._serialized_start=2276
+  _globals['_STAGE']._serialized_end=2385
+  _globals['_STAGESTATUS']._serialized_start=2387
+  _globals['_STAGESTATUS']._serialized_end=2508
+  _globals['_DEPENDENCY']._serialized_start=2511
+  _globals['_DEPENDENCY']._serialized_end=2687
+  _globals['_SOURCEKIND']._serialized_start=2689
+  _globals['_SOURCEKIND']._serialized_end=2781
+  _globals['_CHATREQUEST']._serialized_start=124
+  _globals['_CHATREQUEST']._serialized_end=254
+  _globals['_CHATRESPONSE']._serialized_start=257
+  _globals['_CHATRESPONSE']._serialized_end=612
+  _globals['_CHATSTREAMREQUEST']._serialized_start=615
+  _globals['_CHATSTREAMREQUEST']._serialized_end=751
+  _globals['_CHATSTREAMRESPONSE']._serialized_start=754
+  _globals['_CHATSTREAMRESPONSE']._serialized_end=970
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=972
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1055
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1057
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1179
+  _globals['_CHATOPTIONS']._serialized_start=1181
+  _globals['_CHATOPTIONS']._serialized_end=1304
+  _globals['_INTENTSUMMARY']._serialized_start=1307
+  _globals['_INTENTSUMMARY']._serialized_end=1481
+  _globals['_INTENTALTERNATIVE']._serialized_start=1483
+  _globals['_INTENTALTERNATIVE']._serialized_end=1538
+  _globals['_CONTEXTSOURCE']._serialized_start=1541
+  _globals['_CONTEXTSOURCE']._serialized_end=1690
+  _globals['_DEGRADATION']._serialized_start=1692
+  _globals['_DEGRADATION']._serialized_end=1783
+  _globals['_STAGETIMING']._serialized_start=1785
+  _globals['_STAGETIMING']._serialized_end=1871
+  _globals['_STAGEEVENT']._serialized_start=1874
+  _globals['_STAGEEVENT']._serialized_end=2038
+  _globals['_REPLYCHUNK']._serialized_start=2040
+  _globals['_REPLYCHUNK']._serialized_end=2081
+  _globals['_TURN']._serialized_start=2084
+  _globals['_TURN']._serialized_end=2274
+  _globals['_ORCHESTRATIONSERVICE']._serialized_start=2784
+  _globals['_ORCHESTRATIONSERVICE']._serialized_end=3144
 # @@protoc_insertion_point(module_scope)
