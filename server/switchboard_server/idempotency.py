@@ -68,7 +68,8 @@ def sqlite_replay(conn: sqlite3.Connection, key: RequestKey, now: float) -> str 
     """The outcome recorded under ``key`` and not expired, else None; raises the
     :func:`reused` error when the key was recorded for another request."""
     row = conn.execute(
-        "SELECT request_hash, outcome FROM request_outcomes WHERE request_id = ? AND expires_at > ?",
+        "SELECT request_hash, outcome FROM request_outcomes"
+        " WHERE request_id = ? AND expires_at > ?",
         (key.request_id, now),
     ).fetchone()
     if row is None:
