@@ -38,10 +38,10 @@ class RequestKey:
     request_id: str
     request_hash: str
 
-    def derived(self, purpose: str, request_hash: str) -> RequestKey:
-        """A key for a write this request makes elsewhere (same request, same key)."""
-        derived_id = str(uuid.uuid5(uuid.UUID(self.request_id), purpose))
-        return RequestKey(derived_id, request_hash)
+    def derived_id(self, purpose: str) -> str:
+        """The request_id of a write this request makes elsewhere (e.g. ``memory``): the
+        same for every repeat of this request, different for every other request."""
+        return str(uuid.uuid5(uuid.UUID(self.request_id), purpose))
 
 
 def reused(key: RequestKey) -> AlreadyExists:
@@ -83,14 +83,17 @@ def sqlite_record(
     conn: sqlite3.Connection, key: RequestKey, outcome: str, now: float, retention_s: float
 ) -> None:
     """Record ``outcome`` under ``key`` (inside the write's transaction) and purge up to
-    :data:`PURGE_BATCH` expired outcomes."""
+    :data:`PURGE_BATCH` expired outcomes (and this key's, if expired). A key recorded
+    and not expired makes the INSERT fail (``sqlite3.IntegrityError``), which rolls
+    the write back with it: the table's uniqueness is the last guard against a double."""
     conn.execute(
         "DELETE FROM request_outcomes WHERE request_id IN (SELECT request_id FROM"
-        " request_outcomes WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
-        (now, PURGE_BATCH),
+        " request_outcomes WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)"
+        " OR (request_id = ? AND expires_at <= ?)",
+        (now, PURGE_BATCH, key.request_id, now),
     )
     conn.execute(
-        "INSERT OR REPLACE INTO request_outcomes (request_id, request_hash, outcome, expires_at)"
+        "INSERT INTO request_outcomes (request_id, request_hash, outcome, expires_at)"
         " VALUES (?, ?, ?, ?)",
         (key.request_id, key.request_hash, outcome, now + retention_s),
     )

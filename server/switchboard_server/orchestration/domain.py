@@ -3,6 +3,13 @@
 Deadlines: every outbound call gets ``min(stage timeout, caller's time left - margin)``.
 A dependency that fails degrades the turn (named in ``degraded``); only bad input
 (checked before the pipeline runs) or the caller's own deadline running out fails it.
+
+Writes: a turn is committed (conversation log, memory) only if at least
+``commit_reserve_s`` of the caller's time is left to write it and answer; otherwise it
+fails with DEADLINE_EXCEEDED and nothing is written. A turn with a request_id is
+recorded with its answer in the log's transaction; a repeat of the key (e.g. after a
+DEADLINE_EXCEEDED that came after the commit) gets that answer and writes nothing.
+The memory write carries a request_id derived from the turn's, so it lands once too.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -18,7 +25,9 @@ import structlog
 from opentelemetry import trace
 
 from switchboard_server.errors import DeadlineExceeded
+from switchboard_server.idempotency import KeyedGate, RequestKey
 from switchboard_server.observability.tracing import confidence_bucket, current_span
+from switchboard_server.orchestration.outcome import result_from_json, result_to_json
 from switchboard_server.orchestration.ports import (
     DEADLINE_EXCEEDED,
     Classifier,
@@ -63,6 +72,7 @@ class PipelineConfig:
     max_context_chars: int = 2000
     top_k: int = 3
     fallback_intent: str = "general/fallback"
+    commit_reserve_s: float = 0.05
 
 
 SPAN_NAMES = {
@@ -160,6 +170,7 @@ class ChatPipeline:
         self._fallback_composer = fallback_composer
         self._log = conversation_log
         self._config = config
+        self._gate = KeyedGate()
 
     async def run(
         self,
@@ -170,8 +181,36 @@ class ChatPipeline:
         correlation_id: str,
         deadline: float | None = None,
         on_event: EventSink | None = None,
+        key: RequestKey | None = None,
     ) -> ChatResult:
-        """Answer ``message``; ``deadline`` is a ``time.monotonic()`` instant or None."""
+        """Answer ``message``; ``deadline`` is a ``time.monotonic()`` instant or None.
+
+        With a ``key``, one call per key runs at a time in this process: a repeat
+        waits for the first, then gets its recorded answer (or runs, if the first
+        committed nothing)."""
+        if key is None:
+            return await self._answer(
+                message, session_id, options, correlation_id, deadline, on_event, None
+            )
+        async with self._gate.hold(key.request_id):
+            prior = await self._log.replay(key)
+            if prior is not None:
+                log.info("chat.replayed")
+                return result_from_json(prior)
+            return await self._answer(
+                message, session_id, options, correlation_id, deadline, on_event, key
+            )
+
+    async def _answer(
+        self,
+        message: str,
+        session_id: str,
+        options: ChatOptions,
+        correlation_id: str,
+        deadline: float | None,
+        on_event: EventSink | None,
+        key: RequestKey | None,
+    ) -> ChatResult:
         cfg = self._config
         turn = _Turn(deadline, cfg.margin_s, on_event, self._tracer)
         turn.budget(0.0)  # fail fast if the caller's time is already gone
@@ -222,10 +261,27 @@ class ChatPipeline:
                 turn, ComposeInput(message, intent, retrieved, session_id)
             )
             span.set_attribute("compose.cited", len(composition.cited))
+
+        def answer(turn_index: int) -> ChatResult:
+            return ChatResult(
+                reply=composition.reply,
+                intent=intent,
+                sources=retrieved.sources,
+                cited=composition.cited,
+                degraded=tuple(turn.degraded),
+                timings=tuple(turn.timings),
+                correlation_id=correlation_id,
+                session_id=session_id,
+                turn_index=turn_index,
+                total_ms=turn.elapsed_ms(),
+            )
+
+        self._check_commit_time(turn)
         with current_span(self._tracer, "chat.remember"):
             turn_index = await self._remember(
-                turn, message, session_id, options, intent, composition, correlation_id
-            )
+                turn, message, session_id, options, intent, composition, correlation_id,
+                key, answer(-1),
+            )  # fmt: skip
         trace.get_current_span().set_attributes(
             {
                 "chat.intent.l1": intent.l1,
@@ -236,18 +292,16 @@ class ChatPipeline:
                 "chat.degraded": sorted(d.dependency.name for d in turn.degraded),
             }
         )
-        return ChatResult(
-            reply=composition.reply,
-            intent=intent,
-            sources=retrieved.sources,
-            cited=composition.cited,
-            degraded=tuple(turn.degraded),
-            timings=tuple(turn.timings),
-            correlation_id=correlation_id,
-            session_id=session_id,
-            turn_index=turn_index,
-            total_ms=turn.elapsed_ms(),
-        )
+        return answer(turn_index)
+
+    def _check_commit_time(self, turn: _Turn) -> None:
+        """Fail the turn, before anything is written, unless at least ``commit_reserve_s``
+        of the caller's time is left to write it and answer."""
+        if turn.deadline is None:
+            return
+        left = turn.deadline - time.monotonic() - turn.margin_s
+        if left < self._config.commit_reserve_s:
+            raise DeadlineExceeded("too little of the deadline was left to commit the turn")
 
     async def _compose(self, turn: _Turn, request: ComposeInput) -> Composition:
         turn.emit(Stage.COMPOSE, StageStatus.STARTED)
@@ -276,8 +330,14 @@ class ChatPipeline:
         intent: Intent,
         composition: Composition,
         correlation_id: str,
+        key: RequestKey | None,
+        committed: ChatResult,
     ) -> int:
-        """Write memory (unless skipped) and the conversation log, concurrently."""
+        """Write memory (unless skipped) and the conversation log, concurrently.
+
+        With a ``key``, the log records ``committed`` (the answer as known before the
+        writes, with the turn's index) in the turn's transaction, and memory gets a
+        request_id derived from the key."""
         turn.emit(Stage.REMEMBER, StageStatus.STARTED)
         begun = time.monotonic()
         failures_before = len(turn.degraded)
@@ -290,9 +350,12 @@ class ChatPipeline:
             correlation_id=correlation_id,
         )
 
+        def outcome(index: int) -> str:
+            return result_to_json(replace(committed, turn_index=index))
+
         async def write_log() -> int:
             try:
-                return await self._log.append(session_id, record)
+                return await self._log.append(session_id, record, key=key, outcome=outcome)
             except DependencyFailed as exc:
                 turn.degraded.append(Degradation(Dependency.CONVERSATION_LOG, exc.reason))
                 log.warning("chat.conversation_log_failed", reason=exc.reason)
@@ -304,7 +367,12 @@ class ChatPipeline:
             entries = memory_entries(message, composition.reply, intent)
             budget, bound_by_caller = turn.budget(self._config.memory_timeout_s)
             try:
-                await self._context.append_memory(session_id, entries, budget_s=budget)
+                await self._context.append_memory(
+                    session_id,
+                    entries,
+                    budget_s=budget,
+                    request_id=key.derived_id("memory") if key is not None else "",
+                )
             except DependencyFailed as exc:
                 if exc.reason == DEADLINE_EXCEEDED and bound_by_caller:
                     raise DeadlineExceeded("the deadline expired while writing memory") from exc

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from switchboard_server.idempotency import RequestKey, reused
 from switchboard_server.orchestration.ports import DependencyFailed
 from switchboard_server.orchestration.values import (
     Intent,
@@ -72,7 +73,12 @@ class FakeContext:
         return Retrieved(self.sources[:max_results])
 
     async def append_memory(
-        self, session_id: str, entries: Sequence[MemoryEntry], *, budget_s: float
+        self,
+        session_id: str,
+        entries: Sequence[MemoryEntry],
+        *,
+        budget_s: float,
+        request_id: str = "",
     ) -> None:
         if self.fail_append:
             raise DependencyFailed(self.fail_append)
@@ -83,13 +89,31 @@ class FakeContext:
 class MemoryLog:
     turns: dict[str, list[Turn]] = field(default_factory=dict)
     fail: bool = False
+    outcomes: dict[str, tuple[str, str]] = field(default_factory=dict)
 
-    async def append(self, session_id: str, turn: Turn) -> int:
+    async def append(
+        self,
+        session_id: str,
+        turn: Turn,
+        *,
+        key: RequestKey | None = None,
+        outcome: Callable[[int], str] = str,
+    ) -> int:
         if self.fail:
             raise DependencyFailed("STORAGE_ERROR")
         turns = self.turns.setdefault(session_id, [])
         turns.append(replace(turn, index=len(turns)))
+        if key is not None:
+            self.outcomes[key.request_id] = (key.request_hash, outcome(len(turns) - 1))
         return len(turns) - 1
+
+    async def replay(self, key: RequestKey) -> str | None:
+        recorded = self.outcomes.get(key.request_id)
+        if recorded is None:
+            return None
+        if recorded[0] != key.request_hash:
+            raise reused(key)
+        return recorded[1]
 
     async def page(self, session_id: str, start: int, size: int) -> TurnPage:
         turns = self.turns.get(session_id, [])
