@@ -196,7 +196,10 @@ class ChatPipeline:
             prior = await self._log.replay(key)
             if prior is not None:
                 log.info("chat.replayed")
-                return result_from_json(prior)
+                result = result_from_json(prior)
+                if not options.skip_memory:
+                    await self._complete_memory(message, result, key, deadline)
+                return result
             return await self._answer(
                 message, session_id, options, correlation_id, deadline, on_event, key
             )
@@ -293,6 +296,24 @@ class ChatPipeline:
             }
         )
         return answer(turn_index)
+
+    async def _complete_memory(
+        self, message: str, result: ChatResult, key: RequestKey, deadline: float | None
+    ) -> None:
+        """Send a replayed turn's memory write again, under the same derived request_id:
+        the context service applies it if the first attempt's never landed (e.g. it was
+        cut by the caller's deadline) and otherwise returns its first outcome."""
+        turn = _Turn(deadline, self._config.margin_s, None, self._tracer)
+        try:
+            budget, _ = turn.budget(self._config.memory_timeout_s)
+            await self._context.append_memory(
+                result.session_id,
+                memory_entries(message, result.reply, result.intent),
+                budget_s=budget,
+                request_id=key.derived_id("memory"),
+            )
+        except (DependencyFailed, DeadlineExceeded) as exc:
+            log.warning("chat.replay_memory_failed", error=type(exc).__name__)
 
     def _check_commit_time(self, turn: _Turn) -> None:
         """Fail the turn, before anything is written, unless at least ``commit_reserve_s``

@@ -59,6 +59,7 @@ class FakeContext:
     delay: float = 0.0
     appended: list[tuple[str, list[MemoryEntry]]] = field(default_factory=list)
     budgets: list[float] = field(default_factory=list)
+    request_ids: list[str] = field(default_factory=list)
 
     async def get_context(
         self, query: str, session_id: str, *, max_results: int, max_chars: int, budget_s: float
@@ -83,6 +84,7 @@ class FakeContext:
         if self.fail_append:
             raise DependencyFailed(self.fail_append)
         self.appended.append((session_id, list(entries)))
+        self.request_ids.append(request_id)
 
 
 @dataclass

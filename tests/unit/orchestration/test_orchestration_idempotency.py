@@ -1,0 +1,87 @@
+"""Chat turns with a request_id: recorded once, replayed after, committed only in time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import replace
+
+import pytest
+
+from switchboard_server.errors import AlreadyExists, DeadlineExceeded, ErrorReason
+from switchboard_server.idempotency import RequestKey
+from switchboard_server.orchestration.domain import ChatPipeline
+from switchboard_server.orchestration.values import ChatOptions, ChatResult
+
+from .fakes import FakeClassifier, FakeContext, MemoryLog
+from .test_orchestration_domain import CONFIG, make, rules
+
+
+def answer(result: object) -> tuple[object, ...]:
+    """What a replay repeats: all but the timings of the remember stage and the total."""
+    assert isinstance(result, ChatResult)
+    return (
+        result.reply, result.intent, result.sources, result.cited, result.degraded,
+        result.correlation_id, result.session_id, result.turn_index,
+    )  # fmt: skip
+
+
+def key(request_hash: str = "h1") -> RequestKey:
+    return RequestKey(str(uuid.uuid4()), request_hash)
+
+
+async def chat(pipeline: ChatPipeline, k: RequestKey, **kwargs: object) -> object:
+    return await pipeline.run(
+        "wake me up at 7", "s1", ChatOptions(), correlation_id="c", key=k, **kwargs
+    )  # type: ignore[arg-type]
+
+
+async def test_a_repeat_gets_the_first_answer_and_writes_no_second_turn() -> None:
+    pipeline, classifier, context, conversation_log = make()
+    k = key()
+    first = await chat(pipeline, k)
+    classifier.intent = replace(classifier.intent, intent="weather/query")  # would change it
+    again = await chat(pipeline, k)
+    assert answer(again) == answer(first)
+    assert len(conversation_log.turns["s1"]) == 1
+    # the replay sends the memory write again under the same derived id (a no-op there)
+    assert len(set(context.request_ids)) == 1
+    assert context.request_ids[0] == k.derived_id("memory")
+    assert context.request_ids[0] != k.request_id
+
+
+async def test_a_key_reused_for_another_request_is_refused() -> None:
+    pipeline, _, _, conversation_log = make()
+    k = key("h1")
+    await chat(pipeline, k)
+    with pytest.raises(AlreadyExists) as refused:
+        await chat(pipeline, RequestKey(k.request_id, "h2"))
+    assert refused.value.reason == ErrorReason.REQUEST_ID_REUSED
+    assert len(conversation_log.turns["s1"]) == 1
+
+
+async def test_concurrent_duplicates_run_the_turn_once() -> None:
+    pipeline, classifier, _, conversation_log = make(FakeClassifier(delay=0.02))
+    k = key()
+    results = await asyncio.gather(*(chat(pipeline, k) for _ in range(10)))
+    assert len(conversation_log.turns["s1"]) == 1
+    assert all(answer(r) == answer(results[0]) for r in results)
+    assert len(classifier.budgets) == 1  # the pipeline itself ran once
+    assert len(pipeline._gate) == 0  # noqa: SLF001 - the gate forgets settled keys
+
+
+async def test_without_enough_time_left_the_turn_is_not_written() -> None:
+    context, conversation_log = FakeContext(), MemoryLog()
+    pipeline = ChatPipeline(
+        FakeClassifier(delay=0.25),
+        context,
+        rules(),
+        conversation_log,
+        replace(CONFIG, commit_reserve_s=0.2),
+        fallback_composer=rules(),
+    )
+    with pytest.raises(DeadlineExceeded):
+        await chat(pipeline, key(), deadline=time.monotonic() + 0.4)
+    assert conversation_log.turns == {}
+    assert context.appended == []
