@@ -68,7 +68,7 @@ async def test_concurrent_duplicates_run_the_turn_once() -> None:
     assert len(conversation_log.turns["s1"]) == 1
     assert all(answer(r) == answer(results[0]) for r in results)
     assert len(classifier.budgets) == 1  # the pipeline itself ran once
-    assert len(pipeline._gate) == 0  # noqa: SLF001 - the gate forgets settled keys
+    assert len(pipeline._gate) == 0
 
 
 async def test_without_enough_time_left_the_turn_is_not_written() -> None:
