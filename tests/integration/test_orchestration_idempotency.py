@@ -160,3 +160,20 @@ async def test_a_deadline_exceeded_chat_retried_with_its_key_yields_one_turn(
         assert len(set(memory.request_ids)) == 1
         assert memory.request_ids[0] not in ("", request.request_id)
         assert memory.landed == 1
+
+
+async def test_the_typed_client_sends_a_fresh_key_per_call_and_reuses_a_given_one(
+    services: RunningServices,
+) -> None:
+    from switchboard_client import ConnectConfig, OrchestrationClient
+
+    config = ConnectConfig(services.target(ServiceName.ORCHESTRATION))
+    async with OrchestrationClient(config) as client:
+        first = await client.chat("wake me up at six", session_id="idem-client")
+        second = await client.chat("wake me up at six", session_id="idem-client")
+        assert (first.turn_index, second.turn_index) == (0, 1)  # two logical calls
+        request_id = str(uuid.uuid4())
+        kept = await client.chat("and at seven", session_id="idem-client", request_id=request_id)
+        retried = await client.chat("and at seven", session_id="idem-client", request_id=request_id)
+        assert kept.turn_index == retried.turn_index == 2
+    assert len(await turns(services, "idem-client")) == 3
