@@ -22,6 +22,7 @@ from switchboard_server.mesh.envoy import cluster_hosts, counters, envoy_command
 from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, Topology, make_plan
+from switchboard_server.service import ServiceModule
 from tests.mesh.fakes import CLASSIFICATION, CONTEXT, FakeModule
 from tests.ports import PortPool as PortPool
 
@@ -62,23 +63,31 @@ def sub_topology(topology: Topology, services: Mapping[str, int]) -> Topology:
 
 @contextlib.asynccontextmanager
 async def running_mesh(
-    topology: Topology, settings: MeshSettings, tmp: Path, otlp_endpoint: str = ""
+    topology: Topology,
+    settings: MeshSettings,
+    tmp: Path,
+    otlp_endpoint: str = "",
+    apps: Mapping[str, ServiceModule] | None = None,
 ) -> AsyncIterator[Mesh]:
+    """The mesh with fake apps, except replicas named in ``apps`` (replica name -> the
+    module to serve there instead)."""
     plan = make_plan(topology, settings, PortPool())
     mesh = Mesh(plan=plan, settings=settings)
     try:
         for replica in plan.all_replicas():
-            module = FakeModule(_SERVICES[replica.service])
             app_settings = Settings(core=CoreSettings(data_dir=tmp / replica.name))
+            real = (apps or {}).get(replica.name)
+            module = FakeModule(_SERVICES[replica.service]) if real is None else None
             server, _ = await create_server(
                 app_settings,
                 ServiceName(replica.service),
                 f"127.0.0.1:{replica.app_port}",
-                module=module,
+                module=module or real,
             )
             await server.start()
             mesh.apps[replica.name] = server
-            mesh.modules[replica.name] = module
+            if module is not None:
+                mesh.modules[replica.name] = module
         paths = write_configs(render_all(plan, settings, otlp_endpoint), tmp / "envoy")
         mesh.admin_ports = {"edge": plan.edge_admin_port} | {
             f"{r.name}.sidecar": r.admin_port for r in plan.all_replicas()
