@@ -137,3 +137,18 @@ async def test_an_outcome_expires_after_the_retention_window(make_settings: Any)
         await asyncio.sleep(1.2)
         await ctx.stub.AppendMemory(request)  # the key is forgotten: a new write
         assert await working_count(ctx, "s-expiry") == 2
+
+
+async def test_duplicates_sent_to_two_replicas_on_one_redis_write_once(
+    make_settings: Any, store_kind: str
+) -> None:
+    if store_kind != "redis":
+        pytest.skip("replicas share a store only on Redis")
+    settings = make_settings()
+    async with running(settings) as one, running(settings) as two:
+        request = append("s-replicas", "written once", request_id=key())
+        replies = await asyncio.gather(
+            *(replica.stub.AppendMemory(request) for replica in (one, two) * 5)
+        )
+        assert len({tuple(r.entry_ids) for r in replies}) == 1
+        assert await working_count(one, "s-replicas") == 1
