@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import sqlite3
 import uuid
 from typing import Any
 
 import grpc
 import pytest
+import redis
 
 from switchboard.context.v1 import context_service_pb2 as pb
-from switchboard_server.config import Settings
+from switchboard_server.config import ServiceName, Settings
 from tests.integration.context.support import Running, running
 from tests.rich_status import error_details
 
@@ -124,7 +127,9 @@ async def test_a_request_id_that_is_not_a_uuid_is_invalid(make_settings: Any) ->
         assert await working_count(ctx, "s-bad") == 0
 
 
-async def test_an_outcome_expires_after_the_retention_window(make_settings: Any) -> None:
+async def test_an_outcome_expires_after_the_retention_window_and_is_purged(
+    make_settings: Any, store_kind: str
+) -> None:
     base: Settings = make_settings()
     settings = dataclasses.replace(
         base, core=base.core.model_copy(update={"request_retention_s": 1.0})
@@ -137,6 +142,22 @@ async def test_an_outcome_expires_after_the_retention_window(make_settings: Any)
         await asyncio.sleep(1.2)
         await ctx.stub.AppendMemory(request)  # the key is forgotten: a new write
         assert await working_count(ctx, "s-expiry") == 2
+        await asyncio.sleep(1.2)
+        await ctx.stub.AppendMemory(append("s-expiry", "other", request_id=key()))
+    assert stored_outcomes(settings, store_kind) == 1  # the expired one is gone
+
+
+def stored_outcomes(settings: Settings, store_kind: str) -> int:
+    """Outcomes held by the store: rows of request_outcomes, or Redis keys."""
+    if store_kind == "redis":
+        client = redis.Redis.from_url(settings.context.redis_url)
+        try:
+            return len(client.keys(f"{settings.context.redis_key_prefix}req:*"))
+        finally:
+            client.close()
+    path = settings.core.data_dir_for(ServiceName.CONTEXT) / settings.context.sqlite_filename
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT count(*) FROM request_outcomes").fetchone()[0])
 
 
 async def test_duplicates_sent_to_two_replicas_on_one_redis_write_once(
