@@ -135,6 +135,9 @@ def test_up_restarts_a_dead_child_and_down_drains_everything(
 ) -> None:
     """Foreground `up --replicas classification=2`: prefixed merged log, status, stats,
     a killed child restarted with a new pid, then `down` stops every process."""
+    # The drained write below takes 2.5 s; writes are retried routes, so one try must
+    # be allowed that long or the edge would cut it at the per-try timeout and retry.
+    mesh_env["SWITCHBOARD_MESH_RETRY_PER_TRY_TIMEOUT_S"] = "5.0"
     log_path = tmp_path / "up.log"
     with log_path.open("w") as log_file:  # a pipe nobody reads would stall the runner
         proc = subprocess.Popen(
