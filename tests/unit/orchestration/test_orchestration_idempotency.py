@@ -49,6 +49,7 @@ async def test_a_repeat_gets_the_first_answer_and_writes_no_second_turn() -> Non
     assert len(set(context.request_ids)) == 1
     assert context.request_ids[0] == k.derived_id("memory")
     assert context.request_ids[0] != k.request_id
+    assert context.appended[1] == context.appended[0]  # the same request: same hash there
 
 
 async def test_a_key_reused_for_another_request_is_refused() -> None:
