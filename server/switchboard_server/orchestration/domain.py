@@ -7,9 +7,10 @@ A dependency that fails degrades the turn (named in ``degraded``); only bad inpu
 Writes: a turn is committed (conversation log, memory) only if at least
 ``commit_reserve_s`` of the caller's time is left to write it and answer; otherwise it
 fails with DEADLINE_EXCEEDED and nothing is written. A turn with a request_id is
-recorded with its answer in the log's transaction; a repeat of the key (e.g. after a
-DEADLINE_EXCEEDED that came after the commit) gets that answer and writes nothing.
-The memory write carries a request_id derived from the turn's, so it lands once too.
+recorded with its answer in the log's transaction, then written to memory under a
+request_id derived from the turn's; a repeat of the key (e.g. after a
+DEADLINE_EXCEEDED that came after the commit) gets that answer, writes no second turn,
+and sends the same memory write again (a no-op if the first landed).
 """
 
 from __future__ import annotations
@@ -354,11 +355,14 @@ class ChatPipeline:
         key: RequestKey | None,
         committed: ChatResult,
     ) -> int:
-        """Write memory (unless skipped) and the conversation log, concurrently.
+        """Write memory (unless skipped) and the conversation log.
 
-        With a ``key``, the log records ``committed`` (the answer as known before the
-        writes, with the turn's index) in the turn's transaction, and memory gets a
-        request_id derived from the key."""
+        Without a key, both at once. With a ``key``, the log first: it records
+        ``committed`` (the answer as known before the writes, with the turn's index) in
+        the turn's transaction, which is the turn's commit point; then memory, under a
+        request_id derived from the key. So memory never holds a turn the log lacks,
+        and a replay of the key can complete a memory write that was cut off with the
+        very same request."""
         turn.emit(Stage.REMEMBER, StageStatus.STARTED)
         begun = time.monotonic()
         failures_before = len(turn.degraded)
@@ -400,7 +404,11 @@ class ChatPipeline:
                 turn.degraded.append(Degradation(Dependency.MEMORY, exc.reason))
                 log.warning("chat.memory_write_failed", reason=exc.reason)
 
-        index, _ = await both(write_log(), write_memory())
+        if key is None:
+            index, _ = await both(write_log(), write_memory())
+        else:
+            index = await write_log()
+            await write_memory()
         duration = (time.monotonic() - begun) * 1000.0
         turn.timings.append(StageTiming(Stage.REMEMBER, duration))
         failed = len(turn.degraded) > failures_before

@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -86,3 +87,22 @@ async def test_without_enough_time_left_the_turn_is_not_written() -> None:
         await chat(pipeline, key(), deadline=time.monotonic() + 0.4)
     assert conversation_log.turns == {}
     assert context.appended == []
+
+
+async def test_with_a_key_memory_is_written_only_after_the_turn_committed() -> None:
+    conversation_log = MemoryLog()
+    seen_at_memory_write: list[int] = []
+
+    class Ordered(FakeContext):
+        async def append_memory(self, session_id: str, entries: Any, **kwargs: Any) -> None:
+            seen_at_memory_write.append(len(conversation_log.turns.get(session_id, [])))
+            await super().append_memory(session_id, entries, **kwargs)
+
+    pipeline, *_ = make(context=Ordered(), conversation_log=conversation_log)
+    await chat(pipeline, key())
+    assert seen_at_memory_write == [1]  # the log held the turn before memory was written
+
+    conversation_log.fail = True  # no commit: memory is still written (the turn answered)
+    result = await chat(pipeline, key("h2"))
+    assert isinstance(result, ChatResult)
+    assert seen_at_memory_write == [1, 1]
