@@ -102,6 +102,8 @@ class ContextService:
             NewMemory(e.type, e.content, e.metadata, tuple(text.terms(e.content))) for e in entries
         ]
         result = await self._store.append_memory(session_id, prepared, self._clock(), key=key)
+        if result.replayed:  # nothing was written: nothing to count
+            return result
         for entry in entries:
             self._appended[entry.type].inc()
         for memory_type, count in result.evicted.items():

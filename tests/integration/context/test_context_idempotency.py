@@ -56,6 +56,10 @@ async def test_append_repeated_with_its_key_writes_once_and_answers_the_same(
         assert again == first
         assert list(again.entry_ids) == list(first.entry_ids)
         assert await working_count(ctx, "s-idem") == 2
+        appended = ctx.server.runtime.metrics.get_sample_value(
+            "context_memory_appended_total", {"memory_type": "working"}
+        )
+        assert appended == 2  # a replay is not counted as an append
         # without a key (or with a new one) the same body is a new write
         await ctx.stub.AppendMemory(append("s-idem", "my name is Ada", "I live in Paris"))
         assert await working_count(ctx, "s-idem") == 4

@@ -41,6 +41,7 @@ def _decode_append(text: str) -> AppendResult:
         tuple(data["ids"]),
         {MemoryType(t): int(n) for t, n in data["counts"].items()},
         {MemoryType(t): int(n) for t, n in data["evicted"].items()},
+        replayed=True,
     )
 
 

@@ -122,9 +122,9 @@ class RedisStore:
         keys: Sequence[str] = (),
         args: Sequence[Any] = (),
         extra: str = "",
-    ) -> tuple[Any, str]:
-        """Run a write script under ``key``: (its outcome, ``extra``), recorded now or
-        replayed from the first call with the key."""
+    ) -> tuple[Any, str, bool]:
+        """Run a write script under ``key``: (its outcome, ``extra``, whether it is the
+        recorded outcome of an earlier call with the key)."""
         tail: list[Any] = (
             [f"{self._p}req:{key.request_id}", key.request_hash, self._retention_ms, extra]
             if key is not None
@@ -135,7 +135,7 @@ class RedisStore:
         if int(mode) == 2:
             assert key is not None, "only a keyed write can be refused"
             raise reused(key)
-        return json.loads(outcome), kept
+        return json.loads(outcome), kept, int(mode) == 1
 
     def _memory_keys(self, session_id: str) -> list[str]:
         return [f"{self._p}m:{{{session_id}}}:{t.value}" for t in ALL_MEMORY_TYPES]
@@ -169,11 +169,13 @@ class RedisStore:
             f"{self._p}seq:{{{session_id}}}",
             self._session_gen_key(session_id),
         ]
-        out, kept = await self._write("append", key, keys=keys, args=args, extra=json.dumps(ids))
+        out, kept, replayed = await self._write(
+            "append", key, keys=keys, args=args, extra=json.dumps(ids)
+        )
         ids = tuple(json.loads(kept))  # the first call's ids when this one is a replay
         evicted = {t: int(out[i]) for i, t in enumerate(ALL_MEMORY_TYPES) if int(out[i])}
         counts = {t: int(out[i + 3]) for i, t in enumerate(ALL_MEMORY_TYPES)}
-        return AppendResult(ids, counts, evicted)
+        return AppendResult(ids, counts, evicted, replayed)
 
     async def clear_memory(
         self, session_id: str, types: Collection[MemoryType], *, key: RequestKey | None = None
@@ -184,7 +186,7 @@ class RedisStore:
             if t in types
         ]
         keys.append(self._session_gen_key(session_id))
-        deleted, _ = await self._write("clear", key, keys=keys)
+        deleted, _, _ = await self._write("clear", key, keys=keys)
         return int(deleted)
 
     async def memory_counts(self, session_id: str) -> Mapping[MemoryType, int]:
@@ -252,14 +254,14 @@ class RedisStore:
             }
             for d in documents
         ]
-        replaced, _ = await self._write("ingest", key, args=[self._p, json.dumps(payload)])
+        replaced, _, _ = await self._write("ingest", key, args=[self._p, json.dumps(payload)])
         passages = sum(len(d.passages) for d in documents)
         return IngestResult(len(documents), passages, int(replaced))
 
     async def delete_documents(
         self, document_ids: Sequence[str], *, key: RequestKey | None = None
     ) -> DeleteResult:
-        found, _ = await self._write("delete", key, args=[self._p, *document_ids])
+        found, _, _ = await self._write("delete", key, args=[self._p, *document_ids])
         missing = found or []  # cjson encodes an empty Lua table as {}
         return DeleteResult(len(document_ids) - len(missing), tuple(missing))
 
