@@ -57,6 +57,12 @@ async def test_chat_repeated_with_its_key_makes_one_turn(services: RunningServic
         await memory.GetMemoryStats(ctx_pb.GetMemoryStatsRequest(session_id="idem-1"))
     ).memory_stats
     assert (stats.working_count, stats.episodic_count) == (2, 1)  # one turn's memory
+    registry = services.servers[ServiceName.ORCHESTRATION].runtime.metrics
+    counted = sum(
+        registry.get_sample_value("switchboard_chat_turns_total", {"degraded": d}) or 0.0
+        for d in ("true", "false")
+    )
+    assert counted == 1  # the replay is not a second turn in the metrics either
     # a new key is a new turn
     other = await stub(services).Chat(chat(request.message, "idem-1", str(uuid.uuid4())))
     assert other.turn_index == first.turn_index + 1

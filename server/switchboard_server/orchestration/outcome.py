@@ -78,4 +78,5 @@ def result_from_json(text: str) -> ChatResult:
         session_id=data["session_id"],
         turn_index=int(data["turn_index"]),
         total_ms=float(data["total_ms"]),
+        replayed=True,
     )

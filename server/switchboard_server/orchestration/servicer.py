@@ -153,10 +153,12 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         )
 
     def _observe(self, result: ChatResult) -> None:
-        self._metrics.observe(result)
+        if not result.replayed:  # a replay is the same turn again, counted once
+            self._metrics.observe(result)
         log.info(
             "chat.turn",
             intent=result.intent.intent,
             degraded=[d.dependency.name for d in result.degraded],
             total_ms=round(result.total_ms, 3),
+            replayed=result.replayed,
         )
