@@ -12,15 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from switchboard_server import idempotency
 from switchboard_server.classification.dataset import Example
-from switchboard_server.idempotency import (
-    SQLITE_SCHEMA as OUTCOMES_SCHEMA,
-)
-from switchboard_server.idempotency import (
-    RequestKey,
-    sqlite_record,
-    sqlite_replay,
-)
+from switchboard_server.idempotency import RequestKey
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS examples (
@@ -43,7 +37,7 @@ class ExampleStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(SCHEMA)
-        self._db.executescript(OUTCOMES_SCHEMA)
+        self._db.executescript(idempotency.SQLITE_SCHEMA)
         self._retention_s = retention_s
 
     def add(
@@ -64,7 +58,7 @@ class ExampleStore:
                 )
                 total = self._count()
                 if key is not None:
-                    sqlite_record(self._db, key, outcome(total), now, self._retention_s)
+                    idempotency.sqlite_record(self._db, key, outcome(total), now, self._retention_s)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -74,7 +68,7 @@ class ExampleStore:
     def replay(self, key: RequestKey) -> str | None:
         """The outcome recorded under ``key`` (raises when it names another request)."""
         with self._lock:
-            return sqlite_replay(self._db, key, time.time())
+            return idempotency.sqlite_replay(self._db, key, time.time())
 
     def all(self) -> list[Example]:
         with self._lock:

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from switchboard_server import idempotency
 from switchboard_server.context import bm25
 from switchboard_server.context.store import outcomes
 from switchboard_server.context.store.base import Generations
@@ -54,14 +55,7 @@ from switchboard_server.context.values import (
     NewMemory,
     PreparedDocument,
 )
-from switchboard_server.idempotency import (
-    SQLITE_SCHEMA as OUTCOMES_SCHEMA,
-)
-from switchboard_server.idempotency import (
-    RequestKey,
-    sqlite_record,
-    sqlite_replay,
-)
+from switchboard_server.idempotency import RequestKey
 
 T = TypeVar("T")
 Change = tuple[int, Sequence[str], bool]  # a passage's rowid, its terms, True when added
@@ -127,7 +121,7 @@ class SqliteStore:
         def open_writer() -> tuple[sqlite3.Connection, Totals, dict[str, Postings]]:
             conn = _connect(self._path, self._synchronous)
             conn.executescript(SCHEMA)
-            conn.executescript(OUTCOMES_SCHEMA)
+            conn.executescript(idempotency.SQLITE_SCHEMA)
             backfill_postings(conn)
             return conn, *load_all(conn)
 
@@ -203,13 +197,13 @@ class SqliteStore:
         def keyed(conn: sqlite3.Connection) -> T:
             replayed.clear()
             now = time.time()
-            prior = sqlite_replay(conn, key, now)
+            prior = idempotency.sqlite_replay(conn, key, now)
             if prior is not None:
                 result = codec.decode(prior)
                 replayed.append(result)
                 return result
             result = write(conn)
-            sqlite_record(conn, key, codec.encode(result), now, retention_s)
+            idempotency.sqlite_record(conn, key, codec.encode(result), now, retention_s)
             return result
 
         return keyed

@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 
 import structlog
 
+from switchboard_server import idempotency
 from switchboard_server.errors import Unavailable
-from switchboard_server.idempotency import SQLITE_SCHEMA as OUTCOMES_SCHEMA
-from switchboard_server.idempotency import RequestKey, sqlite_record, sqlite_replay
+from switchboard_server.idempotency import RequestKey
 from switchboard_server.orchestration.ports import DependencyFailed
 from switchboard_server.orchestration.values import Alternative, Intent, Turn, TurnPage
 
@@ -91,7 +91,7 @@ class SqliteConversationLog:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(SCHEMA)
-        conn.executescript(OUTCOMES_SCHEMA)
+        conn.executescript(idempotency.SQLITE_SCHEMA)
         self._conn = conn
 
     async def close(self) -> None:
@@ -131,7 +131,7 @@ class SqliteConversationLog:
 
     def _replay(self, key: RequestKey) -> str | None:
         with self._lock:
-            return sqlite_replay(self._connection(), key, time.time())
+            return idempotency.sqlite_replay(self._connection(), key, time.time())
 
     def _append(
         self, session_id: str, turn: Turn, key: RequestKey | None, outcome: Callable[[int], str]
@@ -143,7 +143,7 @@ class SqliteConversationLog:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 index = self._insert(conn, session_id, turn)
-                sqlite_record(conn, key, outcome(index), time.time(), self._retention_s)
+                idempotency.sqlite_record(conn, key, outcome(index), time.time(), self._retention_s)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
