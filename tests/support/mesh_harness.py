@@ -28,6 +28,7 @@ from switchboard_server.mesh.envoy import cluster_hosts, counters, envoy_command
 from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, Topology, make_plan
+from switchboard_server.service import ServiceModule
 from switchboard_server.testing import PortPool
 from tests.support.mesh_fakes import CLASSIFICATION, CONTEXT, FakeModule
 
@@ -76,7 +77,10 @@ async def running_mesh(
     otlp_endpoint: str = "",
     *,
     processes: Collection[str] = (),
+    apps: Mapping[str, ServiceModule] | None = None,
 ) -> AsyncIterator[Mesh]:
+    """The mesh with fake apps, except replicas named in ``apps`` (replica name -> the
+    module to serve there instead)."""
     plan = make_plan(topology, settings, PortPool())
     mesh = Mesh(plan=plan, settings=settings)
     try:
@@ -89,17 +93,19 @@ async def running_mesh(
                     tmp / f"{replica.name}.log",
                 )
                 continue
-            module = FakeModule(_SERVICES[replica.service])
             app_settings = Settings(core=CoreSettings(data_dir=tmp / replica.name))
+            real = (apps or {}).get(replica.name)
+            module = FakeModule(_SERVICES[replica.service]) if real is None else None
             server, _ = await create_server(
                 app_settings,
                 ServiceName(replica.service),
                 f"127.0.0.1:{replica.app_port}",
-                module=module,
+                module=module or real,
             )
             await server.start()
             mesh.apps[replica.name] = server
-            mesh.modules[replica.name] = module
+            if module is not None:
+                mesh.modules[replica.name] = module
         mesh.frontdoor, _ = await create_frontdoor(
             exposed_services(topology),
             plan.edge_admin_port,

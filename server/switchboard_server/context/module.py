@@ -52,6 +52,7 @@ def build_store(settings: Settings) -> ContextStore:
             prefix=ctx.redis_key_prefix,
             timeout_s=ctx.redis_timeout_s,
             candidate_limit=ctx.candidate_limit,
+            retention_s=settings.core.request_retention_s,
         )
     path = settings.core.data_dir_for(ServiceName.CONTEXT) / ctx.sqlite_filename
     return SqliteStore(
@@ -62,6 +63,7 @@ def build_store(settings: Settings) -> ContextStore:
         readers=ctx.sqlite_readers,
         memory_entries=ctx.sqlite_memory_mirror_entries,
         passage_rows=ctx.sqlite_passage_cache_rows,
+        retention_s=settings.core.request_retention_s,
     )
 
 

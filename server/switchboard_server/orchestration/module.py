@@ -43,6 +43,7 @@ def pipeline_config(s: OrchestrationSettings) -> PipelineConfig:
         context_timeout_s=s.context_timeout_ms / 1000.0,
         memory_timeout_s=s.memory_timeout_ms / 1000.0,
         compose_reserve_s=s.compose_reserve_ms / 1000.0,
+        commit_reserve_s=s.commit_reserve_ms / 1000.0,
         max_context_results=s.max_context_results,
         max_context_chars=s.max_context_chars,
         top_k=s.alternatives_offered,
@@ -93,7 +94,10 @@ class OrchestrationModule:
                 max_message_bytes=settings.core.max_message_bytes,
             )
             classifier, context = self._peers.classifier, self._peers.context
-        self._log = SqliteConversationLog(settings.core.data_dir_for(ServiceName.ORCHESTRATION))
+        self._log = SqliteConversationLog(
+            settings.core.data_dir_for(ServiceName.ORCHESTRATION),
+            retention_s=settings.core.request_retention_s,
+        )
         rules = RuleComposer(
             default_registry(s.fallback_intent),
             min_relevance=s.min_citation_relevance,

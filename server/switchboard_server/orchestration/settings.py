@@ -45,6 +45,14 @@ class OrchestrationSettings(BaseSettings):
     memory_timeout_ms: float = Field(
         default=2000.0, gt=0, le=60_000, description="Longest wait for AppendMemory."
     )
+    commit_reserve_ms: float = Field(
+        default=50.0,
+        ge=0,
+        le=60_000,
+        description="A turn is written (log and memory) only if at least this much of the "
+        "caller's deadline is left to write it and answer; else it fails with "
+        "DEADLINE_EXCEEDED and writes nothing.",
+    )
     max_context_results: int = Field(
         default=5, ge=1, le=50, description="Context sources retrieved when the request says 0."
     )

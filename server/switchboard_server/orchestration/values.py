@@ -132,6 +132,8 @@ class ChatResult:
     session_id: str
     turn_index: int
     total_ms: float
+    replayed: bool = False
+    """True when this is the recorded answer of an earlier call with the same request_id."""
 
 
 @dataclass(frozen=True, slots=True)
