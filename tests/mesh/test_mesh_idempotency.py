@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from opentelemetry.trace import NoOpTracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -51,7 +52,12 @@ def lossy_context(data_dir: Path) -> tuple[ContextModule, list[str]]:
     return module, seen
 
 
-async def test_an_append_retried_by_envoy_lands_once(topology: Topology, tmp_path: Path) -> None:
+async def test_an_append_resent_with_its_key_through_the_mesh_lands_once(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """The app writes, then the answer is lost (UNAVAILABLE). Envoy does not resend a
+    write that reached an app; the caller resends it with the same key and gets the
+    first outcome, and the entry is stored once."""
     module, seen = lossy_context(tmp_path / "context-app")
     topo = sub_topology(topology, {"context": 1})
     async with running_mesh(topo, MeshSettings(), tmp_path, apps={"context-0": module}) as mesh:
@@ -63,12 +69,15 @@ async def test_an_append_retried_by_envoy_lands_once(topology: Topology, tmp_pat
                 entries=[ctx_pb.MemoryEntry(type=ctx_pb.MEMORY_TYPE_WORKING, content="hello")],
                 request_id=str(uuid.uuid4()),
             )
-            reply = await stub.AppendMemory(request, timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as lost:
+                await stub.AppendMemory(request, timeout=5)
+            reply = await stub.AppendMemory(request, timeout=5)  # the caller's resend
             stats = await stub.GetMemoryStats(
                 ctx_pb.GetMemoryStatsRequest(session_id="s-retry"), timeout=5
             )
         edge = await mesh.edge_stats()
-    assert seen == [request.request_id] * 2  # the edge retried the same request
-    assert edge["cluster.context.upstream_rq_retry"] >= 1
+    assert lost.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert seen == [request.request_id] * 2  # the first try and the resend
+    assert edge.get("cluster.context.upstream_rq_retry", 0) == 0  # not resent by Envoy
     assert len(reply.entry_ids) == 1
     assert stats.memory_stats.working_count == 1  # written once

@@ -140,8 +140,9 @@ def test_every_cluster_balances_by_least_request(topology: Topology) -> None:
             if cluster["name"] != "otlp_collector":
                 assert cluster["least_request_lb_config"] == {"choice_count": 2}
             seen += 1
-    # edge: 3 services; 5 local apps; orchestration: 2 callees; a collector per Envoy
-    assert seen == 3 + 5 + 2 + 6
+    # edge: 3 services and the front door; 5 local apps; orchestration: 2 callees; a
+    # collector per Envoy
+    assert seen == 3 + 1 + 5 + 2 + 6
 
 
 def test_grpc_stats_allowlist_comes_from_the_protos(topology: Topology) -> None:
