@@ -23,7 +23,7 @@ help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 # Installs are reproducible: every package at the version and hash in requirements.lock
-# (all extras: server, mesh, redis, embeddings, dev), then Switchboard itself, editable.
+# (all extras: server, mesh, redis, embeddings, load, dev), then Switchboard itself, editable.
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

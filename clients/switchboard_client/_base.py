@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
@@ -13,6 +14,11 @@ from switchboard_client._config import ConnectConfig
 from switchboard_client._errors import from_rpc_error
 
 R = TypeVar("R")
+
+
+def request_id_or_new(request_id: str | None) -> str:
+    """``request_id``, or a fresh UUID (the idempotency key of one logical call)."""
+    return str(uuid.uuid4()) if request_id is None else request_id
 
 
 class BaseClient(abc.ABC):

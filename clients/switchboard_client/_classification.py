@@ -8,7 +8,7 @@ import grpc
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
-from switchboard_client._base import BaseClient
+from switchboard_client._base import BaseClient, request_id_or_new
 
 
 def _options(top_k: int, confidence_threshold: float | None) -> pb.ClassifyOptions:
@@ -62,12 +62,22 @@ class ClassificationClient(BaseClient):
         return list(response.classifications)
 
     async def add_examples(
-        self, examples: Iterable[tuple[str, str]], *, timeout_s: float | None = None
+        self,
+        examples: Iterable[tuple[str, str]],
+        *,
+        timeout_s: float | None = None,
+        request_id: str | None = None,
     ) -> pb.AddExamplesResponse:
-        """Teach ``(text, intent)`` pairs; durable when this returns."""
+        """Teach ``(text, intent)`` pairs; durable when this returns.
+
+        ``request_id`` is the call's idempotency key (AIP-155): a fresh UUID when None.
+        Pass the same value again to retry this call safely: the server answers a
+        repeat with the first outcome and does not write twice.
+        """
         self.channel  # noqa: B018
         request = pb.AddExamplesRequest(
-            examples=[pb.Example(text=text, intent=intent) for text, intent in examples]
+            examples=[pb.Example(text=text, intent=intent) for text, intent in examples],
+            request_id=request_id_or_new(request_id),
         )
         return await self._unary(self._stub.AddExamples, request, **self._options(timeout_s, None))
 

@@ -8,7 +8,7 @@ import grpc
 
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
-from switchboard_client._base import BaseClient
+from switchboard_client._base import BaseClient, request_id_or_new
 
 
 class ContextClient(BaseClient):
@@ -46,10 +46,20 @@ class ContextClient(BaseClient):
         entries: Iterable[pb.MemoryEntry],
         *,
         timeout_s: float | None = None,
+        request_id: str | None = None,
     ) -> pb.AppendMemoryResponse:
-        """Append entries to a session's memory; durable when this returns."""
+        """Append entries to a session's memory; durable when this returns.
+
+        ``request_id`` is the call's idempotency key (AIP-155): a fresh UUID when None.
+        Pass the same value again to retry this call safely: the server answers a
+        repeat with the first outcome and does not write twice.
+        """
         self.channel  # noqa: B018
-        request = pb.AppendMemoryRequest(session_id=session_id, entries=list(entries))
+        request = pb.AppendMemoryRequest(
+            session_id=session_id,
+            entries=list(entries),
+            request_id=request_id_or_new(request_id),
+        )
         return await self._unary(self._stub.AppendMemory, request, **self._options(timeout_s, None))
 
     async def get_memory_stats(
@@ -62,10 +72,19 @@ class ContextClient(BaseClient):
         )
         return response.memory_stats
 
-    async def clear_memory(self, session_id: str, *, timeout_s: float | None = None) -> int:
-        """Clear every memory type of a session; returns the number of entries removed."""
+    async def clear_memory(
+        self, session_id: str, *, timeout_s: float | None = None, request_id: str | None = None
+    ) -> int:
+        """Clear every memory type of a session; returns the number of entries removed.
+
+        ``request_id`` is the call's idempotency key (AIP-155): a fresh UUID when None.
+        Pass the same value again to retry this call safely: the server answers a
+        repeat with the first outcome and does not write twice.
+        """
         self.channel  # noqa: B018
-        request = pb.ClearMemoryRequest(session_id=session_id)
+        request = pb.ClearMemoryRequest(
+            session_id=session_id, request_id=request_id_or_new(request_id)
+        )
         response = await self._unary(
             self._stub.ClearMemory, request, **self._options(timeout_s, None)
         )
@@ -77,8 +96,14 @@ class ContextClient(BaseClient):
         *,
         metadata: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        request_id: str | None = None,
     ) -> pb.IngestDocumentsResponse:
-        """Add or replace documents, given as ``(id, title, text)`` or ``Document``."""
+        """Add or replace documents, given as ``(id, title, text)`` or ``Document``.
+
+        ``request_id`` is the call's idempotency key (AIP-155): a fresh UUID when None.
+        Pass the same value again to retry this call safely: the server answers a
+        repeat with the first outcome and does not write twice.
+        """
         self.channel  # noqa: B018
         docs = [
             d
@@ -86,7 +111,30 @@ class ContextClient(BaseClient):
             else pb.Document(id=d[0], title=d[1], text=d[2], metadata=dict(metadata or {}))
             for d in documents
         ]
-        request = pb.IngestDocumentsRequest(documents=docs)
+        request = pb.IngestDocumentsRequest(
+            documents=docs, request_id=request_id_or_new(request_id)
+        )
         return await self._unary(
             self._stub.IngestDocuments, request, **self._options(timeout_s, None)
+        )
+
+    async def delete_documents(
+        self,
+        document_ids: Iterable[str],
+        *,
+        timeout_s: float | None = None,
+        request_id: str | None = None,
+    ) -> pb.DeleteDocumentsResponse:
+        """Remove documents of the knowledge base; ``missing_ids`` names those not found.
+
+        ``request_id`` is the call's idempotency key (AIP-155): a fresh UUID when None.
+        Pass the same value again to retry this call safely: the server answers a
+        repeat with the first outcome and does not write twice.
+        """
+        self.channel  # noqa: B018
+        request = pb.DeleteDocumentsRequest(
+            document_ids=list(document_ids), request_id=request_id_or_new(request_id)
+        )
+        return await self._unary(
+            self._stub.DeleteDocuments, request, **self._options(timeout_s, None)
         )

@@ -59,6 +59,8 @@ class ErrorReason(StrEnum):
     """The embeddings backend is not installed on the server: :class:`FailedPrecondition`."""
     RUNTIME_EXAMPLES_FULL = "RUNTIME_EXAMPLES_FULL"
     """The run-time example store is full: :class:`ResourceExhausted`."""
+    REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
+    """The request_id was used before for a different request: :class:`AlreadyExists`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ import grpc
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
-from switchboard_client._base import BaseClient
+from switchboard_client._base import BaseClient, request_id_or_new
 
 
 def _options(
@@ -44,13 +44,20 @@ class OrchestrationClient(BaseClient):
         skip_memory: bool = False,
         timeout_s: float | None = None,
         correlation_id: str | None = None,
+        request_id: str | None = None,
     ) -> pb.ChatResponse:
-        """Answer one message; raises a :class:`SwitchboardError` subclass on failure."""
+        """Answer one message; raises a :class:`SwitchboardError` subclass on failure.
+
+        ``request_id`` is the call's idempotency key (AIP-155): a fresh UUID when None.
+        Pass the same value again to retry this call safely: the server answers a
+        repeat with the first outcome and does not write twice.
+        """
         self.channel  # noqa: B018 - make sure the stub exists
         request = pb.ChatRequest(
             message=message,
             session_id=session_id,
             options=_options(max_context_results, confidence_threshold, skip_memory),
+            request_id=request_id_or_new(request_id),
         )
         return await self._unary(
             self._stub.Chat, request, **self._options(timeout_s, correlation_id)
@@ -66,13 +73,20 @@ class OrchestrationClient(BaseClient):
         skip_memory: bool = False,
         timeout_s: float | None = None,
         correlation_id: str | None = None,
+        request_id: str | None = None,
     ) -> AsyncIterator[pb.ChatStreamResponse]:
-        """Stage events, reply chunks, then the summary; leaving the loop cancels the call."""
+        """Stage events, reply chunks, then the summary; leaving the loop cancels the call.
+
+        ``request_id`` is the call's idempotency key (AIP-155): a fresh UUID when None.
+        Pass the same value again to retry this call safely: the server answers a
+        repeat with the first outcome and does not write twice.
+        """
         self.channel  # noqa: B018
         request = pb.ChatStreamRequest(
             message=message,
             session_id=session_id,
             options=_options(max_context_results, confidence_threshold, skip_memory),
+            request_id=request_id_or_new(request_id),
         )
         event: pb.ChatStreamResponse
         async for event in self._stream(

@@ -6,11 +6,12 @@ orchestration calling through its sidecar's egress listeners). Both on free loop
 ports with a fresh data dir, tracing export off in both.
 
 For each, an open-loop load of RATE Chat turns/s for SECONDS (after WARMUP_S) on one
-channel; latency is measured from each turn's scheduled start (no coordinated
-omission). CPU is utime+stime from /proc/<pid>/stat of every app and Envoy, before and
-after. An Envoy "traversal" is one request through one Envoy listener, counted from the
-Envoys' own ``http.*.downstream_rq_total`` (health checks included: ~1/s per cluster; the
-admin listener, which this script itself scrapes, is not a traversal).
+channel, from the engine of `switchboard load`; latency is measured from each turn's
+scheduled start (no coordinated omission). CPU is utime+stime from /proc/<pid>/stat of
+every app and Envoy, before and after. An Envoy "traversal" is one request through one
+Envoy listener, counted from the Envoys' own ``http.*.downstream_rq_total`` (health
+checks included: ~1/s per cluster; the admin listener, which this script itself
+scrapes, is not a traversal).
 
 Envoy's fixed cost is measured in the same run: after the warm-up, IDLE_S with no traffic
 (only active health checks and stats housekeeping). The mesh result reports Envoy CPU
@@ -37,12 +38,12 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 
 from scripts.bench._proc import cpu_seconds, mesh_env, mesh_log_excerpt
-from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
-from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
+from switchboard_client import ConnectConfig
+from switchboard_client.loadgen import ChatDriver, LoadPlan, run_load
+from switchboard_client.loadgen.plan import MAX_CONCURRENCY
 from switchboard_server.mesh.envoy import counters
 from switchboard_server.mesh.health import grpc_health
 from switchboard_server.mesh.processes import pid_alive
@@ -57,55 +58,33 @@ SESSIONS = 50
 CALL_TIMEOUT_S = 5.0
 STARTUP_TIMEOUT_S = 240.0
 SERVICES = ("classification", "context", "orchestration")
+MESSAGES = tuple(f"what is my account balance? ({i})" for i in range(7))
 _DOWNSTREAM = re.compile(r"^http\.(?!admin\.)[^.]+\.downstream_rq_total$")
 
 
 async def _load(target: str, seconds: float) -> dict[str, Any]:
-    """Open loop at RATE turns/s; latencies from each turn's scheduled start."""
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    degraded = 0
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.OrchestrationServiceStub(channel)
-        loop = asyncio.get_running_loop()
-
-        async def turn(i: int, scheduled: float) -> None:
-            nonlocal degraded
-            try:
-                reply = await stub.Chat(
-                    pb.ChatRequest(
-                        message=f"what is my account balance? ({i % 7})",
-                        session_id=f"bench-{i % SESSIONS}",
-                    ),
-                    timeout=CALL_TIMEOUT_S,
-                )
-                degraded += bool(reply.degraded)
-                latencies.append(loop.time() - scheduled)
-            except grpc.aio.AioRpcError as exc:
-                errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
-
-        start = loop.time()
-        tasks = []
-        total = int(seconds * RATE)
-        for i in range(total):
-            scheduled = start + i / RATE
-            await asyncio.sleep(max(0.0, scheduled - loop.time()))
-            tasks.append(asyncio.create_task(turn(i, scheduled)))
-        await asyncio.gather(*tasks)
-        elapsed = loop.time() - start
-    latencies.sort()
-
-    def pct(q: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 2)
-
+    """Open loop at RATE turns/s with `switchboard load`'s engine; latencies (of the turns
+    answered OK) from each turn's scheduled start."""
+    plan = LoadPlan(
+        rate=RATE,
+        duration_s=seconds,
+        concurrency=MAX_CONCURRENCY,
+        sessions=SESSIONS,
+        timeout_s=CALL_TIMEOUT_S,
+        messages=MESSAGES,
+        session_prefix="bench",
+    )
+    async with ChatDriver(ConnectConfig(target, timeout_s=CALL_TIMEOUT_S)) as driver:
+        report = await run_load(plan, driver.send)
+    latency = report["ok_latency_ms"]
     return {
-        "turns": total,
-        "ok": len(latencies),
-        "errors": errors,
-        "degraded": degraded,
-        "achieved_rate": round(total / elapsed, 1),
-        "p50_ms": pct(0.50) if latencies else None,
-        "p99_ms": pct(0.99) if latencies else None,
+        "turns": report["scheduled"],
+        "ok": report["ok"],
+        "errors": {code: n for code, n in report["codes"].items() if code != "OK"},
+        "degraded": report["degraded"],
+        "achieved_rate": round(report["achieved_rate"], 1),
+        "p50_ms": latency.get("p50"),
+        "p99_ms": latency.get("p99"),
     }
 
 

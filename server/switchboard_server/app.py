@@ -97,7 +97,9 @@ class AppServer:
         self.runtime = runtime
         self.observability = observability
         self._stopping = False
+        self._ready = False
         self._stopped = asyncio.Event()
+        runtime.dependencies.subscribe(self._dependencies_changed)
 
     @property
     def health_names(self) -> Sequence[str]:
@@ -114,8 +116,24 @@ class AppServer:
         self.observability.start_metrics_server()
         await self.module.start()
         if not self._stopping:
-            await self._set_all(health_pb2.HealthCheckResponse.SERVING)
+            self._ready = True
+            await self._set_all(self._serving_status())
             log.info("server.ready", service=self.runtime.service.value)
+
+    def _serving_status(self) -> int:
+        response = health_pb2.HealthCheckResponse
+        status: int = (
+            response.SERVING if self.runtime.dependencies.healthy else response.NOT_SERVING
+        )
+        return status
+
+    async def _dependencies_changed(self, healthy: bool) -> None:
+        """A dependency went down or came back: health follows, once ready and until
+        the drain (which answers NOT_SERVING for good)."""
+        report = log.info if healthy else log.warning
+        report("server.dependencies", service=self.runtime.service.value, healthy=healthy)
+        if self._ready and not self._stopping:
+            await self._set_all(self._serving_status())
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful drain: NOT_SERVING at once, in-flight RPCs get ``grace`` seconds."""

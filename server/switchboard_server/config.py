@@ -84,6 +84,13 @@ class CoreSettings(BaseSettings):
     max_concurrent_rpcs: int | None = Field(
         default=None, ge=1, description="Cap on concurrent RPCs per server; unset means no cap."
     )
+    request_retention_s: float = Field(
+        default=86_400.0,
+        ge=1.0,
+        le=30 * 86_400.0,
+        description="How long a write's outcome is kept under its request_id (idempotency "
+        "key); a repeat within this window returns the first outcome.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Log level."
     )

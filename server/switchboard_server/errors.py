@@ -51,6 +51,8 @@ class ErrorReason(StrEnum):
     """FAILED_PRECONDITION: the embeddings backend is asked for but not installed."""
     RUNTIME_EXAMPLES_FULL = "RUNTIME_EXAMPLES_FULL"
     """RESOURCE_EXHAUSTED: the run-time example store holds its maximum."""
+    REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
+    """ALREADY_EXISTS: the request_id was used before for a different request."""
 
 
 @dataclass(frozen=True, slots=True)

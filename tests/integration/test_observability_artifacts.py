@@ -7,6 +7,7 @@ Runs the real ``promtool`` (Debian package ``prometheus``, installed by
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ import pytest
 import yaml
 
 from switchboard_server.mesh.settings import MeshSettings
+from switchboard_server.observability.settings import ObservabilitySettings
+from switchboard_server.observability.slo import render_slo_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "docker" / "prometheus"
@@ -35,9 +38,17 @@ def promtool(*args: str, cwd: Path = PROMETHEUS) -> str:
     return done.stdout + done.stderr
 
 
+RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.yml"))
+TEST_FILES = sorted((PROMETHEUS / "tests").glob("*.yml"))
+
+
 def rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load((PROMETHEUS / "rules" / "switchboard.yml").read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"]]
+    """Every rule of every file under rules/ (Prometheus loads rules/*.yml)."""
+    found = []
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            found += group["rules"]
+    return found
 
 
 def dashboard_panels() -> list[dict[str, Any]]:
@@ -50,11 +61,61 @@ def dashboard_exprs() -> list[str]:
 
 def test_promtool_checks_config_and_rules() -> None:
     assert "SUCCESS" in promtool("check", "config", "prometheus.yml")
-    assert "SUCCESS" in promtool("check", "rules", "rules/switchboard.yml")
+    assert {p.name for p in RULE_FILES} >= {"switchboard.yml", "slo.yml"}
+    for path in RULE_FILES:
+        assert "SUCCESS" in promtool("check", "rules", f"rules/{path.name}")
 
 
-def test_promtool_alert_unit_tests_pass() -> None:
-    assert "SUCCESS" in promtool("test", "rules", "tests/switchboard_test.yml")
+@pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
+def test_promtool_alert_unit_tests_pass(path: Path) -> None:
+    assert "SUCCESS" in promtool("test", "rules", f"tests/{path.name}")
+
+
+def test_every_alert_has_a_promtool_case_that_fires_it() -> None:
+    """Each alert of rules/ is expected to fire in some test case of tests/ (and every
+    rule file is loaded by some test file), so no alert ships untested."""
+    alerts = {r["alert"] for r in rules() if "alert" in r}
+    fired: set[str] = set()
+    loaded: set[Path] = set()
+    for path in TEST_FILES:
+        spec = yaml.safe_load(path.read_text())
+        loaded |= {(path.parent / f).resolve() for f in spec["rule_files"]}
+        for case in spec["tests"]:
+            fired |= {t["alertname"] for t in case.get("alert_rule_test", []) if t["exp_alerts"]}
+    assert len(alerts) >= 11
+    assert sorted(alerts - fired) == []
+    assert {p.resolve() for p in RULE_FILES} <= loaded
+
+
+def test_the_slo_rules_are_rendered_from_the_default_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [n for n in os.environ if n.startswith("SWITCHBOARD_OBS_")]:
+        monkeypatch.delenv(name)
+    committed = (PROMETHEUS / "rules" / "slo.yml").read_text()
+    assert committed == render_slo_rules(ObservabilitySettings()), (
+        "docker/prometheus/rules/slo.yml is stale: run scripts/slo_rules.py"
+    )
+    defaults = ObservabilitySettings.model_fields
+    assert defaults["slo_chat_latency_s"].default == 1.0
+    assert 'le=~"1(\\\\.0)?"' in committed
+    assert "/ 0.001 > 14.4" in committed  # 99.9 % availability
+    assert "/ 0.01 > 14.4" in committed  # 99 % latency
+
+
+def test_another_threshold_renders_valid_rules_and_a_non_bucket_is_refused(
+    tmp_path: Path,
+) -> None:
+    text = render_slo_rules(
+        ObservabilitySettings(slo_chat_latency_s=0.25, slo_chat_availability=0.995)
+    )
+    assert 'le=~"0\\\\.25"' in text
+    assert "/ 0.005 > 14.4" in text
+    path = tmp_path / "slo.yml"
+    path.write_text(text)
+    assert "SUCCESS: 18 rules found" in promtool("check", "rules", str(path))
+    with pytest.raises(ValueError, match="slo_chat_latency_s"):
+        ObservabilitySettings(slo_chat_latency_s=0.3)
 
 
 def test_alerts_cover_the_issue_list() -> None:

@@ -80,6 +80,38 @@ async def test_health_goes_not_serving_then_serving_then_not_serving_on_drain(se
     assert module.stopped
 
 
+async def test_health_follows_the_dependencies_a_module_reports(served) -> None:
+    """A dependency down before ready keeps NOT_SERVING after start; its return turns
+    SERVING; during a drain a dependency coming back does not turn SERVING again."""
+    server, module, channel = served
+    dependencies = server.runtime.dependencies
+    await dependencies.report("store", False)
+    module.ready.set()
+    await asyncio.sleep(0.1)
+    assert await health_of(channel, SERVICE) == NOT_SERVING
+    await dependencies.report("store", True)
+    assert await health_of(channel, SERVICE) == SERVING
+    await dependencies.report("store", False)
+    await dependencies.report("cache", False)
+    await dependencies.report("store", True)
+    assert await health_of(channel, "") == NOT_SERVING  # the cache is still down
+    await dependencies.report("cache", True)
+    assert await health_of(channel, "") == SERVING
+
+    await dependencies.report("store", False)
+    watch = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=SERVICE), timeout=10
+    )
+    assert (await watch.read()).status == NOT_SERVING
+    stop = asyncio.create_task(server.stop(1.0))
+    await asyncio.sleep(0.05)
+    await dependencies.report("store", True)  # back during the drain: still NOT_SERVING
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(watch.read(), 0.3)
+    watch.cancel()
+    await stop
+
+
 async def test_unknown_health_service_is_not_found(served) -> None:
     _, module, channel = served
     module.ready.set()

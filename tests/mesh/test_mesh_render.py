@@ -11,7 +11,7 @@ import pytest
 from switchboard.classification.v1 import classification_service_pb2 as cls_pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
 from switchboard_server.mesh.envoy import envoy_command
-from switchboard_server.mesh.render import render_all, render_edge, write_configs
+from switchboard_server.mesh.render import render_all, render_edge, render_sidecar, write_configs
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import (
     Topology,
@@ -73,21 +73,76 @@ def _routes(config: dict) -> dict[str, dict]:  # type: ignore[type-arg]
     return {r["name"]: r["route"] for r in vhost["routes"] if "route" in r}
 
 
-def test_retries_only_on_idempotent_routes(topology: Topology) -> None:
+def _ingress_routes(config: dict) -> dict[str, dict]:  # type: ignore[type-arg]
+    listener = next(x for x in config["static_resources"]["listeners"] if x["name"] == "ingress")
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return {r["name"]: r["route"] for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
+
+
+def test_writes_retry_only_what_never_reached_an_app(topology: Topology) -> None:
     settings = MeshSettings()
     routes = _routes(render_edge(make_plan(topology, settings), settings))
-    for method in ("AppendMemory", "ClearMemory", "IngestDocuments", "DeleteDocuments"):
-        assert "retry_policy" not in routes[f"context.{method}"]
-    assert "retry_policy" not in routes["orchestration.Chat"]
-    assert "retry_policy" not in routes["classification.AddExamples"]
-    default = routes["classification"]  # Classify, ClassifyBatch, ListIntents, ...
+    writes = [f"context.{m}" for m in ("AppendMemory", "ClearMemory", "IngestDocuments")]
+    writes += ["context.DeleteDocuments", "orchestration.Chat", "classification.AddExamples"]
+    for name in writes:
+        policy = routes[name]["retry_policy"]
+        assert set(policy["retry_on"].split(",")) == {
+            "connect-failure",
+            "refused-stream",
+            "reset-before-request",
+            "retriable-headers",
+        }, name
+        assert policy["retriable_headers"] == [
+            {"name": "x-switchboard-not-delivered", "present_match": True}
+        ]
+        assert "per_try_timeout" not in policy  # a write in flight is never cut and replayed
+    default = routes["classification"]  # ClassifyBatch, ListIntents, ...
     assert default["retry_policy"]["retry_on"] == (
-        "unavailable,resource-exhausted,cancelled,connect-failure,refused-stream,reset"
+        "unavailable,resource-exhausted,cancelled,connect-failure,refused-stream,reset,"
+        "retriable-headers"
     )
     assert default["max_stream_duration"] == {
         "max_stream_duration": "2.000s",  # the route default when no grpc-timeout is sent
         "grpc_timeout_header_max": "60.000s",
     }
+    # fast methods get a short per-try timeout from the topology; the rest the setting
+    assert routes["classification.Classify"]["retry_policy"]["per_try_timeout"] == "0.400s"
+    assert routes["context.GetContext"]["retry_policy"]["per_try_timeout"] == "0.400s"
+    assert default["retry_policy"]["per_try_timeout"] == "1.000s"
+
+
+def test_a_sidecar_marks_a_request_its_app_never_got(topology: Topology) -> None:
+    """Its ingress retries its own app only on what that app never saw, and marks a
+    refused connection (UF) so the caller's Envoy sends the request elsewhere."""
+    settings = MeshSettings()
+    plan = make_plan(topology, settings)
+    sidecar = render_sidecar(plan, plan.replicas["context"][0], settings)
+    ingress = _ingress_routes(sidecar)
+    assert ingress["context.AppendMemory"]["retry_policy"]["retry_on"] == (
+        "refused-stream,reset-before-request"
+    )
+    assert "retry_host_predicate" not in ingress["context.AppendMemory"]["retry_policy"]
+    listener = sidecar["static_resources"]["listeners"][0]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    (mapper,) = hcm["local_reply_config"]["mappers"]
+    assert mapper["filter"] == {"response_flag_filter": {"flags": ["UF"]}}
+    assert mapper["headers_to_add"][0]["header"]["key"] == "x-switchboard-not-delivered"
+
+
+def test_every_cluster_balances_by_least_request(topology: Topology) -> None:
+    settings = MeshSettings()
+    plan = make_plan(topology.with_replicas({"classification": 2, "context": 2}), settings)
+    configs = render_all(plan, settings, "127.0.0.1:4317")
+    seen = 0
+    for name, config in configs.items():
+        for cluster in config["static_resources"]["clusters"]:
+            assert cluster["lb_policy"] == "LEAST_REQUEST", (name, cluster["name"])
+            if cluster["name"] != "otlp_collector":
+                assert cluster["least_request_lb_config"] == {"choice_count": 2}
+            seen += 1
+    # edge: 3 services and the front door; 5 local apps; orchestration: 2 callees; a
+    # collector per Envoy
+    assert seen == 3 + 1 + 5 + 2 + 6
 
 
 def test_grpc_stats_allowlist_comes_from_the_protos(topology: Topology) -> None:

@@ -7,6 +7,8 @@ their own rendered sidecars; the edge routes to the replicas' sidecars, as in pr
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,10 +22,11 @@ from switchboard.classification.v1 import classification_service_pb2 as cls_pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
 from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
+from switchboard_server.mesh.envoy import counters
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Topology
 from tests.support.mesh_fakes import CLASSIFICATION
-from tests.support.mesh_harness import running_mesh, sub_topology, wait_healthy, warm_up
+from tests.support.mesh_harness import Mesh, running_mesh, sub_topology, wait_healthy, warm_up
 
 pytestmark = pytest.mark.mesh
 
@@ -94,6 +97,42 @@ async def test_append_memory_is_never_retried(topology: Topology, tmp_path: Path
     assert stats["cluster.context.upstream_rq_retry"] > 0
 
 
+async def _append(
+    stub: ctx_grpc.ContextServiceAsyncStub, session: str
+) -> ctx_pb.AppendMemoryResponse:
+    return await stub.AppendMemory(ctx_pb.AppendMemoryRequest(session_id=session), timeout=5)
+
+
+async def test_a_write_its_app_never_got_is_retried_and_lands_once(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """One context app stops while its sidecar runs: the sidecar cannot connect (UF) and
+    marks its reply, the edge sends the AppendMemory to the other replica; each write
+    lands exactly once."""
+    topo = sub_topology(topology, {"context": 2})
+    async with running_mesh(topo, MeshSettings(), tmp_path) as mesh:
+        await wait_healthy(mesh, "context", 2)
+        async with grpc.aio.insecure_channel(mesh.edge) as channel:
+            stub = ctx_grpc.ContextServiceStub(channel)
+            await warm_up(mesh, lambda i: _append(stub, f"warm-{i}"), "AppendMemory")
+            await mesh.apps["context-0"].stop(0)  # the port closes; the sidecar stays up
+            before = await mesh.edge_stats()
+            sessions = [f"s{i}" for i in range(30)]
+            replies = [await _append(stub, session) for session in sessions]
+        after = await mesh.edge_stats()
+        stopped_sidecar = await counters(mesh.http, mesh.admin_ports["context-0.sidecar"])
+
+    good = mesh.modules["context-1"].state
+    bad = mesh.modules["context-0"].state
+    assert all(list(r.entry_ids) == ["e1"] for r in replies)
+    assert [good.appended[s] for s in sessions] == [1] * len(sessions)
+    assert not any(bad.appended[s] for s in sessions)
+    # the stopped replica's sidecar was tried and could not connect to its app
+    assert stopped_sidecar["cluster.local_app.upstream_cx_connect_fail"] >= 1
+    retried = "cluster.context.upstream_rq_retry"
+    assert after[retried] - before.get(retried, 0) >= 1
+
+
 async def _load(
     stub: cls_grpc.ClassificationServiceAsyncStub, calls: int, workers: int, pause_s: float
 ) -> list[str]:
@@ -157,13 +196,94 @@ async def test_bad_replica_stops_receiving_traffic(
     assert sum(1 for _, flags, _ in hosts if flags) == 1  # the bad one is marked
 
 
+async def _host_requests(mesh: Mesh, cluster: str) -> dict[int, int]:
+    """Requests the edge sent to each host of ``cluster`` (by sidecar port)."""
+    response = await mesh.http.get(
+        f"http://127.0.0.1:{mesh.plan.edge_admin_port}/clusters?format=json", timeout=2
+    )
+    result = {}
+    for status in response.json()["cluster_statuses"]:
+        if status["name"] != cluster:
+            continue
+        for host in status["host_statuses"]:
+            port = host["address"]["socket_address"]["port_value"]
+            stats = {s["name"]: int(s.get("value", 0)) for s in host["stats"]}
+            result[port] = stats.get("rq_total", 0)
+    return result
+
+
+async def test_a_hung_replica_is_ejected_within_a_second(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """SIGSTOP one classification app (its sidecar keeps accepting): with the default
+    settings, a try to it times out after Classify's per-try timeout and is retried on
+    the other replica, and outlier detection ejects it after a few such timeouts, well
+    before active health checking would. Every call succeeds."""
+    settings = MeshSettings()
+    topo = sub_topology(topology, {"classification": 2})
+    async with running_mesh(topo, settings, tmp_path, processes={"classification-0"}) as mesh:
+        await wait_healthy(mesh, "classification", 2)
+        hung_port = mesh.plan.replicas["classification"][0].sidecar_port
+        async with grpc.aio.insecure_channel(mesh.edge) as channel:
+            stub = cls_grpc.ClassificationServiceStub(channel)
+            for i in range(200):  # until the edge has sent calls to both replicas
+                await _classify(stub, i)
+                sent = await _host_requests(mesh, "classification")
+                if len(sent) == 2 and all(sent.values()):
+                    break
+            before = await mesh.edge_stats()
+            calls: list[tuple[float, float, str]] = []  # (start, latency, code)
+            ejected_at: list[float] = []
+
+            async def worker(n: int) -> None:
+                end = time.monotonic() + 3.0
+                while time.monotonic() < end:
+                    started = time.monotonic()
+                    try:
+                        await _classify(stub, n)
+                        code = "OK"
+                    except grpc.aio.AioRpcError as exc:
+                        code = exc.code().name
+                    calls.append((started, time.monotonic() - started, code))
+                    await asyncio.sleep(0.02)
+
+            async def watch() -> None:
+                while not ejected_at:
+                    for address, flags, _ in (await mesh.edge_hosts())["classification"]:
+                        if address.endswith(f":{hung_port}") and "failed_outlier_check" in flags:
+                            ejected_at.append(time.monotonic())
+                    await asyncio.sleep(0.02)
+
+            os.kill(mesh.app_processes["classification-0"].pid, signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            watcher = asyncio.create_task(watch())
+            await asyncio.gather(*(worker(n) for n in range(8)))
+            watcher.cancel()
+            after = await mesh.edge_stats()
+
+    per_try = 0.4  # Classify's per_try_timeout_s in the topology
+    ejections = "cluster.classification.outlier_detection.ejections_enforced_total"
+    assert after[ejections] - before.get(ejections, 0) >= 1
+    assert [code for _, _, code in calls if code != "OK"] == []
+    assert ejected_at, "the hung replica was never ejected by outlier detection"
+    # ejected within a second of its first timed-out try (plus slack for a loaded machine)
+    assert ejected_at[0] - stopped_at < per_try + 1.0
+    slow = [latency for _, latency, _ in calls if latency >= per_try]
+    assert slow  # some tries went to the hung replica and were retried
+    # after the ejection, calls go straight to the good replica (the load balancer sees
+    # the ejection at once: update_merge_window 0)
+    late = [latency for started, latency, _ in calls if started > ejected_at[0] + 0.1]
+    assert len(late) > 50
+    assert max(late) < per_try
+
+
 async def test_overload_is_refused_fast(topology: Topology, tmp_path: Path) -> None:
     settings = MeshSettings(cb_max_requests=2, cb_max_pending_requests=1)
     topo = sub_topology(topology, {"classification": 1})
     async with running_mesh(topo, settings, tmp_path) as mesh:
         await wait_healthy(mesh, "classification", 1)
         state = mesh.modules["classification-0"].state
-        state.mode, state.slow_s = "slow", 0.6
+        state.mode, state.slow_s = "slow", 0.3  # under Classify's 0.4 s per-try timeout
         async with grpc.aio.insecure_channel(mesh.edge) as channel:
             stub = cls_grpc.ClassificationServiceStub(channel)
 
@@ -181,7 +301,7 @@ async def test_overload_is_refused_fast(topology: Topology, tmp_path: Path) -> N
 
     refused = [t for code, t in results if code in ("UNAVAILABLE", "RESOURCE_EXHAUSTED")]
     assert len(refused) >= 10
-    assert max(refused) < 0.3  # the deadline is 5 s; a served call takes 0.6 s
+    assert max(refused) < 0.2  # the deadline is 5 s; a served call takes 0.3 s
     overflow = sum(
         v
         for k, v in stats.items()

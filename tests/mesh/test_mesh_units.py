@@ -41,6 +41,8 @@ def test_per_try_timeout_never_starves_a_slow_method() -> None:
     settings = MeshSettings(retry_per_try_timeout_s=1.0, retry_attempts=2)
     assert per_try_timeout(2.0, settings) == 1.0  # fast method: the setting
     assert per_try_timeout(30.0, settings) == 10.0  # slow one: its share of the timeout
+    assert per_try_timeout(2.0, settings, 0.4) == 0.4  # the topology's own, when given
+    assert per_try_timeout(0.3, settings, 0.4) == 0.3  # ...never past the method's timeout
 
 
 def test_restart_backoff_doubles_caps_and_resets(topology: Topology, tmp_path: Path) -> None:

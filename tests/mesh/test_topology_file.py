@@ -97,3 +97,17 @@ def test_render_envoy_finds_the_packaged_topology_from_any_directory(tmp_path: P
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert "edge.yaml" in written
     assert len(written) == 4  # the edge and one sidecar per service
+
+
+def test_a_per_try_timeout_is_inherited_and_must_be_positive(raw: dict[str, Any]) -> None:
+    raw["services"]["context"]["default"]["per_try_timeout_s"] = 0.3
+    raw["services"]["context"]["methods"]["WarmupCache"]["per_try_timeout_s"] = 5.0
+    context = parse_topology(raw).services["context"]
+    assert context.policy("GetMemoryStats").per_try_timeout_s == 0.3  # the default's
+    assert context.policy("ClearMemory").per_try_timeout_s == 0.3  # listed, not set: inherited
+    assert context.policy("WarmupCache").per_try_timeout_s == 5.0
+    raw["services"]["context"]["methods"]["GetContext"]["per_try_timeout_s"] = 0
+    with pytest.raises(
+        TopologyError, match=r"^services\.context\.methods\.GetContext\.per_try_timeout_s: "
+    ):
+        parse_topology(raw)

@@ -31,6 +31,7 @@ class FaultState:
         self.mode = "ok"  # ok | unavailable | slow
         self.slow_s = 0.5
         self.calls: Counter[str] = Counter()
+        self.appended: Counter[str] = Counter()  # AppendMemory calls served, by session
         self.last_call_at = 0.0  # time.monotonic() of the latest call
         self.last_metadata: dict[str, str] = {}
 
@@ -73,6 +74,7 @@ class FakeContext(ctx_grpc.ContextServiceServicer):
         self, request: ctx_pb.AppendMemoryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> ctx_pb.AppendMemoryResponse:
         await self.state.act("AppendMemory", context)
+        self.state.appended[request.session_id] += 1
         if request.session_id.startswith("sleep:"):  # a slow write, for drain tests
             await asyncio.sleep(float(request.session_id.removeprefix("sleep:")))
         return ctx_pb.AppendMemoryResponse(entry_ids=["e1"])

@@ -1,7 +1,9 @@
 """Real Envoy processes on free loopback ports in front of in-process fake apps.
 
 ``Mesh`` renders the configs with the production renderer, starts every Envoy as a
-child process (killed by PID on exit, even on failure) and the fake apps in-process.
+child process (killed by PID on exit, even on failure) and the fake apps in-process,
+except the replicas named in ``processes``: those run as ``python -m tests.mesh.fake_app``
+children, so a test can stop them with a signal (SIGSTOP: a hung replica).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from switchboard_server.mesh.envoy import cluster_hosts, counters, envoy_command
 from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, Topology, make_plan
+from switchboard_server.service import ServiceModule
 from switchboard_server.testing import PortPool
 from tests.support.mesh_fakes import CLASSIFICATION, CONTEXT, FakeModule
 
@@ -40,6 +44,7 @@ class Mesh:
     modules: dict[str, FakeModule] = field(default_factory=dict)
     frontdoor: FrontDoor | None = None
     envoys: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    app_processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
     admin_ports: dict[str, int] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
@@ -66,23 +71,41 @@ def sub_topology(topology: Topology, services: Mapping[str, int]) -> Topology:
 
 @contextlib.asynccontextmanager
 async def running_mesh(
-    topology: Topology, settings: MeshSettings, tmp: Path, otlp_endpoint: str = ""
+    topology: Topology,
+    settings: MeshSettings,
+    tmp: Path,
+    otlp_endpoint: str = "",
+    *,
+    processes: Collection[str] = (),
+    apps: Mapping[str, ServiceModule] | None = None,
 ) -> AsyncIterator[Mesh]:
+    """The mesh with fake apps, except replicas named in ``apps`` (replica name -> the
+    module to serve there instead)."""
     plan = make_plan(topology, settings, PortPool())
     mesh = Mesh(plan=plan, settings=settings)
     try:
         for replica in plan.all_replicas():
-            module = FakeModule(_SERVICES[replica.service])
+            if replica.name in processes:
+                mesh.app_processes[replica.name] = await _app_process(
+                    replica.service,
+                    replica.app_port,
+                    tmp / replica.name,
+                    tmp / f"{replica.name}.log",
+                )
+                continue
             app_settings = Settings(core=CoreSettings(data_dir=tmp / replica.name))
+            real = (apps or {}).get(replica.name)
+            module = FakeModule(_SERVICES[replica.service]) if real is None else None
             server, _ = await create_server(
                 app_settings,
                 ServiceName(replica.service),
                 f"127.0.0.1:{replica.app_port}",
-                module=module,
+                module=module or real,
             )
             await server.start()
             mesh.apps[replica.name] = server
-            mesh.modules[replica.name] = module
+            if module is not None:
+                mesh.modules[replica.name] = module
         mesh.frontdoor, _ = await create_frontdoor(
             exposed_services(topology),
             plan.edge_admin_port,
@@ -116,9 +139,36 @@ async def running_mesh(
             await proc.wait()
         if mesh.frontdoor is not None:
             await mesh.frontdoor.stop()
+        for proc in mesh.app_processes.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)  # a stopped child dies only once resumed
+                    os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
         for server in mesh.apps.values():
             await server.stop(0)
         await mesh.http.aclose()
+
+
+async def _app_process(
+    service: str, port: int, data_dir: Path, log: Path
+) -> asyncio.subprocess.Process:
+    with log.open("wb") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.mesh.fake_app",
+            service,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            env={
+                **os.environ,
+                "SWITCHBOARD_PORT": str(port),
+                "SWITCHBOARD_DATA_DIR": str(data_dir),
+                "SWITCHBOARD_GRACE_PERIOD_S": "0",
+            },
+            start_new_session=True,
+        )
 
 
 async def _wait_ready(mesh: Mesh) -> None:

@@ -66,7 +66,7 @@ def test_the_base_install_is_the_client() -> None:
     base = {canonicalize_name(Requirement(r).name) for r in PROJECT["dependencies"]}
     assert base == {"grpcio", "protobuf", "grpcio-status", "googleapis-common-protos"}
     extras = PROJECT["optional-dependencies"]
-    assert set(extras) == {"server", "mesh", "redis", "embeddings", "dev"}
+    assert set(extras) == {"server", "mesh", "redis", "embeddings", "load", "dev"}
     dev = {canonicalize_name(Requirement(r).name) for r in extras["dev"]}
     assert "grpcio-tools" in dev
     others = {

@@ -90,7 +90,8 @@ def test_path_variables_are_required_path_parameters(document: dict[str, Any]) -
 def test_the_body_holds_the_rest_of_the_request(document: dict[str, Any]) -> None:
     chat = document["paths"]["/v1/sessions/{session_id}:chat"]["post"]
     body = chat["requestBody"]["content"]["application/json"]["schema"]
-    assert set(body["properties"]) == {"message", "options"}  # session_id is in the path
+    # session_id is in the path; request_id is the idempotency key (AIP-155)
+    assert set(body["properties"]) == {"message", "options", "requestId"}
     turns = document["paths"]["/v1/sessions/{session_id}/turns"]["get"]
     assert "requestBody" not in turns
     query = {p["name"]: p["schema"]["type"] for p in turns["parameters"] if p["in"] == "query"}

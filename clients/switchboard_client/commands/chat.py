@@ -35,6 +35,12 @@ def register(subparsers: Subparsers) -> None:
         "--message", "-m", metavar="TEXT", help="Send one message and exit (else: interactive)."
     )
     chat.add_argument("--session", metavar="ID", help="Session id (default: a new random one).")
+    chat.add_argument(
+        "--request-id",
+        metavar="UUID",
+        help="Idempotency key of the --message turn (default: a new UUID, printed on failure); "
+        "run the command again with the same key to retry without a second turn.",
+    )
     chat.add_argument("--verbose", "-v", action="store_true", help="Show intent and timings.")
     chat.add_argument("--json", action="store_true", help="Print the full response as JSON.")
     _common(chat)
@@ -106,10 +112,12 @@ async def _chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     session = args.session or f"cli-{uuid.uuid4().hex[:12]}"
     async with OrchestrationClient(_config(args)) as client:
 
-        async def turn(message: str) -> int:
+        async def turn(message: str, request_id: str | None = None) -> int:
+            key = request_id or str(uuid.uuid4())
             try:
-                response = await client.chat(message, session_id=session)
+                response = await client.chat(message, session_id=session, request_id=key)
             except SwitchboardError as exc:
+                print(f"request_id: {key} (retry with --request-id {key})", file=err)
                 return _error(exc, err)
             out.write(_to_json(response) if args.json else render(response, verbose=args.verbose))
             out.write("\n")
@@ -117,7 +125,7 @@ async def _chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return EXIT_OK
 
         if args.message is not None:
-            return await turn(args.message)
+            return await turn(args.message, args.request_id)
         print(f"session {session}; /quit to leave", file=err)
         code = EXIT_OK
         while True:

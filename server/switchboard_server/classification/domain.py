@@ -8,12 +8,14 @@ in executors: inference in a small pool, training in a single background thread.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
@@ -30,11 +32,23 @@ from switchboard_server.classification.taxonomy import OOS, IntentCount, intent_
 from switchboard_server.classification.trainer import train_model
 from switchboard_server.classification.verdict import Options, Verdict, decide
 from switchboard_server.errors import ErrorReason, ResourceExhausted, Unavailable
+from switchboard_server.idempotency import RequestKey
 
 log = structlog.get_logger(__name__)
 
-#: The durable append: examples -> total stored (blocking; runs in a worker thread).
-StoreAdd = Callable[[list[Example]], int]
+
+class ExampleLog(Protocol):
+    """The durable run-time examples (blocking; called from a worker thread)."""
+
+    def add(
+        self, examples: Sequence[Example], key: RequestKey | None, outcome: Callable[[int], str]
+    ) -> int:
+        """Store ``examples``; record ``outcome(total)`` under ``key``; return the total."""
+        ...
+
+    def replay(self, key: RequestKey) -> str | None:
+        """The outcome recorded under ``key``, if any."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -87,7 +101,7 @@ class Classifier:
     ) -> None:
         self.settings = settings
         self._source: DataSource | None = None
-        self._store_add: StoreAdd | None = None
+        self._examples: ExampleLog | None = None
         self.artifacts = artifacts
         self.encoder_factory = encoder_factory
         self.config = TrainConfig.from_settings(settings)
@@ -112,14 +126,14 @@ class Classifier:
     async def start(
         self,
         source: DataSource,
-        store_add: StoreAdd,
+        examples: ExampleLog,
         runtime_examples: Sequence[Example],
         backend: str | None = None,
     ) -> None:
         """Load the cached model for base + run-time data, or train it (off the loop)."""
         loop = asyncio.get_running_loop()
         self.config = TrainConfig.from_settings(self.settings, backend)
-        self._source, self._store_add = source, store_add
+        self._source, self._examples = source, examples
         self._runtime = list(runtime_examples)
         model, complete = await loop.run_in_executor(self._training, self._load_or_train)
         overlay = await self._build_overlay(model, self._runtime)
@@ -201,10 +215,21 @@ class Classifier:
 
     # ---- learn while serving --------------------------------------------------------
 
-    async def add_examples(self, examples: Sequence[Example]) -> AddResult:
-        """Durable first, then effective through the overlay, then a retrain is scheduled."""
+    async def add_examples(
+        self, examples: Sequence[Example], *, key: RequestKey | None = None
+    ) -> AddResult:
+        """Durable first, then effective through the overlay, then a retrain is scheduled.
+
+        A repeat of ``key`` returns the first outcome and adds nothing (the lookup and
+        the add run under the domain's lock, so concurrent duplicates add once)."""
         loop = asyncio.get_running_loop()
         async with self._lock:
+            store = self._examples
+            assert store is not None
+            if key is not None:
+                prior = await loop.run_in_executor(None, store.replay, key)
+                if prior is not None:
+                    return _add_result_from_json(prior)
             serving = self.serving
             if len(self._runtime) + len(examples) > self.settings.max_runtime_examples:
                 raise ResourceExhausted(
@@ -213,8 +238,13 @@ class Classifier:
                     metadata={"limit": str(self.settings.max_runtime_examples)},
                 )
             known = self._known_intents()
-            assert self._store_add is not None
-            total = await loop.run_in_executor(None, self._store_add, list(examples))
+            new = tuple(sorted({e.intent for e in examples if e.intent != OOS} - known))
+            will_retrain = self.settings.retrain_enabled
+
+            def outcome(total: int) -> str:
+                return _add_result_to_json(AddResult(len(examples), total, new, will_retrain))
+
+            total = await loop.run_in_executor(None, store.add, list(examples), key, outcome)
             features = await loop.run_in_executor(
                 self._inference, serving.model.scorer.features, [e.text for e in examples]
             )
@@ -223,7 +253,6 @@ class Classifier:
         if self._metrics is not None:
             self._metrics.runtime_examples.set(total)
             self._metrics.allow_domains(e.intent.split("/")[0] for e in examples)
-        new = tuple(sorted({e.intent for e in examples if e.intent != OOS} - known))
         scheduled = self._schedule_retrain()
         log.info("examples.added", count=len(examples), total=total, new_intents=len(new))
         return AddResult(len(examples), total, new, scheduled)
@@ -316,3 +345,17 @@ class Classifier:
             artifact_key=model.artifact_key,
             retraining=self.retraining,
         )
+
+
+def _add_result_to_json(result: AddResult) -> str:
+    return json.dumps(asdict(result))
+
+
+def _add_result_from_json(text: str) -> AddResult:
+    data = json.loads(text)
+    return AddResult(
+        int(data["added"]),
+        int(data["total"]),
+        tuple(data["new_intents"]),
+        bool(data["retrain_scheduled"]),
+    )

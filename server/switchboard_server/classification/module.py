@@ -68,9 +68,13 @@ class ClassificationModule:
         settings = self.runtime.settings.classification
         choice = await asyncio.to_thread(resolve, settings, self.artifacts)
         source = await asyncio.to_thread(load_source, choice.train_path, choice.heldout_path)
-        self._store = await asyncio.to_thread(ExampleStore, self.data_dir / STORE_FILE)
+        self._store = await asyncio.to_thread(
+            ExampleStore,
+            self.data_dir / STORE_FILE,
+            retention_s=self.runtime.settings.core.request_retention_s,
+        )
         runtime_examples = await asyncio.to_thread(self._store.all)
-        await self.classifier.start(source, self._store.add, runtime_examples, choice.backend)
+        await self.classifier.start(source, self._store, runtime_examples, choice.backend)
         log.info(
             "classification.ready",
             data=choice.origin,

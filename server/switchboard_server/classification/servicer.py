@@ -11,6 +11,7 @@ from switchboard.classification.v1 import classification_service_pb2_grpc as pb_
 from switchboard_server.classification import translate
 from switchboard_server.classification.domain import Classifier
 from switchboard_server.config import Settings
+from switchboard_server.request_keys import request_key
 from switchboard_server.validation import Violations
 
 
@@ -71,8 +72,10 @@ class ClassificationServicer(pb_grpc.ClassificationServiceServicer):
     ) -> pb.AddExamplesResponse:
         v = Violations()
         examples = translate.examples(v, request, self._settings)
+        key = request_key(v, request, request.request_id)
         v.raise_if_any()
-        return translate.add_examples_response(await self._classifier.add_examples(examples))
+        added = await self._classifier.add_examples(examples, key=key)
+        return translate.add_examples_response(added)
 
     async def ListIntents(
         self,

@@ -36,6 +36,7 @@ from switchboard_server.context.values import (
     Source,
     SourceKind,
 )
+from switchboard_server.idempotency import RequestKey
 
 log = structlog.get_logger(__name__)
 
@@ -93,11 +94,16 @@ class ContextService:
     def _stats(self, counts: Mapping[MemoryType, int]) -> MemoryStats:
         return MemoryStats(counts=dict(counts), caps=self._caps)
 
-    async def append_memory(self, session_id: str, entries: Sequence[NewMemory]) -> AppendResult:
+    async def append_memory(
+        self, session_id: str, entries: Sequence[NewMemory], *, key: RequestKey | None = None
+    ) -> AppendResult:
+        """Append to the session's memory; a repeat of ``key`` returns the first outcome."""
         prepared = [
             NewMemory(e.type, e.content, e.metadata, tuple(text.terms(e.content))) for e in entries
         ]
-        result = await self._store.append_memory(session_id, prepared, self._clock())
+        result = await self._store.append_memory(session_id, prepared, self._clock(), key=key)
+        if result.replayed:  # nothing was written: nothing to count
+            return result
         for entry in entries:
             self._appended[entry.type].inc()
         for memory_type, count in result.evicted.items():
@@ -117,8 +123,10 @@ class ContextService:
     def stats_of(self, result: AppendResult) -> MemoryStats:
         return self._stats(result.counts)
 
-    async def clear_memory(self, session_id: str, types: Collection[MemoryType]) -> int:
-        deleted = await self._store.clear_memory(session_id, types or ALL_MEMORY_TYPES)
+    async def clear_memory(
+        self, session_id: str, types: Collection[MemoryType], *, key: RequestKey | None = None
+    ) -> int:
+        deleted = await self._store.clear_memory(session_id, types or ALL_MEMORY_TYPES, key=key)
         log.info(
             "memory.cleared",
             session=hash_id(session_id),
@@ -132,9 +140,11 @@ class ContextService:
 
     # -- knowledge base -------------------------------------------------------------
 
-    async def ingest(self, documents: Sequence[Document]) -> IngestResult:
+    async def ingest(
+        self, documents: Sequence[Document], *, key: RequestKey | None = None
+    ) -> IngestResult:
         prepared = [prepare(d, self._passage_max_chars) for d in documents]
-        result = await self._store.ingest(prepared, self._clock())
+        result = await self._store.ingest(prepared, self._clock(), key=key)
         await self._refresh_knowledge_gauges()
         log.info(
             "knowledge.ingested",
@@ -144,8 +154,10 @@ class ContextService:
         )
         return result
 
-    async def delete_documents(self, document_ids: Sequence[str]) -> DeleteResult:
-        result = await self._store.delete_documents(document_ids)
+    async def delete_documents(
+        self, document_ids: Sequence[str], *, key: RequestKey | None = None
+    ) -> DeleteResult:
+        result = await self._store.delete_documents(document_ids, key=key)
         await self._refresh_knowledge_gauges()
         log.info("knowledge.deleted", deleted=result.deleted_count, missing=len(result.missing_ids))
         return result

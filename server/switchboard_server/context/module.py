@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import grpc
 import structlog
@@ -24,6 +25,7 @@ from switchboard_server.service import Runtime
 log = structlog.get_logger(__name__)
 
 SERVICE_NAME = "switchboard.context.v1.ContextService"
+STORE_DEPENDENCY = "store"
 
 
 def memory_caps(settings: Settings) -> dict[MemoryType, int]:
@@ -50,6 +52,7 @@ def build_store(settings: Settings) -> ContextStore:
             prefix=ctx.redis_key_prefix,
             timeout_s=ctx.redis_timeout_s,
             candidate_limit=ctx.candidate_limit,
+            retention_s=settings.core.request_retention_s,
         )
     path = settings.core.data_dir_for(ServiceName.CONTEXT) / ctx.sqlite_filename
     return SqliteStore(
@@ -60,6 +63,7 @@ def build_store(settings: Settings) -> ContextStore:
         readers=ctx.sqlite_readers,
         memory_entries=ctx.sqlite_memory_mirror_entries,
         passage_rows=ctx.sqlite_passage_cache_rows,
+        retention_s=settings.core.request_retention_s,
     )
 
 
@@ -72,6 +76,7 @@ class ContextModule:
         self._store = store or build_store(runtime.settings)
         self._metrics = ContextMetrics(runtime.metrics)
         self._servicer = ContextServicer(runtime.settings)
+        self._store_check: asyncio.Task[None] | None = None
         self.service: ContextService | None = None
 
     @property
@@ -113,9 +118,36 @@ class ContextModule:
                 delay = min(delay * 2, 5.0)
         self.service = service
         self._servicer.attach(service)
+        self._store_check = asyncio.create_task(self._check_store(), name="context.store_check")
         log.info("context.ready", store=ctx.store)
 
+    async def _check_store(self) -> None:
+        """Ping the store every interval and report it to the server's health: a replica
+        whose store is unreachable answers NOT_SERVING, so the mesh routes around it."""
+        ctx = self._settings.context
+        reachable = True
+        while True:
+            await asyncio.sleep(ctx.store_check_interval_s)
+            try:
+                await asyncio.wait_for(self._store.ping(), ctx.store_check_timeout_s)
+                now = True
+            except (Unavailable, TimeoutError):
+                now = False
+            except Exception:  # a check must never stop checking
+                log.exception("context.store_check_failed", store=ctx.store)
+                now = False
+            if now != reachable:
+                report = log.info if now else log.warning
+                report("context.store_reachable", store=ctx.store, reachable=now)
+                reachable = now
+            await self._runtime.dependencies.report(STORE_DEPENDENCY, now)
+
     async def stop(self) -> None:
+        if self._store_check is not None:
+            self._store_check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._store_check
+            self._store_check = None
         self._servicer.attach(None)
         self.service = None
         await self._store.close()

@@ -26,6 +26,19 @@ class ContextSettings(BaseSettings):
     redis_timeout_s: float = Field(
         default=2.0, gt=0, le=60, description="Socket timeout of Redis commands, in seconds."
     )
+    store_check_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=300,
+        description="How often the service checks its store is reachable; health reads "
+        "NOT_SERVING from the first failed check until one passes again.",
+    )
+    store_check_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="A store check that takes longer than this counts as failed.",
+    )
     sqlite_filename: str = Field(
         default="context.sqlite3",
         min_length=1,

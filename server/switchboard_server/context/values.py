@@ -68,11 +68,13 @@ class MemoryStats:
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """What an append did: ids in request order, counts after it, entries evicted."""
+    """What an append did: ids in request order, counts after it, entries evicted;
+    ``replayed`` when it is the recorded outcome of an earlier call with its key."""
 
     entry_ids: tuple[str, ...]
     counts: Mapping[MemoryType, int]
     evicted: Mapping[MemoryType, int]
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,10 @@
 """Clusters: HTTP/2 upstreams with circuit breakers, and for callees outlier detection
-and active gRPC health checks (service name set)."""
+and active gRPC health checks (service name set).
+
+Every cluster balances by least request with two random choices: a replica that answers
+slowly or not at all holds more requests in flight, so it gets fewer new ones (round
+robin would keep feeding it, and with a fixed call pattern per turn it split methods
+between replicas)."""
 
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ def cluster(
         "name": name,
         "type": "STATIC",
         "connect_timeout": seconds(settings.connect_timeout_s),
-        "lb_policy": "ROUND_ROBIN",
+        **load_balancing(settings),
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
                 "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -76,6 +81,20 @@ def cluster(
     return config
 
 
+def load_balancing(settings: MeshSettings) -> Config:
+    """Power of two choices: the one of two random healthy hosts with fewer requests.
+
+    An ejection or a failed health check reaches the load balancer at once: by default
+    Envoy merges such updates for 1 s (``update_merge_window``), so a replica ejected
+    after its first timeouts would keep getting new requests for up to a second.
+    """
+    return {
+        "lb_policy": "LEAST_REQUEST",
+        "least_request_lb_config": {"choice_count": settings.lb_choice_count},
+        "common_lb_config": {"update_merge_window": seconds(settings.lb_update_merge_window_s)},
+    }
+
+
 def service_cluster(plan: Plan, service: str, settings: MeshSettings) -> Config:
     spec = plan.topology.services[service]
     endpoints = [(plan.host, r.sidecar_port) for r in plan.replicas[service]]
@@ -88,6 +107,7 @@ def otlp_cluster(endpoint: str) -> Config:
         "name": OTLP_CLUSTER,
         "type": "STRICT_DNS",
         "connect_timeout": "1s",
+        "lb_policy": "LEAST_REQUEST",  # should the name resolve to several collectors
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
                 "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",

@@ -25,7 +25,7 @@ from switchboard_server.mesh.edge_web import (
     web_filters,
 )
 from switchboard_server.mesh.envoy_config import Config, address, seconds, typed
-from switchboard_server.mesh.routes import HEALTH_SERVICE, service_routes
+from switchboard_server.mesh.routes import HEALTH_SERVICE, NOT_DELIVERED_HEADER, service_routes
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, Replica
 
@@ -117,6 +117,24 @@ def grpc_stats_allowlist(plan: Plan) -> Config:
     return {"services": services}
 
 
+def _not_delivered_reply() -> Config:
+    """An ingress that could not connect to its app (response flag UF) marks its reply,
+    so the caller's Envoy retries the request on another replica, even a write."""
+    return {
+        "mappers": [
+            {
+                "filter": {"response_flag_filter": {"flags": ["UF"]}},
+                "headers_to_add": [
+                    {
+                        "header": {"key": NOT_DELIVERED_HEADER, "value": "1"},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                ],
+            }
+        ]
+    }
+
+
 def _http_filters(
     plan: Plan, settings: MeshSettings, *, rate_limit: bool, leading: Sequence[Config] = ()
 ) -> list[Config]:
@@ -182,6 +200,7 @@ def _listener(
     vhost_filter_config: Config | None = None,
     route_config_fields: Config | None = None,
     extra_hcm: Config | None = None,
+    ingress: bool = False,
 ) -> Config:
     vhost: Config = {"name": name, "domains": ["*"], "routes": routes}
     if vhost_filter_config:
@@ -197,6 +216,8 @@ def _listener(
         http_filters=_http_filters(plan, settings, rate_limit=rate_limit, leading=leading_filters),
         **(extra_hcm or {}),
     )
+    if ingress:
+        hcm["local_reply_config"] = _not_delivered_reply()
     tracing = _tracing(
         tracing_name, otlp_endpoint, settings.trace_upstream_spans, trace_sample_ratio
     )
@@ -327,6 +348,7 @@ def render_sidecar(
             tracing_name,
             otlp_endpoint,
             trace_sample_ratio=trace_sample_ratio,
+            ingress=True,
         )
     ]
     clusters = [cluster(LOCAL_APP, [(plan.host, replica.app_port)], settings, health_service=None)]

@@ -1,27 +1,80 @@
 """Routes: one per method with its own policy, then one per gRPC service.
 
-Retries only where the method is idempotent; a caller's ``grpc-timeout`` bounds the call
-(capped), the method's timeout does when it sent none.
+Every route retries a request that never reached an app (``SAFE_RETRY_ON``); only
+idempotent methods also retry failures an app may have acted on (``RETRY_ON``). A
+caller's ``grpc-timeout`` bounds the call (capped), the method's timeout does when it
+sent none.
 """
 
 from __future__ import annotations
 
 from switchboard_server.mesh.envoy_config import Config, seconds, typed
 from switchboard_server.mesh.settings import MeshSettings
-from switchboard_server.mesh.topology import ServiceSpec
+from switchboard_server.mesh.topology import MethodPolicy, ServiceSpec
 
-RETRY_ON = "unavailable,resource-exhausted,cancelled,connect-failure,refused-stream,reset"
+# Set by a sidecar's ingress on its local reply when it could not connect to its app
+# (response flag UF): the request never reached an app, so the caller's Envoy may send
+# it to another replica, write or not.
+NOT_DELIVERED_HEADER = "x-switchboard-not-delivered"
+# Conditions where Envoy knows the request never reached the upstream: safe for writes.
+SAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request,retriable-headers"
+# Idempotent methods also retry failures an app may have acted on (`reset` covers
+# reset-before-request, and a per-try timeout).
+RETRY_ON = (
+    "unavailable,resource-exhausted,cancelled,connect-failure,refused-stream,reset,"
+    "retriable-headers"
+)
+# The sidecar ingress retries its own app only where the request never reached it;
+# a refused connection goes back to the caller, marked, to try another replica.
+INGRESS_RETRY_ON = "refused-stream,reset-before-request"
 HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
-def per_try_timeout(timeout_s: float, settings: MeshSettings) -> float:
-    """The setting, but never so short that a slow method's every try is cut off:
-    at least the method's timeout shared among its tries."""
+def per_try_timeout(
+    timeout_s: float, settings: MeshSettings, per_try_s: float | None = None
+) -> float:
+    """The method's own per-try timeout when the topology gives one (within its
+    timeout); else the setting, but never so short that a slow method's every try is
+    cut off: at least the method's timeout shared among its tries."""
+    if per_try_s is not None:
+        return min(per_try_s, timeout_s)
     share = timeout_s / (settings.retry_attempts + 1)
     return max(settings.retry_per_try_timeout_s, share)
 
 
-def route_action(cluster: str, timeout_s: float, settings: MeshSettings, *, retry: bool) -> Config:
+def _retry_policy(retry_on: str, settings: MeshSettings, *, other_host: bool = True) -> Config:
+    policy: Config = {
+        "retry_on": retry_on,
+        "num_retries": settings.retry_attempts,
+        "retry_back_off": {
+            "base_interval": seconds(settings.retry_backoff_base_s),
+            "max_interval": seconds(settings.retry_backoff_max_s),
+        },
+    }
+    if other_host:  # a caller's Envoy: another replica each time; the mark counts
+        policy["retriable_headers"] = [{"name": NOT_DELIVERED_HEADER, "present_match": True}]
+        policy["retry_host_predicate"] = [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": typed(
+                    "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                ),
+            }
+        ]
+        policy["host_selection_retry_max_attempts"] = 3
+    return policy
+
+
+def route_action(
+    cluster: str,
+    timeout_s: float,
+    settings: MeshSettings,
+    *,
+    retry: bool,
+    per_try_s: float | None = None,
+) -> Config:
+    """``retry``: the method is idempotent, so any retryable failure is retried, each
+    try within a per-try timeout; otherwise only a request that never reached an app."""
     action: Config = {
         "cluster": cluster,
         "timeout": seconds(timeout_s),
@@ -32,25 +85,16 @@ def route_action(cluster: str, timeout_s: float, settings: MeshSettings, *, retr
             "grpc_timeout_header_max": seconds(settings.grpc_timeout_max_s),
         },
     }
-    if retry and settings.retry_attempts > 0:
-        action["retry_policy"] = {
-            "retry_on": RETRY_ON,
-            "num_retries": settings.retry_attempts,
-            "per_try_timeout": seconds(per_try_timeout(timeout_s, settings)),
-            "retry_back_off": {
-                "base_interval": seconds(settings.retry_backoff_base_s),
-                "max_interval": seconds(settings.retry_backoff_max_s),
-            },
-            "retry_host_predicate": [
-                {
-                    "name": "envoy.retry_host_predicates.previous_hosts",
-                    "typed_config": typed(
-                        "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
-                    ),
-                }
-            ],
-            "host_selection_retry_max_attempts": 3,
-        }
+    if settings.retry_attempts == 0:
+        return action
+    if retry:
+        policy = _retry_policy(RETRY_ON, settings)
+        # A hung replica's tries time out and count as gateway failures for outlier
+        # detection, which ejects it after a few; the retry goes to another replica.
+        policy["per_try_timeout"] = seconds(per_try_timeout(timeout_s, settings, per_try_s))
+        action["retry_policy"] = policy
+    else:
+        action["retry_policy"] = _retry_policy(SAFE_RETRY_ON, settings)
     return action
 
 
@@ -86,21 +130,31 @@ def service_routes(
                 {
                     "name": f"{spec.name}.{method}",
                     "match": {"path": f"{prefix}{method}", **kind},
-                    "route": route_action(
-                        cluster,
-                        policy.timeout_s,
-                        settings,
-                        retry=retries and policy.idempotent,
-                    ),
+                    "route": _route(cluster, policy, settings, retries=retries),
                 }
             )
     routes.append(
         {
             "name": spec.name,
             "match": {"prefix": prefix, **kind},
-            "route": route_action(
-                cluster, spec.default.timeout_s, settings, retry=retries and spec.default.idempotent
-            ),
+            "route": _route(cluster, spec.default, settings, retries=retries),
         }
     )
     return routes
+
+
+def _route(cluster: str, policy: MethodPolicy, settings: MeshSettings, *, retries: bool) -> Config:
+    """A caller's route (``retries``) has the method's retry policy; a sidecar's ingress
+    route to its own app retries only what that app never saw."""
+    if not retries:
+        action = route_action(cluster, policy.timeout_s, settings, retry=False)
+        if "retry_policy" in action:
+            action["retry_policy"] = _retry_policy(INGRESS_RETRY_ON, settings, other_host=False)
+        return action
+    return route_action(
+        cluster,
+        policy.timeout_s,
+        settings,
+        retry=policy.idempotent,
+        per_try_s=policy.per_try_timeout_s,
+    )

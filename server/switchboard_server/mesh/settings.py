@@ -74,16 +74,21 @@ class MeshSettings(BaseSettings):
         default=0.25, gt=0, description="Upstream TCP connect timeout."
     )
 
-    # -- retries (idempotent methods only) -----------------------------------------------
+    # -- retries -------------------------------------------------------------------------
     retry_attempts: int = Field(
-        default=2, ge=0, le=10, description="Retries after the first try, idempotent only."
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries after the first try; of a write, only of a request that never "
+        "reached an app.",
     )
     retry_per_try_timeout_s: float = Field(
         default=1.0,
         gt=0,
         description=(
-            "Deadline of one try; a method whose timeout shared among its tries is longer "
-            "gets that share instead."
+            "Deadline of one try of an idempotent method without its own per_try_timeout_s "
+            "in the topology; a method whose timeout shared among its tries is longer gets "
+            "that share instead."
         ),
     )
     retry_backoff_base_s: float = Field(
@@ -102,6 +107,22 @@ class MeshSettings(BaseSettings):
         default=10,
         ge=1,
         description="Retries always allowed concurrently, whatever the budget.",
+    )
+
+    # -- load balancing --------------------------------------------------------------------
+    lb_choice_count: int = Field(
+        default=2,
+        ge=2,
+        le=100,
+        description="Least-request balancing: random hosts compared per pick (power of two "
+        "choices by default).",
+    )
+    lb_update_merge_window_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=60,
+        description="How long Envoy may hold back health-check and ejection changes before "
+        "its load balancer sees them (Envoy's own default is 1 s); 0: at once.",
     )
 
     # -- circuit breakers ----------------------------------------------------------------

@@ -51,6 +51,7 @@ class MethodPolicy:
 
     timeout_s: float
     idempotent: bool
+    per_try_timeout_s: float | None = None  # None: from the settings (routes.per_try_timeout)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class _PolicyFile(BaseModel):
 
     timeout_s: float = Field(gt=0)
     idempotent: bool
+    per_try_timeout_s: float | None = Field(default=None, gt=0)
 
 
 class _OverrideFile(BaseModel):
@@ -121,6 +123,7 @@ class _OverrideFile(BaseModel):
 
     timeout_s: float | None = Field(default=None, gt=0)
     idempotent: bool | None = None
+    per_try_timeout_s: float | None = Field(default=None, gt=0)
 
 
 class _ServiceFile(BaseModel):
@@ -180,7 +183,11 @@ def _service(name: str, raw: _ServiceFile) -> ServiceSpec:
         methods = service_methods(raw.grpc_service)
     except TopologyError as exc:
         raise TopologyError(f"{where}.grpc_service: {exc}") from None
-    default = MethodPolicy(timeout_s=raw.default.timeout_s, idempotent=raw.default.idempotent)
+    default = MethodPolicy(
+        timeout_s=raw.default.timeout_s,
+        idempotent=raw.default.idempotent,
+        per_try_timeout_s=raw.default.per_try_timeout_s,
+    )
     overrides = {}
     for method, policy in raw.methods.items():
         if method not in methods:
@@ -188,6 +195,11 @@ def _service(name: str, raw: _ServiceFile) -> ServiceSpec:
         overrides[method] = MethodPolicy(
             timeout_s=default.timeout_s if policy.timeout_s is None else policy.timeout_s,
             idempotent=default.idempotent if policy.idempotent is None else policy.idempotent,
+            per_try_timeout_s=(
+                default.per_try_timeout_s
+                if policy.per_try_timeout_s is None
+                else policy.per_try_timeout_s
+            ),
         )
     missing = [c for c in raw.calls if c not in raw.egress_ports]
     if missing:

@@ -57,6 +57,25 @@ class ObservabilitySettings(BaseSettings):
         min_length=1,
         description="Bucket bounds (seconds) of grpc_*_handling_seconds; JSON list in the env.",
     )
+    slo_chat_availability: float = Field(
+        default=0.999,
+        ge=0.95,
+        lt=1.0,
+        description="Objective: share of Chat turns over 30 days answered OK and not degraded. "
+        "docker/prometheus/rules/slo.yml is rendered from the SLO_* settings "
+        "(scripts/slo_rules.py).",
+    )
+    slo_chat_latency_objective: float = Field(
+        default=0.99,
+        ge=0.95,
+        lt=1.0,
+        description="Objective: share of Chat calls over 30 days faster than SLO_CHAT_LATENCY_S.",
+    )
+    slo_chat_latency_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Latency threshold of the Chat SLO; must be one of LATENCY_BUCKETS_S.",
+    )
     client_access_log: bool = Field(
         default=True, description="Write one access line per outbound RPC."
     )
@@ -90,6 +109,15 @@ class ObservabilitySettings(BaseSettings):
     def _batch_fits_queue(self) -> ObservabilitySettings:
         if self.export_batch_size > self.export_queue_size:
             raise ValueError("export_batch_size must not exceed export_queue_size")
+        return self
+
+    @model_validator(mode="after")
+    def _slo_threshold_is_a_bucket(self) -> ObservabilitySettings:
+        if self.slo_chat_latency_s not in self.latency_buckets_s:
+            raise ValueError(
+                f"slo_chat_latency_s ({self.slo_chat_latency_s:g}) must be one of "
+                f"latency_buckets_s {list(self.latency_buckets_s)}: the SLO counts a bucket"
+            )
         return self
 
     @field_validator("latency_buckets_s")

@@ -5,17 +5,26 @@
 the model with their ids; ids the reply mentions count as cited. Any failure raises
 :class:`DependencyFailed`, so the pipeline falls back to the rule composer and marks
 the turn degraded (``COMPOSER``).
+
+Each call waits at most ``min(timeout_s, request.budget_s)`` in all (connect, send and
+read together): when the caller's remaining deadline is the shorter, running out of it
+raises :class:`CallerDeadline`, which the circuit breaker does not hold against the LLM.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import structlog
 
-from switchboard_server.orchestration.ports import DEADLINE_EXCEEDED, DependencyFailed
+from switchboard_server.orchestration.ports import (
+    DEADLINE_EXCEEDED,
+    CallerDeadline,
+    DependencyFailed,
+)
 from switchboard_server.orchestration.values import ComposeInput, Composition
 
 log = structlog.get_logger(__name__)
@@ -68,9 +77,19 @@ class LLMComposer:
         }
 
     async def compose(self, request: ComposeInput) -> Composition:
+        timeout_s, bound_by_caller = self._config.timeout_s, False
+        if request.budget_s is not None and request.budget_s < timeout_s:
+            timeout_s, bound_by_caller = request.budget_s, True
+        if timeout_s <= 0:
+            raise CallerDeadline()
         try:
-            response = await self._client.post("chat/completions", json=self.payload(request))
-        except httpx.TimeoutException as exc:
+            async with asyncio.timeout(timeout_s):
+                response = await self._client.post(
+                    "chat/completions", json=self.payload(request), timeout=timeout_s
+                )
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            if bound_by_caller:
+                raise CallerDeadline() from exc
             raise DependencyFailed(DEADLINE_EXCEEDED) from exc
         except httpx.HTTPError as exc:
             raise DependencyFailed("UNAVAILABLE") from exc

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from switchboard_server.orchestration.breaker import BreakerState
 from switchboard_server.orchestration.values import ChatResult
 
 
@@ -41,3 +42,35 @@ class ChatMetrics:
             self.stage_seconds.labels(stage=timing.stage.name.lower()).observe(
                 timing.duration_ms / 1000.0
             )
+
+
+class BreakerMetrics:
+    """State (one-hot by ``state``) and transitions of the circuit breakers of a process."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.state = Gauge(
+            "switchboard_circuit_breaker_state",
+            "1 for the state each circuit breaker is in, 0 for the others.",
+            ["breaker", "state"],
+            registry=registry,
+        )
+        self.transitions = Counter(
+            "switchboard_circuit_breaker_transitions_total",
+            "Circuit breaker state changes, by the state entered.",
+            ["breaker", "state"],
+            registry=registry,
+        )
+
+    def register(self, breaker: str) -> None:
+        """Show ``breaker`` as closed before its first transition."""
+        self._set(breaker, BreakerState.CLOSED)
+        for state in BreakerState:
+            self.transitions.labels(breaker=breaker, state=state.value)
+
+    def on_transition(self, breaker: str, old: BreakerState, new: BreakerState) -> None:
+        self._set(breaker, new)
+        self.transitions.labels(breaker=breaker, state=new.value).inc()
+
+    def _set(self, breaker: str, current: BreakerState) -> None:
+        for state in BreakerState:
+            self.state.labels(breaker=breaker, state=state.value).set(int(state is current))

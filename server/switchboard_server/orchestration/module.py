@@ -15,10 +15,15 @@ import structlog
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from switchboard_server.config import ServiceName
+from switchboard_server.orchestration.breaker import (
+    BreakerComposer,
+    BreakerConfig,
+    CircuitBreaker,
+)
 from switchboard_server.orchestration.composer import RuleComposer, default_registry
 from switchboard_server.orchestration.domain import ChatPipeline, PipelineConfig
 from switchboard_server.orchestration.llm import LLMComposer, LLMConfig
-from switchboard_server.orchestration.metrics import ChatMetrics
+from switchboard_server.orchestration.metrics import BreakerMetrics, ChatMetrics
 from switchboard_server.orchestration.peers import Peers
 from switchboard_server.orchestration.ports import Classifier, Composer, ContextPort
 from switchboard_server.orchestration.servicer import OrchestrationServicer
@@ -37,11 +42,26 @@ def pipeline_config(s: OrchestrationSettings) -> PipelineConfig:
         classify_timeout_s=s.classify_timeout_ms / 1000.0,
         context_timeout_s=s.context_timeout_ms / 1000.0,
         memory_timeout_s=s.memory_timeout_ms / 1000.0,
+        compose_reserve_s=s.compose_reserve_ms / 1000.0,
+        commit_reserve_s=s.commit_reserve_ms / 1000.0,
         max_context_results=s.max_context_results,
         max_context_chars=s.max_context_chars,
         top_k=s.alternatives_offered,
         fallback_intent=s.fallback_intent,
     )
+
+
+def llm_behind_breaker(
+    llm: Composer, s: OrchestrationSettings, metrics: BreakerMetrics
+) -> BreakerComposer:
+    """The LLM composer behind its circuit breaker, whose state the metrics show."""
+    metrics.register("llm")
+    breaker = CircuitBreaker(
+        "llm",
+        BreakerConfig(s.llm_breaker_failures, s.llm_breaker_cooldown_ms / 1000.0),
+        on_transition=metrics.on_transition,
+    )
+    return BreakerComposer(llm, breaker)
 
 
 class OrchestrationModule:
@@ -74,7 +94,10 @@ class OrchestrationModule:
                 max_message_bytes=settings.core.max_message_bytes,
             )
             classifier, context = self._peers.classifier, self._peers.context
-        self._log = SqliteConversationLog(settings.core.data_dir_for(ServiceName.ORCHESTRATION))
+        self._log = SqliteConversationLog(
+            settings.core.data_dir_for(ServiceName.ORCHESTRATION),
+            retention_s=settings.core.request_retention_s,
+        )
         rules = RuleComposer(
             default_registry(s.fallback_intent),
             min_relevance=s.min_citation_relevance,
@@ -93,7 +116,7 @@ class OrchestrationModule:
                     temperature=s.llm_temperature,
                 )
             )
-            composer = self._llm
+            composer = llm_behind_breaker(self._llm, s, BreakerMetrics(runtime.metrics))
         pipeline = ChatPipeline(
             classifier,
             context,

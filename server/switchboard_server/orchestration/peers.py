@@ -104,10 +104,16 @@ class GrpcContext:
         return Retrieved(tuple(source_from_proto(s) for s in response.sources), response.context)
 
     async def append_memory(
-        self, session_id: str, entries: Sequence[MemoryEntry], *, budget_s: float
+        self,
+        session_id: str,
+        entries: Sequence[MemoryEntry],
+        *,
+        budget_s: float,
+        request_id: str = "",
     ) -> None:
         request = ctx_pb.AppendMemoryRequest(
             session_id=session_id,
+            request_id=request_id,
             entries=[
                 ctx_pb.MemoryEntry(
                     type=_MEMORY_TYPES[e.kind], content=e.content, metadata=e.metadata

@@ -7,9 +7,10 @@ The gRPC adapters live in ``peers.py``; tests plug in fakes. A port raises
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from switchboard_server.idempotency import RequestKey
 from switchboard_server.orchestration.values import (
     ComposeInput,
     Composition,
@@ -31,6 +32,14 @@ class DependencyFailed(Exception):
         self.reason = reason
 
 
+class CallerDeadline(DependencyFailed):
+    """The caller's remaining deadline cut the call short, not the dependency's own
+    slowness: it degrades the turn but does not count against the dependency."""
+
+    def __init__(self) -> None:
+        super().__init__(DEADLINE_EXCEEDED)
+
+
 class Classifier(Protocol):
     """The classification service."""
 
@@ -47,8 +56,15 @@ class ContextPort(Protocol):
     ) -> Retrieved: ...
 
     async def append_memory(
-        self, session_id: str, entries: Sequence[MemoryEntry], *, budget_s: float
-    ) -> None: ...
+        self,
+        session_id: str,
+        entries: Sequence[MemoryEntry],
+        *,
+        budget_s: float,
+        request_id: str = "",
+    ) -> None:
+        """Append to the session's memory; ``request_id`` (a UUID) makes a repeat a no-op."""
+        ...
 
 
 class Composer(Protocol):
@@ -60,8 +76,21 @@ class Composer(Protocol):
 class ConversationLog(Protocol):
     """Durable log of the turns of every session."""
 
-    async def append(self, session_id: str, turn: Turn) -> int:
-        """Store the turn durably; return its index in the session."""
+    async def append(
+        self,
+        session_id: str,
+        turn: Turn,
+        *,
+        key: RequestKey | None = None,
+        outcome: Callable[[int], str] = str,
+    ) -> int:
+        """Store the turn durably; return its index in the session. With a ``key``,
+        ``outcome(index)`` is recorded under it in the same transaction."""
+        ...
+
+    async def replay(self, key: RequestKey) -> str | None:
+        """The outcome recorded under ``key``, None if none; raises the
+        ``idempotency.reused`` error when the key was recorded for another request."""
         ...
 
     async def page(self, session_id: str, start: int, size: int) -> TurnPage:

@@ -13,6 +13,7 @@ import structlog
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
+from switchboard_server.idempotency import RequestKey
 from switchboard_server.orchestration.domain import ChatPipeline
 from switchboard_server.orchestration.metrics import ChatMetrics
 from switchboard_server.orchestration.paging import decode_page_token, encode_page_token
@@ -24,6 +25,7 @@ from switchboard_server.orchestration.translate import (
     turn_to_proto,
 )
 from switchboard_server.orchestration.values import ChatOptions, ChatResult, StageEvent
+from switchboard_server.request_keys import request_key
 from switchboard_server.validation import Violations
 
 log = structlog.get_logger(__name__)
@@ -63,7 +65,7 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
 
     def _parse(
         self, request: pb.ChatRequest | pb.ChatStreamRequest
-    ) -> tuple[str, str, ChatOptions]:
+    ) -> tuple[str, str, ChatOptions, RequestKey | None]:
         v = Violations()
         message = v.text("message", request.message, max_bytes=self._max_text_bytes)
         session_id = v.session_id("session_id", request.session_id)
@@ -76,21 +78,23 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
             threshold = v.float_range(
                 "options.confidence_threshold", o.confidence_threshold, 0.0, 1.0
             )
+        key = request_key(v, request, request.request_id)
         v.raise_if_any()
-        return message, session_id, ChatOptions(max_results, threshold, o.skip_memory)
+        return message, session_id, ChatOptions(max_results, threshold, o.skip_memory), key
 
     async def Chat(
         self,
         request: pb.ChatRequest,
         context: grpc.aio.ServicerContext[pb.ChatRequest, pb.ChatResponse],
     ) -> pb.ChatResponse:
-        message, session_id, options = self._parse(request)
+        message, session_id, options, key = self._parse(request)
         result = await self._pipeline.run(
             message,
             session_id,
             options,
             correlation_id=_correlation_id(),
             deadline=_deadline(context),
+            key=key,
         )
         self._observe(result)
         return result_to_proto(result)
@@ -100,7 +104,7 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         request: pb.ChatStreamRequest,
         context: grpc.aio.ServicerContext[pb.ChatStreamRequest, pb.ChatStreamResponse],
     ) -> AsyncIterator[pb.ChatStreamResponse]:
-        message, session_id, options = self._parse(request)
+        message, session_id, options, key = self._parse(request)
         events: asyncio.Queue[StageEvent | None] = asyncio.Queue()
         turn = asyncio.create_task(
             self._pipeline.run(
@@ -110,6 +114,7 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
                 correlation_id=_correlation_id(),
                 deadline=_deadline(context),
                 on_event=events.put_nowait,
+                key=key,
             )
         )
         turn.add_done_callback(lambda _: events.put_nowait(None))
@@ -148,10 +153,12 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         )
 
     def _observe(self, result: ChatResult) -> None:
-        self._metrics.observe(result)
+        if not result.replayed:  # a replay is the same turn again, counted once
+            self._metrics.observe(result)
         log.info(
             "chat.turn",
             intent=result.intent.intent,
             degraded=[d.dependency.name for d in result.degraded],
             total_ms=round(result.total_ms, 3),
+            replayed=result.replayed,
         )

@@ -45,6 +45,14 @@ class OrchestrationSettings(BaseSettings):
     memory_timeout_ms: float = Field(
         default=2000.0, gt=0, le=60_000, description="Longest wait for AppendMemory."
     )
+    commit_reserve_ms: float = Field(
+        default=50.0,
+        ge=0,
+        le=60_000,
+        description="A turn is written (log and memory) only if at least this much of the "
+        "caller's deadline is left to write it and answer; else it fails with "
+        "DEADLINE_EXCEEDED and writes nothing.",
+    )
     max_context_results: int = Field(
         default=5, ge=1, le=50, description="Context sources retrieved when the request says 0."
     )
@@ -83,6 +91,26 @@ class OrchestrationSettings(BaseSettings):
     llm_api_key: str = Field(default="", description="Bearer key for the LLM API; empty: none.")
     llm_timeout_ms: float = Field(
         default=5000.0, gt=0, le=120_000, description="Longest wait for the LLM API."
+    )
+    llm_breaker_failures: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Consecutive LLM failures that open its circuit breaker (turns then use "
+        "the rule composer at once, flagged degraded `CIRCUIT_OPEN`).",
+    )
+    llm_breaker_cooldown_ms: float = Field(
+        default=30_000.0,
+        ge=0,
+        le=3_600_000,
+        description="How long the LLM breaker stays open before one probe call is let through.",
+    )
+    compose_reserve_ms: float = Field(
+        default=100.0,
+        ge=0,
+        le=10_000,
+        description="Kept back from the caller's remaining deadline when composing, for "
+        "remembering and answering: the LLM waits at most the rest (or llm_timeout_ms).",
     )
     llm_max_tokens: int = Field(
         default=256, ge=1, le=32_768, description="max_tokens sent to the LLM API."

@@ -132,6 +132,8 @@ class ChatResult:
     session_id: str
     turn_index: int
     total_ms: float
+    replayed: bool = False
+    """True when this is the recorded answer of an earlier call with the same request_id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +166,14 @@ class MemoryEntry:
 
 @dataclass(frozen=True, slots=True)
 class ComposeInput:
-    """What a composer gets: the message, the verdict and the retrieved context."""
+    """What a composer gets: the message, the verdict and the retrieved context.
+
+    ``budget_s`` is how long the composer may take before the caller's deadline (less
+    what remembering and answering need); None when the caller set no deadline.
+    """
 
     message: str
     intent: Intent
     retrieved: Retrieved
     session_id: str = ""
+    budget_s: float | None = None

@@ -120,3 +120,54 @@ async def test_not_serving_until_redis_is_up(tmp_path: Path) -> None:
         await server.stop(0)
         if proc is not None:
             stop_process(proc)
+
+
+async def _health_becomes(
+    health: health_pb2_grpc.HealthStub, service: str, status: int, timeout_s: float
+) -> float:
+    """Seconds until ``service`` reports ``status`` (TimeoutError after ``timeout_s``)."""
+    started = time.monotonic()
+    request = health_pb2.HealthCheckRequest(service=service)
+    while True:
+        reply = await health.Check(request, timeout=5)
+        if reply.status == status:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"{service!r} still {reply.status} after {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
+async def test_health_follows_redis_down_and_back(tmp_path: Path) -> None:
+    """Redis stops: the service reports NOT_SERVING within its check interval (so the
+    sidecars route away from it), and SERVING again once Redis is back."""
+    port = free_port()
+    proc = start_redis(port, tmp_path)
+    settings = context_settings(
+        "redis", tmp_path / "data", f"redis://127.0.0.1:{port}/0", "health:",
+        redis_timeout_s=0.5, store_check_interval_s=0.2, store_check_timeout_s=0.3,
+    )  # fmt: skip
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    try:
+        async with running(settings) as ctx:
+            health = health_pb2_grpc.HealthStub(ctx.channel)
+            await _health_becomes(health, SERVICE_NAME, serving, 5)
+            stop_process(proc)
+            down_after = await _health_becomes(health, SERVICE_NAME, not_serving, 5)
+            overall = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await ctx.stub.GetMemoryStats(pb.GetMemoryStatsRequest(session_id="s"), timeout=5)
+
+            proc = start_redis(port, tmp_path)
+            await _health_becomes(health, SERVICE_NAME, serving, 10)
+            stats = await ctx.stub.GetMemoryStats(pb.GetMemoryStatsRequest(session_id="s"))
+    finally:
+        stop_process(proc)
+
+    # one interval, one check's timeout, plus slack for a loaded machine
+    assert down_after < 0.2 + 0.3 + 1.0
+    assert overall.status == not_serving  # probes of the whole server see it too
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert stats.memory_stats.semantic_count == 0

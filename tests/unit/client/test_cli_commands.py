@@ -16,6 +16,7 @@ from switchboard_client.cli import MissingExtraError, requires_extra
 COMMANDS = {
     "chat",
     "history",
+    "load",
     "train",
     "eval",
     "up",
@@ -44,6 +45,7 @@ def test_every_command_group_is_a_typed_entry_point() -> None:
     assert groups == {
         "chat": "switchboard_client.commands.chat:register",
         "classification": "switchboard_server.classification.cli:register",
+        "load": "switchboard_client.commands.load:register",
         "mesh": "switchboard_server.mesh.cli:register",
         "observability": "switchboard_server.observability.cli:register",
     }

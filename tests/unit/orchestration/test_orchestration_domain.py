@@ -8,7 +8,6 @@ import time
 import pytest
 
 from switchboard_server.errors import DeadlineExceeded
-from switchboard_server.orchestration.domain import ChatPipeline, PipelineConfig
 from switchboard_server.orchestration.ports import DependencyFailed
 from switchboard_server.orchestration.values import (
     ChatOptions,
@@ -20,29 +19,14 @@ from switchboard_server.orchestration.values import (
     StageEvent,
     StageStatus,
 )
-from tests.support.orchestration import PASSAGE, FakeClassifier, FakeContext, MemoryLog, rules
-
-CONFIG = PipelineConfig(margin_s=0.01, classify_timeout_s=0.5, context_timeout_s=0.5)
-
-
-def make(
-    classifier: FakeClassifier | None = None,
-    context: FakeContext | None = None,
-    conversation_log: MemoryLog | None = None,
-    composer: object | None = None,
-) -> tuple[ChatPipeline, FakeClassifier, FakeContext, MemoryLog]:
-    classifier = classifier or FakeClassifier()
-    context = context or FakeContext()
-    conversation_log = conversation_log or MemoryLog()
-    pipeline = ChatPipeline(
-        classifier,
-        context,
-        composer or rules(),  # type: ignore[arg-type]
-        conversation_log,
-        CONFIG,
-        fallback_composer=rules(),
-    )
-    return pipeline, classifier, context, conversation_log
+from tests.support.orchestration import (
+    CONFIG,
+    PASSAGE,
+    FakeClassifier,
+    FakeContext,
+    MemoryLog,
+    make,
+)
 
 
 async def test_happy_turn_records_every_stage_and_writes_memory_and_log() -> None:

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n:switchboard/classification/v1/classification_service.proto\x12\x1dswitchboard.classification.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n\x0f\x43lassifyRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12?\n\x07options\x18\x03 \x01(\x0b\x32..switchboard.classification.v1.ClassifyOptions\"Y\n\x10\x43lassifyResponse\x12\x45\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32-.switchboard.classification.v1.Classification\"f\n\x14\x43lassifyBatchRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12?\n\x07options\x18\x02 \x01(\x0b\x32..switchboard.classification.v1.ClassifyOptions\"_\n\x15\x43lassifyBatchResponse\x12\x46\n\x0f\x63lassifications\x18\x01 \x03(\x0b\x32-.switchboard.classification.v1.Classification\"\x8e\x01\n\x15\x43lassifyStreamRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12?\n\x07options\x18\x04 \x01(\x0b\x32..switchboard.classification.v1.ClassifyOptions\"s\n\x16\x43lassifyStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x45\n\x0e\x63lassification\x18\x02 \x01(\x0b\x32-.switchboard.classification.v1.Classification\"N\n\x12\x41\x64\x64\x45xamplesRequest\x12\x38\n\x08\x65xamples\x18\x01 \x03(\x0b\x32&.switchboard.classification.v1.Example\"y\n\x13\x41\x64\x64\x45xamplesResponse\x12\x13\n\x0b\x61\x64\x64\x65\x64_count\x18\x01 \x01(\x05\x12\x1d\n\x15runtime_example_count\x18\x02 \x01(\x05\x12\x13\n\x0bnew_intents\x18\x03 \x03(\t\x12\x19\n\x11retrain_scheduled\x18\x04 \x01(\x08\"\x14\n\x12ListIntentsRequest\"\x8d\x01\n\x13ListIntentsResponse\x12:\n\x07intents\x18\x01 \x03(\x0b\x32).switchboard.classification.v1.IntentInfo\x12:\n\x07\x64omains\x18\x02 \x03(\x0b\x32).switchboard.classification.v1.DomainInfo\"\x15\n\x13GetModelInfoRequest\"\xd1\x02\n\x14GetModelInfoResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x37\n\x07\x62\x61\x63kend\x18\x02 \x01(\x0e\x32&.switchboard.classification.v1.Backend\x12\x14\n\x0cintent_count\x18\x03 \x01(\x05\x12\x14\n\x0c\x64omain_count\x18\x04 \x01(\x05\x12\x1e\n\x16training_example_count\x18\x05 \x01(\x05\x12\x1d\n\x15runtime_example_count\x18\x06 \x01(\x05\x12$\n\x1c\x64\x65\x66\x61ult_confidence_threshold\x18\x07 \x01(\x02\x12.\n\ntrained_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61rtifact_key\x18\t \x01(\t\x12\x12\n\nretraining\x18\n \x01(\x08\"s\n\x0f\x43lassifyOptions\x12!\n\x14\x63onfidence_threshold\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x15\n\rinclude_debug\x18\x03 \x01(\x08\x42\x17\n\x15_confidence_threshold\"\xa9\x02\n\x0e\x43lassification\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x41\n\thierarchy\x18\x03 \x01(\x0b\x32..switchboard.classification.v1.IntentHierarchy\x12@\n\x0c\x61lternatives\x18\x04 \x03(\x0b\x32*.switchboard.classification.v1.Alternative\x12\x14\n\x0cout_of_scope\x18\x05 \x01(\x08\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x41\n\x05\x64\x65\x62ug\x18\x07 \x01(\x0b\x32\x32.switchboard.classification.v1.ClassificationDebug\"z\n\x0fIntentHierarchy\x12\n\n\x02l1\x18\x01 \x01(\t\x12\x15\n\rl1_confidence\x18\x02 \x01(\x02\x12\n\n\x02l2\x18\x03 \x01(\t\x12\x15\n\rl2_confidence\x18\x04 \x01(\x02\x12\n\n\x02l3\x18\x05 \x01(\t\x12\x15\n\rl3_confidence\x18\x06 \x01(\x02\"1\n\x0b\x41lternative\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"\xb5\x01\n\x13\x43lassificationDebug\x12\x37\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0e\x32&.switchboard.classification.v1.Backend\x12\x1c\n\x14\x63onfidence_threshold\x18\x02 \x01(\x02\x12\x15\n\roverlay_match\x18\x03 \x01(\x08\x12\x1a\n\x12overlay_similarity\x18\x04 \x01(\x02\x12\x14\n\x0cinference_ms\x18\x05 \x01(\x01\"\'\n\x07\x45xample\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\"t\n\nIntentInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\n\n\x02l1\x18\x02 \x01(\t\x12\n\n\x02l2\x18\x03 \x01(\t\x12\n\n\x02l3\x18\x04 \x01(\t\x12\x15\n\rexample_count\x18\x05 \x01(\x05\x12\x1d\n\x15runtime_example_count\x18\x06 \x01(\x05\"G\n\nDomainInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cintent_count\x18\x02 \x01(\x05\x12\x15\n\rexample_count\x18\x03 \x01(\x05*a\n\x07\x42\x61\x63kend\x12\x17\n\x13\x42\x41\x43KEND_UNSPECIFIED\x10\x00\x12\x11\n\rBACKEND_TFIDF\x10\x01\x12\x16\n\x12\x42\x41\x43KEND_EMBEDDINGS\x10\x02\x12\x12\n\x0e\x42\x41\x43KEND_HYBRID\x10\x03\x32\xa1\x06\n\x15\x43lassificationService\x12\x8c\x01\n\x08\x43lassify\x12..switchboard.classification.v1.ClassifyRequest\x1a/.switchboard.classification.v1.ClassifyResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/intents:classify:\x01*\x12z\n\rClassifyBatch\x12\x33.switchboard.classification.v1.ClassifyBatchRequest\x1a\x34.switchboard.classification.v1.ClassifyBatchResponse\x12\x81\x01\n\x0e\x43lassifyStream\x12\x34.switchboard.classification.v1.ClassifyStreamRequest\x1a\x35.switchboard.classification.v1.ClassifyStreamResponse(\x01\x30\x01\x12t\n\x0b\x41\x64\x64\x45xamples\x12\x31.switchboard.classification.v1.AddExamplesRequest\x1a\x32.switchboard.classification.v1.AddExamplesResponse\x12\x89\x01\n\x0bListIntents\x12\x31.switchboard.classification.v1.ListIntentsRequest\x1a\x32.switchboard.classification.v1.ListIntentsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/intents\x12w\n\x0cGetModelInfo\x12\x32.switchboard.classification.v1.GetModelInfoRequest\x1a\x33.switchboard.classification.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n:switchboard/classification/v1/classification_service.proto\x12\x1dswitchboard.classification.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n\x0f\x43lassifyRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12?\n\x07options\x18\x03 \x01(\x0b\x32..switchboard.classification.v1.ClassifyOptions\"Y\n\x10\x43lassifyResponse\x12\x45\n\x0e\x63lassification\x18\x01 \x01(\x0b\x32-.switchboard.classification.v1.Classification\"f\n\x14\x43lassifyBatchRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12?\n\x07options\x18\x02 \x01(\x0b\x32..switchboard.classification.v1.ClassifyOptions\"_\n\x15\x43lassifyBatchResponse\x12\x46\n\x0f\x63lassifications\x18\x01 \x03(\x0b\x32-.switchboard.classification.v1.Classification\"\x8e\x01\n\x15\x43lassifyStreamRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12?\n\x07options\x18\x04 \x01(\x0b\x32..switchboard.classification.v1.ClassifyOptions\"s\n\x16\x43lassifyStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x45\n\x0e\x63lassification\x18\x02 \x01(\x0b\x32-.switchboard.classification.v1.Classification\"b\n\x12\x41\x64\x64\x45xamplesRequest\x12\x38\n\x08\x65xamples\x18\x01 \x03(\x0b\x32&.switchboard.classification.v1.Example\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"y\n\x13\x41\x64\x64\x45xamplesResponse\x12\x13\n\x0b\x61\x64\x64\x65\x64_count\x18\x01 \x01(\x05\x12\x1d\n\x15runtime_example_count\x18\x02 \x01(\x05\x12\x13\n\x0bnew_intents\x18\x03 \x03(\t\x12\x19\n\x11retrain_scheduled\x18\x04 \x01(\x08\"\x14\n\x12ListIntentsRequest\"\x8d\x01\n\x13ListIntentsResponse\x12:\n\x07intents\x18\x01 \x03(\x0b\x32).switchboard.classification.v1.IntentInfo\x12:\n\x07\x64omains\x18\x02 \x03(\x0b\x32).switchboard.classification.v1.DomainInfo\"\x15\n\x13GetModelInfoRequest\"\xd1\x02\n\x14GetModelInfoResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x37\n\x07\x62\x61\x63kend\x18\x02 \x01(\x0e\x32&.switchboard.classification.v1.Backend\x12\x14\n\x0cintent_count\x18\x03 \x01(\x05\x12\x14\n\x0c\x64omain_count\x18\x04 \x01(\x05\x12\x1e\n\x16training_example_count\x18\x05 \x01(\x05\x12\x1d\n\x15runtime_example_count\x18\x06 \x01(\x05\x12$\n\x1c\x64\x65\x66\x61ult_confidence_threshold\x18\x07 \x01(\x02\x12.\n\ntrained_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61rtifact_key\x18\t \x01(\t\x12\x12\n\nretraining\x18\n \x01(\x08\"s\n\x0f\x43lassifyOptions\x12!\n\x14\x63onfidence_threshold\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x15\n\rinclude_debug\x18\x03 \x01(\x08\x42\x17\n\x15_confidence_threshold\"\xa9\x02\n\x0e\x43lassification\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x41\n\thierarchy\x18\x03 \x01(\x0b\x32..switchboard.classification.v1.IntentHierarchy\x12@\n\x0c\x61lternatives\x18\x04 \x03(\x0b\x32*.switchboard.classification.v1.Alternative\x12\x14\n\x0cout_of_scope\x18\x05 \x01(\x08\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x41\n\x05\x64\x65\x62ug\x18\x07 \x01(\x0b\x32\x32.switchboard.classification.v1.ClassificationDebug\"z\n\x0fIntentHierarchy\x12\n\n\x02l1\x18\x01 \x01(\t\x12\x15\n\rl1_confidence\x18\x02 \x01(\x02\x12\n\n\x02l2\x18\x03 \x01(\t\x12\x15\n\rl2_confidence\x18\x04 \x01(\x02\x12\n\n\x02l3\x18\x05 \x01(\t\x12\x15\n\rl3_confidence\x18\x06 \x01(\x02\"1\n\x0b\x41lternative\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"\xb5\x01\n\x13\x43lassificationDebug\x12\x37\n\x07\x62\x61\x63kend\x18\x01 \x01(\x0e\x32&.switchboard.classification.v1.Backend\x12\x1c\n\x14\x63onfidence_threshold\x18\x02 \x01(\x02\x12\x15\n\roverlay_match\x18\x03 \x01(\x08\x12\x1a\n\x12overlay_similarity\x18\x04 \x01(\x02\x12\x14\n\x0cinference_ms\x18\x05 \x01(\x01\"\'\n\x07\x45xample\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06intent\x18\x02 \x01(\t\"t\n\nIntentInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\n\n\x02l1\x18\x02 \x01(\t\x12\n\n\x02l2\x18\x03 \x01(\t\x12\n\n\x02l3\x18\x04 \x01(\t\x12\x15\n\rexample_count\x18\x05 \x01(\x05\x12\x1d\n\x15runtime_example_count\x18\x06 \x01(\x05\"G\n\nDomainInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cintent_count\x18\x02 \x01(\x05\x12\x15\n\rexample_count\x18\x03 \x01(\x05*a\n\x07\x42\x61\x63kend\x12\x17\n\x13\x42\x41\x43KEND_UNSPECIFIED\x10\x00\x12\x11\n\rBACKEND_TFIDF\x10\x01\x12\x16\n\x12\x42\x41\x43KEND_EMBEDDINGS\x10\x02\x12\x12\n\x0e\x42\x41\x43KEND_HYBRID\x10\x03\x32\xa1\x06\n\x15\x43lassificationService\x12\x8c\x01\n\x08\x43lassify\x12..switchboard.classification.v1.ClassifyRequest\x1a/.switchboard.classification.v1.ClassifyResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/intents:classify:\x01*\x12z\n\rClassifyBatch\x12\x33.switchboard.classification.v1.ClassifyBatchRequest\x1a\x34.switchboard.classification.v1.ClassifyBatchResponse\x12\x81\x01\n\x0e\x43lassifyStream\x12\x34.switchboard.classification.v1.ClassifyStreamRequest\x1a\x35.switchboard.classification.v1.ClassifyStreamResponse(\x01\x30\x01\x12t\n\x0b\x41\x64\x64\x45xamples\x12\x31.switchboard.classification.v1.AddExamplesRequest\x1a\x32.switchboard.classification.v1.AddExamplesResponse\x12\x89\x01\n\x0bListIntents\x12\x31.switchboard.classification.v1.ListIntentsRequest\x1a\x32.switchboard.classification.v1.ListIntentsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/intents\x12w\n\x0cGetModelInfo\x12\x32.switchboard.classification.v1.GetModelInfoRequest\x1a\x33.switchboard.classification.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSIFICATIONSERVICE'].methods_by_name['Classify']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/intents:classify:\001*'
   _globals['_CLASSIFICATIONSERVICE'].methods_by_name['ListIntents']._loaded_options = None
   _globals['_CLASSIFICATIONSERVICE'].methods_by_name['ListIntents']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/intents'
-  _globals['_BACKEND']._serialized_start=2568
-  _globals['_BACKEND']._serialized_end=2665
+  _globals['_BACKEND']._serialized_start=2588
+  _globals['_BACKEND']._serialized_end=2685
   _globals['_CLASSIFYREQUEST']._serialized_start=156
   _globals['_CLASSIFYREQUEST']._serialized_end=272
   _globals['_CLASSIFYRESPONSE']._serialized_start=274
@@ -52,33 +52,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSIFYSTREAMRESPONSE']._serialized_start=711
   _globals['_CLASSIFYSTREAMRESPONSE']._serialized_end=826
   _globals['_ADDEXAMPLESREQUEST']._serialized_start=828
-  _globals['_ADDEXAMPLESREQUEST']._serialized_end=906
-  _globals['_ADDEXAMPLESRESPONSE']._serialized_start=908
-  _globals['_ADDEXAMPLESRESPONSE']._serialized_end=1029
-  _globals['_LISTINTENTSREQUEST']._serialized_start=1031
-  _globals['_LISTINTENTSREQUEST']._serialized_end=1051
-  _globals['_LISTINTENTSRESPONSE']._serialized_start=1054
-  _globals['_LISTINTENTSRESPONSE']._serialized_end=1195
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1197
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1218
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1221
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1558
-  _globals['_CLASSIFYOPTIONS']._serialized_start=1560
-  _globals['_CLASSIFYOPTIONS']._serialized_end=1675
-  _globals['_CLASSIFICATION']._serialized_start=1678
-  _globals['_CLASSIFICATION']._serialized_end=1975
-  _globals['_INTENTHIERARCHY']._serialized_start=1977
-  _globals['_INTENTHIERARCHY']._serialized_end=2099
-  _globals['_ALTERNATIVE']._serialized_start=2101
-  _globals['_ALTERNATIVE']._serialized_end=2150
-  _globals['_CLASSIFICATIONDEBUG']._serialized_start=2153
-  _globals['_CLASSIFICATIONDEBUG']._serialized_end=2334
-  _globals['_EXAMPLE']._serialized_start=2336
-  _globals['_EXAMPLE']._serialized_end=2375
-  _globals['_INTENTINFO']._serialized_start=2377
-  _globals['_INTENTINFO']._serialized_end=2493
-  _globals['_DOMAININFO']._serialized_start=2495
-  _globals['_DOMAININFO']._serialized_end=2566
-  _globals['_CLASSIFICATIONSERVICE']._serialized_start=2668
-  _globals['_CLASSIFICATIONSERVICE']._serialized_end=3469
+  _globals['_ADDEXAMPLESREQUEST']._serialized_end=926
+  _globals['_ADDEXAMPLESRESPONSE']._serialized_start=928
+  _globals['_ADDEXAMPLESRESPONSE']._serialized_end=1049
+  _globals['_LISTINTENTSREQUEST']._serialized_start=1051
+  _globals['_LISTINTENTSREQUEST']._serialized_end=1071
+  _globals['_LISTINTENTSRESPONSE']._serialized_start=1074
+  _globals['_LISTINTENTSRESPONSE']._serialized_end=1215
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1217
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1238
+  _globals['_GETMODELINFORESPONSE']._serialized_start=1241
+  _globals['_GETMODELINFORESPONSE']._serialized_end=1578
+  _globals['_CLASSIFYOPTIONS']._serialized_start=1580
+  _globals['_CLASSIFYOPTIONS']._serialized_end=1695
+  _globals['_CLASSIFICATION']._serialized_start=1698
+  _globals['_CLASSIFICATION']._serialized_end=1995
+  _globals['_INTENTHIERARCHY']._serialized_start=1997
+  _globals['_INTENTHIERARCHY']._serialized_end=2119
+  _globals['_ALTERNATIVE']._serialized_start=2121
+  _globals['_ALTERNATIVE']._serialized_end=2170
+  _globals['_CLASSIFICATIONDEBUG']._serialized_start=2173
+  _globals['_CLASSIFICATIONDEBUG']._serialized_end=2354
+  _globals['_EXAMPLE']._serialized_start=2356
+  _globals['_EXAMPLE']._serialized_end=2395
+  _globals['_INTENTINFO']._serialized_start=2397
+  _globals['_INTENTINFO']._serialized_end=2513
+  _globals['_DOMAININFO']._serialized_start=2515
+  _globals['_DOMAININFO']._serialized_end=2586
+  _globals['_CLASSIFICATIONSERVICE']._serialized_start=2688
+  _globals['_CLASSIFICATIONSERVICE']._serialized_end=3489
 # @@protoc_insertion_point(module_scope)

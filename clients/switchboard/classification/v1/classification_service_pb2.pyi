@@ -229,6 +229,14 @@ class AddExamplesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EXAMPLES_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): a UUID (RFC 4122, e.g. from uuid4) naming this logical
+    request. A repeat with the same key and the same request within the server's retention
+    window (default 24 h) returns the first outcome without writing again; the same key with a
+    different request fails with ALREADY_EXISTS (reason REQUEST_ID_REUSED). Empty means no key:
+    the request is not deduplicated, so a retry may apply it twice.
+    """
     @_builtins.property
     def examples(self) -> _containers.RepeatedCompositeFieldContainer[Global___Example]:
         """Labelled examples to learn; at most the server's batch limit per call."""
@@ -237,10 +245,11 @@ class AddExamplesRequest(_message.Message):
         self,
         *,
         examples: _abc.Iterable[Global___Example] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["examples", b"examples"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["examples", b"examples", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

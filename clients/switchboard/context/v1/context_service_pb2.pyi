@@ -162,8 +162,16 @@ class AppendMemoryRequest(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Session to append to. Required."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): a UUID (RFC 4122, e.g. from uuid4) naming this logical
+    request. A repeat with the same key and the same request within the server's retention
+    window (default 24 h) returns the first outcome without writing again; the same key with a
+    different request fails with ALREADY_EXISTS (reason REQUEST_ID_REUSED). Empty means no key:
+    the request is not deduplicated, so a retry may apply it twice.
+    """
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemoryEntry]:
         """Entries to append, in order; 1 to the server's batch limit."""
@@ -173,10 +181,11 @@ class AppendMemoryRequest(_message.Message):
         *,
         session_id: _builtins.str = ...,
         entries: _abc.Iterable[Global___MemoryEntry] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "request_id", b"request_id", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -224,8 +233,16 @@ class ClearMemoryRequest(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     MEMORY_TYPES_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """Session to clear. Required."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): a UUID (RFC 4122, e.g. from uuid4) naming this logical
+    request. A repeat with the same key and the same request within the server's retention
+    window (default 24 h) returns the first outcome without writing again; the same key with a
+    different request fails with ALREADY_EXISTS (reason REQUEST_ID_REUSED). Empty means no key:
+    the request is not deduplicated, so a retry may apply it twice.
+    """
     @_builtins.property
     def memory_types(self) -> _containers.RepeatedScalarFieldContainer[Global___MemoryType.ValueType]:
         """Memory types to clear; empty clears all."""
@@ -235,10 +252,11 @@ class ClearMemoryRequest(_message.Message):
         *,
         session_id: _builtins.str = ...,
         memory_types: _abc.Iterable[Global___MemoryType.ValueType] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["memory_types", b"memory_types", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["memory_types", b"memory_types", "request_id", b"request_id", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -319,6 +337,14 @@ class IngestDocumentsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DOCUMENTS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): a UUID (RFC 4122, e.g. from uuid4) naming this logical
+    request. A repeat with the same key and the same request within the server's retention
+    window (default 24 h) returns the first outcome without writing again; the same key with a
+    different request fails with ALREADY_EXISTS (reason REQUEST_ID_REUSED). Empty means no key:
+    the request is not deduplicated, so a retry may apply it twice.
+    """
     @_builtins.property
     def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___Document]:
         """Documents to add; a document whose id exists replaces it. 1 to the server's batch limit."""
@@ -327,10 +353,11 @@ class IngestDocumentsRequest(_message.Message):
         self,
         *,
         documents: _abc.Iterable[Global___Document] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -373,6 +400,14 @@ class DeleteDocumentsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DOCUMENT_IDS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): a UUID (RFC 4122, e.g. from uuid4) naming this logical
+    request. A repeat with the same key and the same request within the server's retention
+    window (default 24 h) returns the first outcome without writing again; the same key with a
+    different request fails with ALREADY_EXISTS (reason REQUEST_ID_REUSED). Empty means no key:
+    the request is not deduplicated, so a retry may apply it twice.
+    """
     @_builtins.property
     def document_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids of the documents to remove; 1 to the server's batch limit."""
@@ -381,10 +416,11 @@ class DeleteDocumentsRequest(_message.Message):
         self,
         *,
         document_ids: _abc.Iterable[_builtins.str] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_ids", b"document_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_ids", b"document_ids", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n8switchboard/orchestration/v1/orchestration_service.proto\x12\x1cswitchboard.orchestration.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"n\n\x0b\x43hatRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12:\n\x07options\x18\x03 \x01(\x0b\x32).switchboard.orchestration.v1.ChatOptions\"\xe3\x02\n\x0c\x43hatResponse\x12\r\n\x05reply\x18\x01 \x01(\t\x12;\n\x06intent\x18\x02 \x01(\x0b\x32+.switchboard.orchestration.v1.IntentSummary\x12<\n\x07sources\x18\x03 \x03(\x0b\x32+.switchboard.orchestration.v1.ContextSource\x12;\n\x08\x64\x65graded\x18\x04 \x03(\x0b\x32).switchboard.orchestration.v1.Degradation\x12:\n\x07timings\x18\x05 \x03(\x0b\x32).switchboard.orchestration.v1.StageTiming\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x12\n\nturn_index\x18\x08 \x01(\x05\x12\x10\n\x08total_ms\x18\t \x01(\x01\"t\n\x11\x43hatStreamRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12:\n\x07options\x18\x03 \x01(\x0b\x32).switchboard.orchestration.v1.ChatOptions\"\xd8\x01\n\x12\x43hatStreamResponse\x12\x39\n\x05stage\x18\x01 \x01(\x0b\x32(.switchboard.orchestration.v1.StageEventH\x00\x12?\n\x0breply_chunk\x18\x02 \x01(\x0b\x32(.switchboard.orchestration.v1.ReplyChunkH\x00\x12=\n\x07summary\x18\x03 \x01(\x0b\x32*.switchboard.orchestration.v1.ChatResponseH\x00\x42\x07\n\x05\x65vent\"S\n\x16GetConversationRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"z\n\x17GetConversationResponse\x12\x31\n\x05turns\x18\x01 \x03(\x0b\x32\".switchboard.orchestration.v1.Turn\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0btotal_turns\x18\x03 \x01(\x05\"{\n\x0b\x43hatOptions\x12\x1b\n\x13max_context_results\x18\x01 \x01(\x05\x12!\n\x14\x63onfidence_threshold\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x0bskip_memory\x18\x03 \x01(\x08\x42\x17\n\x15_confidence_threshold\"\xae\x01\n\rIntentSummary\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x14\n\x0cout_of_scope\x18\x03 \x01(\x08\x12\n\n\x02l1\x18\x04 \x01(\t\x12\x45\n\x0c\x61lternatives\x18\x05 \x03(\x0b\x32/.switchboard.orchestration.v1.IntentAlternative\x12\x10\n\x08\x66\x61llback\x18\x06 \x01(\x08\"7\n\x11IntentAlternative\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"\x95\x01\n\rContextSource\x12\x36\n\x04kind\x18\x01 \x01(\x0e\x32(.switchboard.orchestration.v1.SourceKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x11\n\trelevance\x18\x04 \x01(\x02\x12\r\n\x05\x63ited\x18\x05 \x01(\x08\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\t\"[\n\x0b\x44\x65gradation\x12<\n\ndependency\x18\x01 \x01(\x0e\x32(.switchboard.orchestration.v1.Dependency\x12\x0e\n\x06reason\x18\x02 \x01(\t\"V\n\x0bStageTiming\x12\x32\n\x05stage\x18\x01 \x01(\x0e\x32#.switchboard.orchestration.v1.Stage\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x01\"\xa4\x01\n\nStageEvent\x12\x32\n\x05stage\x18\x01 \x01(\x0e\x32#.switchboard.orchestration.v1.Stage\x12\x39\n\x06status\x18\x02 \x01(\x0e\x32).switchboard.orchestration.v1.StageStatus\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x01\")\n\nReplyChunk\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xbe\x01\n\x04Turn\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x14\n\x0cuser_message\x18\x02 \x01(\t\x12\r\n\x05reply\x18\x03 \x01(\t\x12;\n\x06intent\x18\x04 \x01(\x0b\x32+.switchboard.orchestration.v1.IntentSummary\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t*m\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTAGE_CLASSIFY\x10\x01\x12\x12\n\x0eSTAGE_RETRIEVE\x10\x02\x12\x11\n\rSTAGE_COMPOSE\x10\x03\x12\x12\n\x0eSTAGE_REMEMBER\x10\x04*y\n\x0bStageStatus\x12\x1c\n\x18STAGE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14STAGE_STATUS_STARTED\x10\x01\x12\x19\n\x15STAGE_STATUS_FINISHED\x10\x02\x12\x17\n\x13STAGE_STATUS_FAILED\x10\x03*\xb0\x01\n\nDependency\x12\x1a\n\x16\x44\x45PENDENCY_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45PENDENCY_CLASSIFICATION\x10\x01\x12\x16\n\x12\x44\x45PENDENCY_CONTEXT\x10\x02\x12\x15\n\x11\x44\x45PENDENCY_MEMORY\x10\x03\x12\x17\n\x13\x44\x45PENDENCY_COMPOSER\x10\x04\x12\x1f\n\x1b\x44\x45PENDENCY_CONVERSATION_LOG\x10\x05*\\\n\nSourceKind\x12\x1b\n\x17SOURCE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SOURCE_KIND_MEMORY\x10\x01\x12\x19\n\x15SOURCE_KIND_KNOWLEDGE\x10\x02\x32\xf0\x03\n\x14OrchestrationService\x12\x88\x01\n\x04\x43hat\x12).switchboard.orchestration.v1.ChatRequest\x1a*.switchboard.orchestration.v1.ChatResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/sessions/{session_id}:chat:\x01*\x12\xa2\x01\n\nChatStream\x12/.switchboard.orchestration.v1.ChatStreamRequest\x1a\x30.switchboard.orchestration.v1.ChatStreamResponse\"/\x82\xd3\xe4\x93\x02)\"$/v1/sessions/{session_id}:chatStream:\x01*0\x01\x12\xa7\x01\n\x0fGetConversation\x12\x34.switchboard.orchestration.v1.GetConversationRequest\x1a\x35.switchboard.orchestration.v1.GetConversationResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/sessions/{session_id}/turnsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n8switchboard/orchestration/v1/orchestration_service.proto\x12\x1cswitchboard.orchestration.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x01\n\x0b\x43hatRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12:\n\x07options\x18\x03 \x01(\x0b\x32).switchboard.orchestration.v1.ChatOptions\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xe3\x02\n\x0c\x43hatResponse\x12\r\n\x05reply\x18\x01 \x01(\t\x12;\n\x06intent\x18\x02 \x01(\x0b\x32+.switchboard.orchestration.v1.IntentSummary\x12<\n\x07sources\x18\x03 \x03(\x0b\x32+.switchboard.orchestration.v1.ContextSource\x12;\n\x08\x64\x65graded\x18\x04 \x03(\x0b\x32).switchboard.orchestration.v1.Degradation\x12:\n\x07timings\x18\x05 \x03(\x0b\x32).switchboard.orchestration.v1.StageTiming\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x12\n\nturn_index\x18\x08 \x01(\x05\x12\x10\n\x08total_ms\x18\t \x01(\x01\"\x88\x01\n\x11\x43hatStreamRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12:\n\x07options\x18\x03 \x01(\x0b\x32).switchboard.orchestration.v1.ChatOptions\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xd8\x01\n\x12\x43hatStreamResponse\x12\x39\n\x05stage\x18\x01 \x01(\x0b\x32(.switchboard.orchestration.v1.StageEventH\x00\x12?\n\x0breply_chunk\x18\x02 \x01(\x0b\x32(.switchboard.orchestration.v1.ReplyChunkH\x00\x12=\n\x07summary\x18\x03 \x01(\x0b\x32*.switchboard.orchestration.v1.ChatResponseH\x00\x42\x07\n\x05\x65vent\"S\n\x16GetConversationRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"z\n\x17GetConversationResponse\x12\x31\n\x05turns\x18\x01 \x03(\x0b\x32\".switchboard.orchestration.v1.Turn\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0btotal_turns\x18\x03 \x01(\x05\"{\n\x0b\x43hatOptions\x12\x1b\n\x13max_context_results\x18\x01 \x01(\x05\x12!\n\x14\x63onfidence_threshold\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x0bskip_memory\x18\x03 \x01(\x08\x42\x17\n\x15_confidence_threshold\"\xae\x01\n\rIntentSummary\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x14\n\x0cout_of_scope\x18\x03 \x01(\x08\x12\n\n\x02l1\x18\x04 \x01(\t\x12\x45\n\x0c\x61lternatives\x18\x05 \x03(\x0b\x32/.switchboard.orchestration.v1.IntentAlternative\x12\x10\n\x08\x66\x61llback\x18\x06 \x01(\x08\"7\n\x11IntentAlternative\x12\x0e\n\x06intent\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"\x95\x01\n\rContextSource\x12\x36\n\x04kind\x18\x01 \x01(\x0e\x32(.switchboard.orchestration.v1.SourceKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x11\n\trelevance\x18\x04 \x01(\x02\x12\r\n\x05\x63ited\x18\x05 \x01(\x08\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\t\"[\n\x0b\x44\x65gradation\x12<\n\ndependency\x18\x01 \x01(\x0e\x32(.switchboard.orchestration.v1.Dependency\x12\x0e\n\x06reason\x18\x02 \x01(\t\"V\n\x0bStageTiming\x12\x32\n\x05stage\x18\x01 \x01(\x0e\x32#.switchboard.orchestration.v1.Stage\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x01\"\xa4\x01\n\nStageEvent\x12\x32\n\x05stage\x18\x01 \x01(\x0e\x32#.switchboard.orchestration.v1.Stage\x12\x39\n\x06status\x18\x02 \x01(\x0e\x32).switchboard.orchestration.v1.StageStatus\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x01\")\n\nReplyChunk\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xbe\x01\n\x04Turn\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x14\n\x0cuser_message\x18\x02 \x01(\t\x12\r\n\x05reply\x18\x03 \x01(\t\x12;\n\x06intent\x18\x04 \x01(\x0b\x32+.switchboard.orchestration.v1.IntentSummary\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63orrelation_id\x18\x06 \x01(\t*m\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTAGE_CLASSIFY\x10\x01\x12\x12\n\x0eSTAGE_RETRIEVE\x10\x02\x12\x11\n\rSTAGE_COMPOSE\x10\x03\x12\x12\n\x0eSTAGE_REMEMBER\x10\x04*y\n\x0bStageStatus\x12\x1c\n\x18STAGE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14STAGE_STATUS_STARTED\x10\x01\x12\x19\n\x15STAGE_STATUS_FINISHED\x10\x02\x12\x17\n\x13STAGE_STATUS_FAILED\x10\x03*\xb0\x01\n\nDependency\x12\x1a\n\x16\x44\x45PENDENCY_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45PENDENCY_CLASSIFICATION\x10\x01\x12\x16\n\x12\x44\x45PENDENCY_CONTEXT\x10\x02\x12\x15\n\x11\x44\x45PENDENCY_MEMORY\x10\x03\x12\x17\n\x13\x44\x45PENDENCY_COMPOSER\x10\x04\x12\x1f\n\x1b\x44\x45PENDENCY_CONVERSATION_LOG\x10\x05*\\\n\nSourceKind\x12\x1b\n\x17SOURCE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SOURCE_KIND_MEMORY\x10\x01\x12\x19\n\x15SOURCE_KIND_KNOWLEDGE\x10\x02\x32\xf0\x03\n\x14OrchestrationService\x12\x88\x01\n\x04\x43hat\x12).switchboard.orchestration.v1.ChatRequest\x1a*.switchboard.orchestration.v1.ChatResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/sessions/{session_id}:chat:\x01*\x12\xa2\x01\n\nChatStream\x12/.switchboard.orchestration.v1.ChatStreamRequest\x1a\x30.switchboard.orchestration.v1.ChatStreamResponse\"/\x82\xd3\xe4\x93\x02)\"$/v1/sessions/{session_id}:chatStream:\x01*0\x01\x12\xa7\x01\n\x0fGetConversation\x12\x34.switchboard.orchestration.v1.GetConversationRequest\x1a\x35.switchboard.orchestration.v1.GetConversationResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/sessions/{session_id}/turnsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,44 +39,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORCHESTRATIONSERVICE'].methods_by_name['ChatStream']._serialized_options = b'\202\323\344\223\002)\"$/v1/sessions/{session_id}:chatStream:\001*'
   _globals['_ORCHESTRATIONSERVICE'].methods_by_name['GetConversation']._loaded_options = None
   _globals['_ORCHESTRATIONSERVICE'].methods_by_name['GetConversation']._serialized_options = b'\202\323\344\223\002!\022\037/v1/sessions/{session_id}/turns'
-  _globals['_STAGE']._serialized_start=2264
-  _globals['_STAGE']._serialized_end=2373
-  _globals['_STAGESTATUS']._serialized_start=2375
-  _globals['_STAGESTATUS']._serialized_end=2496
-  _globals['_DEPENDENCY']._serialized_start=2499
-  _globals['_DEPENDENCY']._serialized_end=2675
-  _globals['_SOURCEKIND']._serialized_start=2677
-  _globals['_SOURCEKIND']._serialized_end=2769
-  _globals['_CHATREQUEST']._serialized_start=153
-  _globals['_CHATREQUEST']._serialized_end=263
-  _globals['_CHATRESPONSE']._serialized_start=266
-  _globals['_CHATRESPONSE']._serialized_end=621
-  _globals['_CHATSTREAMREQUEST']._serialized_start=623
-  _globals['_CHATSTREAMREQUEST']._serialized_end=739
-  _globals['_CHATSTREAMRESPONSE']._serialized_start=742
-  _globals['_CHATSTREAMRESPONSE']._serialized_end=958
-  _globals['_GETCONVERSATIONREQUEST']._serialized_start=960
-  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1043
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1045
-  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1167
-  _globals['_CHATOPTIONS']._serialized_start=1169
-  _globals['_CHATOPTIONS']._serialized_end=1292
-  _globals['_INTENTSUMMARY']._serialized_start=1295
-  _globals['_INTENTSUMMARY']._serialized_end=1469
-  _globals['_INTENTALTERNATIVE']._serialized_start=1471
-  _globals['_INTENTALTERNATIVE']._serialized_end=1526
-  _globals['_CONTEXTSOURCE']._serialized_start=1529
-  _globals['_CONTEXTSOURCE']._serialized_end=1678
-  _globals['_DEGRADATION']._serialized_start=1680
-  _globals['_DEGRADATION']._serialized_end=1771
-  _globals['_STAGETIMING']._serialized_start=1773
-  _globals['_STAGETIMING']._serialized_end=1859
-  _globals['_STAGEEVENT']._serialized_start=1862
-  _globals['_STAGEEVENT']._serialized_end=2026
-  _globals['_REPLYCHUNK']._serialized_start=2028
-  _globals['_REPLYCHUNK']._serialized_end=2069
-  _globals['_TURN']._serialized_start=2072
-  _globals['_TURN']._serialized_end=2262
-  _globals['_ORCHESTRATIONSERVICE']._serialized_start=2772
-  _globals['_ORCHESTRATIONSERVICE']._serialized_end=3268
+  _globals['_STAGE']._serialized_start=2306
+  _globals['_STAGE']._serialized_end=2415
+  _globals['_STAGESTATUS']._serialized_start=2417
+  _globals['_STAGESTATUS']._serialized_end=2538
+  _globals['_DEPENDENCY']._serialized_start=2541
+  _globals['_DEPENDENCY']._serialized_end=2717
+  _globals['_SOURCEKIND']._serialized_start=2719
+  _globals['_SOURCEKIND']._serialized_end=2811
+  _globals['_CHATREQUEST']._serialized_start=154
+  _globals['_CHATREQUEST']._serialized_end=284
+  _globals['_CHATRESPONSE']._serialized_start=287
+  _globals['_CHATRESPONSE']._serialized_end=642
+  _globals['_CHATSTREAMREQUEST']._serialized_start=645
+  _globals['_CHATSTREAMREQUEST']._serialized_end=781
+  _globals['_CHATSTREAMRESPONSE']._serialized_start=784
+  _globals['_CHATSTREAMRESPONSE']._serialized_end=1000
+  _globals['_GETCONVERSATIONREQUEST']._serialized_start=1002
+  _globals['_GETCONVERSATIONREQUEST']._serialized_end=1085
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_start=1087
+  _globals['_GETCONVERSATIONRESPONSE']._serialized_end=1209
+  _globals['_CHATOPTIONS']._serialized_start=1211
+  _globals['_CHATOPTIONS']._serialized_end=1334
+  _globals['_INTENTSUMMARY']._serialized_start=1337
+  _globals['_INTENTSUMMARY']._serialized_end=1511
+  _globals['_INTENTALTERNATIVE']._serialized_start=1513
+  _globals['_INTENTALTERNATIVE']._serialized_end=1568
+  _globals['_CONTEXTSOURCE']._serialized_start=1571
+  _globals['_CONTEXTSOURCE']._serialized_end=1720
+  _globals['_DEGRADATION']._serialized_start=1722
+  _globals['_DEGRADATION']._serialized_end=1813
+  _globals['_STAGETIMING']._serialized_start=1815
+  _globals['_STAGETIMING']._serialized_end=1901
+  _globals['_STAGEEVENT']._serialized_start=1904
+  _globals['_STAGEEVENT']._serialized_end=2068
+  _globals['_REPLYCHUNK']._serialized_start=2070
+  _globals['_REPLYCHUNK']._serialized_end=2111
+  _globals['_TURN']._serialized_start=2114
+  _globals['_TURN']._serialized_end=2304
+  _globals['_ORCHESTRATIONSERVICE']._serialized_start=2814
+  _globals['_ORCHESTRATIONSERVICE']._serialized_end=3310
 # @@protoc_insertion_point(module_scope)

@@ -149,10 +149,18 @@ class ChatRequest(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     message: _builtins.str
     """The user's message. Required, not blank, at most the server's text limit (default 4 KiB)."""
     session_id: _builtins.str
     """Session of the conversation ([A-Za-z0-9._:-], 1-128 characters). Required."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): a UUID (RFC 4122, e.g. from uuid4) naming this logical
+    request. A repeat with the same key and the same request within the server's retention
+    window (default 24 h) returns the first outcome without writing again; the same key with a
+    different request fails with ALREADY_EXISTS (reason REQUEST_ID_REUSED). Empty means no key:
+    the request is not deduplicated, so a retry may apply it twice.
+    """
     @_builtins.property
     def options(self) -> Global___ChatOptions:
         """Optional per-request options."""
@@ -163,10 +171,11 @@ class ChatRequest(_message.Message):
         message: _builtins.str = ...,
         session_id: _builtins.str = ...,
         options: Global___ChatOptions | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "options", b"options", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "options", b"options", "request_id", b"request_id", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -243,10 +252,18 @@ class ChatStreamRequest(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     message: _builtins.str
     """The user's message; validated like ChatRequest.message."""
     session_id: _builtins.str
     """Session of the conversation; validated like ChatRequest.session_id."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): a UUID (RFC 4122, e.g. from uuid4) naming this logical
+    request. A repeat with the same key and the same request within the server's retention
+    window (default 24 h) returns the first outcome without writing again; the same key with a
+    different request fails with ALREADY_EXISTS (reason REQUEST_ID_REUSED). Empty means no key:
+    the request is not deduplicated, so a retry may apply it twice.
+    """
     @_builtins.property
     def options(self) -> Global___ChatOptions:
         """Optional per-request options."""
@@ -257,10 +274,11 @@ class ChatStreamRequest(_message.Message):
         message: _builtins.str = ...,
         session_id: _builtins.str = ...,
         options: Global___ChatOptions | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "options", b"options", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "options", b"options", "request_id", b"request_id", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

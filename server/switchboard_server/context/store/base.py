@@ -24,6 +24,7 @@ from switchboard_server.context.values import (
     NewMemory,
     PreparedDocument,
 )
+from switchboard_server.idempotency import RequestKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +52,29 @@ class ContextStore(Protocol):
         """Release connections."""
         ...
 
-    async def append_memory(
-        self, session_id: str, entries: Sequence[NewMemory], now: float
-    ) -> AppendResult:
-        """Append in order, evicting the oldest entries of a type over its cap."""
+    async def ping(self) -> None:
+        """Raise ``Unavailable`` when the store cannot be reached (health checking)."""
         ...
 
-    async def clear_memory(self, session_id: str, types: Collection[MemoryType]) -> int:
+    async def append_memory(
+        self,
+        session_id: str,
+        entries: Sequence[NewMemory],
+        now: float,
+        *,
+        key: RequestKey | None = None,
+    ) -> AppendResult:
+        """Append in order, evicting the oldest entries of a type over its cap.
+
+        Every write takes an optional idempotency ``key``: the write's outcome is
+        recorded under it in the write's own transaction, and a repeat returns that
+        outcome without writing (or raises ``idempotency.reused`` when the key came
+        with another request)."""
+        ...
+
+    async def clear_memory(
+        self, session_id: str, types: Collection[MemoryType], *, key: RequestKey | None = None
+    ) -> int:
         """Remove the session's entries of ``types``; returns how many."""
         ...
 
@@ -71,11 +88,19 @@ class ContextStore(Protocol):
         """The session's entries of ``types``, oldest first."""
         ...
 
-    async def ingest(self, documents: Sequence[PreparedDocument], now: float) -> IngestResult:
+    async def ingest(
+        self,
+        documents: Sequence[PreparedDocument],
+        now: float,
+        *,
+        key: RequestKey | None = None,
+    ) -> IngestResult:
         """Add documents, replacing any with the same id; all or nothing."""
         ...
 
-    async def delete_documents(self, document_ids: Sequence[str]) -> DeleteResult:
+    async def delete_documents(
+        self, document_ids: Sequence[str], *, key: RequestKey | None = None
+    ) -> DeleteResult:
         """Remove documents; all or nothing."""
         ...
 

@@ -37,6 +37,7 @@ from switchboard_server.context.values import (
     PreparedDocument,
 )
 from switchboard_server.errors import ErrorReason, Unavailable
+from switchboard_server.idempotency import RequestKey, reused
 
 _TYPE_INDEX = {t: i + 1 for i, t in enumerate(ALL_MEMORY_TYPES)}
 
@@ -52,7 +53,9 @@ class RedisStore:
         prefix: str = "switchboard:context:",
         timeout_s: float = 2.0,
         candidate_limit: int = 200,
+        retention_s: float = 86_400.0,
     ) -> None:
+        self._retention_ms = max(1, round(retention_s * 1000))
         self._url = url
         self._caps = dict(caps)
         self._p = prefix
@@ -76,10 +79,13 @@ class RedisStore:
         )
         self._client = client
         self._scripts = {
-            "append": client.register_script(redis_scripts.APPEND_MEMORY),
-            "clear": client.register_script(redis_scripts.CLEAR_MEMORY),
-            "ingest": client.register_script(redis_scripts.INGEST),
-            "delete": client.register_script(redis_scripts.DELETE),
+            name: client.register_script(redis_scripts.idempotent(body))
+            for name, body in (
+                ("append", redis_scripts.APPEND_MEMORY),
+                ("clear", redis_scripts.CLEAR_MEMORY),
+                ("ingest", redis_scripts.INGEST),
+                ("delete", redis_scripts.DELETE),
+            )
         }
         try:
             async with self._guard():
@@ -93,6 +99,10 @@ class RedisStore:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    async def ping(self) -> None:
+        async with self._guard():
+            await self._r.ping()
 
     @property
     def _r(self) -> aioredis.Redis:
@@ -108,6 +118,29 @@ class RedisStore:
                 "context store unavailable", reason=ErrorReason.STORE_UNAVAILABLE
             ) from exc
 
+    async def _write(
+        self,
+        script: str,
+        key: RequestKey | None,
+        *,
+        keys: Sequence[str] = (),
+        args: Sequence[Any] = (),
+        extra: str = "",
+    ) -> tuple[Any, str, bool]:
+        """Run a write script under ``key``: (its outcome, ``extra``, whether it is the
+        recorded outcome of an earlier call with the key)."""
+        tail: list[Any] = (
+            [f"{self._p}req:{key.request_id}", key.request_hash, self._retention_ms, extra]
+            if key is not None
+            else ["", "", self._retention_ms, extra]
+        )
+        async with self._guard():
+            mode, outcome, kept = await self._scripts[script](keys=keys, args=[*args, *tail])
+        if int(mode) == 2:
+            assert key is not None, "only a keyed write can be refused"
+            raise reused(key)
+        return json.loads(outcome), kept, int(mode) == 1
+
     def _memory_keys(self, session_id: str) -> list[str]:
         return [f"{self._p}m:{{{session_id}}}:{t.value}" for t in ALL_MEMORY_TYPES]
 
@@ -117,7 +150,12 @@ class RedisStore:
     # -- memory ---------------------------------------------------------------------
 
     async def append_memory(
-        self, session_id: str, entries: Sequence[NewMemory], now: float
+        self,
+        session_id: str,
+        entries: Sequence[NewMemory],
+        now: float,
+        *,
+        key: RequestKey | None = None,
     ) -> AppendResult:
         ids = tuple(uuid.uuid4().hex for _ in entries)
         args: list[Any] = [self._caps[t] for t in ALL_MEMORY_TYPES]
@@ -135,21 +173,25 @@ class RedisStore:
             f"{self._p}seq:{{{session_id}}}",
             self._session_gen_key(session_id),
         ]
-        async with self._guard():
-            out = await self._scripts["append"](keys=keys, args=args)
+        out, kept, replayed = await self._write(
+            "append", key, keys=keys, args=args, extra=json.dumps(ids)
+        )
+        ids = tuple(json.loads(kept))  # the first call's ids when this one is a replay
         evicted = {t: int(out[i]) for i, t in enumerate(ALL_MEMORY_TYPES) if int(out[i])}
         counts = {t: int(out[i + 3]) for i, t in enumerate(ALL_MEMORY_TYPES)}
-        return AppendResult(ids, counts, evicted)
+        return AppendResult(ids, counts, evicted, replayed)
 
-    async def clear_memory(self, session_id: str, types: Collection[MemoryType]) -> int:
+    async def clear_memory(
+        self, session_id: str, types: Collection[MemoryType], *, key: RequestKey | None = None
+    ) -> int:
         keys = [
             k
             for t, k in zip(ALL_MEMORY_TYPES, self._memory_keys(session_id), strict=True)
             if t in types
         ]
         keys.append(self._session_gen_key(session_id))
-        async with self._guard():
-            return int(await self._scripts["clear"](keys=keys))
+        deleted, _, _ = await self._write("clear", key, keys=keys)
+        return int(deleted)
 
     async def memory_counts(self, session_id: str) -> Mapping[MemoryType, int]:
         async with self._guard(), self._r.pipeline(transaction=False) as pipe:
@@ -191,7 +233,13 @@ class RedisStore:
 
     # -- knowledge base -------------------------------------------------------------
 
-    async def ingest(self, documents: Sequence[PreparedDocument], now: float) -> IngestResult:
+    async def ingest(
+        self,
+        documents: Sequence[PreparedDocument],
+        now: float,
+        *,
+        key: RequestKey | None = None,
+    ) -> IngestResult:
         payload = [
             {
                 "id": d.document.id,
@@ -210,14 +258,15 @@ class RedisStore:
             }
             for d in documents
         ]
-        async with self._guard():
-            replaced = await self._scripts["ingest"](args=[self._p, json.dumps(payload)])
+        replaced, _, _ = await self._write("ingest", key, args=[self._p, json.dumps(payload)])
         passages = sum(len(d.passages) for d in documents)
         return IngestResult(len(documents), passages, int(replaced))
 
-    async def delete_documents(self, document_ids: Sequence[str]) -> DeleteResult:
-        async with self._guard():
-            missing = await self._scripts["delete"](args=[self._p, *document_ids])
+    async def delete_documents(
+        self, document_ids: Sequence[str], *, key: RequestKey | None = None
+    ) -> DeleteResult:
+        found, _, _ = await self._write("delete", key, args=[self._p, *document_ids])
+        missing = found or []  # cjson encodes an empty Lua table as {}
         return DeleteResult(len(document_ids) - len(missing), tuple(missing))
 
     async def search_knowledge(self, query: Sequence[str], limit: int) -> list[KnowledgeHit]:

@@ -28,7 +28,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from switchboard_server import idempotency
 from switchboard_server.context import bm25
+from switchboard_server.context.store import outcomes
 from switchboard_server.context.store.base import Generations
 from switchboard_server.context.store.group_commit import GroupCommitWriter
 from switchboard_server.context.store.sqlite_index import (
@@ -53,6 +55,7 @@ from switchboard_server.context.values import (
     NewMemory,
     PreparedDocument,
 )
+from switchboard_server.idempotency import RequestKey
 
 T = TypeVar("T")
 Change = tuple[int, Sequence[str], bool]  # a passage's rowid, its terms, True when added
@@ -82,8 +85,10 @@ class SqliteStore:
         memory_entries: int = 100_000,
         passage_rows: int = 50_000,
         compact_after_s: float = 0.5,
+        retention_s: float = 86_400.0,
     ) -> None:
         self._path = path
+        self._retention_s = retention_s
         self._match_budget = match_budget
         self._caps = dict(caps)
         self._synchronous = synchronous
@@ -116,6 +121,7 @@ class SqliteStore:
         def open_writer() -> tuple[sqlite3.Connection, Totals, dict[str, Postings]]:
             conn = _connect(self._path, self._synchronous)
             conn.executescript(SCHEMA)
+            conn.executescript(idempotency.SQLITE_SCHEMA)
             backfill_postings(conn)
             return conn, *load_all(conn)
 
@@ -124,6 +130,10 @@ class SqliteStore:
         self._postings.fill(version, totals, lists)
         self._write_conn = conn
         self._writer = GroupCommitWriter(conn, self._write_thread)
+
+    async def ping(self) -> None:
+        """In process: reachable while open (a full disk fails writes, not reads)."""
+        await self._read("SELECT 1")
 
     async def close(self) -> None:
         self._closing = True  # a write settling from now on starts no compaction
@@ -174,14 +184,48 @@ class SqliteStore:
         assert self._writer is not None, "store not open"
         return self._writer
 
+    def _keyed(
+        self,
+        write: Callable[[sqlite3.Connection], T],
+        key: RequestKey | None,
+        codec: outcomes.Codec[T],
+        replayed: list[T],
+    ) -> Callable[[sqlite3.Connection], T]:
+        """``write`` made idempotent under ``key``: in its transaction, a recorded outcome
+        is returned (and put in ``replayed``) instead of writing, else the write's outcome
+        is recorded with it."""
+        if key is None:
+            return write
+        retention_s = self._retention_s
+
+        def keyed(conn: sqlite3.Connection) -> T:
+            replayed.clear()
+            now = time.time()
+            prior = idempotency.sqlite_replay(conn, key, now)
+            if prior is not None:
+                result = codec.decode(prior)
+                replayed.append(result)
+                return result
+            result = write(conn)
+            idempotency.sqlite_record(conn, key, codec.encode(result), now, retention_s)
+            return result
+
+        return keyed
+
     # -- memory ---------------------------------------------------------------------
 
     async def append_memory(
-        self, session_id: str, entries: Sequence[NewMemory], now: float
+        self,
+        session_id: str,
+        entries: Sequence[NewMemory],
+        now: float,
+        *,
+        key: RequestKey | None = None,
     ) -> AppendResult:
         ids = tuple(uuid.uuid4().hex for _ in entries)
         caps = self._caps
         seqs: list[int] = []
+        replayed: list[AppendResult] = []
 
         def write(conn: sqlite3.Connection) -> AppendResult:
             seqs.clear()  # filled again if the write is ever retried
@@ -213,7 +257,7 @@ class SqliteStore:
             return AppendResult(ids, _counts(conn, session_id), evicted)
 
         def settled(future: asyncio.Future[AppendResult]) -> None:
-            if _failed(future):
+            if _failed(future) or replayed:  # a replay wrote nothing: read the session again
                 self._memory.settle(session_id, failed=True)
                 return
             appended = [
@@ -224,9 +268,13 @@ class SqliteStore:
             ]
             self._memory.settle(session_id, appended=appended, counts=future.result().counts)
 
-        return await self._write_memory(session_id, write, settled)
+        keyed = self._keyed(write, key, outcomes.APPEND, replayed)
+        return await self._write_memory(session_id, keyed, settled)
 
-    async def clear_memory(self, session_id: str, types: Collection[MemoryType]) -> int:
+    async def clear_memory(
+        self, session_id: str, types: Collection[MemoryType], *, key: RequestKey | None = None
+    ) -> int:
+        replayed: list[int] = []
         values = [t.value for t in types]
         marks = ",".join("?" * len(values))
 
@@ -238,9 +286,11 @@ class SqliteStore:
             return cur.rowcount
 
         def settled(future: asyncio.Future[int]) -> None:
-            self._memory.settle(session_id, cleared=set(types), failed=_failed(future))
+            failed = _failed(future) or bool(replayed)  # a replay: read the session again
+            self._memory.settle(session_id, cleared=set(types), failed=failed)
 
-        return await self._write_memory(session_id, write, settled)
+        keyed = self._keyed(write, key, outcomes.CLEAR, replayed)
+        return await self._write_memory(session_id, keyed, settled)
 
     async def _write_memory(
         self,
@@ -288,7 +338,13 @@ class SqliteStore:
 
     # -- knowledge base -------------------------------------------------------------
 
-    async def ingest(self, documents: Sequence[PreparedDocument], now: float) -> IngestResult:
+    async def ingest(
+        self,
+        documents: Sequence[PreparedDocument],
+        now: float,
+        *,
+        key: RequestKey | None = None,
+    ) -> IngestResult:
         changes: list[Change] = []
         rows: dict[int, PassageRow] = {}
 
@@ -323,16 +379,19 @@ class SqliteStore:
             passages = sum(len(d.passages) for d in documents)
             return IngestResult(len(documents), passages, replaced)
 
-        return await self._write_knowledge(write, changes, rows)
+        keyed = self._keyed(write, key, outcomes.INGEST, [])
+        return await self._write_knowledge(keyed, changes, rows)
 
-    async def delete_documents(self, document_ids: Sequence[str]) -> DeleteResult:
+    async def delete_documents(
+        self, document_ids: Sequence[str], *, key: RequestKey | None = None
+    ) -> DeleteResult:
         changes: list[Change] = []
 
         def write(conn: sqlite3.Connection) -> DeleteResult:
             missing = tuple(i for i in document_ids if not _delete_document(conn, i, changes))
             return DeleteResult(len(document_ids) - len(missing), missing)
 
-        return await self._write_knowledge(write, changes)
+        return await self._write_knowledge(self._keyed(write, key, outcomes.DELETE, []), changes)
 
     async def _write_knowledge(
         self,

@@ -2,7 +2,9 @@
 
 Each turn is committed (WAL, ``synchronous=FULL``) before the chat turn is answered.
 The index of a turn is assigned inside the insert, so concurrent turns of one
-session get distinct, gapless indices.
+session get distinct, gapless indices. A turn with a request_id records its answer
+under the key in the same transaction (``idempotency.SQLITE_SCHEMA``), so a turn and
+its recorded answer exist together or not at all.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -20,7 +23,9 @@ from typing import Any, TypeVar
 
 import structlog
 
+from switchboard_server import idempotency
 from switchboard_server.errors import Unavailable
+from switchboard_server.idempotency import RequestKey
 from switchboard_server.orchestration.ports import DependencyFailed
 from switchboard_server.orchestration.values import Alternative, Intent, Turn, TurnPage
 
@@ -63,8 +68,9 @@ class SqliteConversationLog:
 
     FILE_NAME = "conversations.sqlite3"
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, retention_s: float = 86_400.0) -> None:
         self._path = directory / self.FILE_NAME
+        self._retention_s = retention_s
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -85,6 +91,7 @@ class SqliteConversationLog:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(SCHEMA)
+        conn.executescript(idempotency.SQLITE_SCHEMA)
         self._conn = conn
 
     async def close(self) -> None:
@@ -101,29 +108,63 @@ class SqliteConversationLog:
             raise sqlite3.ProgrammingError("conversation log is not open")
         return self._conn
 
-    async def append(self, session_id: str, turn: Turn) -> int:
+    async def append(
+        self,
+        session_id: str,
+        turn: Turn,
+        *,
+        key: RequestKey | None = None,
+        outcome: Callable[[int], str] = str,
+    ) -> int:
         try:
-            return await self._run(self._append, session_id, turn)
+            return await self._run(self._append, session_id, turn, key, outcome)
         except sqlite3.Error as exc:
             log.error("conversation_log.write_failed", error=type(exc).__name__)
             raise DependencyFailed("STORAGE_ERROR") from exc
 
-    def _append(self, session_id: str, turn: Turn) -> int:
+    async def replay(self, key: RequestKey) -> str | None:
+        try:
+            return await self._run(self._replay, key)
+        except sqlite3.Error as exc:
+            log.error("conversation_log.read_failed", error=type(exc).__name__)
+            raise Unavailable("the conversation log cannot be read now") from exc
+
+    def _replay(self, key: RequestKey) -> str | None:
+        with self._lock:
+            return idempotency.sqlite_replay(self._connection(), key, time.time())
+
+    def _append(
+        self, session_id: str, turn: Turn, key: RequestKey | None, outcome: Callable[[int], str]
+    ) -> int:
         with self._lock:
             conn = self._connection()
-            row = conn.execute(
-                _INSERT,
-                (
-                    session_id,
-                    turn.user_message,
-                    turn.reply,
-                    _intent_to_json(turn.intent),
-                    turn.timestamp.isoformat(),
-                    turn.correlation_id,
-                    session_id,
-                ),
-            ).fetchone()
-            return int(row[0])
+            if key is None:
+                return self._insert(conn, session_id, turn)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                index = self._insert(conn, session_id, turn)
+                idempotency.sqlite_record(conn, key, outcome(index), time.time(), self._retention_s)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return index
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, session_id: str, turn: Turn) -> int:
+        row = conn.execute(
+            _INSERT,
+            (
+                session_id,
+                turn.user_message,
+                turn.reply,
+                _intent_to_json(turn.intent),
+                turn.timestamp.isoformat(),
+                turn.correlation_id,
+                session_id,
+            ),
+        ).fetchone()
+        return int(row[0])
 
     async def page(self, session_id: str, start: int, size: int) -> TurnPage:
         try:
