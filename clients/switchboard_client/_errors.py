@@ -59,6 +59,11 @@ class ErrorReason(StrEnum):
     """The embeddings backend is not installed on the server: :class:`FailedPrecondition`."""
     RUNTIME_EXAMPLES_FULL = "RUNTIME_EXAMPLES_FULL"
     """The run-time example store is full: :class:`ResourceExhausted`."""
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
+    """The request bytes do not decode as the method's request message (a client built
+    from other ``.proto`` files, or a corrupted message): :class:`InvalidArgument`."""
+    METADATA_TOO_LARGE = "METADATA_TOO_LARGE"
+    """The request metadata (headers) exceed the server's limit: :class:`ResourceExhausted`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,11 +166,15 @@ async def create_server(
     )
     module = module or build_service(runtime)
     max_bytes = settings.core.max_message_bytes
+    metadata_bytes = settings.core.transport_metadata_bytes
     server = grpc.aio.server(
         interceptors=observability.server_interceptors(),
         options=[
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),
+            # soft = hard: one deterministic limit, not a random refusal between them
+            ("grpc.max_metadata_size", metadata_bytes),
+            ("grpc.absolute_max_metadata_size", metadata_bytes),
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=settings.core.max_concurrent_rpcs,

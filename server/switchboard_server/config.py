@@ -81,6 +81,13 @@ class CoreSettings(BaseSettings):
         ge=4096,
         description="Largest gRPC message the server accepts or sends.",
     )
+    max_metadata_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request metadata (headers, as HTTP/2 counts them) a server reads; "
+        "more is answered RESOURCE_EXHAUSTED, reason METADATA_TOO_LARGE.",
+    )
     max_concurrent_rpcs: int | None = Field(
         default=None, ge=1, description="Cap on concurrent RPCs per server; unset means no cap."
     )
@@ -95,6 +102,15 @@ class CoreSettings(BaseSettings):
         description="Event loop a server runs on: uvloop (libuv; less CPU per RPC) or "
         "asyncio (the standard library's).",
     )
+
+    @property
+    def transport_metadata_bytes(self) -> int:
+        """grpc's own limit on request metadata: well above ``max_metadata_bytes`` and
+        above what an Envoy forwards (``SWITCHBOARD_MESH_MAX_REQUEST_HEADERS_KB`` plus
+        its headroom), so the server answers oversized metadata itself, with a status
+        that says so, instead of grpc refusing it at random between its soft and hard
+        limits (8 and 16 KiB by default)."""
+        return max(4 * self.max_metadata_bytes, 128 * 1024)
 
     def port_for(self, service: ServiceName) -> int:
         return DEFAULT_PORTS[service] if self.port is None else self.port

@@ -51,6 +51,10 @@ class ErrorReason(StrEnum):
     """FAILED_PRECONDITION: the embeddings backend is asked for but not installed."""
     RUNTIME_EXAMPLES_FULL = "RUNTIME_EXAMPLES_FULL"
     """RESOURCE_EXHAUSTED: the run-time example store holds its maximum."""
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
+    """INVALID_ARGUMENT: the request bytes do not decode as the method's request message."""
+    METADATA_TOO_LARGE = "METADATA_TOO_LARGE"
+    """RESOURCE_EXHAUSTED: the request metadata (headers) exceed the server's limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,11 @@ class FieldViolation:
 
     field: str
     description: str
+
+
+def describe(violations: Sequence[FieldViolation]) -> str:
+    """``field: description; field: description; ...``"""
+    return "; ".join(f"{v.field}: {v.description}" for v in violations)
 
 
 class SwitchboardError(Exception):
@@ -80,7 +89,11 @@ class SwitchboardError(Exception):
 
 
 class InvalidArgument(SwitchboardError):
-    """The request is malformed; ``violations`` names every bad field."""
+    """The request is malformed; ``violations`` names every bad field.
+
+    Without ``message`` the message lists the violations (``describes_violations``),
+    and the gRPC mapping may shorten that list to bound the answer's size.
+    """
 
     default_reason = ErrorReason.INVALID_ARGUMENT
 
@@ -93,8 +106,9 @@ class InvalidArgument(SwitchboardError):
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         self.violations = tuple(violations)
+        self.describes_violations = message is None
         if message is None:
-            message = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+            message = describe(self.violations)
         super().__init__(message, reason=reason, metadata=metadata)
 
     @classmethod

@@ -76,6 +76,7 @@ class Observability:
                 metrics=self.server_metrics,
                 spans=ServerSpans(self.tracer_provider) if self.tracing else None,
                 propagate_trace_context=not self.tracing,
+                max_metadata_bytes=self.settings.core.max_metadata_bytes,
             )
         ]
 
