@@ -60,6 +60,19 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
+def transport_metadata_bytes(settings: Settings) -> int:
+    """grpc's own limit on request metadata, set as both its soft and hard limit.
+
+    Twice what the server reads (``SWITCHBOARD_MAX_METADATA_BYTES``) or what a sidecar
+    forwards, whichever is more: the interceptor, not grpc, answers oversized metadata,
+    with RESOURCE_EXHAUSTED and reason METADATA_TOO_LARGE. grpc's defaults (8 KiB soft,
+    16 KiB hard) would refuse between the two at random, with a message that echoes the
+    headers, before any interceptor code runs.
+    """
+    forwarded = 1024 * settings.mesh.ingress_headers_kb
+    return 2 * max(settings.core.max_metadata_bytes, forwarded)
+
+
 class _GenericHandlersOnly:
     """The server as the generated ``add_*_to_server`` functions see it: each service is
     added as a generic handler only.
@@ -166,7 +179,7 @@ async def create_server(
     )
     module = module or build_service(runtime)
     max_bytes = settings.core.max_message_bytes
-    metadata_bytes = settings.core.transport_metadata_bytes
+    metadata_bytes = transport_metadata_bytes(settings)
     server = grpc.aio.server(
         interceptors=observability.server_interceptors(),
         options=[

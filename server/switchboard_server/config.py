@@ -103,15 +103,6 @@ class CoreSettings(BaseSettings):
         "asyncio (the standard library's).",
     )
 
-    @property
-    def transport_metadata_bytes(self) -> int:
-        """grpc's own limit on request metadata: well above ``max_metadata_bytes`` and
-        above what an Envoy forwards (``SWITCHBOARD_MESH_MAX_REQUEST_HEADERS_KB`` plus
-        its headroom), so the server answers oversized metadata itself, with a status
-        that says so, instead of grpc refusing it at random between its soft and hard
-        limits (8 and 16 KiB by default)."""
-        return max(4 * self.max_metadata_bytes, 128 * 1024)
-
     def port_for(self, service: ServiceName) -> int:
         return DEFAULT_PORTS[service] if self.port is None else self.port
 
