@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -83,17 +84,22 @@ async def call_raw(
     responses: list[bytes] = []
     try:
         if client_streaming:
-            call = channel.stream_stream(path)(iter(body), timeout=10)
+            call = channel.stream_stream(path, None, None)(iter(body), timeout=10)
             async for response in call:
                 responses.append(response)
         elif server_streaming:
-            async for response in channel.unary_stream(path)(body[0], timeout=10):
+            async for response in channel.unary_stream(path, None, None)(body[0], timeout=10):
                 responses.append(response)
         else:
-            responses.append(await channel.unary_unary(path)(body[0], timeout=10))
+            responses.append(await channel.unary_unary(path, None, None)(body[0], timeout=10))
     except grpc.aio.AioRpcError as exc:
         return responses, exc
     raise AssertionError(f"{path} answered {responses!r}")
+
+
+def trailers(exc: grpc.aio.AioRpcError) -> dict[str, str | bytes]:
+    metadata: Any = exc.trailing_metadata() or ()
+    return dict(metadata)
 
 
 def handled(running: RunningServices, server: ServiceName, path: str, code: str) -> float:
@@ -117,7 +123,7 @@ def assert_refused(exc: grpc.aio.AioRpcError, code: grpc.StatusCode, reason: str
     assert exc.code() == code, exc.details()
     info, _ = error_details(exc)
     assert info.reason == reason
-    assert dict(exc.trailing_metadata() or ()).get("x-correlation-id")
+    assert trailers(exc).get("x-correlation-id")
     assert not any(text in (exc.details() or "") for text in DECODER_TEXT), exc.details()
 
 
@@ -208,14 +214,13 @@ async def test_a_hundred_blank_texts_read_in_a_default_client(running: RunningSe
         await stub.ClassifyBatch(cls_pb.ClassifyBatchRequest(texts=[""] * 100), timeout=10)
     exc = err.value
     info, fields = error_details(exc)
-    trailers = dict(exc.trailing_metadata() or ())
 
     assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert fields == [f"texts[{i}]" for i in range(20)]
     assert (exc.details() or "").endswith("(and 80 more field violations)")
     assert info.metadata["field_violations"] == "100"
     assert len((exc.details() or "").encode()) <= MAX_MESSAGE_SENT
-    assert len(trailers["grpc-status-details-bin"]) <= MAX_DETAILS
+    assert len(trailers(exc)["grpc-status-details-bin"]) <= MAX_DETAILS
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -282,12 +287,12 @@ async def test_the_largest_error_answers_read_in_a_default_client() -> None:
                 codes = set()
                 for _ in range(100):
                     with pytest.raises(grpc.aio.AioRpcError) as err:
-                        await channel.unary_unary("/test.Errors/Fail")(body, timeout=10)
+                        await channel.unary_unary("/test.Errors/Fail", None, None)(body, timeout=10)
                     info, _ = error_details(err.value)  # the Status matches grpc-message
                     assert info.reason == error.reason.value
                     codes.add(err.value.code())
                 assert codes == {code_for(error)}
-                size = len(dict(err.value.trailing_metadata() or ())["grpc-status-details-bin"])
+                size = len(trailers(err.value)["grpc-status-details-bin"])
                 assert size <= MAX_DETAILS
     finally:
         await server.stop(0)

@@ -35,6 +35,7 @@ def received(error: errors.SwitchboardError) -> grpc.aio.AioRpcError:
         grpc.aio.Metadata(),
         grpc.aio.Metadata(*status.trailing_metadata),
         status.details,
+        None,
     )
 
 
