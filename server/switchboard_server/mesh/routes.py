@@ -6,6 +6,8 @@ Retries only where the method is idempotent; a caller's ``grpc-timeout`` bounds 
 
 from __future__ import annotations
 
+import re
+
 from switchboard_server.mesh.envoy_config import Config, seconds, typed
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import ServiceSpec
@@ -54,6 +56,18 @@ def route_action(cluster: str, timeout_s: float, settings: MeshSettings, *, retr
     return action
 
 
+def methods_regex(spec: ServiceSpec) -> str:
+    """``/pkg.Service/`` and one of the service's methods, nothing else.
+
+    A method the service does not have then matches no route and the Envoy answers
+    UNIMPLEMENTED itself: from the app, UNIMPLEMENTED (HTTP 501 to outlier detection)
+    would count as the replica's failure, and a caller with newer protos could eject
+    healthy replicas one after the other.
+    """
+    names = "|".join(re.escape(method) for method in spec.methods)
+    return f"^/{re.escape(spec.grpc_service)}/({names})$"
+
+
 def service_routes(
     spec: ServiceSpec, cluster: str, settings: MeshSettings, *, retries: bool
 ) -> list[Config]:
@@ -78,7 +92,7 @@ def service_routes(
     routes.append(
         {
             "name": spec.name,
-            "match": {"prefix": prefix, "grpc": {}},
+            "match": {"safe_regex": {"regex": methods_regex(spec)}, "grpc": {}},
             "route": route_action(
                 cluster, spec.default.timeout_s, settings, retry=retries and spec.default.idempotent
             ),
