@@ -8,6 +8,7 @@ directly from the real services are in tests/integration/test_wire_robustness.py
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -252,3 +253,78 @@ async def test_a_callers_errors_never_eject_a_replica(topology: Topology, tmp_pa
     assert after_callers == {"classification": 0, "context": 0}
     assert after_failures["classification"] >= 1
     assert after_failures["context"] >= 1
+
+
+async def grpc_js(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Results of ``calls`` made by a default @grpc/grpc-js client (one per repeat)."""
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(Path(__file__).with_name("grpc_js_client.js")),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(json.dumps(calls).encode()), 120)
+    assert proc.returncode == 0, err.decode()
+    return [json.loads(line) for line in out.decode().splitlines()]
+
+
+async def test_a_default_grpc_js_client_reads_every_refusal(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """The Node.js client of the issue, with no options, directly and through the edge."""
+    topo = sub_topology(topology, {"classification": 1, "context": 1})
+    async with running_mesh(topo, MeshSettings(), tmp_path) as mesh:
+        await wait_healthy(mesh, "classification", 1)
+        await wait_healthy(mesh, "context", 1)
+        apps = {r.service: f"127.0.0.1:{r.app_port}" for r in mesh.plan.all_replicas()}
+        blanks = cls_pb.ClassifyBatchRequest(texts=[""] * 100).SerializeToString().hex()
+        one = cls_pb.ClassifyRequest(text="x").SerializeToString().hex()
+        cases: list[tuple[dict[str, Any], int, str]] = []
+        for classification, context in (
+            (apps["classification"], apps["context"]),
+            (mesh.edge, mesh.edge),
+        ):
+            cases += [
+                (
+                    {"target": classification, "path": CLASSIFY, "body_hex": GARBAGE.hex()},
+                    grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                    "MALFORMED_REQUEST",
+                ),
+                (
+                    {
+                        "target": classification,
+                        "path": f"/{CLASSIFICATION}/ClassifyBatch",
+                        "body_hex": blanks,
+                    },
+                    grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                    "INVALID_ARGUMENT",
+                ),
+                (
+                    {
+                        "target": context,
+                        "path": f"/{CONTEXT}/AppendMemory",
+                        "body_hex": APPEND.SerializeToString().hex(),
+                        "metadata": {"k" * 40_000: "v"},
+                    },
+                    grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+                    "METADATA_TOO_LARGE",
+                ),
+            ]
+        first = await grpc_js([{**call, "repeat": 5} for call, _, _ in cases])
+        mesh.modules["classification-0"].state.mode = "huge_error"
+        targets = (apps["classification"], mesh.edge)
+        huge = await grpc_js(
+            [{"target": t, "path": CLASSIFY, "body_hex": one, "repeat": 20} for t in targets]
+        )
+
+    assert len(first) == 5 * len(cases)
+    for result in first:
+        _, code, reason = cases[result["index"]]
+        assert (result["code"], result["correlation"]) == (code, True), result
+        assert reason in result["status_details"]
+        assert result["details_bin_bytes"] <= MAX_DETAILS
+    assert len(huge) == 40
+    assert {r["code"] for r in huge} == {grpc.StatusCode.INVALID_ARGUMENT.value[0]}
+    assert max(r["details_bin_bytes"] for r in huge) <= MAX_DETAILS
+    assert max(r["details_bytes"] for r in huge) <= 1024
