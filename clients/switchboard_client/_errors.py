@@ -61,6 +61,11 @@ class ErrorReason(StrEnum):
     """The run-time example store is full: :class:`ResourceExhausted`."""
     REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
     """The request_id was used before for a different request: :class:`AlreadyExists`."""
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
+    """The request bytes do not decode as the method's request message (a client built
+    from other ``.proto`` files, or a corrupted message): :class:`InvalidArgument`."""
+    METADATA_TOO_LARGE = "METADATA_TOO_LARGE"
+    """The request metadata (headers) exceed the server's limit: :class:`ResourceExhausted`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,19 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
+def transport_metadata_bytes(settings: Settings) -> int:
+    """grpc's own limit on request metadata, set as both its soft and hard limit.
+
+    Twice what the server reads (``SWITCHBOARD_MAX_METADATA_BYTES``) or what a sidecar
+    forwards, whichever is more: the interceptor, not grpc, answers oversized metadata,
+    with RESOURCE_EXHAUSTED and reason METADATA_TOO_LARGE. grpc's defaults (8 KiB soft,
+    16 KiB hard) would refuse between the two at random, with a message that echoes the
+    headers, before any interceptor code runs.
+    """
+    forwarded = 1024 * settings.mesh.ingress_headers_kb
+    return 2 * max(settings.core.max_metadata_bytes, forwarded)
+
+
 class _GenericHandlersOnly:
     """The server as the generated ``add_*_to_server`` functions see it: each service is
     added as a generic handler only.
@@ -177,11 +190,15 @@ async def create_server(
     )
     module = module or build_service(runtime)
     max_bytes = settings.core.max_message_bytes
+    metadata_bytes = transport_metadata_bytes(settings)
     server = grpc.aio.server(
         interceptors=observability.server_interceptors(),
         options=[
             ("grpc.max_receive_message_length", max_bytes),
             ("grpc.max_send_message_length", max_bytes),
+            # soft = hard: one deterministic limit, not a random refusal between them
+            ("grpc.max_metadata_size", metadata_bytes),
+            ("grpc.absolute_max_metadata_size", metadata_bytes),
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=settings.core.max_concurrent_rpcs,

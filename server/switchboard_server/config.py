@@ -81,6 +81,13 @@ class CoreSettings(BaseSettings):
         ge=4096,
         description="Largest gRPC message the server accepts or sends.",
     )
+    max_metadata_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request metadata (headers, as HTTP/2 counts them) a server reads; "
+        "more is answered RESOURCE_EXHAUSTED, reason METADATA_TOO_LARGE.",
+    )
     max_concurrent_rpcs: int | None = Field(
         default=None, ge=1, description="Cap on concurrent RPCs per server; unset means no cap."
     )

@@ -53,6 +53,10 @@ class ErrorReason(StrEnum):
     """RESOURCE_EXHAUSTED: the run-time example store holds its maximum."""
     REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
     """ALREADY_EXISTS: the request_id was used before for a different request."""
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
+    """INVALID_ARGUMENT: the request bytes do not decode as the method's request message."""
+    METADATA_TOO_LARGE = "METADATA_TOO_LARGE"
+    """RESOURCE_EXHAUSTED: the request metadata (headers) exceed the server's limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,11 @@ class FieldViolation:
 
     field: str
     description: str
+
+
+def describe(violations: Sequence[FieldViolation]) -> str:
+    """``field: description; field: description; ...``"""
+    return "; ".join(f"{v.field}: {v.description}" for v in violations)
 
 
 class SwitchboardError(Exception):
@@ -82,7 +91,11 @@ class SwitchboardError(Exception):
 
 
 class InvalidArgument(SwitchboardError):
-    """The request is malformed; ``violations`` names every bad field."""
+    """The request is malformed; ``violations`` names every bad field.
+
+    Without ``message`` the message lists the violations (``describes_violations``),
+    and the gRPC mapping may shorten that list to bound the answer's size.
+    """
 
     default_reason = ErrorReason.INVALID_ARGUMENT
 
@@ -95,8 +108,9 @@ class InvalidArgument(SwitchboardError):
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         self.violations = tuple(violations)
+        self.describes_violations = message is None
         if message is None:
-            message = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+            message = describe(self.violations)
         super().__init__(message, reason=reason, metadata=metadata)
 
     @classmethod

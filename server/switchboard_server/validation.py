@@ -19,6 +19,16 @@ SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 INTENT_PATH_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}(/[a-z0-9_-]{1,64}){0,2}$")
 MAX_METADATA_KEYS = 16
 MAX_METADATA_VALUE_BYTES = 512
+MAX_ECHOED_CHARS = 32
+
+
+def echoed(value: str) -> str:
+    """A caller's string as an error shows it: quoted, escaped to ASCII, and cut to
+    ``MAX_ECHOED_CHARS`` (``'abc...'``) so an answer never repeats a huge input."""
+    quoted = ascii(value[:MAX_ECHOED_CHARS])
+    if len(value) <= MAX_ECHOED_CHARS:
+        return quoted
+    return f"{quoted[:-1]}...{quoted[-1]}"
 
 
 class Violations:
@@ -108,8 +118,9 @@ class Violations:
         if len(value) > MAX_METADATA_KEYS:
             self.add(field, f"holds {len(value)} keys; the limit is {MAX_METADATA_KEYS}")
         for key, item in value.items():
+            path = f"{field}[{echoed(key)}]"
             if not key or len(key) > 64:
-                self.add(f"{field}[{key!r}]", "keys must be 1-64 characters")
+                self.add(path, "keys must be 1-64 characters")
             if len(item.encode("utf-8")) > MAX_METADATA_VALUE_BYTES:
-                self.add(f"{field}[{key!r}]", f"value exceeds {MAX_METADATA_VALUE_BYTES} bytes")
+                self.add(path, f"value exceeds {MAX_METADATA_VALUE_BYTES} bytes")
         return dict(value)

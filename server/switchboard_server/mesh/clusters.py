@@ -4,7 +4,19 @@ and active gRPC health checks (service name set).
 Every cluster balances by least request with two random choices: a replica that answers
 slowly or not at all holds more requests in flight, so it gets fewer new ones (round
 robin would keep feeding it, and with a fixed call pattern per turn it split methods
-between replicas)."""
+between replicas).
+
+Outlier detection counts only an upstream's own failures. Envoy maps a trailers-only
+``grpc-status`` to an HTTP code (INTERNAL, UNKNOWN, DATA_LOSS -> 500, UNIMPLEMENTED ->
+501, UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504) and counts only 5xx, so a caller's
+INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION, OUT_OF_RANGE (400,
+404, 409), PERMISSION_DENIED (403) or RESOURCE_EXHAUSTED (429) never counts; the apps
+answer undecodable requests INVALID_ARGUMENT rather than UNKNOWN for that reason.
+Local-origin failures (connect failures, resets, per-try timeouts) are counted apart
+from the answers the app sent (``split_external_local_origin_errors``), and the
+listeners' header limits (render.py) keep a caller's oversized request from ever
+becoming a reset between two hops.
+"""
 
 from __future__ import annotations
 
@@ -70,10 +82,13 @@ def cluster(
             }
         ]
         config["outlier_detection"] = {
+            "split_external_local_origin_errors": True,
             "consecutive_5xx": settings.outlier_consecutive_5xx,
             "consecutive_gateway_failure": settings.outlier_consecutive_gateway_failure,
+            "consecutive_local_origin_failure": settings.outlier_consecutive_local_origin_failure,
             "enforcing_consecutive_5xx": 100,
             "enforcing_consecutive_gateway_failure": 100,
+            "enforcing_consecutive_local_origin_failure": 100,
             "interval": seconds(settings.outlier_interval_s),
             "base_ejection_time": seconds(settings.outlier_base_ejection_s),
             "max_ejection_percent": settings.outlier_max_ejection_percent,

@@ -183,6 +183,17 @@ def _http_filters(
     return filters
 
 
+def request_headers_kb(settings: MeshSettings, *, ingress: bool) -> int:
+    """The header limit of a listener. A sidecar's ingress accepts a little more than
+    the edge and egress listeners in front of it: what one hop forwards is never reset
+    by the next (a reset would reach the caller as UNAVAILABLE and count against a
+    healthy replica). The apps' own limit is higher still, so a request over
+    ``SWITCHBOARD_MAX_METADATA_BYTES`` is answered by the app, with a status that says
+    so; only over this limit does Envoy refuse, by resetting the stream (HTTP/2 has no
+    other answer for a header block it will not read)."""
+    return settings.ingress_headers_kb if ingress else settings.max_request_headers_kb
+
+
 def _listener(
     name: str,
     host: str,
@@ -209,6 +220,7 @@ def _listener(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix=name,
         codec_type="AUTO",
+        max_request_headers_kb=request_headers_kb(settings, ingress=ingress),
         http2_protocol_options={},
         generate_request_id=True,
         access_log=_access_log(),

@@ -8,6 +8,8 @@ sent none.
 
 from __future__ import annotations
 
+import re
+
 from switchboard_server.mesh.envoy_config import Config, seconds, typed
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import MethodPolicy, ServiceSpec
@@ -111,6 +113,18 @@ def grpc_match(*, grpc_web: bool = False) -> Config:
     return {"headers": [content_type]}
 
 
+def methods_regex(spec: ServiceSpec) -> str:
+    """``/pkg.Service/`` and one of the service's methods, nothing else.
+
+    A method the service does not have then matches no route and the Envoy answers
+    UNIMPLEMENTED itself: from the app, UNIMPLEMENTED (HTTP 501 to outlier detection)
+    would count as the replica's failure, and a caller with newer protos could eject
+    healthy replicas one after the other.
+    """
+    names = "|".join(re.escape(method) for method in spec.methods)
+    return f"^/{re.escape(spec.grpc_service)}/({names})$"
+
+
 def service_routes(
     spec: ServiceSpec,
     cluster: str,
@@ -136,7 +150,7 @@ def service_routes(
     routes.append(
         {
             "name": spec.name,
-            "match": {"prefix": prefix, **kind},
+            "match": {"safe_regex": {"regex": methods_regex(spec)}, **kind},
             "route": _route(cluster, spec.default, settings, retries=retries),
         }
     )

@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # What a browser sends in `Origin`: scheme, host and an optional port, nothing else.
 _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?")
 
+# What a hop may add to a request's headers (x-request-id, x-forwarded-proto,
+# x-envoy-expected-rq-timeout-ms, traceparent, ...) is well under this.
+INGRESS_HEADERS_HEADROOM_KB = 4
+
 
 class MeshSettings(BaseSettings):
     """Ports and policies of ``switchboard up`` and of every rendered Envoy config."""
@@ -139,12 +143,37 @@ class MeshSettings(BaseSettings):
         default=16, ge=1, description="Circuit breaker: concurrent retries per cluster."
     )
 
+    # -- request size --------------------------------------------------------------------
+    max_request_headers_kb: int = Field(
+        default=60,
+        ge=1,
+        le=4096,
+        description="Largest request header block (KiB) the edge and egress listeners accept; "
+        "sidecar ingress accepts 4 KiB more. Over it Envoy resets the stream.",
+    )
+
+    @property
+    def ingress_headers_kb(self) -> int:
+        """The header limit of a sidecar's ingress: a little over the edge's and the
+        egress listeners', so what one hop forwards is never reset by the next."""
+        return self.max_request_headers_kb + INGRESS_HEADERS_HEADROOM_KB
+
     # -- outlier detection -----------------------------------------------------------------
     outlier_consecutive_5xx: int = Field(
-        default=5, ge=1, description="Consecutive 5xx (gRPC errors mapped) that eject a host."
+        default=5,
+        ge=1,
+        description="Consecutive 5xx the app answered (INTERNAL, UNKNOWN, UNAVAILABLE, "
+        "DEADLINE_EXCEEDED, ...) that eject a host.",
     )
     outlier_consecutive_gateway_failure: int = Field(
-        default=3, ge=1, description="Consecutive UNAVAILABLE/connect failures that eject."
+        default=3,
+        ge=1,
+        description="Consecutive UNAVAILABLE/DEADLINE_EXCEEDED the app answered that eject.",
+    )
+    outlier_consecutive_local_origin_failure: int = Field(
+        default=3,
+        ge=1,
+        description="Consecutive connect failures, resets and timeouts that eject a host.",
     )
     outlier_interval_s: float = Field(
         default=1.0, gt=0, description="Outlier detection sweep interval."

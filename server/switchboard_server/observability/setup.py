@@ -74,7 +74,9 @@ class Observability:
         the caller's ``traceparent``, current for the rest), then ours: correlation,
         error mapping, RED metrics and the access line."""
         ours = ServerInterceptor(
-            metrics=self.server_metrics, propagate_trace_context=not self.tracing
+            metrics=self.server_metrics,
+            propagate_trace_context=not self.tracing,
+            max_metadata_bytes=self.settings.core.max_metadata_bytes,
         )
         if not self.tracing:
             return [ours]
