@@ -8,6 +8,7 @@
         response = await client.chat("what is switchboard?", session_id="s-1")
 """
 
+from switchboard_client._base import REQUEST_ID_HEADER
 from switchboard_client._classification import ClassificationClient
 from switchboard_client._config import DEFAULT_TARGET, ConnectConfig
 from switchboard_client._context import ContextClient
@@ -32,6 +33,7 @@ from switchboard_client._orchestration import OrchestrationClient
 
 __all__ = [
     "DEFAULT_TARGET",
+    "REQUEST_ID_HEADER",
     "AlreadyExists",
     "Cancelled",
     "ClassificationClient",

@@ -15,6 +15,11 @@ from switchboard_client._errors import from_rpc_error
 
 R = TypeVar("R")
 
+REQUEST_ID_HEADER = "x-switchboard-request-id"
+"""The metadata key that repeats a write's body ``request_id``: the mesh sees it and may
+resend a keyed write (the server deduplicates it); a server refuses a request whose
+header and body key disagree."""
+
 
 def request_id_or_new(request_id: str | None) -> str:
     """``request_id``, or a fresh UUID (the idempotency key of one logical call)."""
@@ -65,10 +70,15 @@ class BaseClient(abc.ABC):
             await self._channel.close(None)
             self._channel = None
 
-    def _options(self, timeout_s: float | None, correlation_id: str | None) -> dict[str, Any]:
+    def _options(
+        self, timeout_s: float | None, correlation_id: str | None, request_id: str = ""
+    ) -> dict[str, Any]:
+        """Call options; a write's ``request_id`` also goes out as :data:`REQUEST_ID_HEADER`."""
         metadata = list(self.config.metadata)
         if correlation_id:
             metadata.append(("x-correlation-id", correlation_id))
+        if request_id:
+            metadata.append((REQUEST_ID_HEADER, request_id))
         return {
             "timeout": self.config.timeout_s if timeout_s is None else timeout_s,
             "metadata": tuple(metadata),

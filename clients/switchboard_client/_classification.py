@@ -79,7 +79,9 @@ class ClassificationClient(BaseClient):
             examples=[pb.Example(text=text, intent=intent) for text, intent in examples],
             request_id=request_id_or_new(request_id),
         )
-        return await self._unary(self._stub.AddExamples, request, **self._options(timeout_s, None))
+        return await self._unary(
+            self._stub.AddExamples, request, **self._options(timeout_s, None, request.request_id)
+        )
 
     async def list_intents(self, *, timeout_s: float | None = None) -> pb.ListIntentsResponse:
         self.channel  # noqa: B018

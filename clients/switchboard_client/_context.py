@@ -60,7 +60,9 @@ class ContextClient(BaseClient):
             entries=list(entries),
             request_id=request_id_or_new(request_id),
         )
-        return await self._unary(self._stub.AppendMemory, request, **self._options(timeout_s, None))
+        return await self._unary(
+            self._stub.AppendMemory, request, **self._options(timeout_s, None, request.request_id)
+        )
 
     async def get_memory_stats(
         self, session_id: str, *, timeout_s: float | None = None
@@ -86,7 +88,7 @@ class ContextClient(BaseClient):
             session_id=session_id, request_id=request_id_or_new(request_id)
         )
         response = await self._unary(
-            self._stub.ClearMemory, request, **self._options(timeout_s, None)
+            self._stub.ClearMemory, request, **self._options(timeout_s, None, request.request_id)
         )
         return response.deleted_count
 
@@ -115,7 +117,9 @@ class ContextClient(BaseClient):
             documents=docs, request_id=request_id_or_new(request_id)
         )
         return await self._unary(
-            self._stub.IngestDocuments, request, **self._options(timeout_s, None)
+            self._stub.IngestDocuments,
+            request,
+            **self._options(timeout_s, None, request.request_id),
         )
 
     async def delete_documents(
@@ -136,5 +140,7 @@ class ContextClient(BaseClient):
             document_ids=list(document_ids), request_id=request_id_or_new(request_id)
         )
         return await self._unary(
-            self._stub.DeleteDocuments, request, **self._options(timeout_s, None)
+            self._stub.DeleteDocuments,
+            request,
+            **self._options(timeout_s, None, request.request_id),
         )

@@ -60,7 +60,7 @@ class OrchestrationClient(BaseClient):
             request_id=request_id_or_new(request_id),
         )
         return await self._unary(
-            self._stub.Chat, request, **self._options(timeout_s, correlation_id)
+            self._stub.Chat, request, **self._options(timeout_s, correlation_id, request.request_id)
         )
 
     async def chat_stream(
@@ -90,7 +90,9 @@ class OrchestrationClient(BaseClient):
         )
         event: pb.ChatStreamResponse
         async for event in self._stream(
-            self._stub.ChatStream, request, **self._options(timeout_s, correlation_id)
+            self._stub.ChatStream,
+            request,
+            **self._options(timeout_s, correlation_id, request.request_id),
         ):
             yield event
 

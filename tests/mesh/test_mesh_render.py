@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import uuid
 from pathlib import Path
 
 import grpc
@@ -277,3 +279,70 @@ def test_one_span_per_envoy_hop_unless_upstream_spans_are_asked_for(
     }
     untraced = render_all(plan, settings, "")
     assert all("tracing" not in hcm for c in untraced.values() for hcm in _hcms(c).values())
+
+
+KEYED_WRITES = {
+    "orchestration": ["Chat"],
+    "classification": ["AddExamples"],
+    "context": ["AppendMemory", "ClearMemory", "IngestDocuments", "DeleteDocuments"],
+}
+
+
+def _route_list(config: dict, listener: str | None = None) -> list[dict]:  # type: ignore[type-arg]
+    listeners = config["static_resources"]["listeners"]
+    found = (
+        listeners[0] if listener is None else next(x for x in listeners if x["name"] == listener)
+    )
+    hcm = found["filter_chains"][0]["filters"][0]["typed_config"]
+    routes: list[dict] = hcm["route_config"]["virtual_hosts"][0]["routes"]  # type: ignore[type-arg]
+    return routes
+
+
+def test_a_write_that_carries_its_key_is_retried_like_an_idempotent_method(
+    topology: Topology,
+) -> None:
+    """At the edge and at every egress, each unary write has a keyed route (the request_id
+    header, UUID-shaped) with the full retry policy and a per-try timeout, placed before
+    the write's safe-only route; a sidecar's ingress and the streams have none."""
+    settings = MeshSettings()
+    plan = make_plan(topology, settings)
+    orchestration = plan.replicas["orchestration"][0]
+    sidecar = render_sidecar(plan, orchestration, settings)
+    callers = {
+        "edge": (_route_list(render_edge(plan, settings)), list(KEYED_WRITES)),
+        "egress_context": (_route_list(sidecar, "egress_context"), ["context"]),
+        "egress_classification": (
+            _route_list(sidecar, "egress_classification"),
+            ["classification"],
+        ),
+    }
+    per_try = {"Chat": "5.000s", "AddExamples": "10.000s", "AppendMemory": "0.500s"}
+    per_try |= {"ClearMemory": "0.500s", "IngestDocuments": "30.000s"}
+    per_try |= {"DeleteDocuments": "10.000s"}
+    for where, (routes, services) in callers.items():
+        names = [r["name"] for r in routes]
+        for service in services:
+            for method in KEYED_WRITES[service]:
+                name = f"{service}.{method}"
+                keyed = routes[names.index(f"{name}.keyed")]
+                assert names.index(f"{name}.keyed") + 1 == names.index(name), where
+                assert keyed["match"]["path"].endswith(f"Service/{method}")
+                header = keyed["match"]["headers"][-1]
+                assert header["name"] == "x-switchboard-request-id"
+                regex = header["string_match"]["safe_regex"]["regex"]
+                assert re.fullmatch(regex, str(uuid.uuid4()))
+                assert not re.fullmatch(regex, "not-a-uuid")
+                policy = keyed["route"]["retry_policy"]
+                assert "unavailable" in policy["retry_on"].split(","), (where, name)
+                assert "reset" in policy["retry_on"].split(",")
+                assert policy["per_try_timeout"] == per_try[method], (where, name)
+                unkeyed = routes[names.index(name)]["route"]["retry_policy"]
+                assert "unavailable" not in unkeyed["retry_on"].split(",")
+                assert "per_try_timeout" not in unkeyed
+        for stream in ("orchestration.ChatStream", "classification.ClassifyStream"):
+            assert f"{stream}.keyed" not in names
+    # the edge also routes gRPC-Web by content type: the keyed route keeps that matcher
+    edge = {r["name"]: r for r in callers["edge"][0]}
+    assert edge["context.AppendMemory.keyed"]["match"]["headers"][0]["name"] == "content-type"
+    ingress = _route_list(render_sidecar(plan, plan.replicas["context"][0], settings), "ingress")
+    assert not [r["name"] for r in ingress if r["name"].endswith(".keyed")]

@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from switchboard.classification.v1 import classification_service_pb2 as cls_pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
 from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
+from switchboard_client import REQUEST_ID_HEADER
 from switchboard_server.mesh.envoy import counters
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Topology
@@ -274,6 +276,78 @@ async def test_a_hung_replica_is_ejected_within_a_second(
     # the ejection at once: update_merge_window 0)
     late = [latency for started, latency, _ in calls if started > ejected_at[0] + 0.1]
     assert len(late) > 50
+    assert max(late) < per_try
+
+
+async def _keyed_append(
+    stub: ctx_grpc.ContextServiceAsyncStub, session: str
+) -> ctx_pb.AppendMemoryResponse:
+    """An AppendMemory with its key in the body and in the request_id header."""
+    key = str(uuid.uuid4())
+    request = ctx_pb.AppendMemoryRequest(session_id=session, request_id=key)
+    return await stub.AppendMemory(request, metadata=((REQUEST_ID_HEADER, key),), timeout=5)
+
+
+async def test_keyed_appends_leave_a_hung_replica_within_a_try(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """SIGSTOP one of two context apps. A keyed AppendMemory sent to it is cut after its
+    0.5 s per-try timeout and resent to the other replica (a keyless one would wait out
+    its 2 s timeout and fail), and outlier detection ejects the hung replica. Every
+    call succeeds, lands once, and takes about one try at most."""
+    topo = sub_topology(topology, {"context": 2})
+    async with running_mesh(topo, MeshSettings(), tmp_path, processes={"context-0"}) as mesh:
+        await wait_healthy(mesh, "context", 2)
+        hung_port = mesh.plan.replicas["context"][0].sidecar_port
+        async with grpc.aio.insecure_channel(mesh.edge) as channel:
+            stub = ctx_grpc.ContextServiceStub(channel)
+            for i in range(200):  # until the edge has sent calls to both replicas
+                await _keyed_append(stub, f"warm-{i}")
+                sent = await _host_requests(mesh, "context")
+                if len(sent) == 2 and all(sent.values()):
+                    break
+            before = await mesh.edge_stats()
+            calls: list[tuple[str, float, float, str]] = []  # (session, start, latency, code)
+            ejected_at: list[float] = []
+
+            async def worker(n: int) -> None:
+                end = time.monotonic() + 3.0
+                while time.monotonic() < end:
+                    session = f"s-{n}-{len(calls)}"
+                    started = time.monotonic()
+                    try:
+                        await _keyed_append(stub, session)
+                        code = "OK"
+                    except grpc.aio.AioRpcError as exc:
+                        code = exc.code().name
+                    calls.append((session, started, time.monotonic() - started, code))
+                    await asyncio.sleep(0.02)
+
+            async def watch() -> None:
+                while not ejected_at:
+                    for address, flags, _ in (await mesh.edge_hosts())["context"]:
+                        if address.endswith(f":{hung_port}") and "failed_outlier_check" in flags:
+                            ejected_at.append(time.monotonic())
+                    await asyncio.sleep(0.02)
+
+            os.kill(mesh.app_processes["context-0"].pid, signal.SIGSTOP)
+            watcher = asyncio.create_task(watch())
+            await asyncio.gather(*(worker(n) for n in range(8)))
+            watcher.cancel()
+            after = await mesh.edge_stats()
+        good = mesh.modules["context-1"].state
+
+    per_try = 0.5  # AppendMemory's per_try_timeout_s in the topology
+    assert [code for *_, code in calls if code != "OK"] == []
+    assert [good.appended[session] for session, *_ in calls] == [1] * len(calls)  # once each
+    slow = [latency for _, _, latency, _ in calls if latency >= per_try]
+    assert slow  # some tries went to the hung replica and were resent
+    assert max(slow) < per_try + 0.75  # one cut try plus back-off, not the 2 s timeout
+    retried = "cluster.context.upstream_rq_retry"
+    assert after[retried] - before.get(retried, 0) >= len(slow)
+    assert ejected_at, "the hung replica was never ejected by outlier detection"
+    late = [latency for _, started, latency, _ in calls if started > ejected_at[0] + 0.1]
+    assert late
     assert max(late) < per_try
 
 

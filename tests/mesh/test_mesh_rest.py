@@ -291,3 +291,23 @@ def test_the_transcoder_sits_at_the_edge_only(topology: Topology) -> None:
     edge_off = render_edge(make_plan(topology, off), off)
     assert TRANSCODER not in _filters(edge_off)
     assert "local_reply_config" not in _hcm(edge_off)
+
+
+def test_a_keyed_chat_over_rest_sends_its_key_as_a_header_too(rest: httpx.Client) -> None:
+    """A REST caller sends the request_id in the body and the x-switchboard-request-id
+    header (which lets the edge resend the turn); a repeat answers the same turn, and a
+    header without the body's key is refused before anything is written."""
+    session = _session()
+    key = str(uuid.uuid4())
+    headers = {"x-switchboard-request-id": key}
+    url = f"/v1/sessions/{session}:chat"
+    body = {"message": "set an alarm for 7 am", "requestId": key}
+    first = rest.post(url, json=body, headers=headers)
+    again = rest.post(url, json=body, headers=headers)
+    assert first.status_code == again.status_code == 200, first.text
+    assert again.json()["turnIndex"] == first.json()["turnIndex"] == 0
+    assert again.json()["reply"] == first.json()["reply"]
+    lie = rest.post(url, json={"message": "set an alarm for 8 am"}, headers=headers)
+    assert _violations(_status(lie, 400, 3)) == ["request_id"]
+    turns = rest.get(f"/v1/sessions/{session}/turns").json()
+    assert turns["totalTurns"] == 1

@@ -102,6 +102,7 @@ def test_render_envoy_finds_the_packaged_topology_from_any_directory(tmp_path: P
 def test_a_per_try_timeout_is_inherited_and_must_be_positive(raw: dict[str, Any]) -> None:
     raw["services"]["context"]["default"]["per_try_timeout_s"] = 0.3
     raw["services"]["context"]["methods"]["WarmupCache"]["per_try_timeout_s"] = 5.0
+    del raw["services"]["context"]["methods"]["ClearMemory"]["per_try_timeout_s"]
     context = parse_topology(raw).services["context"]
     assert context.policy("GetMemoryStats").per_try_timeout_s == 0.3  # the default's
     assert context.policy("ClearMemory").per_try_timeout_s == 0.3  # listed, not set: inherited
@@ -111,3 +112,32 @@ def test_a_per_try_timeout_is_inherited_and_must_be_positive(raw: dict[str, Any]
         TopologyError, match=r"^services\.context\.methods\.GetContext\.per_try_timeout_s: "
     ):
         parse_topology(raw)
+
+
+def test_keyed_retry_is_for_unary_writes_only(raw: dict[str, Any]) -> None:
+    """A keyed retry on an idempotent method, a stream or a whole service is refused,
+    naming the field."""
+    topology = parse_topology(raw)
+    assert topology.services["context"].policy("AppendMemory").keyed_retry
+    assert not topology.services["context"].policy("GetMemoryStats").keyed_retry
+    cases = {
+        ("classification", "ClassifyStream"): "ClassifyStream streams",
+        ("orchestration", "ChatStream"): "ChatStream streams",
+        ("context", "WarmupCache"): "only for a method with idempotent: false",
+    }
+    for (service, method), problem in cases.items():
+        bad = copy.deepcopy(raw)
+        bad["services"][service]["methods"][method]["keyed_retry"] = True
+        with pytest.raises(TopologyError) as raised:
+            parse_topology(bad)
+        where = f"services.{service}.methods.{method}.keyed_retry: "
+        assert str(raised.value).startswith(where), raised.value
+        assert problem in str(raised.value)
+    bad = copy.deepcopy(raw)
+    bad["services"]["context"]["default"]["keyed_retry"] = True
+    with pytest.raises(TopologyError, match=r"^services\.context\.default\.keyed_retry: "):
+        parse_topology(bad)
+    bad = copy.deepcopy(raw)
+    bad["services"]["context"]["methods"]["AppendMemory"]["keyed_retry"] = "yes"
+    with pytest.raises(TopologyError, match=r"AppendMemory\.keyed_retry: "):
+        parse_topology(bad)

@@ -11,7 +11,7 @@ from switchboard.classification.v1 import classification_service_pb2_grpc as pb_
 from switchboard_server.classification import translate
 from switchboard_server.classification.domain import Classifier
 from switchboard_server.config import Settings
-from switchboard_server.request_keys import request_key
+from switchboard_server.request_keys import header_request_id, request_key
 from switchboard_server.validation import Violations
 
 
@@ -72,7 +72,7 @@ class ClassificationServicer(pb_grpc.ClassificationServiceServicer):
     ) -> pb.AddExamplesResponse:
         v = Violations()
         examples = translate.examples(v, request, self._settings)
-        key = request_key(v, request, request.request_id)
+        key = request_key(v, request, request.request_id, header_request_id(context))
         v.raise_if_any()
         added = await self._classifier.add_examples(examples, key=key)
         return translate.add_examples_response(added)

@@ -12,7 +12,7 @@ from switchboard_server.config import Settings
 from switchboard_server.context import translate
 from switchboard_server.context.domain import ContextService
 from switchboard_server.errors import ErrorReason, Unavailable
-from switchboard_server.request_keys import request_key
+from switchboard_server.request_keys import header_request_id, request_key
 from switchboard_server.validation import Violations
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -49,7 +49,7 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
         v = Violations()
         session_id = v.session_id("session_id", request.session_id)
         entries = translate.new_memories(v, request, self._settings)
-        key = request_key(v, request, request.request_id)
+        key = request_key(v, request, request.request_id, header_request_id(context))
         v.raise_if_any()
         result = await self.service.append_memory(session_id, entries, key=key)
         return pb.AppendMemoryResponse(
@@ -64,7 +64,7 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
         v = Violations()
         session_id = v.session_id("session_id", request.session_id)
         types = translate.memory_types(v, "memory_types", request.memory_types)
-        key = request_key(v, request, request.request_id)
+        key = request_key(v, request, request.request_id, header_request_id(context))
         v.raise_if_any()
         return pb.ClearMemoryResponse(
             deleted_count=await self.service.clear_memory(session_id, types, key=key)
@@ -84,7 +84,7 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
     ) -> pb.IngestDocumentsResponse:
         v = Violations()
         documents = translate.documents(v, request, self._settings)
-        key = request_key(v, request, request.request_id)
+        key = request_key(v, request, request.request_id, header_request_id(context))
         v.raise_if_any()
         result = await self.service.ingest(documents, key=key)
         return pb.IngestDocumentsResponse(
@@ -98,7 +98,7 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
     ) -> pb.DeleteDocumentsResponse:
         v = Violations()
         ids = translate.document_ids(v, request, self._settings)
-        key = request_key(v, request, request.request_id)
+        key = request_key(v, request, request.request_id, header_request_id(context))
         v.raise_if_any()
         result = await self.service.delete_documents(ids, key=key)
         return pb.DeleteDocumentsResponse(

@@ -2,7 +2,11 @@
 
 Every route retries a request that never reached an app (``SAFE_RETRY_ON``); only
 idempotent methods also retry failures an app may have acted on (``RETRY_ON``). A
-caller's ``grpc-timeout`` bounds the call (capped), the method's timeout does when it
+write with ``keyed_retry`` gets two routes at its callers: first one matching requests
+that carry their idempotency key in the ``x-switchboard-request-id`` header, retried
+like an idempotent method (the server deduplicates a resend and refuses a header that
+disagrees with the body's ``request_id``), then the safe-only route for keyless ones.
+A caller's ``grpc-timeout`` bounds the call (capped), the method's timeout does when it
 sent none.
 """
 
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from switchboard_client import REQUEST_ID_HEADER
 from switchboard_server.mesh.envoy_config import Config, seconds, typed
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import MethodPolicy, ServiceSpec
@@ -30,6 +35,9 @@ RETRY_ON = (
 # a refused connection goes back to the caller, marked, to try another replica.
 INGRESS_RETRY_ON = "refused-stream,reset-before-request"
 HEALTH_SERVICE = "grpc.health.v1.Health"
+# What a request_id looks like (RE2, matched against the whole header value): a request
+# whose header is anything else (or repeated) takes the safe-only route.
+UUID_REGEX = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
 def per_try_timeout(
@@ -140,6 +148,8 @@ def service_routes(
     for method in spec.methods:
         policy = spec.policy(method)
         if method in spec.overrides:
+            if retries and policy.keyed_retry:
+                routes.append(_keyed_route(spec, method, cluster, settings, kind))
             routes.append(
                 {
                     "name": f"{spec.name}.{method}",
@@ -155,6 +165,29 @@ def service_routes(
         }
     )
     return routes
+
+
+def keyed_match() -> Config:
+    """The header matcher of a request that carries a UUID-shaped idempotency key."""
+    return {"name": REQUEST_ID_HEADER, "string_match": {"safe_regex": {"regex": UUID_REGEX}}}
+
+
+def _keyed_route(
+    spec: ServiceSpec, method: str, cluster: str, settings: MeshSettings, kind: Config
+) -> Config:
+    """A write that carries its key: retried like an idempotent method, each try within
+    its per-try timeout (a hung replica's try is cut, resent elsewhere, and it is
+    ejected); a resend is answered with the first outcome."""
+    policy = spec.policy(method)
+    match: Config = {"path": f"/{spec.grpc_service}/{method}", **kind}
+    match["headers"] = [*kind.get("headers", []), keyed_match()]
+    return {
+        "name": f"{spec.name}.{method}.keyed",
+        "match": match,
+        "route": route_action(
+            cluster, policy.timeout_s, settings, retry=True, per_try_s=policy.per_try_timeout_s
+        ),
+    }
 
 
 def _route(cluster: str, policy: MethodPolicy, settings: MeshSettings, *, retries: bool) -> Config:

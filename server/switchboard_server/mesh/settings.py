@@ -83,8 +83,8 @@ class MeshSettings(BaseSettings):
         default=2,
         ge=0,
         le=10,
-        description="Retries after the first try; of a write, only of a request that never "
-        "reached an app.",
+        description="Retries after the first try; of a write without its key in the "
+        "x-switchboard-request-id header, only of a request that never reached an app.",
     )
     retry_per_try_timeout_s: float = Field(
         default=1.0,

@@ -52,6 +52,9 @@ class MethodPolicy:
     timeout_s: float
     idempotent: bool
     per_try_timeout_s: float | None = None  # None: from the settings (routes.per_try_timeout)
+    # A write that a caller's Envoy retries like an idempotent method when the request
+    # carries its idempotency key in the x-switchboard-request-id header.
+    keyed_retry: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,13 @@ def service_methods(grpc_service: str) -> tuple[str, ...]:
     return tuple(m.name for m in descriptor.methods)
 
 
+def streaming_methods(grpc_service: str) -> frozenset[str]:
+    """Methods of a gRPC service that stream a request or a response."""
+    module = importlib.import_module(_PB2_MODULES[grpc_service])
+    descriptor = module.DESCRIPTOR.services_by_name[grpc_service.rsplit(".", 1)[1]]
+    return frozenset(m.name for m in descriptor.methods if m.client_streaming or m.server_streaming)
+
+
 # -- the file's shape ------------------------------------------------------------------------
 # Strict: a port written "8080" or 8080.5 is an error, not silently coerced.
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -114,6 +124,7 @@ class _PolicyFile(BaseModel):
     timeout_s: float = Field(gt=0)
     idempotent: bool
     per_try_timeout_s: float | None = Field(default=None, gt=0)
+    keyed_retry: bool = False
 
 
 class _OverrideFile(BaseModel):
@@ -124,6 +135,7 @@ class _OverrideFile(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0)
     idempotent: bool | None = None
     per_try_timeout_s: float | None = Field(default=None, gt=0)
+    keyed_retry: bool | None = None
 
 
 class _ServiceFile(BaseModel):
@@ -187,7 +199,10 @@ def _service(name: str, raw: _ServiceFile) -> ServiceSpec:
         timeout_s=raw.default.timeout_s,
         idempotent=raw.default.idempotent,
         per_try_timeout_s=raw.default.per_try_timeout_s,
+        keyed_retry=raw.default.keyed_retry,
     )
+    _check_keyed(f"{where}.default", default, None, frozenset())
+    streams = streaming_methods(raw.grpc_service)
     overrides = {}
     for method, policy in raw.methods.items():
         if method not in methods:
@@ -200,7 +215,9 @@ def _service(name: str, raw: _ServiceFile) -> ServiceSpec:
                 if policy.per_try_timeout_s is None
                 else policy.per_try_timeout_s
             ),
+            keyed_retry=default.keyed_retry if policy.keyed_retry is None else policy.keyed_retry,
         )
+        _check_keyed(f"{where}.methods.{method}", overrides[method], method, streams)
     missing = [c for c in raw.calls if c not in raw.egress_ports]
     if missing:
         raise TopologyError(f"{where}.egress_ports: missing {missing}")
@@ -218,6 +235,22 @@ def _service(name: str, raw: _ServiceFile) -> ServiceSpec:
         default=default,
         overrides=overrides,
     )
+
+
+def _check_keyed(
+    where: str, policy: MethodPolicy, method: str | None, streams: frozenset[str]
+) -> None:
+    """``keyed_retry`` is for a non-idempotent unary method: a service default would
+    mark every write keyed whether or not it honours a key, an idempotent method is
+    retried anyway, and a stream cannot be replayed once it answered."""
+    if not policy.keyed_retry:
+        return
+    if method is None:
+        raise TopologyError(f"{where}.keyed_retry: set it per method, on each write")
+    if policy.idempotent:
+        raise TopologyError(f"{where}.keyed_retry: only for a method with idempotent: false")
+    if method in streams:
+        raise TopologyError(f"{where}.keyed_retry: {method} streams; a stream is not resent")
 
 
 def parse_topology(raw: Any) -> Topology:

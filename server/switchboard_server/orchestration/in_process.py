@@ -12,7 +12,7 @@ done here: its deadline (``asyncio.timeout``) and the status of a failure, raise
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import structlog
@@ -27,11 +27,22 @@ from switchboard_server.rpc_errors import to_grpc_status
 log = structlog.get_logger(__name__)
 
 
+class CallMetadata:
+    """The one part of a ``ServicerContext`` the servicers read for the unary methods
+    the pipeline calls: the call's metadata (e.g. a write's request_id header)."""
+
+    def __init__(self, metadata: Sequence[tuple[str, str]]) -> None:
+        self._metadata = tuple(metadata)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+
 class InProcessStub:
     """A servicer shaped like a ``grpc.aio`` stub: ``await stub.Method(request, timeout=t)``.
 
-    The servicer gets no ``ServicerContext`` (``None``): servicers here translate
-    messages and never touch it for the unary methods the pipeline calls.
+    The servicer gets a :class:`CallMetadata` for its ``ServicerContext``: servicers
+    here translate messages and read only the call's metadata from it.
     """
 
     def __init__(self, servicer: object) -> None:
@@ -44,10 +55,11 @@ class InProcessStub:
             request: Any,
             *,
             timeout: float | None = None,  # noqa: ASYNC109 - the stub call's keyword
+            metadata: Sequence[tuple[str, str]] = (),
         ) -> Any:
             try:
                 async with asyncio.timeout(timeout):
-                    return await method(request, None)
+                    return await method(request, CallMetadata(metadata))
             except TimeoutError:
                 raise DependencyFailed(DEADLINE_EXCEEDED) from None
             except SwitchboardError as exc:

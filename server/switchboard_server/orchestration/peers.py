@@ -18,6 +18,7 @@ from switchboard.classification.v1 import classification_service_pb2 as cls_pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
 from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
+from switchboard_client import REQUEST_ID_HEADER
 from switchboard_server.orchestration.ports import DependencyFailed
 from switchboard_server.orchestration.values import (
     Alternative,
@@ -122,7 +123,9 @@ class GrpcContext:
             ],
         )
         try:
-            await self._stub.AppendMemory(request, timeout=budget_s)
+            # The key also as a header: the mesh resends a keyed write (context dedups it).
+            metadata = ((REQUEST_ID_HEADER, request_id),) if request_id else ()
+            await self._stub.AppendMemory(request, timeout=budget_s, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             raise _failed(exc) from exc
 

@@ -25,7 +25,7 @@ from switchboard_server.orchestration.translate import (
     turn_to_proto,
 )
 from switchboard_server.orchestration.values import ChatOptions, ChatResult, StageEvent
-from switchboard_server.request_keys import request_key
+from switchboard_server.request_keys import HasMetadata, header_request_id, request_key
 from switchboard_server.validation import Violations
 
 log = structlog.get_logger(__name__)
@@ -64,7 +64,7 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         self._default_page_size = default_page_size
 
     def _parse(
-        self, request: pb.ChatRequest | pb.ChatStreamRequest
+        self, request: pb.ChatRequest | pb.ChatStreamRequest, context: HasMetadata
     ) -> tuple[str, str, ChatOptions, RequestKey | None]:
         v = Violations()
         message = v.text("message", request.message, max_bytes=self._max_text_bytes)
@@ -78,7 +78,7 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
             threshold = v.float_range(
                 "options.confidence_threshold", o.confidence_threshold, 0.0, 1.0
             )
-        key = request_key(v, request, request.request_id)
+        key = request_key(v, request, request.request_id, header_request_id(context))
         v.raise_if_any()
         return message, session_id, ChatOptions(max_results, threshold, o.skip_memory), key
 
@@ -87,7 +87,7 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         request: pb.ChatRequest,
         context: grpc.aio.ServicerContext[pb.ChatRequest, pb.ChatResponse],
     ) -> pb.ChatResponse:
-        message, session_id, options, key = self._parse(request)
+        message, session_id, options, key = self._parse(request, context)
         result = await self._pipeline.run(
             message,
             session_id,
@@ -104,7 +104,7 @@ class OrchestrationServicer(pb_grpc.OrchestrationServiceServicer):
         request: pb.ChatStreamRequest,
         context: grpc.aio.ServicerContext[pb.ChatStreamRequest, pb.ChatStreamResponse],
     ) -> AsyncIterator[pb.ChatStreamResponse]:
-        message, session_id, options, key = self._parse(request)
+        message, session_id, options, key = self._parse(request, context)
         events: asyncio.Queue[StageEvent | None] = asyncio.Queue()
         turn = asyncio.create_task(
             self._pipeline.run(

@@ -4,13 +4,21 @@ have had over gRPC, and the call's deadline is enforced."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
+from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard_server import errors
-from switchboard_server.orchestration.in_process import InProcessStub, in_process_classifier
+from switchboard_server.orchestration.in_process import (
+    InProcessStub,
+    in_process_classifier,
+    in_process_context,
+)
 from switchboard_server.orchestration.ports import DependencyFailed
+from switchboard_server.orchestration.values import MemoryEntry
+from switchboard_server.request_keys import HasMetadata, header_request_id
 
 
 class Servicer:
@@ -46,3 +54,25 @@ async def test_failures_carry_the_canonical_code(behaviour: str, reason: str) ->
     with pytest.raises(DependencyFailed) as failed:
         await stub.Classify(pb.ClassifyRequest(text="x"), timeout=0.05)
     assert failed.value.reason == reason
+
+
+class Memory:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None]] = []
+
+    async def AppendMemory(
+        self, request: ctx_pb.AppendMemoryRequest, context: HasMetadata
+    ) -> ctx_pb.AppendMemoryResponse:
+        self.seen.append((request.request_id, header_request_id(context)))
+        return ctx_pb.AppendMemoryResponse()
+
+
+async def test_a_keyed_memory_write_sends_its_key_as_the_header_too() -> None:
+    """The header lets the mesh resend the write; without a key there is no header."""
+    memory = Memory()
+    context = in_process_context(memory)
+    entry = MemoryEntry(kind="working", content="hi")
+    key = str(uuid.uuid4())
+    await context.append_memory("s-1", [entry], budget_s=1.0, request_id=key)
+    await context.append_memory("s-1", [entry], budget_s=1.0)
+    assert memory.seen == [(key, key), ("", None)]
