@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -39,6 +39,7 @@ from switchboard_server.orchestration.ports import (
     ConversationLog,
     DependencyFailed,
 )
+from switchboard_server.orchestration.turn_run import EventSink, TurnRun
 from switchboard_server.orchestration.values import (
     ChatOptions,
     ChatResult,
@@ -50,7 +51,6 @@ from switchboard_server.orchestration.values import (
     MemoryEntry,
     Retrieved,
     Stage,
-    StageEvent,
     StageStatus,
     StageTiming,
     Turn,
@@ -60,7 +60,6 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 U = TypeVar("U")
-EventSink = Callable[[StageEvent], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,85 +76,6 @@ class PipelineConfig:
     top_k: int = 3
     fallback_intent: str = "general/fallback"
     commit_reserve_s: float = 0.05
-
-
-SPAN_NAMES = {
-    Stage.CLASSIFY: "chat.classify",
-    Stage.RETRIEVE: "chat.retrieve",
-    Stage.COMPOSE: "chat.compose",
-    Stage.REMEMBER: "chat.remember",
-}
-
-
-class _Turn:
-    """Clock, deadline, events, degradations and domain spans of one turn."""
-
-    def __init__(
-        self,
-        deadline: float | None,
-        margin_s: float,
-        sink: EventSink | None,
-        tracer: trace.Tracer,
-    ) -> None:
-        self.tracer = tracer
-        self.started = time.monotonic()
-        self.deadline = deadline
-        self.margin_s = margin_s
-        self.sink = sink
-        self.timings: list[StageTiming] = []
-        self.degraded: list[Degradation] = []
-
-    def elapsed_ms(self) -> float:
-        return (time.monotonic() - self.started) * 1000.0
-
-    def budget(self, stage_timeout: float) -> tuple[float, bool]:
-        """(timeout for an outbound call, whether the caller's deadline is what bounds it)."""
-        if self.deadline is None:
-            return stage_timeout, False
-        left = self.deadline - time.monotonic() - self.margin_s
-        if left <= 0:
-            raise DeadlineExceeded("the deadline expired before the turn could finish")
-        return (left, True) if left < stage_timeout else (stage_timeout, False)
-
-    def left_s(self, reserve_s: float) -> float | None:
-        """Time to the caller's deadline less the margin and ``reserve_s``; None: no deadline."""
-        if self.deadline is None:
-            return None
-        return self.deadline - time.monotonic() - self.margin_s - reserve_s
-
-    def emit(self, stage: Stage, status: StageStatus, duration_ms: float = 0.0) -> None:
-        if self.sink is not None:
-            self.sink(StageEvent(stage, status, self.elapsed_ms(), duration_ms))
-
-    async def stage(
-        self,
-        stage: Stage,
-        dependency: Dependency | None,
-        limit_s: float,
-        call: Callable[[float], Awaitable[T]],
-    ) -> T | None:
-        """Run one outbound stage; None (and a degradation) when the dependency failed."""
-        self.emit(stage, StageStatus.STARTED)
-        begun = time.monotonic()
-        budget, bound_by_caller = self.budget(limit_s)
-        with current_span(self.tracer, SPAN_NAMES[stage]) as span:
-            try:
-                result: T | None = await call(budget)
-                status = StageStatus.FINISHED
-            except DependencyFailed as exc:
-                if exc.reason == DEADLINE_EXCEEDED and bound_by_caller:
-                    raise DeadlineExceeded(
-                        "the deadline expired while waiting for a dependency"
-                    ) from exc
-                if dependency is not None:
-                    self.degraded.append(Degradation(dependency, exc.reason))
-                log.warning("chat.dependency_failed", stage=stage.name, reason=exc.reason)
-                span.set_attributes({"degraded": True, "degraded.reason": exc.reason})
-                result, status = None, StageStatus.FAILED
-        duration = (time.monotonic() - begun) * 1000.0
-        self.timings.append(StageTiming(stage, duration))
-        self.emit(stage, status, duration)
-        return result
 
 
 class ChatPipeline:
@@ -225,7 +145,7 @@ class ChatPipeline:
         key: RequestKey | None,
     ) -> ChatResult:
         cfg = self._config
-        turn = _Turn(deadline, cfg.margin_s, on_event, self._tracer)
+        turn = TurnRun(deadline, cfg.margin_s, on_event, self._tracer)
         turn.budget(0.0)  # fail fast if the caller's time is already gone
         max_results = options.max_context_results or cfg.max_context_results
 
@@ -313,7 +233,7 @@ class ChatPipeline:
         """Send a replayed turn's memory write again, under the same derived request_id:
         the context service applies it if the first attempt's never landed (e.g. it was
         cut by the caller's deadline) and otherwise returns its first outcome."""
-        turn = _Turn(deadline, self._config.margin_s, None, self._tracer)
+        turn = TurnRun(deadline, self._config.margin_s, None, self._tracer)
         try:
             budget, _ = turn.budget(self._config.memory_timeout_s)
             await self._context.append_memory(
@@ -325,7 +245,7 @@ class ChatPipeline:
         except (DependencyFailed, DeadlineExceeded) as exc:
             log.warning("chat.replay_memory_failed", error=type(exc).__name__)
 
-    def _check_commit_time(self, turn: _Turn) -> None:
+    def _check_commit_time(self, turn: TurnRun) -> None:
         """Fail the turn, before anything is written, unless at least ``commit_reserve_s``
         of the caller's time is left to write it and answer."""
         if turn.deadline is None:
@@ -334,7 +254,7 @@ class ChatPipeline:
         if left < self._config.commit_reserve_s:
             raise DeadlineExceeded("too little of the deadline was left to commit the turn")
 
-    async def _compose(self, turn: _Turn, request: ComposeInput) -> Composition:
+    async def _compose(self, turn: TurnRun, request: ComposeInput) -> Composition:
         turn.emit(Stage.COMPOSE, StageStatus.STARTED)
         begun = time.monotonic()
         request = replace(request, budget_s=turn.left_s(self._config.compose_reserve_s))
@@ -355,7 +275,7 @@ class ChatPipeline:
 
     async def _remember(
         self,
-        turn: _Turn,
+        turn: TurnRun,
         message: str,
         session_id: str,
         options: ChatOptions,
