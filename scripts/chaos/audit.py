@@ -1,0 +1,82 @@
+"""After a scenario: is every acknowledged turn in its session exactly once, and no
+failed turn at all?
+
+The rule audited: a turn the client saw succeed (OK) must be in its session's
+conversation log exactly once (else *lost* or *doubled*). A turn the client saw fail
+must not be there, unless the server committed it before the caller's deadline ran out;
+then a resend with the same request_id must answer with that committed turn (same
+turn_index) and leave the log unchanged (*failed_committed* counts those, and
+*failed_committed_unresolved* those whose resend did not). Anything found twice is
+*doubled*, whatever the client saw.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from scripts.chaos.load import OK, Turn
+from switchboard_client import OrchestrationClient, SwitchboardError
+
+READ_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Audit:
+    acknowledged: int = 0
+    failed: int = 0
+    lost: int = 0
+    doubled: int = 0
+    failed_committed: int = 0
+    failed_committed_unresolved: int = 0
+    misplaced: int = 0  # acknowledged, but at another turn_index than the reply said
+
+
+async def _log(client: OrchestrationClient, session_id: str) -> list[tuple[int, str]]:
+    return [
+        (turn.index, turn.user_message)
+        async for turn in client.iter_conversation(
+            session_id, page_size=100, timeout_s=READ_TIMEOUT_S
+        )
+    ]
+
+
+async def audit(client: OrchestrationClient, turns: list[Turn]) -> Audit:
+    result = Audit()
+    by_session: dict[str, list[Turn]] = {}
+    for turn in turns:
+        by_session.setdefault(turn.session_id, []).append(turn)
+    for session_id, sent in by_session.items():
+        log = await _log(client, session_id)
+        counts = Counter(message for _, message in log)
+        index_of = {message: index for index, message in log}
+        for turn in sent:
+            found = counts.get(turn.message, 0)
+            if turn.code == OK:
+                result.acknowledged += 1
+                result.lost += int(found == 0)
+                result.misplaced += int(found == 1 and index_of[turn.message] != turn.turn_index)
+                continue
+            result.failed += 1
+            if found == 1:
+                result.failed_committed += 1
+                resolved = await _resend(client, turn, index_of[turn.message])
+                result.failed_committed_unresolved += int(not resolved)
+        # doubled: counted on the log as it is after the resends
+        final = Counter(message for _, message in await _log(client, session_id))
+        result.doubled += sum(1 for turn in sent if final.get(turn.message, 0) > 1)
+    return result
+
+
+async def _resend(client: OrchestrationClient, turn: Turn, index: int) -> bool:
+    """Resend a failed turn with its key: the committed turn must come back, once."""
+    try:
+        response = await client.chat(
+            turn.message,
+            session_id=turn.session_id,
+            request_id=turn.request_id,
+            timeout_s=READ_TIMEOUT_S,
+        )
+    except SwitchboardError:
+        return False
+    return response.turn_index == index
