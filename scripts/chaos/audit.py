@@ -13,12 +13,28 @@ turn_index) and leave the log unchanged (*failed_committed* counts those, and
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from scripts.chaos.load import OK, Turn
-from switchboard_client import OrchestrationClient, SwitchboardError
+from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
+from switchboard_client import SwitchboardError
 
 READ_TIMEOUT_S = 10.0
+
+
+class Conversations(Protocol):
+    """What the audit needs of an :class:`~switchboard_client.OrchestrationClient`."""
+
+    def iter_conversation(
+        self, session_id: str, *, page_size: int = 0, timeout_s: float | None = None
+    ) -> AsyncIterator[pb.Turn]: ...
+
+    async def chat(
+        self, message: str, *, session_id: str, timeout_s: float | None = None,
+        request_id: str | None = None,
+    ) -> pb.ChatResponse: ...  # fmt: skip
 
 
 @dataclass
@@ -32,7 +48,7 @@ class Audit:
     misplaced: int = 0  # acknowledged, but at another turn_index than the reply said
 
 
-async def _log(client: OrchestrationClient, session_id: str) -> list[tuple[int, str]]:
+async def _log(client: Conversations, session_id: str) -> list[tuple[int, str]]:
     return [
         (turn.index, turn.user_message)
         async for turn in client.iter_conversation(
@@ -41,7 +57,7 @@ async def _log(client: OrchestrationClient, session_id: str) -> list[tuple[int, 
     ]
 
 
-async def audit(client: OrchestrationClient, turns: list[Turn]) -> Audit:
+async def audit(client: Conversations, turns: list[Turn]) -> Audit:
     result = Audit()
     by_session: dict[str, list[Turn]] = {}
     for turn in turns:
@@ -68,7 +84,7 @@ async def audit(client: OrchestrationClient, turns: list[Turn]) -> Audit:
     return result
 
 
-async def _resend(client: OrchestrationClient, turn: Turn, index: int) -> bool:
+async def _resend(client: Conversations, turn: Turn, index: int) -> bool:
     """Resend a failed turn with its key: the committed turn must come back, once."""
     try:
         response = await client.chat(

@@ -168,6 +168,7 @@ def chaos_mesh(
     """The mesh with ``replicas`` of classification and context (context on ``store``);
     ``switchboard down`` after, then SIGKILL to any process group it left behind, and
     redis-server stopped by its PID."""
+    tmp.mkdir(parents=True, exist_ok=True)
     ports = PortPool()
     edge_port = ports()
     full_env = {

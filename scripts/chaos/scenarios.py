@@ -131,5 +131,7 @@ def quick(duration_s: float) -> list[Scenario]:
     return [
         Scenario("kill9-context", "SIGKILL context-0", kill9("context"), duration_s, zero),
         Scenario("sigterm-context", "SIGTERM each context replica in turn",
-                 rolling_restart(("context",)), duration_s, zero),
+                 rolling_restart(("context",)), duration_s * 1.5, zero),
+        Scenario("redis-restart", f"redis-server down {REDIS_DOWN_S:g} s, then back",
+                 redis_restart, duration_s, zero),
     ]  # fmt: skip
