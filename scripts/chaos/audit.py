@@ -8,6 +8,12 @@ then a resend with the same request_id must answer with that committed turn (sam
 turn_index) and leave the log unchanged (*failed_committed* counts those, and
 *failed_committed_unresolved* those whose resend did not). Anything found twice is
 *doubled*, whatever the client saw.
+
+Context memory is audited by count: each recorded turn appends one episodic entry to
+its session's memory, so a session's episodic count must not exceed its recorded turns
+(*memory_doubled*: an AppendMemory replayed) and falls short of them only by turns
+whose memory write the reply flagged as failed (*memory_missing* counts the rest: a
+memory write lost although the turn said it was not degraded).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from scripts.chaos.load import OK, Turn
+from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard_client import SwitchboardError
 
@@ -37,6 +44,14 @@ class Conversations(Protocol):
     ) -> pb.ChatResponse: ...  # fmt: skip
 
 
+class MemoryStats(Protocol):
+    """What the memory audit needs of a :class:`~switchboard_client.ContextClient`."""
+
+    async def get_memory_stats(
+        self, session_id: str, *, timeout_s: float | None = None
+    ) -> ctx_pb.MemoryStats: ...
+
+
 @dataclass
 class Audit:
     acknowledged: int = 0
@@ -46,6 +61,8 @@ class Audit:
     failed_committed: int = 0
     failed_committed_unresolved: int = 0
     misplaced: int = 0  # acknowledged, but at another turn_index than the reply said
+    memory_doubled: int = 0
+    memory_missing: int = 0
 
 
 async def _log(client: Conversations, session_id: str) -> list[tuple[int, str]]:
@@ -57,7 +74,9 @@ async def _log(client: Conversations, session_id: str) -> list[tuple[int, str]]:
     ]
 
 
-async def audit(client: Conversations, turns: list[Turn]) -> Audit:
+async def audit(
+    client: Conversations, turns: list[Turn], memory: MemoryStats | None = None
+) -> Audit:
     result = Audit()
     by_session: dict[str, list[Turn]] = {}
     for turn in turns:
@@ -81,6 +100,12 @@ async def audit(client: Conversations, turns: list[Turn]) -> Audit:
         # doubled: counted on the log as it is after the resends
         final = Counter(message for _, message in await _log(client, session_id))
         result.doubled += sum(1 for turn in sent if final.get(turn.message, 0) > 1)
+        if memory is not None:
+            stats = await memory.get_memory_stats(session_id, timeout_s=READ_TIMEOUT_S)
+            recorded = sum(final.values())
+            flagged = sum(1 for t in sent if t.memory_degraded)
+            result.memory_doubled += max(0, stats.episodic_count - recorded)
+            result.memory_missing += max(0, recorded - flagged - stats.episodic_count)
     return result
 
 

@@ -8,6 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard_client import ConnectConfig, OrchestrationClient, SwitchboardError
 from switchboard_client.loadgen import LoadPlan, Outcome, Shot
 
@@ -25,6 +26,7 @@ class Turn:
     offset_s: float  # scheduled start, seconds after the run's start
     code: str = ""
     degraded: bool = False
+    memory_degraded: bool = False  # the reply said its memory write failed
     turn_index: int = -1
     latency_s: float = 0.0
 
@@ -60,12 +62,18 @@ class TurnLog:
         except SwitchboardError as exc:
             turn.code = exc.code.name
         else:
-            turn.code = OK
-            turn.degraded = len(response.degraded) > 0
-            turn.turn_index = response.turn_index
+            mark(turn, response)
         # latency from the scheduled start, as run_load counts it
         turn.latency_s = time.monotonic() - self.started - shot.offset_s
         return Outcome(turn.code, degraded=turn.degraded)
+
+
+def mark(turn: Turn, response: pb.ChatResponse) -> None:
+    """An OK reply's turn_index and degradations onto ``turn``."""
+    turn.code = OK
+    turn.turn_index = response.turn_index
+    turn.degraded = len(response.degraded) > 0
+    turn.memory_degraded = any(d.dependency == pb.DEPENDENCY_MEMORY for d in response.degraded)
 
 
 def plan(rate: float, duration_s: float, sessions: int, run: str, timeout_s: float) -> LoadPlan:

@@ -121,6 +121,11 @@ class Mesh:
         return sorted(n for n, p in self.processes().items() if n.startswith(f"{service}-")
                       and p["role"] == "app")  # fmt: skip
 
+    @property
+    def context_app(self) -> str:
+        """host:port of context-0's app itself (loopback, no sidecar): for the audit."""
+        return str(self.processes()["context-0"]["endpoints"]["grpc"])
+
     def admin_port(self, app: str) -> int:
         """The admin port of the sidecar in front of ``app``."""
         return int(self.processes()[f"{app}.sidecar"]["probe"]["target"])
@@ -182,6 +187,8 @@ def chaos_mesh(
         "SWITCHBOARD_MESH_STARTUP_TIMEOUT_S": str(STARTUP_TIMEOUT_S - 30),
         "SWITCHBOARD_MESH_FAULT_INJECTION": "true",
         "SWITCHBOARD_CONTEXT_STORE": store,
+        # room for every turn of a run, so the memory audit can count them
+        "SWITCHBOARD_CONTEXT_EPISODIC_CAP": "10000",
         **(env or {}),
     }
     redis_server = None

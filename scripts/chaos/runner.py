@@ -13,10 +13,10 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from scripts.chaos.audit import audit
-from scripts.chaos.load import OK, Turn, TurnLog, connect, plan
+from scripts.chaos.load import OK, Turn, TurnLog, connect, mark, plan
 from scripts.chaos.mesh import Mesh
 from scripts.chaos.scenarios import Scenario
-from switchboard_client import SwitchboardError
+from switchboard_client import ConnectConfig, ContextClient, SwitchboardError
 from switchboard_client.loadgen import run_load
 
 SETTLE_S = 1.0
@@ -79,7 +79,8 @@ async def run_scenario(
         log.started = time.monotonic()
         load, _ = await asyncio.gather(run_load(load_plan, log.send), disrupt())
         await asyncio.sleep(SETTLE_S)
-        result = await audit(client, log.turns)
+        async with ContextClient(ConnectConfig(mesh.context_app, timeout_s=10)) as memory:
+            result = await audit(client, log.turns, memory)
     start, end = window.get("start", 0.0), window.get("end", 0.0)
     phases = {
         "before": [t for t in log.turns if t.offset_s < start],
@@ -126,8 +127,7 @@ async def run_burst(mesh: Mesh, *, count: int = BURST) -> dict[str, Any]:
             except SwitchboardError as exc:
                 turn.code = exc.code.name
             else:
-                turn.code, turn.turn_index = OK, response.turn_index
-                turn.degraded = len(response.degraded) > 0
+                mark(turn, response)
             turn.latency_s = time.monotonic() - t0
 
         await asyncio.gather(*(chat(t, BURST_DEADLINE_S) for t in turns))
@@ -136,7 +136,8 @@ async def run_burst(mesh: Mesh, *, count: int = BURST) -> dict[str, Any]:
         await asyncio.gather(*(chat(t, BURST_RETRY_DEADLINE_S) for t in retried))
         elapsed = time.monotonic() - started
         await asyncio.sleep(SETTLE_S)
-        result = await audit(client, turns)
+        async with ContextClient(ConnectConfig(mesh.context_app, timeout_s=10)) as memory:
+            result = await audit(client, turns, memory)
     return {
         "scenario": "burst-retry-by-key",
         "what": f"{count} concurrent Chats, {BURST_DEADLINE_S:g} s deadline; each failure "

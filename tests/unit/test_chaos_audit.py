@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from scripts.chaos.audit import audit
 from scripts.chaos.load import OK, Turn
+from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 
 
@@ -63,3 +64,23 @@ async def test_a_committed_failure_is_resolved_only_by_its_key():
     # a server that forgot the key writes the turn again on the resend: doubled
     forgot = await audit(FakeLog(["m0"], {}), [turn(0, "DEADLINE_EXCEEDED")])
     assert (forgot.failed_committed_unresolved, forgot.doubled) == (1, 1)
+
+
+class FakeMemory:
+    def __init__(self, episodic: int) -> None:
+        self.episodic = episodic
+
+    async def get_memory_stats(
+        self, session_id: str, *, timeout_s: float | None = None
+    ) -> ctx_pb.MemoryStats:
+        return ctx_pb.MemoryStats(episodic_count=self.episodic)
+
+
+async def test_memory_is_audited_by_count():
+    turns = [turn(0, index=0), turn(1, index=1), turn(2, index=2)]
+    log = ["m0", "m1", "m2"]
+    assert (await audit(FakeLog(list(log), {}), turns, FakeMemory(3))).memory_doubled == 0
+    assert (await audit(FakeLog(list(log), {}), turns, FakeMemory(4))).memory_doubled == 1
+    assert (await audit(FakeLog(list(log), {}), turns, FakeMemory(2))).memory_missing == 1
+    turns[2].memory_degraded = True  # the reply said its memory write failed
+    assert (await audit(FakeLog(list(log), {}), turns, FakeMemory(2))).memory_missing == 0
