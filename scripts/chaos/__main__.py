@@ -30,7 +30,7 @@ def _ms(value: float | None) -> str:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = [*COLUMNS, "p50 b/d/a ms", "p99 b/d/a ms"]
+    head = [*COLUMNS, "memory dbl/miss", "p50 b/d/a ms", "p99 b/d/a ms"]
     rows = [head]
     for r in results:
         lat = r.get("latency", {})
@@ -38,6 +38,7 @@ def table(results: list[dict[str, Any]]) -> str:
         rows.append(
             [
                 *(str(r.get(c, "-")) for c in COLUMNS),
+                f"{r.get('memory_doubled', '-')}/{r.get('memory_missing', '-')}",
                 "/".join(_ms(p.get("p50_ms")) for p in phases),
                 "/".join(_ms(p.get("p99_ms")) for p in phases),
             ]

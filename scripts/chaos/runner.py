@@ -63,6 +63,7 @@ async def run_scenario(
     async with connect(mesh.edge, timeout_s) as client:
         log = TurnLog(client, run=f"{scenario.name}-{uuid.uuid4().hex[:6]}")
         window: dict[str, float] = {}
+        steps: list[dict[str, Any]] = []
         error = ""
 
         async def disrupt() -> None:
@@ -70,7 +71,10 @@ async def run_scenario(
             await asyncio.sleep(before_s)
             window["start"] = time.monotonic() - log.started
             try:
-                await scenario.disrupt(mesh)
+                for what, t0, t1 in await scenario.disrupt(mesh) or []:
+                    steps.append(
+                        {"what": what, "at_s": t0 - log.started, "until_s": t1 - log.started}
+                    )
             except Exception as exc:  # reported, and the audit still runs
                 error = f"{type(exc).__name__}: {exc}"
             window["end"] = time.monotonic() - log.started
@@ -87,9 +91,20 @@ async def run_scenario(
         "during": [t for t in log.turns if start <= t.offset_s < end],
         "after": [t for t in log.turns if t.offset_s >= end],
     }
+    for step in steps:  # the turns scheduled while each step lasted
+        during = [t for t in log.turns if step["at_s"] <= t.offset_s < step["until_s"]]
+        failed = _summary(during)
+        step.update(
+            at_s=round(step["at_s"], 2),
+            until_s=round(step["until_s"], 2),
+            sent=failed["sent"],
+            failed=failed["failed"],
+            degraded=failed["degraded"],
+        )
     return {
         "scenario": scenario.name,
         "what": scenario.what,
+        "steps": steps,
         "target": scenario.target,
         "rate": rate,
         "load_s": scenario.duration_s,

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from scripts.chaos.mesh import Mesh
 
-Disrupt = Callable[[Mesh], Awaitable[None]]
+Step = tuple[str, float, float]  # what, monotonic start, monotonic end
+Disrupt = Callable[[Mesh], Awaitable[list[Step] | None]]
 
 STOP_S = 10.0
 FAULT_S = 10.0
@@ -30,15 +32,13 @@ class Scenario:
     target: str  # what the issue asks of it
 
 
-async def _kill9(mesh: Mesh, app: str) -> None:
-    pid = mesh.pid(app)
-    os.kill(pid, signal.SIGKILL)
-    await mesh.wait_serving(app, old_pid=pid)  # the runner restarts it
-
-
 def kill9(service: str) -> Disrupt:
-    async def disrupt(mesh: Mesh) -> None:
-        await _kill9(mesh, mesh.apps(service)[0])
+    async def disrupt(mesh: Mesh) -> list[Step]:
+        app = mesh.apps(service)[0]
+        pid, start = mesh.pid(app), time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        await mesh.wait_serving(app, old_pid=pid)  # the runner restarts it
+        return [(f"{app} killed until serving again", start, time.monotonic())]
 
     return disrupt
 
@@ -46,12 +46,15 @@ def kill9(service: str) -> Disrupt:
 def rolling_restart(services: tuple[str, ...]) -> Disrupt:
     """SIGTERM each app of ``services`` in turn, waiting for it to serve again."""
 
-    async def disrupt(mesh: Mesh) -> None:
+    async def disrupt(mesh: Mesh) -> list[Step]:
+        steps = []
         for service in services:
             for app in mesh.apps(service):
-                pid = mesh.pid(app)
+                pid, start = mesh.pid(app), time.monotonic()
                 os.kill(pid, signal.SIGTERM)
                 await mesh.wait_serving(app, old_pid=pid)
+                steps.append((f"{app} SIGTERM until serving again", start, time.monotonic()))
+        return steps
 
     return disrupt
 
