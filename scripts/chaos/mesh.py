@@ -153,6 +153,17 @@ class Mesh:
             )
             reply.raise_for_status()
 
+    async def counter(self, app: str, name: str) -> int:
+        """A counter of the sidecar in front of ``app`` (0 when it does not exist yet)."""
+        async with httpx.AsyncClient() as client:
+            reply = await client.get(
+                f"http://127.0.0.1:{self.admin_port(app)}/stats",
+                params={"filter": f"^{name}$", "format": "json"},
+            )
+            reply.raise_for_status()
+        stats = reply.json().get("stats", [])
+        return int(stats[0]["value"]) if stats else 0
+
 
 def _mesh_cli(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -71,7 +71,11 @@ def sigstop(service: str, stop_s: float = STOP_S) -> Disrupt:
     return disrupt
 
 
-async def fault_injection(mesh: Mesh) -> None:
+ABORTS = "http.ingress.fault.aborts_injected"
+DELAYS = "http.ingress.fault.delays_injected"
+
+
+async def fault_injection(mesh: Mesh) -> list[Step]:
     """Abort 10 % of Classify at the classification sidecars (UNAVAILABLE) and delay
     half of the context calls by 200 ms at the context sidecars, for FAULT_S."""
     abort = {"fault.http.abort.abort_percent": ABORT_PERCENT, "fault.http.abort.grpc_status": 14}
@@ -80,6 +84,9 @@ async def fault_injection(mesh: Mesh) -> None:
         "fault.http.delay.fixed_duration_ms": DELAY_MS,
     }
     classification, context = mesh.apps("classification"), mesh.apps("context")
+    before = {a: await mesh.counter(a, ABORTS) for a in classification}
+    before |= {a: await mesh.counter(a, DELAYS) for a in context}
+    start = time.monotonic()
     try:
         for app in classification:
             await mesh.runtime(app, abort)
@@ -91,6 +98,12 @@ async def fault_injection(mesh: Mesh) -> None:
             await mesh.runtime(app, {"fault.http.abort.abort_percent": 0})
         for app in context:
             await mesh.runtime(app, {"fault.http.delay.fixed_delay_percent": 0})
+    end = time.monotonic()
+    steps = [(f"{a}: {await mesh.counter(a, ABORTS) - before[a]} aborts injected", start, end)
+             for a in classification]  # fmt: skip
+    steps += [(f"{a}: {await mesh.counter(a, DELAYS) - before[a]} delays injected", start, end)
+              for a in context]  # fmt: skip
+    return steps
 
 
 async def redis_restart(mesh: Mesh) -> None:
