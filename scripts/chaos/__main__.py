@@ -54,7 +54,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     if args.only:
         chosen = [s for s in chosen if s.name in args.only]
     results: list[dict[str, Any]] = []
-    with chaos_mesh(tmp / "mesh") as mesh:
+    with chaos_mesh(tmp / "mesh", orchestration=args.orchestration_replicas) as mesh:
         for scenario in chosen:
             await settle(mesh, BETWEEN_S)
             print(f"-- {scenario.name}: {scenario.what}", flush=True)
@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=[], metavar="NAME")
     parser.add_argument("--rate", type=float, default=RATE, help="Chat turns per second")
     parser.add_argument("--duration", type=float, default=DURATION_S, help="load per scenario")
+    parser.add_argument(
+        "--orchestration-replicas",
+        type=int,
+        default=1,
+        help="orchestration replicas (they share one conversation log, SQLite)",
+    )
     parser.add_argument("--json", type=Path, default=Path(".switchboard/chaos/report.json"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="switchboard-chaos-") as tmp:

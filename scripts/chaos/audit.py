@@ -121,3 +121,12 @@ async def _resend(client: Conversations, turn: Turn, index: int) -> bool:
     except SwitchboardError:
         return False
     return response.turn_index == index
+
+
+async def committed(client: Conversations, turns: list[Turn]) -> int:
+    """How many of ``turns`` are in their sessions' logs (e.g. failed, yet committed)."""
+    found = 0
+    for session_id in {t.session_id for t in turns}:
+        messages = {message for _, message in await _log(client, session_id)}
+        found += sum(1 for t in turns if t.session_id == session_id and t.message in messages)
+    return found

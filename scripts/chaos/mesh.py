@@ -179,7 +179,12 @@ def _mesh_cli(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess
 
 @contextlib.contextmanager
 def chaos_mesh(
-    tmp: Path, *, store: str = "redis", replicas: int = 2, env: Mapping[str, str] | None = None
+    tmp: Path,
+    *,
+    store: str = "redis",
+    replicas: int = 2,
+    orchestration: int = 1,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Mesh]:
     """The mesh with ``replicas`` of classification and context (context on ``store``);
     ``switchboard down`` after, then SIGKILL to any process group it left behind, and
@@ -212,6 +217,7 @@ def chaos_mesh(
         up = _mesh_cli(
             full_env, "up", "--detach",
             "--replicas", f"classification={replicas}", "--replicas", f"context={replicas}",
+            "--replicas", f"orchestration={orchestration}",
         )  # fmt: skip
         mesh = Mesh(f"127.0.0.1:{edge_port}", tmp / "data", full_env, redis_server)
         if mesh.state_file.exists():

@@ -12,7 +12,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from scripts.chaos.audit import audit
+from scripts.chaos.audit import audit, committed
 from scripts.chaos.load import OK, Turn, TurnLog, connect, mark, plan
 from scripts.chaos.mesh import Mesh
 from scripts.chaos.scenarios import Scenario
@@ -148,6 +148,7 @@ async def run_burst(mesh: Mesh, *, count: int = BURST) -> dict[str, Any]:
         await asyncio.gather(*(chat(t, BURST_DEADLINE_S) for t in turns))
         first = _summary(turns)
         retried = [t for t in turns if t.code != OK]
+        first["failed_but_committed"] = await committed(client, retried)
         await asyncio.gather(*(chat(t, BURST_RETRY_DEADLINE_S) for t in retried))
         elapsed = time.monotonic() - started
         await asyncio.sleep(SETTLE_S)
