@@ -144,6 +144,28 @@ class Mesh:
                 raise TimeoutError(f"{app} not SERVING again within {timeout_s:g} s")
             await asyncio.sleep(0.1)
 
+    async def wait_seen_healthy(self, app: str, *, timeout_s: float = 60) -> float:
+        """Wait until every Envoy that routes to ``app``'s sidecar lists it as healthy
+        (admin ``/clusters``: health_flags ``healthy``, neither failing its health check
+        nor ejected); the seconds it took."""
+        host = self.processes()[app]["probe"]["target"]
+        admins = [p["probe"]["target"] for p in self.processes().values()
+                  if p["probe"].get("kind") == "envoy"]  # fmt: skip
+        needle = f"::{host}::health_flags::"
+        start = time.monotonic()
+        async with httpx.AsyncClient() as client:
+            while True:
+                flags = []
+                for port in admins:
+                    reply = await client.get(f"http://127.0.0.1:{port}/clusters")
+                    flags += [line.split(needle)[1].strip()
+                              for line in reply.text.splitlines() if needle in line]  # fmt: skip
+                if flags and all(flag == "healthy" for flag in flags):
+                    return time.monotonic() - start
+                if time.monotonic() - start > timeout_s:
+                    raise TimeoutError(f"{app}: callers still see {sorted(set(flags))}")
+                await asyncio.sleep(0.1)
+
     async def runtime(self, app: str, values: Mapping[str, str | int]) -> None:
         """Set runtime keys on the sidecar in front of ``app`` (admin /runtime_modify)."""
         async with httpx.AsyncClient() as client:

@@ -43,8 +43,9 @@ def kill9(service: str) -> Disrupt:
     return disrupt
 
 
-def rolling_restart(services: tuple[str, ...]) -> Disrupt:
-    """SIGTERM each app of ``services`` in turn, waiting for it to serve again."""
+def rolling_restart(services: tuple[str, ...], *, callers_see_it: bool = False) -> Disrupt:
+    """SIGTERM each app of ``services`` in turn, waiting for it to serve again (and,
+    with ``callers_see_it``, until every caller's Envoy lists it healthy again)."""
 
     async def disrupt(mesh: Mesh) -> list[Step]:
         steps = []
@@ -53,6 +54,8 @@ def rolling_restart(services: tuple[str, ...]) -> Disrupt:
                 pid, start = mesh.pid(app), time.monotonic()
                 os.kill(pid, signal.SIGTERM)
                 await mesh.wait_serving(app, old_pid=pid)
+                if callers_see_it:
+                    await mesh.wait_seen_healthy(app)
                 steps.append((f"{app} SIGTERM until serving again", start, time.monotonic()))
         return steps
 
@@ -128,6 +131,9 @@ def full(duration_s: float) -> list[Scenario]:
                  kill9("orchestration"), duration_s, zero),
         Scenario("rolling-restart", "SIGTERM every app in turn, each waited healthy",
                  rolling_restart(every), duration_s * 2, zero),
+        Scenario("rolling-restart-seen",
+                 "SIGTERM every app in turn, each waited until its callers see it healthy",
+                 rolling_restart(every, callers_see_it=True), duration_s * 2, zero),
         Scenario("sigstop-context", f"SIGSTOP context-0 for {STOP_S:g} s, then SIGCONT",
                  sigstop("context"), duration_s, "0 failed, degraded <= 1.5 s of load"),
         Scenario("sigstop-classification", f"SIGSTOP classification-0 for {STOP_S:g} s",
