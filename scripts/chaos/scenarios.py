@@ -127,7 +127,7 @@ def full(duration_s: float) -> list[Scenario]:
         Scenario("kill9-classification", "SIGKILL classification-0", kill9("classification"),
                  duration_s, zero),
         Scenario("kill9-context", "SIGKILL context-0", kill9("context"), duration_s, zero),
-        Scenario("kill9-orchestration", "SIGKILL orchestration-0 (the only replica)",
+        Scenario("kill9-orchestration", "SIGKILL orchestration-0",
                  kill9("orchestration"), duration_s, zero),
         Scenario("rolling-restart", "SIGTERM every app in turn, each waited healthy",
                  rolling_restart(every), duration_s * 2, zero),
