@@ -27,6 +27,7 @@ class Turn:
     code: str = ""
     degraded: bool = False
     memory_degraded: bool = False  # the reply said its memory write failed
+    degraded_by: tuple[str, ...] = ()  # DEPENDENCY:REASON of each degradation
     turn_index: int = -1
     latency_s: float = 0.0
 
@@ -73,6 +74,9 @@ def mark(turn: Turn, response: pb.ChatResponse) -> None:
     turn.code = OK
     turn.turn_index = response.turn_index
     turn.degraded = len(response.degraded) > 0
+    turn.degraded_by = tuple(
+        f"{pb.Dependency.Name(d.dependency)}:{d.reason}" for d in response.degraded
+    )
     turn.memory_degraded = any(d.dependency == pb.DEPENDENCY_MEMORY for d in response.degraded)
 
 

@@ -39,13 +39,17 @@ def _percentiles(turns: list[Turn]) -> dict[str, float | None]:
 
 def _summary(turns: list[Turn]) -> dict[str, Any]:
     codes: dict[str, int] = {}
+    reasons: dict[str, int] = {}
     for turn in turns:
         codes[turn.code] = codes.get(turn.code, 0) + 1
+        for reason in turn.degraded_by:
+            reasons[reason] = reasons.get(reason, 0) + 1
     return {
         "sent": len(turns),
         "failed": sum(1 for t in turns if t.code != OK),
         "degraded": sum(1 for t in turns if t.degraded),
         "codes": dict(sorted(codes.items())),
+        "degraded_reasons": dict(sorted(reasons.items())),
     }
 
 
