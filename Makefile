@@ -12,6 +12,7 @@ LOCK_ARGS := pyproject.toml --all-extras --generate-hashes --universal --python-
 	--custom-compile-command "make lock"
 BUF := node_modules/.bin/buf
 PYTEST_ARGS ?=
+CHAOS_ARGS ?=
 
 .PHONY: help
 help: ## Show this help
@@ -89,6 +90,10 @@ test: tools lint typecheck ## Install what tests need, then lint, type-check and
 .PHONY: bench
 bench: $(STAMP) ## Run the benchmarks (the latest figures are in docs/benchmarks.md)
 	$(BIN)/python -m scripts.bench
+
+.PHONY: chaos
+chaos: $(STAMP) ## Kill, stop, freeze and fault the mesh under load; audit every turn (docs/reliability.md)
+	$(BIN)/python -m scripts.chaos $(CHAOS_ARGS)
 
 .PHONY: clean
 clean: ## Remove the virtualenv, node_modules and local state

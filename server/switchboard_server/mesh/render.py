@@ -194,6 +194,22 @@ def request_headers_kb(settings: MeshSettings, *, ingress: bool) -> int:
     return settings.ingress_headers_kb if ingress else settings.max_request_headers_kb
 
 
+def fault_filter() -> Config:
+    """Envoy's fault filter with every fault at 0 %: inert until an operator (the chaos
+    suite) sets its runtime keys through the admin's ``/runtime_modify``. Abort and delay
+    are configured so that the runtime keys ``fault.http.abort.*`` and
+    ``fault.http.delay.*`` apply; without them Envoy ignores those keys."""
+    zero = {"numerator": 0, "denominator": "HUNDRED"}
+    return {
+        "name": "envoy.filters.http.fault",
+        "typed_config": typed(
+            "envoy.extensions.filters.http.fault.v3.HTTPFault",
+            abort={"grpc_status": 14, "percentage": zero},  # UNAVAILABLE
+            delay={"fixed_delay": "0.1s", "percentage": zero},
+        ),
+    }
+
+
 def _listener(
     name: str,
     host: str,
@@ -361,6 +377,7 @@ def render_sidecar(
             otlp_endpoint,
             trace_sample_ratio=trace_sample_ratio,
             ingress=True,
+            leading_filters=[fault_filter()] if settings.fault_injection else (),
         )
     ]
     clusters = [cluster(LOCAL_APP, [(plan.host, replica.app_port)], settings, health_service=None)]

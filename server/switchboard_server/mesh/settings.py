@@ -185,6 +185,15 @@ class MeshSettings(BaseSettings):
         default=50, ge=0, le=100, description="Most hosts of a cluster that may be ejected."
     )
 
+    # -- chaos testing ---------------------------------------------------------------------
+    fault_injection: bool = Field(
+        default=False,
+        description="Each sidecar's ingress carries Envoy's fault filter, inert until its "
+        "runtime keys (fault.http.abort.abort_percent, fault.http.abort.grpc_status, "
+        "fault.http.delay.fixed_delay_percent, fault.http.delay.fixed_duration_ms) are set "
+        "through that sidecar's admin /runtime_modify; for the chaos suite, off in production.",
+    )
+
     # -- active health checking ------------------------------------------------------------
     health_interval_s: float = Field(
         default=1.0, gt=0, description="Active gRPC health check interval."

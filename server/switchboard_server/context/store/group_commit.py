@@ -30,10 +30,24 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from switchboard_server.context.store.writer_thread import WriterThread
+from switchboard_server.errors import ResourceExhausted
 
 T = TypeVar("T")
 Write = Callable[[sqlite3.Connection], Any]
 GATHER_ROUNDS = 4
+
+
+def disk_full_as_exhausted(exc: BaseException) -> BaseException:
+    """SQLite's "database or disk is full" (SQLITE_FULL) as RESOURCE_EXHAUSTED, so a
+    caller learns what ran out instead of INTERNAL; any other error as it is. The
+    transaction was rolled back: nothing of the write is kept, and it may be retried
+    once space is freed."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        error = ResourceExhausted("the context store's disk is full; retry once space is freed")
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 class GroupCommitWriter:
@@ -89,7 +103,7 @@ class GroupCommitWriter:
                 if future.done():
                     continue
                 if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
+                    future.set_exception(disk_full_as_exhausted(outcome))
                 else:
                     future.set_result(outcome)
 
