@@ -6,25 +6,19 @@ Runs `switchboard up --detach` with the real services on free ports, then `down`
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
-from switchboard_server.mesh.processes import pid_alive
-from switchboard_server.testing import PortPool
+from tests.support.mesh_up import mesh_up
 
 pytestmark = pytest.mark.mesh
 
@@ -35,63 +29,10 @@ CLASSIFICATION = "switchboard.classification.v1.ClassificationService"
 CONTEXT = "switchboard.context.v1.ContextService"
 
 
-def _topology(ports: PortPool) -> dict[str, object]:
-    raw = yaml.safe_load((ROOT / "envoy" / "topology.yaml").read_text())
-    for spec in raw["services"].values():
-        for key in ("app_port", "sidecar_port", "admin_port", "metrics_port"):
-            spec[key] = ports()
-        spec["egress_ports"] = {callee: ports() for callee in spec.get("egress_ports", {})}
-    return raw  # type: ignore[no-any-return]
-
-
-def _mesh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "switchboard_server.mesh", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-
-
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("mesh-chat")
-    ports = PortPool()
-    topology = tmp / "topology.yaml"
-    topology.write_text(yaml.safe_dump(_topology(ports)))
-    edge_port = ports()
-    env = {
-        **os.environ,
-        "SWITCHBOARD_DATA_DIR": str(tmp / "data"),
-        "SWITCHBOARD_MESH_TOPOLOGY_FILE": str(topology),
-        "SWITCHBOARD_MESH_EDGE_PORT": str(edge_port),
-        "SWITCHBOARD_MESH_EDGE_ADMIN_PORT": str(ports()),
-        "SWITCHBOARD_MESH_FRONTDOOR_PORT": str(ports()),
-        "SWITCHBOARD_MESH_TRACE_RECEIVER": "false",
-        "SWITCHBOARD_MESH_STARTUP_TIMEOUT_S": "180",
-        # generous peer deadlines: a loaded test machine must not turn into "degraded"
-        "SWITCHBOARD_ORCHESTRATION_CLASSIFY_TIMEOUT_MS": "5000",
-        "SWITCHBOARD_ORCHESTRATION_CONTEXT_TIMEOUT_MS": "5000",
-        "SWITCHBOARD_ORCHESTRATION_MEMORY_TIMEOUT_MS": "5000",
-    }
-    up = _mesh(env, "up", "--detach")
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield f"127.0.0.1:{edge_port}"
-    finally:
-        state_file = tmp / "data" / "mesh" / "state.json"
-        pids = []
-        if state_file.exists():
-            state = json.loads(state_file.read_text())
-            pids = [p["pid"] for p in state["processes"] if p["pid"]]
-        _mesh(env, "down")
-        for pid in pids:
-            if pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+    with mesh_up(tmp_path_factory.mktemp("mesh-chat")) as mesh:
+        yield mesh.edge
 
 
 async def test_a_chat_turn_through_the_edge(edge: str) -> None:
