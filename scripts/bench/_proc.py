@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import yaml
 
-from switchboard_server.testing import PortPool as PortPool  # re-exported for tracing.py
+from switchboard_server.testing import PortPool
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -50,7 +50,6 @@ import httpx
 
 from scripts.bench._proc import (
     ROOT,
-    PortPool,
     cpu_seconds,
     mesh_env,
     mesh_log_excerpt,
@@ -58,6 +57,7 @@ from scripts.bench._proc import (
 )
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
+from switchboard_server.testing import PortPool
 
 CHATS = int(os.environ.get("SWITCHBOARD_BENCH_TRACING_CHATS", "800"))  # per mesh
 RATE = float(os.environ.get("SWITCHBOARD_BENCH_TRACING_RATE", "40"))  # Chats/s
