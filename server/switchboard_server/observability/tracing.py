@@ -26,7 +26,7 @@ Attribute values must be bounded and never user text.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -34,7 +34,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.util.types import Attributes, AttributeValue
+from opentelemetry.util.types import AttributeValue
 
 from switchboard_server.observability.settings import ObservabilitySettings
 
@@ -89,15 +89,6 @@ def confidence_bucket(confidence: float) -> str:
     return f"{tenth / 10:.1f}-{(tenth + 1) / 10:.1f}"
 
 
-def current_span(
-    tracer: trace.Tracer, name: str, attributes: Attributes | None = None
-) -> AbstractContextManager[trace.Span]:
-    """``tracer.start_as_current_span(name, attributes=attributes)``: an INTERNAL span,
-    child of the current span, ended on exit; an ``Exception`` is recorded and sets
-    the status to ERROR, then re-raised. For a tracer its owner keeps."""
-    return tracer.start_as_current_span(name, attributes=attributes)
-
-
 @contextmanager
 def domain_span(
     tracer_provider: trace.TracerProvider, name: str, **attributes: AttributeValue
@@ -107,5 +98,5 @@ def domain_span(
     Exceptions are recorded and set the span status to ERROR, then re-raised.
     """
     tracer = tracer_provider.get_tracer(TRACER_NAME)
-    with current_span(tracer, name, attributes) as span:
+    with tracer.start_as_current_span(name, attributes=attributes) as span:
         yield span

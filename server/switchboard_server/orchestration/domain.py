@@ -29,7 +29,7 @@ from opentelemetry import trace
 
 from switchboard_server.errors import DeadlineExceeded
 from switchboard_server.idempotency import KeyedGate, RequestKey
-from switchboard_server.observability.tracing import confidence_bucket, current_span
+from switchboard_server.observability.tracing import confidence_bucket
 from switchboard_server.orchestration.outcome import result_from_json, result_to_json
 from switchboard_server.orchestration.ports import (
     DEADLINE_EXCEEDED,
@@ -189,7 +189,7 @@ class ChatPipeline:
                 fallback=True,
             )
         retrieved = retrieved or Retrieved()
-        with current_span(self._tracer, "chat.compose") as span:
+        with self._tracer.start_as_current_span("chat.compose") as span:
             composition = await self._compose(
                 turn, ComposeInput(message, intent, retrieved, session_id)
             )
@@ -210,7 +210,7 @@ class ChatPipeline:
             )
 
         self._check_commit_time(turn)
-        with current_span(self._tracer, "chat.remember"):
+        with self._tracer.start_as_current_span("chat.remember"):
             turn_index = await self._remember(
                 turn, message, session_id, options, intent, composition, correlation_id,
                 key, answer(-1),

@@ -11,7 +11,6 @@ import structlog
 from opentelemetry import trace
 
 from switchboard_server.errors import DeadlineExceeded
-from switchboard_server.observability.tracing import current_span
 from switchboard_server.orchestration.ports import DEADLINE_EXCEEDED, DependencyFailed
 from switchboard_server.orchestration.values import (
     Degradation,
@@ -87,7 +86,7 @@ class TurnRun:
         self.emit(stage, StageStatus.STARTED)
         begun = time.monotonic()
         budget, bound_by_caller = self.budget(limit_s)
-        with current_span(self.tracer, SPAN_NAMES[stage]) as span:
+        with self.tracer.start_as_current_span(SPAN_NAMES[stage]) as span:
             try:
                 result: T | None = await call(budget)
                 status = StageStatus.FINISHED

@@ -20,7 +20,6 @@ from switchboard_server.observability.settings import ObservabilitySettings
 from switchboard_server.observability.tracing import (
     build_tracer_provider,
     confidence_bucket,
-    current_span,
     domain_span,
     tracing_enabled,
 )
@@ -170,7 +169,7 @@ def test_current_span_nests_records_failures_and_leaves_cancellations_unset() ->
     tracer = provider.get_tracer("switchboard.orchestration")
 
     def span(name: str, attributes: dict[str, AttributeValue] | None = None) -> Any:
-        return current_span(tracer, name, attributes)
+        return tracer.start_as_current_span(name, attributes=attributes)
 
     with span("outer", {"a": 1}) as outer:
         with span("inner"):
