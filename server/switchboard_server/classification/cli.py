@@ -14,6 +14,8 @@ from pathlib import Path
 from switchboard_client.cli import Subparsers, requires_extra
 
 BACKENDS = ("tfidf", "embeddings", "hybrid")
+FORMATS = ("jsonl", "csv", "rasa")
+DATA_HELP = "JSON Lines, CSV or Rasa NLU YAML (by extension; --format overrides)"
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -34,15 +36,31 @@ def register(subparsers: Subparsers) -> None:
     train = subparsers.add_parser(
         "train", help="Train the classification model and write the artifact the service loads."
     )
-    train.add_argument("--data", type=Path, required=True, help="Training data (JSON Lines).")
+    train.add_argument("--data", type=Path, required=True, help=f"Training data: {DATA_HELP}.")
     train.add_argument("--validation", type=Path, help="Held-out data (default: a split).")
     train.add_argument("--backend", choices=BACKENDS, help="Backend (default: the setting).")
+    _format_flags(train)
     train.set_defaults(func=run_train)
     ev = subparsers.add_parser("eval", help="Evaluate the classification model on test data.")
-    ev.add_argument("--data", type=Path, required=True, help="Test data (JSON Lines).")
+    ev.add_argument("--data", type=Path, required=True, help=f"Test data: {DATA_HELP}.")
     ev.add_argument("--train", type=Path, help="Train a fresh model on this file (not saved).")
     ev.add_argument("--validation", type=Path, help="Held-out data for --train.")
-    ev.add_argument("--oos", type=Path, help="Out-of-scope texts (JSON Lines).")
+    ev.add_argument("--oos", type=Path, help="Out-of-scope texts (same format).")
     ev.add_argument("--backend", choices=BACKENDS, help="Backend (default: the setting).")
+    _format_flags(ev)
     ev.add_argument("--json", action="store_true", help="Print one JSON object.")
     ev.set_defaults(func=run_eval)
+
+
+def _format_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format", choices=FORMATS, help="Format of every data file (default: by extension)."
+    )
+    parser.add_argument(
+        "--text-column", metavar="NAME", help="CSV column / JSON key of the text (default: text)."
+    )
+    parser.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="CSV column / JSON key of the label (default: label for CSV, intent for JSON).",
+    )

@@ -12,8 +12,10 @@ from tqdm import tqdm
 
 from switchboard_server.classification.artifacts import ArtifactStore
 from switchboard_server.classification.backends.encoder import CachedEncoderFactory
-from switchboard_server.classification.dataset import DatasetError, load_jsonl
+from switchboard_server.classification.dataset import DatasetError
 from switchboard_server.classification.evaluate import EvalReport, evaluate
+from switchboard_server.classification.formats import DatasetSpec, load_dataset
+from switchboard_server.classification.labels import LabelMap
 from switchboard_server.classification.lifecycle import load_or_train
 from switchboard_server.classification.model import TrainConfig, TrainedModel
 from switchboard_server.classification.sources import load_source, resolve
@@ -63,15 +65,33 @@ def _artifacts(settings: Settings) -> ArtifactStore:
     return ArtifactStore(directory, keep=settings.classification.artifacts_kept)
 
 
+def spec_of(args: argparse.Namespace) -> DatasetSpec:
+    return DatasetSpec(args.format, args.text_column, args.label_column)
+
+
+def print_renamed(renamed: dict[str, str], command: str) -> None:
+    """The labels normalization changed, one ``original -> normalized`` a line (stderr)."""
+    if not renamed:
+        return
+    print(f"switchboard {command}: {len(renamed)} labels normalized:", file=sys.stderr)
+    width = max(len(repr(raw)) for raw in renamed.values())
+    for label, raw in renamed.items():
+        print(f"  {repr(raw).ljust(width)} -> {label}", file=sys.stderr)
+
+
 def run_train(args: argparse.Namespace) -> int:
     try:
         settings = _settings()
-        train = load_jsonl(args.data)
-        heldout = load_jsonl(args.validation) if args.validation else None
+        spec, labels = spec_of(args), LabelMap()
+        train = load_dataset(args.data, spec, labels)
+        heldout = load_dataset(args.validation, spec, labels) if args.validation else None
+        print_renamed(labels.renamed, "train")
         config = TrainConfig.from_settings(settings.classification, args.backend)
         progress = TqdmProgress(enabled=sys.stderr.isatty())
         started = time.perf_counter()
-        model = train_model(train, heldout, config, _encoder_factory(settings), progress)
+        model = train_model(
+            train, heldout, config, _encoder_factory(settings), progress, labels.renamed
+        )
         progress.close()
         artifacts = _artifacts(settings)
         path = artifacts.save(model)
@@ -81,6 +101,7 @@ def run_train(args: argparse.Namespace) -> int:
                 "validation_path": str(args.validation.resolve()) if args.validation else None,
                 "backend": config.backend,
                 "artifact_key": model.artifact_key,
+                **spec.as_record(),
             }
         )
     except (ConfigError, DatasetError, SwitchboardError, OSError) as exc:
@@ -96,6 +117,7 @@ def run_train(args: argparse.Namespace) -> int:
                 "intents": len(model.classes),
                 "threshold": round(model.threshold, 4),
                 "seconds": round(time.perf_counter() - started, 2),
+                "labels": model.labels,
             }
         )
     )
@@ -106,7 +128,7 @@ def _current_model(settings: Settings, backend: str | None) -> TrainedModel:
     """The model the service would serve (cached artifact, else trained and saved)."""
     artifacts = _artifacts(settings)
     choice = resolve(settings.classification, artifacts)
-    source = load_source(choice.train_path, choice.heldout_path)
+    source = load_source(choice.train_path, choice.heldout_path, choice.spec)
     db = artifacts.directory / "examples.sqlite3"
     runtime = []
     if db.exists():
@@ -123,14 +145,19 @@ def _current_model(settings: Settings, backend: str | None) -> TrainedModel:
 def run_eval(args: argparse.Namespace) -> int:
     try:
         settings = _settings()
-        test = load_jsonl(args.data)
-        oos = load_jsonl(args.oos) if args.oos else []
+        spec, labels = spec_of(args), LabelMap()
+        if args.train:
+            train = load_dataset(args.train, spec, labels)
+            heldout = load_dataset(args.validation, spec, labels) if args.validation else None
+        test = load_dataset(args.data, spec, labels)
+        oos = load_dataset(args.oos, spec, labels) if args.oos else []
+        if not args.json:
+            print_renamed(labels.renamed, "eval")
         if args.train:
             config = TrainConfig.from_settings(settings.classification, args.backend)
-            heldout = load_jsonl(args.validation) if args.validation else None
             progress = TqdmProgress(enabled=sys.stderr.isatty() and not args.json)
             model = train_model(
-                load_jsonl(args.train), heldout, config, _encoder_factory(settings), progress
+                train, heldout, config, _encoder_factory(settings), progress, labels.renamed
             )
             progress.close()
         else:

@@ -1,0 +1,152 @@
+"""Intent discovery on HWU64: do clusters of out-of-scope traffic recover held-out intents?
+
+``python -m scripts.bench discovery``. HELD_OUT intents are removed from the training
+and validation data; a tfidf model is trained on the rest; the test split (every intent)
+is sent as traffic through ``Classifier.classify`` with a real discovery store (the path
+the servicer uses); the texts it keeps are clustered by each method and scored against
+their true intents with scikit-learn's metrics:
+
+* purity: share of clustered texts whose cluster's majority intent is their own;
+* ARI: adjusted Rand index over every kept text (noise counted as singletons);
+* recovered: held-out intents that are the majority of at least one cluster;
+* clustered: share of kept texts in some cluster (the rest is noise).
+
+``BENCH_DISCOVERY_EMBEDDINGS=0`` skips the MiniLM rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import adjusted_rand_score
+
+from switchboard_server.classification.artifacts import ArtifactStore
+from switchboard_server.classification.backends.encoder import CachedEncoderFactory
+from switchboard_server.classification.dataset import Example, load_jsonl
+from switchboard_server.classification.discovery import NOISE, DiscoveryConfig, discover
+from switchboard_server.classification.domain import Classifier
+from switchboard_server.classification.settings import ClassificationSettings
+from switchboard_server.classification.sources import DataSource, bundled_hwu64
+from switchboard_server.classification.store import ExampleStore
+from switchboard_server.classification.store.outofscope import OutOfScopeStore
+from switchboard_server.classification.verdict import Options
+
+HELD_OUT_COUNT = 10
+SEED = 26
+CONFIGS = [
+    DiscoveryConfig("agglomerative", "tfidf", 0.7),
+    DiscoveryConfig("agglomerative", "tfidf", 0.8),
+    DiscoveryConfig("agglomerative", "tfidf", 0.9),
+    DiscoveryConfig("hdbscan", "tfidf"),
+    DiscoveryConfig("agglomerative", "embeddings", 0.5),
+    DiscoveryConfig("agglomerative", "embeddings", 0.6),
+    DiscoveryConfig("agglomerative", "embeddings", 0.7),
+    DiscoveryConfig("hdbscan", "embeddings"),
+]
+
+
+def held_out_intents(train: list[Example]) -> list[str]:
+    intents = sorted({e.intent for e in train})
+    return sorted(random.Random(SEED).sample(intents, HELD_OUT_COUNT))
+
+
+async def kept_traffic(work: Path, held: set[str]) -> list[tuple[str, str]]:
+    """(text, true intent) of every test text the classifier answered out of scope."""
+    train = [e for e in load_jsonl(bundled_hwu64("train")) if e.intent not in held]
+    valid = [e for e in load_jsonl(bundled_hwu64("valid")) if e.intent not in held]
+    test = load_jsonl(bundled_hwu64("test"))
+    settings = ClassificationSettings(discovery_enabled=True, retrain_enabled=False)
+    factory = CachedEncoderFactory(threads=2, batch_size=64, max_tokens=128)
+    with ThreadPoolExecutor(2) as inference, ThreadPoolExecutor(1) as training:
+        classifier = Classifier(
+            settings,
+            ArtifactStore(work / "models", keep=2),
+            factory,
+            inference=inference,
+            training=training,
+        )
+        examples = ExampleStore(work / "examples.sqlite3")
+        store = OutOfScopeStore(
+            work / "discovery.sqlite3",
+            salt=b"bench-salt-0123456789",
+            max_messages=100_000,
+            max_age_s=86_400.0,
+        )
+        source = DataSource(Path("hwu64-train"), Path("hwu64-valid"), train, valid)
+        await classifier.start(source, examples, [], "tfidf", discovery=store)
+        options = Options(threshold=None, top_k=3, include_debug=False)
+        for i, example in enumerate(test):
+            await classifier.classify([example.text], options, [f"s{i % 97}"])
+        await classifier.stop()
+        kept = store.all()
+        store.close()
+        examples.close()
+    truth = {e.text: e.intent for e in test}
+    return [(m.text, truth[m.text]) for m in kept]
+
+
+def score(
+    config: DiscoveryConfig, texts: list[str], truth: list[str], held: set[str]
+) -> dict[str, Any]:
+    factory = CachedEncoderFactory(threads=2, batch_size=64, max_tokens=128)
+    started = time.perf_counter()
+    found, labels = discover(texts, [""] * len(texts), config, factory)
+    seconds = time.perf_counter() - started
+    clustered = labels != NOISE
+    # noise as singletons, so it neither helps nor forms one giant cluster
+    singletons = np.where(clustered, labels, -(np.arange(len(labels)) + 2))
+    majority_hits, recovered = 0, set()
+    for cluster in set(labels[clustered].tolist()):
+        members = [truth[i] for i in np.flatnonzero(labels == cluster)]
+        intent, hits = Counter(members).most_common(1)[0]
+        majority_hits += hits
+        if intent in held:
+            recovered.add(intent)
+    return {
+        "method": config.method,
+        "features": config.features,
+        "distance_threshold": config.distance_threshold if config.method != "hdbscan" else None,
+        "clusters": len(found),
+        "clustered": round(float(clustered.mean()), 3),
+        "purity": round(majority_hits / max(int(clustered.sum()), 1), 3),
+        "ari": round(float(adjusted_rand_score(truth, singletons)), 3),
+        "recovered": f"{len(recovered)}/{len(held)}",
+        "seconds": round(seconds, 2),
+    }
+
+
+def run() -> dict[str, Any]:
+    train = load_jsonl(bundled_hwu64("train"))
+    held = set(held_out_intents(train))
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs = asyncio.run(kept_traffic(Path(tmp), held))
+    texts, truth = [t for t, _ in pairs], [y for _, y in pairs]
+    from_held = sum(1 for y in truth if y in held)
+    configs = CONFIGS
+    if os.environ.get("BENCH_DISCOVERY_EMBEDDINGS", "1") == "0":
+        configs = [c for c in CONFIGS if c.features != "embeddings"]
+    rows = [score(c, texts, truth, held) for c in configs]
+    return {
+        "held_out_intents": sorted(held),
+        "kept_messages": len(texts),
+        "kept_from_held_out": from_held,
+        "held_out_test_texts": sum(
+            1 for e in load_jsonl(bundled_hwu64("test")) if e.intent in held
+        ),
+        "rows": rows,
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(), indent=2))
