@@ -43,13 +43,13 @@ from switchboard_server.classification.verdict import Options
 HELD_OUT_COUNT = 10
 SEED = 26
 CONFIGS = [
-    DiscoveryConfig("agglomerative", "tfidf", 0.8),
+    DiscoveryConfig("agglomerative", "tfidf", 0.85),
     DiscoveryConfig("agglomerative", "tfidf", 0.9),
     DiscoveryConfig("agglomerative", "tfidf", 0.95),
     DiscoveryConfig("hdbscan", "tfidf"),
-    DiscoveryConfig("agglomerative", "embeddings", 0.6),
     DiscoveryConfig("agglomerative", "embeddings", 0.7),
     DiscoveryConfig("agglomerative", "embeddings", 0.8),
+    DiscoveryConfig("agglomerative", "embeddings", 0.85),
     DiscoveryConfig("hdbscan", "embeddings"),
 ]
 # "test": the test split is the traffic (every intent; ~17 texts per held-out intent);

@@ -32,6 +32,13 @@ def run_eval(args: argparse.Namespace) -> int:
     return commands.run_eval(args)
 
 
+def run_discover(args: argparse.Namespace) -> int:
+    with requires_extra("server"):
+        from switchboard_server.classification import commands
+
+    return commands.run_discover(args)
+
+
 def register(subparsers: Subparsers) -> None:
     train = subparsers.add_parser(
         "train", help="Train the classification model and write the artifact the service loads."
@@ -50,6 +57,7 @@ def register(subparsers: Subparsers) -> None:
     _format_flags(ev)
     ev.add_argument("--json", action="store_true", help="Print one JSON object.")
     ev.set_defaults(func=run_eval)
+    _register_discover(subparsers)
 
 
 def _format_flags(parser: argparse.ArgumentParser) -> None:
@@ -64,3 +72,48 @@ def _format_flags(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="CSV column / JSON key of the label (default: label for CSV, intent for JSON).",
     )
+
+
+def _register_discover(subparsers: Subparsers) -> None:
+    discover = subparsers.add_parser(
+        "discover",
+        help="Cluster the kept out-of-scope messages into candidate intents.",
+        description=(
+            "Reads the messages the classification service kept (with "
+            "SWITCHBOARD_CLASSIFICATION_DISCOVERY_ENABLED=true) from its data directory, "
+            "prints the clusters and writes them to a file for `switchboard examples add`."
+        ),
+    )
+    discover.add_argument(
+        "--features",
+        choices=("auto", "tfidf", "embeddings"),
+        default="auto",
+        help="Text vectors (auto: embeddings when that extra is installed, else tfidf).",
+    )
+    discover.add_argument(
+        "--method",
+        choices=("agglomerative", "hdbscan"),
+        default="agglomerative",
+        help="Clustering (default: agglomerative, average linkage, cosine distance).",
+    )
+    discover.add_argument(
+        "--distance-threshold",
+        type=float,
+        metavar="D",
+        help="Cosine distance at which agglomerative clusters stop merging "
+        "(default: 0.7 embeddings, 0.9 tfidf).",
+    )
+    discover.add_argument(
+        "--min-size", type=int, default=3, metavar="N", help="Smallest cluster shown (default 3)."
+    )
+    discover.add_argument(
+        "--examples", type=int, default=5, metavar="N", help="Representative texts per cluster."
+    )
+    discover.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="Where to write the clusters (default: <data dir>/classification/discovered.json).",
+    )
+    discover.add_argument("--json", action="store_true", help="Print the file's JSON instead.")
+    discover.set_defaults(func=run_discover)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,9 @@ Features = Literal["tfidf", "embeddings"]
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 NOISE = -1
+# cosine distance at which agglomerative clusters stop merging, per features (measured)
+DEFAULT_DISTANCE: dict[str, float] = {"tfidf": 0.9, "embeddings": 0.7}
+RECORD_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class DiscoveryConfig:
 
     method: Method = "agglomerative"
     features: Features = "tfidf"
-    distance_threshold: float = 0.8
+    distance_threshold: float = 0.9
     min_size: int = 3
     representatives: int = 5
     terms: int = 3
@@ -55,24 +58,28 @@ class Candidate:
     texts: tuple[str, ...]
 
 
-def tfidf_vectors(texts: Sequence[str]) -> tuple[FloatArray, TfidfVectorizer]:
-    """L2-normalised TF-IDF of word 1-2-grams without English stop words."""
-    vectorizer = TfidfVectorizer(
-        ngram_range=(1, 2), stop_words="english", sublinear_tf=True, min_df=1
-    )
+def tfidf_vectors(texts: Sequence[str]) -> FloatArray:
+    """L2-normalised TF-IDF of character 3-5-grams within words: unlike words, they
+    match "tax"/"taxes" and "plant"/"plants" (measured: higher ARI on HWU64)."""
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
+    return np.asarray(vectorizer.fit_transform(texts).toarray(), dtype=np.float32)
+
+
+def word_terms(texts: Sequence[str]) -> tuple[TfidfVectorizer, Any]:
+    """Word 1-2-gram TF-IDF without English stop words: names a cluster by its terms."""
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), stop_words="english", sublinear_tf=True)
     try:
-        matrix = vectorizer.fit_transform(texts)
-    except ValueError:  # only stop words: fall back to every word
+        return vectorizer, vectorizer.fit_transform(texts)
+    except ValueError:  # only stop words: every word counts
         vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-        matrix = vectorizer.fit_transform(texts)
-    return np.asarray(matrix.toarray(), dtype=np.float32), vectorizer
+        return vectorizer, vectorizer.fit_transform(texts)
 
 
 def vectors_for(
     texts: Sequence[str], features: Features, encoder_factory: EncoderFactory | None = None
 ) -> FloatArray:
     if features == "tfidf":
-        return tfidf_vectors(texts)[0]
+        return tfidf_vectors(texts)
     if encoder_factory is None:
         raise ValueError("embeddings features need an encoder")
     vectors = encoder_factory().encode(list(texts))
@@ -114,9 +121,8 @@ def candidates(
     config: DiscoveryConfig,
 ) -> list[Candidate]:
     """The clusters as candidates, largest first, numbered from 1 in that order."""
-    _, vectorizer = tfidf_vectors(texts)
+    vectorizer, term_matrix = word_terms(texts)
     vocabulary = vectorizer.get_feature_names_out()
-    term_matrix = vectorizer.transform(texts)
     groups = sorted(
         (int(c) for c in set(labels.tolist()) if c != NOISE),
         key=lambda c: (-int((labels == c).sum()), c),
@@ -161,3 +167,50 @@ def discover(
     vectors = vectors_for(texts, config.features, encoder_factory)
     labels = cluster_labels(vectors, config)
     return candidates(texts, sessions, labels, vectors, config), labels
+
+
+def discovery_record(
+    config: DiscoveryConfig, messages: int, found: Sequence[Candidate]
+) -> dict[str, Any]:
+    """What ``switchboard discover`` writes and ``switchboard examples add`` reads."""
+    clustered = sum(c.size for c in found)
+    return {
+        "version": RECORD_VERSION,
+        "method": config.method,
+        "features": config.features,
+        "distance_threshold": config.distance_threshold if config.method != "hdbscan" else None,
+        "min_size": config.min_size,
+        "messages": messages,
+        "noise": messages - clustered,
+        "clusters": [
+            {
+                "cluster": c.cluster,
+                "size": c.size,
+                "sessions": c.sessions,
+                "suggested_label": c.suggested_label,
+                "terms": list(c.terms),
+                "representatives": list(c.representatives),
+                "texts": list(c.texts),
+            }
+            for c in found
+        ],
+    }
+
+
+def discovery_table(record: dict[str, Any], width: int = 60) -> str:
+    """The clusters of a discovery record as a plain-text table, largest first."""
+    lines = [
+        f"{record['messages']} out-of-scope messages, {len(record['clusters'])} clusters, "
+        f"{record['noise']} unclustered ({record['method']}, {record['features']})",
+        "",
+        f"{'#':>3}  {'size':>5}  {'sessions':>8}  {'suggested label':<28}  examples",
+    ]
+    for c in record["clusters"]:
+        examples = c["representatives"] or [""]
+        first = examples[0][:width]
+        lines.append(
+            f"{c['cluster']:>3}  {c['size']:>5}  {c['sessions']:>8}  "
+            f"{c['suggested_label'][:28]:<28}  {first}"
+        )
+        lines.extend(f"{'':>52}{text[:width]}" for text in examples[1:])
+    return "\n".join(lines)

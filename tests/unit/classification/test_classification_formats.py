@@ -98,9 +98,7 @@ def test_a_clash_across_train_and_validation_files_is_an_error(tmp_path: Path) -
 
 def test_bad_csv_and_rasa_lines_are_reported_with_file_and_line(tmp_path: Path) -> None:
     csv_path = tmp_path / "bad.csv"
-    csv_path.write_text(
-        'text,label\nok,a\n,b\n"multi\nline text",???\nthree,fields,here\nfine,c\n'
-    )
+    csv_path.write_text('text,label\nok,a\n,b\n"multi\nline text",???\nthree,fields,here\nfine,c\n')
     with pytest.raises(DatasetError) as info:
         load_dataset(csv_path)
     assert info.value.problems == (
@@ -123,11 +121,11 @@ def test_bad_csv_and_rasa_lines_are_reported_with_file_and_line(tmp_path: Path) 
 
 
 def test_missing_columns_and_unknown_extensions_say_which_flag_to_use(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="no column 'label'.*--label-column"):
+    with pytest.raises(DatasetError, match=r"no column 'label'.*--label-column"):
         load_dataset(DATA / "banking.csv")
     odd = tmp_path / "banking.txt"
     odd.write_bytes((DATA / "banking.csv").read_bytes())
-    with pytest.raises(DatasetError, match="unknown extension '.txt'.*--format"):
+    with pytest.raises(DatasetError, match=r"unknown extension '\.txt'.*--format"):
         load_dataset(odd)
     assert len(load_dataset(odd, DatasetSpec("csv", label_column="category"))) == 32
 
@@ -153,7 +151,8 @@ def test_train_on_each_format_prints_the_mapping_and_keeps_it_with_the_model(
     assert summary["labels"] == renamed
     assert f"{len(renamed)} labels normalized" in err
     for label, raw in renamed.items():
-        assert f"{raw!r}" in err and f"-> {label}" in err
+        assert f"{raw!r}" in err
+        assert f"-> {label}" in err
     model = pickle.loads(Path(summary["artifact"]).read_bytes())
     assert isinstance(model, TrainedModel)
     assert model.labels == renamed
