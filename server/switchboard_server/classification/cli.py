@@ -101,7 +101,7 @@ def _register_discover(subparsers: Subparsers) -> None:
         type=float,
         metavar="D",
         help="Cosine distance at which agglomerative clusters stop merging "
-        "(default: 0.7 embeddings, 0.9 tfidf).",
+        "(default: 0.8 embeddings, 0.9 tfidf).",
     )
     discover.add_argument(
         "--min-size", type=int, default=3, metavar="N", help="Smallest cluster shown (default 3)."

@@ -29,7 +29,7 @@ FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 NOISE = -1
 # cosine distance at which agglomerative clusters stop merging, per features (measured)
-DEFAULT_DISTANCE: dict[str, float] = {"tfidf": 0.9, "embeddings": 0.7}
+DEFAULT_DISTANCE: dict[str, float] = {"tfidf": 0.9, "embeddings": 0.8}
 RECORD_VERSION = 1
 
 
