@@ -39,7 +39,9 @@ def message(text: str, session: str = "") -> OutOfScopeMessage:
     return OutOfScopeMessage(text, session, 0.1, "alarm/set", "tfidf-abc")
 
 
-def store_at(path: Path, clock: Clock, *, max_messages: int = 100, max_age_s: float = 60.0):  # type: ignore[no-untyped-def]
+def store_at(
+    path: Path, clock: Clock, *, max_messages: int = 100, max_age_s: float = 60.0
+) -> OutOfScopeStore:
     return OutOfScopeStore(
         path, salt=SALT, max_messages=max_messages, max_age_s=max_age_s, clock=clock
     )
