@@ -65,6 +65,10 @@ async def test_discovered_cluster_is_added_through_add_examples_and_then_classif
         assert sorted(t for t, _ in rows) == sorted(TAX + GROOMING)  # in-scope text not kept
         assert {len(h) for _, h in rows} == {32}
         assert not any(b"user-" in p.read_bytes() for p in store.parent.glob("discovery*"))
+        metrics = running.server.runtime.metrics
+        kept = "switchboard_classification_discovery_kept_total"
+        assert metrics.get_sample_value(kept, {"outcome": "ok"}) == 10
+        assert metrics.get_sample_value("switchboard_classification_discovery_messages") == 10
 
         out = tmp_path / "discovered.json"
         discover = parse("discover", "--features", "tfidf", "--out", str(out))
@@ -136,3 +140,21 @@ async def test_a_model_trained_on_unruly_csv_labels_answers_with_the_original_la
             "refund_not_showing_up": "Refund_not_showing_up",
             "reverted_card_payment": "reverted_card_payment?",
         }
+
+
+async def test_a_broken_discovery_store_does_not_fail_classify(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    async with classification_server(
+        data_dir, train_path=small_dataset(tmp_path), discovery_enabled=True
+    ) as running:
+        store = data_dir / "classification" / "discovery.sqlite3"
+        with sqlite3.connect(store) as db:
+            db.execute("DROP TABLE messages")
+        answer = (
+            await running.stub.Classify(pb.ClassifyRequest(text=TAX[0], options=OOS))
+        ).classification
+        assert answer.out_of_scope
+        metrics = running.server.runtime.metrics
+        kept = "switchboard_classification_discovery_kept_total"
+        assert metrics.get_sample_value(kept, {"outcome": "error"}) == 1
+        assert metrics.get_sample_value(kept, {"outcome": "ok"}) in (None, 0.0)

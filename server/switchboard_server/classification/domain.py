@@ -215,9 +215,17 @@ class Classifier:
         if not kept:
             return
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self._discovery.add, kept)
+            stored = await asyncio.get_running_loop().run_in_executor(
+                None, self._discovery.add, kept
+            )
         except Exception as exc:  # discovery is best effort: the answer still goes out
             log.warning("discovery.keep_failed", error=type(exc).__name__, count=len(kept))
+            if self._metrics is not None:
+                self._metrics.discovery_kept.labels("error").inc(len(kept))
+            return
+        if self._metrics is not None:
+            self._metrics.discovery_kept.labels("ok").inc(len(kept))
+            self._metrics.discovery_stored.set(stored)
 
     def _infer(self, serving: Serving, texts: list[str], options: Options) -> list[Verdict]:
         started = time.perf_counter()
