@@ -11,6 +11,10 @@ their true intents with scikit-learn's metrics:
 * recovered: held-out intents that are the majority of at least one cluster;
 * clustered: share of kept texts in some cluster (the rest is noise).
 
+``keep_cost`` is the price of keeping: the in-process latency of ``Classifier.classify``
+for texts answered out of scope, with the discovery store and without it, measured in
+alternating rounds in one run (medians per call and their ratio).
+
 ``BENCH_DISCOVERY_EMBEDDINGS=0`` skips the MiniLM rows.
 """
 
@@ -100,6 +104,60 @@ async def kept_traffic(work: Path, held: set[str], traffic: str) -> list[tuple[s
     return [(m.text, truth[m.text]) for m in kept]
 
 
+KEEP_ROUNDS = 7
+KEEP_CALLS = 200
+
+
+async def keep_cost(work: Path) -> dict[str, Any]:
+    """Median ms per out-of-scope Classify with and without keeping, side by side."""
+    train = load_jsonl(bundled_hwu64("train"))
+    valid = load_jsonl(bundled_hwu64("valid"))
+    texts = [e.text for e in load_jsonl(bundled_hwu64("test"))][:KEEP_CALLS]
+    settings = ClassificationSettings(retrain_enabled=False)
+    factory = CachedEncoderFactory(threads=2, batch_size=64, max_tokens=128)
+    forced = Options(threshold=0.999, top_k=3, include_debug=False)  # every answer oos
+    timings: dict[str, list[float]] = {"off": [], "on": []}
+    with ThreadPoolExecutor(2) as inference, ThreadPoolExecutor(1) as training:
+        examples = ExampleStore(work / "examples.sqlite3")
+        store = OutOfScopeStore(
+            work / "discovery.sqlite3",
+            salt=b"bench-salt-0123456789",
+            max_messages=10_000,
+            max_age_s=86_400.0,
+        )
+        source = DataSource(Path("hwu64-train"), Path("hwu64-valid"), train, valid)
+        classifiers = {}
+        for mode, log in (("off", None), ("on", store)):
+            classifier = Classifier(
+                settings,
+                ArtifactStore(work / "models", keep=2),
+                factory,
+                inference=inference,
+                training=training,
+            )
+            await classifier.start(source, examples, [], "tfidf", discovery=log)
+            classifiers[mode] = classifier
+        for _ in range(KEEP_ROUNDS):
+            for mode, classifier in classifiers.items():
+                for i, text in enumerate(texts):
+                    started = time.perf_counter()
+                    await classifier.classify([text], forced, [f"s{i}"])
+                    timings[mode].append((time.perf_counter() - started) * 1000)
+        for classifier in classifiers.values():
+            await classifier.stop()
+        store.close()
+        examples.close()
+    off, on = float(np.median(timings["off"])), float(np.median(timings["on"]))
+    return {
+        "calls_per_mode": len(timings["off"]),
+        "median_ms_off": round(off, 3),
+        "median_ms_on": round(on, 3),
+        "p99_ms_off": round(float(np.percentile(timings["off"], 99)), 3),
+        "p99_ms_on": round(float(np.percentile(timings["on"], 99)), 3),
+        "ratio": round(on / off, 2),
+    }
+
+
 def score(
     config: DiscoveryConfig, texts: list[str], truth: list[str], held: set[str]
 ) -> dict[str, Any]:
@@ -137,6 +195,10 @@ def run() -> dict[str, Any]:
     if os.environ.get("BENCH_DISCOVERY_EMBEDDINGS", "1") == "0":
         configs = [c for c in CONFIGS if c.features != "embeddings"]
     result: dict[str, Any] = {"held_out_intents": sorted(held)}
+    with tempfile.TemporaryDirectory() as tmp:
+        result["keep_cost"] = asyncio.run(keep_cost(Path(tmp)))
+    if os.environ.get("BENCH_DISCOVERY_KEEP_ONLY") == "1":
+        return result
     for traffic in TRAFFIC:
         with tempfile.TemporaryDirectory() as tmp:
             pairs = asyncio.run(kept_traffic(Path(tmp), held, traffic))

@@ -126,9 +126,10 @@ class OutOfScopeStore:
 
     def _prune(self, now: float) -> None:
         self._db.execute("DELETE FROM messages WHERE received_at < ?", (now - self._max_age_s,))
+        # ids only grow, so the newest max_messages rows are those above max(id) - N:
+        # a range delete on the primary key, not a scan of the table
         self._db.execute(
-            "DELETE FROM messages WHERE id NOT IN"
-            " (SELECT id FROM messages ORDER BY id DESC LIMIT ?)",
+            "DELETE FROM messages WHERE id <= (SELECT MAX(id) FROM messages) - ?",
             (self._max_messages,),
         )
 
