@@ -140,7 +140,10 @@ def candidates(
                 break
         weights = np.asarray(term_matrix[rows].mean(axis=0)).ravel()
         top = [str(vocabulary[i]) for i in np.argsort(-weights)[: config.terms] if weights[i] > 0]
-        label = normalize_label("_".join(top[:2]).replace(" ", "_")) or f"cluster_{number}"
+        words: list[str] = []  # the top terms' words, each once ("plants", "water plants")
+        for term in top:
+            words.extend(w for w in term.split() if w not in words)
+        label = normalize_label("_".join(words[:3])) or f"cluster_{number}"
         result.append(
             Candidate(
                 cluster=number,
