@@ -129,7 +129,9 @@ class ComposeRender:
             ),
         }
         volumes.update({"redis-data": {}, "prometheus-data": {}, "grafana-data": {}})
-        return {"name": PROJECT, "services": services, "volumes": volumes}
+        # No top-level `name` (Debian's docker-compose 1.29 refuses it): the project
+        # name comes from the .env file beside compose.yaml.
+        return {"services": services, "volumes": volumes}
 
     def _envoy(self, config_name: str, depends: dict[str, str]) -> dict[str, Any]:
         return {

@@ -85,6 +85,7 @@ class K8sRender:
             {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
+                "namespace": self.deploy.namespace,
                 "resources": ["../prod", "servicemonitors.yaml"],
             }
         )
