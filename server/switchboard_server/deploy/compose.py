@@ -82,7 +82,6 @@ class ComposeRender:
                 )
             env = app_env(
                 replica,
-                self.settings,
                 otlp_endpoint=self.deploy.compose_otlp_endpoint,
                 trace_sample_ratio=self.deploy.dev_trace_sample_ratio,
             )
