@@ -151,6 +151,9 @@ def k8s_problems(docs: list[Doc]) -> list[str]:
             for part in ("requests", "limits"):
                 if set(resources.get(part, {})) != {"cpu", "memory"}:
                     problems.append(f"{name}: {part} must set cpu and memory")
+            for env in container.get("env", []):
+                if "value" in env and "valueFrom" in env:
+                    problems.append(f"{name}: env {env['name']} has both value and valueFrom")
             for mount in container.get("volumeMounts", []):
                 if mount["name"] not in mounts_known:
                     problems.append(f"{name}: mounts unknown volume {mount['name']!r}")

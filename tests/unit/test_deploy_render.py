@@ -231,11 +231,13 @@ def test_the_extra_checks_catch_what_they_claim(settings: Settings) -> None:
     app["readinessProbe"]["grpc"]["port"] = 9999
     app["ports"] = [{"containerPort": 1, "protocol": "tcp"}]
     app["securityContext"]["readOnlyRootFilesystem"] = False
+    app["env"][0]["valueFrom"] = {"fieldRef": {"fieldPath": "metadata.name"}}
     problems = "\n".join(k8s_problems(docs))
     assert "both minAvailable and maxUnavailable" in problems
     assert "probes port 9999" in problems
     assert "'tcp' not in" in problems
     assert "root filesystem not read-only" in problems
+    assert "has both value and valueFrom" in problems
 
 
 def test_network_policies_admit_exactly_the_topology_call_graph(settings: Settings) -> None:

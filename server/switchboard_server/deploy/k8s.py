@@ -177,6 +177,7 @@ class K8sRender:
         redis_env = [
             {
                 "name": "SWITCHBOARD_CONTEXT_REDIS_URL",
+                "value": None,  # a strategic merge drops the base's in-cluster URL
                 "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": "url"}},
             }
         ]
