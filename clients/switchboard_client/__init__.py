@@ -10,7 +10,12 @@
 
 from switchboard_client._base import REQUEST_ID_HEADER
 from switchboard_client._classification import ClassificationClient
-from switchboard_client._config import DEFAULT_TARGET, ConnectConfig
+from switchboard_client._config import (
+    DEFAULT_TARGET,
+    DEV_TOKEN_RELPATH,
+    ConnectConfig,
+    discover_token,
+)
 from switchboard_client._context import ContextClient
 from switchboard_client._errors import (
     AlreadyExists,
@@ -33,6 +38,7 @@ from switchboard_client._orchestration import OrchestrationClient
 
 __all__ = [
     "DEFAULT_TARGET",
+    "DEV_TOKEN_RELPATH",
     "REQUEST_ID_HEADER",
     "AlreadyExists",
     "Cancelled",
@@ -52,5 +58,6 @@ __all__ = [
     "SwitchboardError",
     "Unavailable",
     "Unimplemented",
+    "discover_token",
     "from_rpc_error",
 ]

@@ -1,0 +1,239 @@
+"""The authenticated edge through real Envoy: JWT on every call, open health and
+reflection, a token bucket per client, the same refusals for gRPC, gRPC-Web and REST.
+
+One mesh for the module: the edge and a classification sidecar in front of a fake
+classification app; the edge trusts the JWKS of a development key made here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import httpx
+import pytest
+import pytest_asyncio
+from cryptography.hazmat.primitives.asymmetric import ec
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from switchboard.classification.v1 import classification_service_pb2 as cls_pb
+from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
+from switchboard_client import ClassificationClient, ConnectConfig, PermissionDenied
+from switchboard_server.mesh.edge_auth import (
+    CLIENT_HEADER,
+    ERROR_DOMAIN,
+    REASON_CLIENT_RATE_LIMITED,
+)
+from switchboard_server.mesh.envoy import counters
+from switchboard_server.mesh.settings import MeshSettings
+from switchboard_server.mesh.tokens import DevAuth, ensure_keys, mint
+from switchboard_server.mesh.topology import Topology
+from tests.support.grpc_web import call as grpc_web_call
+from tests.support.mesh_fakes import CLASSIFICATION
+from tests.support.mesh_harness import Mesh, running_mesh, sub_topology, wait_healthy
+from tests.support.rich_status import error_details, trailing_metadata
+
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
+
+CLASSIFY = f"/{CLASSIFICATION}/Classify"
+BURST = 5
+ISSUER, AUDIENCE = "switchboard-dev", "switchboard"
+
+
+class Edge:
+    def __init__(self, mesh: Mesh, key: ec.EllipticCurvePrivateKey) -> None:
+        self.mesh = mesh
+        self.key = key
+
+    def token(self, subject: str, *, ttl_s: int = 600, **overrides: object) -> str:
+        claims: dict[str, object] = {
+            "subject": subject,
+            "ttl_s": ttl_s,
+            "issuer": ISSUER,
+            "audience": AUDIENCE,
+            "key": self.key,
+        }
+        claims.update(overrides)
+        key = claims.pop("key")
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return mint(key, **claims)  # type: ignore[arg-type]
+
+    async def classify(self, token: str | None) -> cls_pb.ClassifyResponse:
+        metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        async with grpc.aio.insecure_channel(self.mesh.edge) as channel:
+            stub = cls_grpc.ClassificationServiceStub(channel)
+            reply: cls_pb.ClassifyResponse = await stub.Classify(
+                cls_pb.ClassifyRequest(text="hello"), metadata=metadata, timeout=5
+            )
+        return reply
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def edge(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
+    tmp = tmp_path_factory.mktemp("edge-auth")
+    auth = DevAuth.under(tmp / "data")
+    key = ensure_keys(auth)
+    settings = MeshSettings(
+        edge_jwks_file=auth.jwks_path,
+        edge_client_rate_limit_rps=1,
+        edge_client_rate_limit_burst=BURST,
+        health_interval_s=0.2,
+    )
+    async with running_mesh(sub_topology(topology, {"classification": 1}), settings, tmp) as mesh:
+        await wait_healthy(mesh, "classification", 1)
+        yield Edge(mesh, key)
+
+
+async def _refused(edge: Edge, token: str | None) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await edge.classify(token)
+    return err.value
+
+
+def _edge_reason(exc: grpc.aio.AioRpcError) -> str:
+    info, _ = error_details(exc)
+    assert info.domain == ERROR_DOMAIN
+    return str(info.reason)
+
+
+async def test_a_valid_token_is_served(edge: Edge) -> None:
+    reply = await edge.classify(edge.token("ok-client"))
+    assert reply.classification.intent == "test/echo"
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "expired", "other-key", "wrong-audience", "wrong-issuer", "garbage"]
+)
+async def test_a_bad_or_missing_token_is_unauthenticated(edge: Edge, case: str) -> None:
+    stats_before = await counters(edge.mesh.http, edge.mesh.admin_ports["edge"])
+    app = edge.mesh.modules["classification-0"].state
+    served_before = app.calls["Classify"]
+    tokens = {
+        "missing": None,
+        "expired": edge.token("c", now=time.time() - 3600, ttl_s=600),
+        "other-key": edge.token("c", key=ec.generate_private_key(ec.SECP256R1())),
+        "wrong-audience": edge.token("c", audience="someone-else"),
+        "wrong-issuer": edge.token("c", issuer="https://evil.example.net"),
+        "garbage": "not.a.jwt",
+    }
+    exc = await _refused(edge, tokens[case])
+    assert exc.code() == grpc.StatusCode.UNAUTHENTICATED, exc.details()
+    reason = {"missing": "TOKEN_MISSING", "expired": "TOKEN_EXPIRED"}.get(case, "TOKEN_INVALID")
+    assert _edge_reason(exc) == reason
+    stats = await counters(edge.mesh.http, edge.mesh.admin_ports["edge"])
+    denied = "http.edge.jwt_authn.denied"
+    assert stats[denied] == stats_before.get(denied, 0) + 1
+    assert app.calls["Classify"] == served_before  # refused at the edge
+
+
+async def test_the_app_gets_the_subject_not_the_token(edge: Edge) -> None:
+    await edge.classify(edge.token("subject-seen"))
+    seen = edge.mesh.modules["classification-0"].state.last_metadata
+    assert seen.get(CLIENT_HEADER) == "subject-seen"
+    assert "authorization" not in seen
+
+
+async def test_the_typed_client_sends_its_token(edge: Edge) -> None:
+    config = ConnectConfig(edge.mesh.edge, token=edge.token("typed-client"))
+    async with ClassificationClient(config) as client:
+        verdict = await client.classify("hello")
+    assert verdict.intent == "test/echo"
+    async with ClassificationClient(ConnectConfig(edge.mesh.edge)) as client:
+        with pytest.raises(PermissionDenied) as err:
+            await client.classify("hello")
+    assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert err.value.reason == "TOKEN_MISSING"
+
+
+async def test_health_and_reflection_need_no_token(edge: Edge) -> None:
+    async with grpc.aio.insecure_channel(edge.mesh.edge) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        request_ = health_pb2.HealthCheckRequest(service=CLASSIFICATION)
+        # answered (not refused) at once; SERVING once the front door has looked
+        for _ in range(100):
+            reply = await health.Check(request_, timeout=5)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            await asyncio.sleep(0.1)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        answers = [a async for a in reflection.ServerReflectionInfo(iter([request]), timeout=5)]
+    names = {s.name for s in answers[0].list_services_response.service}
+    assert CLASSIFICATION in names
+
+
+async def test_rest_without_a_token_is_401_with_a_json_status(edge: Edge) -> None:
+    url = f"http://{edge.mesh.edge}/v1/intents:classify"
+    async with httpx.AsyncClient() as http:
+        refused = await http.post(url, json={"text": "hello"}, timeout=5)
+        served = await http.post(
+            url,
+            json={"text": "hello"},
+            headers={"authorization": f"Bearer {edge.token('rest-client')}"},
+            timeout=5,
+        )
+    assert refused.status_code == 401
+    assert refused.json()["code"] == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    assert "Jwt" in refused.json()["message"]
+    assert served.status_code == 200, served.text
+    assert served.json()["classification"]["intent"] == "test/echo"
+
+
+async def test_grpc_web_without_a_token_is_unauthenticated(edge: Edge) -> None:
+    async with httpx.AsyncClient() as http:
+        base = f"http://{edge.mesh.edge}"
+        request = cls_pb.ClassifyRequest(text="hello")
+        refused = await grpc_web_call(http, base, CLASSIFY, request, cls_pb.ClassifyResponse)
+        served = await grpc_web_call(
+            http,
+            base,
+            CLASSIFY,
+            request,
+            cls_pb.ClassifyResponse,
+            headers={"authorization": f"Bearer {edge.token('web-client')}"},
+        )
+    assert refused.code == grpc.StatusCode.UNAUTHENTICATED
+    info = error_details_pb2.ErrorInfo()
+    assert refused.status.details[0].Unpack(info)
+    assert info.reason == "TOKEN_MISSING"
+    assert served.code == grpc.StatusCode.OK
+    assert served.messages[0].classification.intent == "test/echo"
+
+
+async def test_one_client_is_limited_while_another_is_not(edge: Edge) -> None:
+    greedy, calm = edge.token("greedy"), edge.token("calm")
+    outcomes: list[grpc.StatusCode] = []
+    limited: grpc.aio.AioRpcError | None = None
+    for _ in range(BURST + 3):
+        try:
+            await edge.classify(greedy)
+            outcomes.append(grpc.StatusCode.OK)
+        except grpc.aio.AioRpcError as exc:
+            outcomes.append(exc.code())
+            limited = exc
+    # the bucket refills one token a second: a slow call may let one more through
+    assert outcomes.count(grpc.StatusCode.OK) in (BURST, BURST + 1), outcomes
+    assert set(outcomes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, outcomes
+    for _ in range(3):
+        assert (await edge.classify(calm)).classification.intent == "test/echo"
+    assert limited is not None
+    assert _edge_reason(limited) == REASON_CLIENT_RATE_LIMITED
+    status = status_pb2.Status.FromString(
+        _padded(trailing_metadata(limited)["grpc-status-details-bin"])
+    )
+    retry = error_details_pb2.RetryInfo()
+    assert any(d.Unpack(retry) for d in status.details if d.Is(retry.DESCRIPTOR))
+    assert retry.retry_delay.seconds >= 1
+    assert trailing_metadata(limited)["retry-after"] == "1"
+
+
+def _padded(raw: str | bytes) -> bytes:
+    if isinstance(raw, bytes):
+        return raw
+    return base64.b64decode(raw + "=" * (-len(raw) % 4))
