@@ -20,6 +20,7 @@ COMMANDS = {
     "train",
     "eval",
     "up",
+    "token",
     "down",
     "status",
     "stats",
