@@ -9,21 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
+import ipaddress
+import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import httpx
 import pytest
 import pytest_asyncio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from switchboard.classification.v1 import classification_service_pb2 as cls_pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
-from switchboard_client import ClassificationClient, ConnectConfig, PermissionDenied
+from switchboard_client import ClassificationClient, ConnectConfig, PermissionDenied, Unavailable
 from switchboard_server.mesh.edge_auth import (
     CLIENT_HEADER,
     ERROR_DOMAIN,
@@ -31,7 +38,7 @@ from switchboard_server.mesh.edge_auth import (
 )
 from switchboard_server.mesh.envoy import counters
 from switchboard_server.mesh.settings import MeshSettings
-from switchboard_server.mesh.tokens import DevAuth, ensure_keys, mint
+from switchboard_server.mesh.tokens import DevAuth, ensure_keys, mint, write_private
 from switchboard_server.mesh.topology import Topology
 from tests.support.grpc_web import call as grpc_web_call
 from tests.support.mesh_fakes import CLASSIFICATION
@@ -237,3 +244,66 @@ def _padded(raw: str | bytes) -> bytes:
     if isinstance(raw, bytes):
         return raw
     return base64.b64decode(raw + "=" * (-len(raw) % 4))
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "switchboard edge")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "edge.pem", directory / "edge.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_private(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    return cert_path, key_path
+
+
+async def test_the_edge_terminates_tls_with_a_certificate_from_files(
+    topology: Topology, tmp_path: Path
+) -> None:
+    cert, key_file = _self_signed(tmp_path)
+    auth = DevAuth.under(tmp_path / "data")
+    key = ensure_keys(auth)
+    settings = MeshSettings(
+        edge_jwks_file=auth.jwks_path, edge_tls_cert_file=cert, edge_tls_key_file=key_file
+    )
+    token = mint(key, subject="tls-client", ttl_s=600, issuer=ISSUER, audience=AUDIENCE)
+    async with running_mesh(
+        sub_topology(topology, {"classification": 1}), settings, tmp_path
+    ) as mesh:
+        await wait_healthy(mesh, "classification", 1)
+        config = ConnectConfig(mesh.edge, token=token, tls_ca_file=str(cert))
+        async with ClassificationClient(config) as client:
+            assert (await client.classify("hello")).intent == "test/echo"
+        # plaintext to a TLS port: no answer
+        async with ClassificationClient(ConnectConfig(mesh.edge, token=token)) as client:
+            with pytest.raises(Unavailable):
+                await client.classify("hello", timeout_s=2)
+        # TLS 1.2 clients are served too (the minimum; 1.3 is what grpc negotiated above)
+        context = ssl.create_default_context(cafile=str(cert))
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        host, port = mesh.edge.rsplit(":", 1)
+        _, writer = await asyncio.open_connection(host, int(port), ssl=context)
+        try:
+            assert writer.get_extra_info("ssl_object").version() == "TLSv1.2"
+        finally:
+            writer.close()
