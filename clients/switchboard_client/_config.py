@@ -25,9 +25,19 @@ def _read_token(path: Path) -> str:
     return path.read_text().strip()
 
 
-def discover_token(env: Mapping[str, str]) -> str:
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+def is_loopback(target: str) -> bool:
+    """Whether a ``host:port`` target is on this machine (where the local mesh runs)."""
+    host = target.rsplit(":", 1)[0] if target.count(":") == 1 or "]" in target else target
+    return host.removeprefix("ipv4:") in LOOPBACK_HOSTS
+
+
+def discover_token(env: Mapping[str, str], *, local: bool = True) -> str:
     """The bearer token for the edge: ``SWITCHBOARD_TOKEN``, else the file named by
-    ``SWITCHBOARD_TOKEN_FILE``, else the local mesh's development token if there is one
+    ``SWITCHBOARD_TOKEN_FILE``, else (for a ``local`` target only: it is no one else's
+    business) the local mesh's development token if there is one
     (``$SWITCHBOARD_DATA_DIR/mesh/auth/dev-token``), else none."""
     if env.get(TOKEN_ENV):
         return env[TOKEN_ENV].strip()
@@ -36,6 +46,8 @@ def discover_token(env: Mapping[str, str]) -> str:
             return _read_token(Path(env[TOKEN_FILE_ENV]))
         except OSError as exc:
             raise ValueError(f"{TOKEN_FILE_ENV}: cannot read {exc.filename}") from None
+    if not local:
+        return ""
     dev = Path(env.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR) / DEV_TOKEN_RELPATH
     try:
         return _read_token(dev)
@@ -81,7 +93,8 @@ class ConnectConfig:
                 raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds") from exc
         if env.get(TLS_CA_FILE_ENV):
             values["tls_ca_file"] = env[TLS_CA_FILE_ENV]
-        if "token" not in overrides:
-            values["token"] = discover_token(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if "token" not in values:
+            target = str(values.get("target", DEFAULT_TARGET))
+            values["token"] = discover_token(env, local=is_loopback(target))
         return cls(**values)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from switchboard_client import ConnectConfig, OrchestrationClient
+from switchboard_server.mesh.tokens import DevAuth
 from switchboard_server.testing import PortPool, stop_process
 from tests.support.context import start_redis
 from tests.support.fake_llm import completion, fake_llm
@@ -104,6 +105,7 @@ async def test_secret_files_are_used_and_never_logged_or_shown(
         assert all(h["Authorization"] == f"Bearer {api_key}" for h in script.headers)
 
     values = {"llm key": api_key, "redis password": password}
+    dev_token = config.token
     for result in status:
         assert result.returncode in (0, 1), result.stderr
         for what, value in values.items():
@@ -118,4 +120,6 @@ async def test_secret_files_are_used_and_never_logged_or_shown(
         lines += text.count("\n")
         for what, value in values.items():
             assert value not in text, f"{what} in {path}"
+        if path.parent != DevAuth.under(mesh.data_dir).directory:
+            assert dev_token not in text, f"the development token in {path}"
     assert lines > 100  # the logs were there to search

@@ -118,6 +118,9 @@ def test_the_client_discovers_its_token(tmp_path: Path) -> None:
     assert config.token == "dev-token"
     assert "dev-token" not in repr(config)
     assert ConnectConfig.from_env(data, token="").token == ""
+    # the local development token is not sent to another machine
+    assert ConnectConfig.from_env(data, target="edge.example.com:443").token == ""
+    assert ConnectConfig.from_env(data, target="localhost:8080").token == "dev-token"
     with pytest.raises(ValueError, match="SWITCHBOARD_TOKEN_FILE"):
         discover_token({"SWITCHBOARD_TOKEN_FILE": str(tmp_path / "missing")})
 

@@ -248,13 +248,13 @@ class MeshSettings(BaseSettings):
         default=True, description="Server reflection at the edge needs no token (grpcurl)."
     )
     edge_client_rate_limit_rps: int = Field(
-        default=50,
+        default=500,
         ge=0,
         description="Per-client (token subject) rate limit at the edge, requests per "
         "second; 0 turns it off.",
     )
     edge_client_rate_limit_burst: int = Field(
-        default=100, ge=1, description="Per-client token bucket size (burst)."
+        default=1000, ge=1, description="Per-client token bucket size (burst)."
     )
     edge_client_rate_limit_max_clients: int = Field(
         default=10_000,
