@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import ipaddress
 import ssl
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import grpc
@@ -307,3 +310,50 @@ async def test_the_edge_terminates_tls_with_a_certificate_from_files(
             assert writer.get_extra_info("ssl_object").version() == "TLSv1.2"
         finally:
             writer.close()
+
+
+@contextlib.contextmanager
+def _serving_file(path: Path) -> Iterator[str]:
+    """An HTTP server on loopback whose every GET answers ``path``; its URL."""
+    body = path.read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+async def test_keys_from_a_jwks_url(topology: Topology, tmp_path: Path) -> None:
+    auth = DevAuth.under(tmp_path / "data")
+    key = ensure_keys(auth)
+    token = mint(key, subject="url-client", ttl_s=600, issuer=ISSUER, audience=AUDIENCE)
+    with _serving_file(auth.jwks_path) as url:
+        settings = MeshSettings(edge_jwks_url=url)
+        topo = sub_topology(topology, {"classification": 1})
+        async with running_mesh(topo, settings, tmp_path) as mesh:
+            await wait_healthy(mesh, "classification", 1)
+            config = ConnectConfig(mesh.edge, token=token)
+            async with ClassificationClient(config) as client:
+                assert (await client.classify("hello")).intent == "test/echo"
+            other = ec.generate_private_key(ec.SECP256R1())
+            forged = mint(other, subject="x", ttl_s=600, issuer=ISSUER, audience=AUDIENCE)
+            async with ClassificationClient(ConnectConfig(mesh.edge, token=forged)) as client:
+                with pytest.raises(PermissionDenied) as err:
+                    await client.classify("hello")
+            assert err.value.reason == "TOKEN_INVALID"
