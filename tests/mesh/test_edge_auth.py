@@ -12,7 +12,10 @@ import base64
 import contextlib
 import datetime
 import ipaddress
+import os
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -357,3 +360,21 @@ async def test_keys_from_a_jwks_url(topology: Topology, tmp_path: Path) -> None:
                 with pytest.raises(PermissionDenied) as err:
                     await client.classify("hello")
             assert err.value.reason == "TOKEN_INVALID"
+
+
+async def test_the_cli_says_how_to_get_a_token(edge: Edge, tmp_path: Path) -> None:
+    env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(tmp_path)}  # no mesh ran here
+    env.pop("SWITCHBOARD_TOKEN", None)
+    argv = [sys.executable, "-m", "switchboard_client.cli", "chat", "--target", edge.mesh.edge]
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [*argv, "--message", "hello"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "a bearer token is required" in result.stderr
+    assert "SWITCHBOARD_TOKEN" in result.stderr

@@ -25,6 +25,7 @@ from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from switchboard_client import EdgeReason
 from switchboard_server.mesh.edge_frontdoor import HEALTH_PREFIX, REFLECTION_PREFIX
 from switchboard_server.mesh.edge_web import page_files
 from switchboard_server.mesh.envoy_config import Config, seconds, typed
@@ -38,7 +39,7 @@ CLIENT_HEADER = "x-switchboard-client"
 """Set by the edge from the verified token's ``sub``, for the apps and their logs."""
 PAYLOAD_KEY = "payload"
 ERROR_DOMAIN = "edge.switchboard"
-REASON_CLIENT_RATE_LIMITED = "CLIENT_RATE_LIMITED"
+REASON_CLIENT_RATE_LIMITED = EdgeReason.CLIENT_RATE_LIMITED.value
 CLIENT_FILL_INTERVAL_S = 1
 LIMIT_HEADER = "x-switchboard-rate-limited"
 RATE_LIMIT_MESSAGE = "client rate limit exceeded"
@@ -174,9 +175,9 @@ def edge_auth_filters(settings: MeshSettings) -> list[Config]:
 # Why a token was refused, from Envoy's response code details
 # (``jwt_authn_access_denied{Jwt_is_expired}``); the first that matches wins.
 TOKEN_REFUSALS = (
-    ("TOKEN_MISSING", "Jwt_is_missing", "a bearer token is required"),
-    ("TOKEN_EXPIRED", "Jwt_is_expired", "the bearer token has expired"),
-    ("TOKEN_INVALID", "", "the bearer token is not valid"),
+    (EdgeReason.TOKEN_MISSING.value, "Jwt_is_missing", "a bearer token is required"),
+    (EdgeReason.TOKEN_EXPIRED.value, "Jwt_is_expired", "the bearer token has expired"),
+    (EdgeReason.TOKEN_INVALID.value, "", "the bearer token is not valid"),
 )
 
 
