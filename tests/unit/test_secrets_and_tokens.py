@@ -64,7 +64,7 @@ def test_a_bad_secret_setting_never_echoes_the_secret(
 def test_development_files_are_private_and_the_token_verifies(tmp_path: Path) -> None:
     settings = prepare_dev_auth(MeshSettings(), tmp_path)
     auth = DevAuth.under(tmp_path)
-    assert settings.edge_jwks_file == auth.jwks_path
+    assert settings.edge_jwks_file == auth.jwks_path.absolute()
     for path in (auth.key_path, auth.jwks_path, auth.token_path):
         assert path.stat().st_mode & 0o777 == 0o600, path
     assert auth.directory.stat().st_mode & 0o077 == 0

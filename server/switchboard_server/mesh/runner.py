@@ -201,7 +201,7 @@ class MeshRunner:
         if not self.mesh.edge_auth:
             return "none (insecure)"
         dev = DevAuth.under(self.settings.core.data_dir)
-        if self.mesh.edge_jwks_file == dev.jwks_path:
+        if self.mesh.edge_jwks_file == dev.jwks_path.absolute():
             return f"jwt, development token in {dev.token_path}"
         return f"jwt, keys from {self.mesh.edge_jwks_url or self.mesh.edge_jwks_file}"
 

@@ -135,4 +135,5 @@ def prepare_dev_auth(settings: MeshSettings, data_dir: Path) -> MeshSettings:
         audience=settings.edge_jwt_audience,
     )
     write_private(auth.token_path, token)
-    return settings.model_copy(update={"edge_jwks_file": auth.jwks_path})
+    # absolute: Envoy reads it whatever its working directory
+    return settings.model_copy(update={"edge_jwks_file": auth.jwks_path.absolute()})
