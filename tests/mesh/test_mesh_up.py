@@ -228,6 +228,11 @@ def test_up_restarts_a_dead_child_and_down_drains_everything(
     assert any(line.startswith("classification-1 ") and '"server.ready"' in line for line in lines)
     assert any(line.startswith("edge ") and "/Classify" in line for line in lines)
     assert any('"child.exited"' in line and "classification-1" in line for line in lines)
+    # the chat page's address with the development token, for the user at the terminal;
+    # `status` names where the token is, never the token
+    token = discover_token(mesh_env)
+    assert f"#token={token}" in out
+    assert token not in json.dumps(status)
 
 
 _ORPHAN_RUNNER = """
