@@ -3,10 +3,11 @@
 * ``envoy.filters.http.jwt_authn`` checks the bearer token of every call (issuer,
   audience, signature against a JWKS from a file or a URL, expiry); health checks,
   reflection (each configurable), CORS preflights and the chat page's own files stay
-  open. A refusal is a local reply: HTTP 401, which Envoy turns into ``grpc-status: 16``
-  (UNAUTHENTICATED) for gRPC and gRPC-Web; :func:`local_reply_mappers` adds an
-  ``ErrorInfo`` (reason ``UNAUTHENTICATED``, Envoy's words in the message), and the REST
-  mappers of :mod:`.edge_rest` give REST callers a JSON ``google.rpc.Status``.
+  open. A refusal is a local reply: HTTP 401 (403 for another audience), which
+  :func:`local_reply_mappers` turns into UNAUTHENTICATED with an ``ErrorInfo`` (reason
+  ``TOKEN_MISSING``, ``TOKEN_EXPIRED`` or ``TOKEN_INVALID``, told apart by Envoy's
+  response code details through a CEL filter) for gRPC and gRPC-Web, and into HTTP 401
+  with a JSON ``google.rpc.Status`` for REST.
 * The verified payload goes to dynamic metadata (never a header a client could send),
   and a second ``local_ratelimit`` filter turns its ``sub`` into a descriptor: Envoy
   gives each distinct value its own token bucket (a descriptor entry with an empty
