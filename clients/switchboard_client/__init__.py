@@ -10,12 +10,18 @@
 
 from switchboard_client._base import REQUEST_ID_HEADER
 from switchboard_client._classification import ClassificationClient
-from switchboard_client._config import DEFAULT_TARGET, ConnectConfig
+from switchboard_client._config import (
+    DEFAULT_TARGET,
+    DEV_TOKEN_RELPATH,
+    ConnectConfig,
+    discover_token,
+)
 from switchboard_client._context import ContextClient
 from switchboard_client._errors import (
     AlreadyExists,
     Cancelled,
     DeadlineExceeded,
+    EdgeReason,
     ErrorReason,
     FailedPrecondition,
     FieldViolation,
@@ -33,6 +39,7 @@ from switchboard_client._orchestration import OrchestrationClient
 
 __all__ = [
     "DEFAULT_TARGET",
+    "DEV_TOKEN_RELPATH",
     "REQUEST_ID_HEADER",
     "AlreadyExists",
     "Cancelled",
@@ -40,6 +47,7 @@ __all__ = [
     "ConnectConfig",
     "ContextClient",
     "DeadlineExceeded",
+    "EdgeReason",
     "ErrorReason",
     "FailedPrecondition",
     "FieldViolation",
@@ -52,5 +60,6 @@ __all__ = [
     "SwitchboardError",
     "Unavailable",
     "Unimplemented",
+    "discover_token",
     "from_rpc_error",
 ]

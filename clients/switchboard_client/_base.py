@@ -57,7 +57,14 @@ class BaseClient(abc.ABC):
                 ("grpc.max_send_message_length", size),
                 *self.config.channel_options,
             ]
-            self._channel = grpc.aio.insecure_channel(self.config.target, options=options)
+            if self.config.tls_ca_file:
+                with open(self.config.tls_ca_file, "rb") as ca:
+                    credentials = grpc.ssl_channel_credentials(root_certificates=ca.read())
+                self._channel = grpc.aio.secure_channel(
+                    self.config.target, credentials, options=options
+                )
+            else:
+                self._channel = grpc.aio.insecure_channel(self.config.target, options=options)
             self._bind(self._channel)
         return self._channel
 
@@ -75,6 +82,8 @@ class BaseClient(abc.ABC):
     ) -> dict[str, Any]:
         """Call options; a write's ``request_id`` also goes out as :data:`REQUEST_ID_HEADER`."""
         metadata = list(self.config.metadata)
+        if self.config.token:
+            metadata.append(("authorization", f"Bearer {self.config.token}"))
         if correlation_id:
             metadata.append(("x-correlation-id", correlation_id))
         if request_id:

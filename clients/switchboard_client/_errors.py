@@ -68,6 +68,21 @@ class ErrorReason(StrEnum):
     """The request metadata (headers) exceed the server's limit: :class:`ResourceExhausted`."""
 
 
+class EdgeReason(StrEnum):
+    """The ``ErrorInfo.reason`` values the edge Envoy sends (domain ``edge.switchboard``);
+    the edge's rendering uses these very values."""
+
+    TOKEN_MISSING = "TOKEN_MISSING"
+    """No bearer token: :class:`PermissionDenied` (code UNAUTHENTICATED)."""
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"
+    """The token's ``exp`` has passed: :class:`PermissionDenied` (code UNAUTHENTICATED)."""
+    TOKEN_INVALID = "TOKEN_INVALID"
+    """Bad signature, issuer or audience, or not a JWT: :class:`PermissionDenied`."""
+    CLIENT_RATE_LIMITED = "CLIENT_RATE_LIMITED"
+    """This client (the token's subject) is over its rate: :class:`ResourceExhausted`,
+    with a ``RetryInfo``."""
+
+
 @dataclass(frozen=True, slots=True)
 class FieldViolation:
     """One bad request field (``field`` is a path like ``options.top_k``) and why."""

@@ -59,6 +59,7 @@ from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from scripts.bench import _append_load as append_load
 from scripts.bench._proc import StolenTime, cpu_seconds
@@ -263,7 +264,7 @@ async def _redis_service_side(tmp: Path, requests: list[pb.GetContextRequest]) -
             core=CoreSettings(data_dir=tmp),
             context=ContextSettings(
                 store="redis",
-                redis_url=f"redis://127.0.0.1:{port}/0",
+                redis_url=SecretStr(f"redis://127.0.0.1:{port}/0"),
                 cache_ttl_s=0,
                 seed_default_knowledge=False,
             ),

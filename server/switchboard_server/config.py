@@ -147,6 +147,15 @@ _PARTS: dict[str, type[BaseSettings]] = {
 }
 
 
+def _is_secret(cls: type[BaseSettings], loc: tuple[int | str, ...]) -> bool:
+    """Whether an error at ``loc`` may be about a secret, whose value is never echoed:
+    a ``SecretStr`` field, or the whole input (a model-level validator's error)."""
+    field = cls.model_fields.get(str(loc[0])) if loc else None
+    if field is None:
+        return True
+    return "SecretStr" in str(field.annotation)
+
+
 def load_settings() -> Settings:
     """Read and validate every setting from the environment (the only place that does)."""
     parts: dict[str, BaseSettings] = {}
@@ -158,7 +167,9 @@ def load_settings() -> Settings:
             prefix = str(cls.model_config.get("env_prefix", ""))
             for error in exc.errors():
                 loc = "_".join(str(p) for p in error["loc"]).upper()
-                problems.append(f"{prefix}{loc}: {error['msg']} (got {error.get('input')!r})")
+                got = "" if _is_secret(cls, error["loc"]) else f" (got {error.get('input')!r})"
+                name = f"{prefix}{loc}" if loc else prefix.rstrip("_")
+                problems.append(f"{name}: {error['msg']}{got}")
     if problems:
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
     return Settings(**parts)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
-from tests.support.mesh_up import mesh_up
+from tests.support.mesh_up import UpMesh, mesh_up
 
 pytestmark = pytest.mark.mesh
 
@@ -30,24 +30,31 @@ CONTEXT = "switchboard.context.v1.ContextService"
 
 
 @pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with mesh_up(tmp_path_factory.mktemp("mesh-chat")) as mesh:
-        yield mesh.edge
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpMesh]:
+    with mesh_up(tmp_path_factory.mktemp("mesh-chat")) as up:
+        yield up
 
 
-async def test_a_chat_turn_through_the_edge(edge: str) -> None:
-    async with grpc.aio.insecure_channel(edge) as channel:
+@pytest.fixture(scope="module")
+def edge(mesh: UpMesh) -> str:
+    return mesh.edge
+
+
+async def test_a_chat_turn_through_the_edge(mesh: UpMesh) -> None:
+    async with grpc.aio.insecure_channel(mesh.edge) as channel:
         stub = orch_grpc.OrchestrationServiceStub(channel)
         reply = await stub.Chat(
             orch_pb.ChatRequest(message="what is my account balance?", session_id="mesh-1"),
             timeout=10,
+            metadata=mesh.metadata,
         )
     assert reply.reply
     assert reply.intent.ListFields()  # classified through the classification sidecar
     assert list(reply.degraded) == []  # classification and context both answered
 
 
-def test_buf_curl_through_the_edge_by_reflection(edge: str) -> None:
+def test_buf_curl_through_the_edge_by_reflection(mesh: UpMesh) -> None:
+    edge = mesh.edge
     base = ["--protocol", "grpc", "--http2-prior-knowledge"]
     listed = subprocess.run(
         [str(BUF), "curl", *base, "--list-methods", f"http://{edge}"],
@@ -63,6 +70,8 @@ def test_buf_curl_through_the_edge_by_reflection(edge: str) -> None:
             str(BUF),
             "curl",
             *base,
+            "-H",
+            f"authorization: Bearer {mesh.token}",
             "-d",
             json.dumps({"message": "hello", "sessionId": "mesh-buf"}),
             f"http://{edge}/{ORCHESTRATION}/Chat",
@@ -99,8 +108,9 @@ def test_health_through_the_edge_for_every_service(edge: str) -> None:
 
 @pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])
 def test_reflection_through_the_edge_lists_and_describes_every_service(
-    edge: str, protocol: str
+    mesh: UpMesh, protocol: str
 ) -> None:
+    edge = mesh.edge
     listed = _buf_curl("--reflect-protocol", protocol, "--list-services", f"http://{edge}")
     assert listed.returncode == 0, listed.stderr
     assert set(listed.stdout.split()) == {
@@ -115,6 +125,8 @@ def test_reflection_through_the_edge_lists_and_describes_every_service(
     called = _buf_curl(
         "--reflect-protocol",
         protocol,
+        "-H",
+        f"authorization: Bearer {mesh.token}",
         "-d",
         json.dumps({"text": "wake me up at 7 am"}),
         f"http://{edge}/{CLASSIFICATION}/Classify",

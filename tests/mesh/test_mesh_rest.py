@@ -39,7 +39,7 @@ ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 def rest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     with (
         mesh_up(tmp_path_factory.mktemp("mesh-rest")) as mesh,
-        httpx.Client(base_url=mesh.url, timeout=30) as client,
+        httpx.Client(base_url=mesh.url, timeout=30, headers=mesh.headers) as client,
     ):
         yield client
 

@@ -29,6 +29,7 @@ from switchboard.classification.v1 import classification_service_pb2 as cls_pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
 from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
+from switchboard_client import discover_token
 from switchboard_server.mesh.processes import pid_alive
 from switchboard_server.testing import PortPool
 from tests.support.mesh_fakes import CLASSIFICATION, CONTEXT
@@ -173,10 +174,11 @@ def test_up_restarts_a_dead_child_and_down_drains_everything(
         edge = f"127.0.0.1:{mesh_env['SWITCHBOARD_MESH_EDGE_PORT']}"
         # health through the edge, per exposed service, from the front door
         assert all(_serving(edge, s) for s in ("", CLASSIFICATION, CONTEXT))
+        auth = (("authorization", f"Bearer {discover_token(mesh_env)}"),)  # the dev token
         with grpc.insecure_channel(edge) as channel:
             stub = cls_grpc.ClassificationServiceStub(channel)
             for i in range(20):
-                stub.Classify(cls_pb.ClassifyRequest(text=f"hi {i}"), timeout=5)
+                stub.Classify(cls_pb.ClassifyRequest(text=f"hi {i}"), timeout=5, metadata=auth)
         stats = switchboard(mesh_env, "stats", "--json")
         summaries = {s["envoy"]: s for s in json.loads(stats.stdout)}
         edge_cls = next(
@@ -204,7 +206,10 @@ def test_up_restarts_a_dead_child_and_down_drains_everything(
             # a write in flight when `down` starts still completes: the edge drains first
             context = ctx_grpc.ContextServiceStub(channel)
             in_flight = pool.submit(
-                context.AppendMemory, ctx_pb.AppendMemoryRequest(session_id="sleep:2.5"), timeout=10
+                context.AppendMemory,
+                ctx_pb.AppendMemoryRequest(session_id="sleep:2.5"),
+                timeout=10,
+                metadata=auth,
             )
             time.sleep(0.3)
             down = switchboard(mesh_env, "down")
@@ -223,6 +228,11 @@ def test_up_restarts_a_dead_child_and_down_drains_everything(
     assert any(line.startswith("classification-1 ") and '"server.ready"' in line for line in lines)
     assert any(line.startswith("edge ") and "/Classify" in line for line in lines)
     assert any('"child.exited"' in line and "classification-1" in line for line in lines)
+    # the chat page's address with the development token, for the user at the terminal;
+    # `status` names where the token is, never the token
+    token = discover_token(mesh_env)
+    assert f"#token={token}" in out
+    assert token not in json.dumps(status)
 
 
 _ORPHAN_RUNNER = """

@@ -48,8 +48,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpMesh]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+async def http(mesh: UpMesh) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser's client, with the development token the page sends."""
+    async with httpx.AsyncClient(headers=mesh.headers) as client:
         yield client
 
 
@@ -236,8 +237,10 @@ async def test_the_chat_page_in_headless_chromium(
             problems.append(f"console: {message.text}")
 
     page.on("console", on_console)
-    await page.goto(f"{mesh.url}/")
+    # as `switchboard up` prints it: the token in the fragment, which stays in the browser
+    await page.goto(f"{mesh.url}/#token={mesh.token}")
     await expect(page.get_by_test_id("status")).to_have_text("ready", timeout=15_000)
+    assert mesh.token not in page.url  # taken out of the address bar
     session = await page.get_by_test_id("session-id").text_content()
     assert (session or "").startswith("web-")
 

@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
+from switchboard_client import discover_token
 from switchboard_server.mesh.processes import pid_alive
 from switchboard_server.testing import PortPool
 
@@ -137,6 +138,7 @@ def turn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Turn]:
         assert up.returncode == 0, up.stdout + up.stderr
         trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
         edge = f"127.0.0.1:{env['SWITCHBOARD_MESH_EDGE_PORT']}"
+        auth = ("authorization", f"Bearer {discover_token(env)}")  # the dev token `up` minted
         with grpc.insecure_channel(edge) as channel:
             stub = pb_grpc.OrchestrationServiceStub(channel)
             reply = stub.Chat(
@@ -144,11 +146,14 @@ def turn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Turn]:
                 metadata=(
                     ("traceparent", f"00-{trace_id}-{span_id}-01"),
                     ("x-correlation-id", CORRELATION_ID),
+                    auth,
                 ),
                 timeout=15,
             )
             with pytest.raises(grpc.RpcError) as bad:
-                stub.Chat(pb.ChatRequest(message="", session_id="obs-1"), timeout=15)
+                stub.Chat(
+                    pb.ChatRequest(message="", session_id="obs-1"), metadata=(auth,), timeout=15
+                )
             assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         yield Turn(
             env=env,

@@ -23,18 +23,20 @@ from switchboard_server.testing import start_services, stop_process
 STORES = ("sqlite", "redis")
 
 
-def start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
-    """A real redis-server on 127.0.0.1:port, append-only with fsync always; ready on return."""
+def start_redis(port: int, directory: Path, password: str = "") -> subprocess.Popen[bytes]:
+    """A real redis-server on 127.0.0.1:port, append-only with fsync always (with
+    ``password``: clients must AUTH); ready on return."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (run scripts/install-system-deps.sh)")
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "yes", "--appendfsync", "always", "--dir", str(directory)],
+         "--appendonly", "yes", "--appendfsync", "always", "--dir", str(directory),
+         *(["--requirepass", password] if password else [])],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, password=password or None)
     try:
         deadline = time.monotonic() + 10
         while True:

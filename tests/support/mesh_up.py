@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from switchboard_client import DEV_TOKEN_RELPATH
 from switchboard_server.mesh.processes import pid_alive
 from switchboard_server.testing import PortPool
 
@@ -31,6 +32,19 @@ class UpMesh:
     @property
     def url(self) -> str:
         return f"http://{self.edge}"
+
+    @property
+    def token(self) -> str:
+        """The development token `up` minted (what the CLI and ConnectConfig pick up)."""
+        return (self.data_dir / DEV_TOKEN_RELPATH).read_text().strip()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token}"}
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
 
 
 def _topology(ports: PortPool) -> dict[str, object]:

@@ -19,7 +19,7 @@ from google.protobuf import json_format
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard_client._config import DEFAULT_TARGET, TARGET_ENV, ConnectConfig
-from switchboard_client._errors import SwitchboardError
+from switchboard_client._errors import EdgeReason, SwitchboardError
 from switchboard_client._orchestration import OrchestrationClient
 from switchboard_client.cli import Subparsers
 
@@ -103,6 +103,12 @@ def render(response: pb.ChatResponse, *, verbose: bool) -> str:
 
 def _error(exc: SwitchboardError, err: TextIO) -> int:
     print(f"error: {exc}", file=err)
+    if exc.reason in (EdgeReason.TOKEN_MISSING, EdgeReason.TOKEN_EXPIRED):
+        print(
+            "the edge wants a token: run `switchboard up` here (it mints one), or set "
+            "SWITCHBOARD_TOKEN / SWITCHBOARD_TOKEN_FILE",
+            file=err,
+        )
     if exc.correlation_id:
         print(f"correlation_id: {exc.correlation_id}", file=err)
     return EXIT_FAILED

@@ -47,12 +47,13 @@ def build_store(settings: Settings) -> ContextStore:
         with requires_extra("redis"):  # redis-py is an extra, imported only when chosen
             from switchboard_server.context.store.redis import RedisStore
         return RedisStore(
-            ctx.redis_url,
+            ctx.redis_url.get_secret_value(),
             caps,
             prefix=ctx.redis_key_prefix,
             timeout_s=ctx.redis_timeout_s,
             candidate_limit=ctx.candidate_limit,
             retention_s=settings.core.request_retention_s,
+            password=ctx.redis_password.get_secret_value(),
         )
     path = settings.core.data_dir_for(ServiceName.CONTEXT) / ctx.sqlite_filename
     return SqliteStore(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from switchboard_server.secret_files import read_secret_files
 
 
 class ContextSettings(BaseSettings):
@@ -16,7 +19,19 @@ class ContextSettings(BaseSettings):
     )
 
     store: Literal["sqlite", "redis"] = Field(default="sqlite", description="Storage backend.")
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL.")
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis URL (a secret: it may hold a password).",
+    )
+    redis_url_file: Path | None = Field(
+        default=None, description="A file holding REDIS_URL (a Docker/Kubernetes secret)."
+    )
+    redis_password: SecretStr = Field(
+        default=SecretStr(""), description="Redis password, if not in the URL; empty: none."
+    )
+    redis_password_file: Path | None = Field(
+        default=None, description="A file holding REDIS_PASSWORD."
+    )
     redis_key_prefix: str = Field(
         default="switchboard:context:",
         min_length=1,
@@ -127,3 +142,8 @@ class ContextSettings(BaseSettings):
         description="On first start with an empty store, ingest the built-in knowledge base "
         "that describes Switchboard.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, values: Any) -> Any:
+        return read_secret_files(values, ("redis_url", "redis_password"))

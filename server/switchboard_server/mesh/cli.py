@@ -6,7 +6,8 @@
 * ``status [--json]`` shows every process (name, role, pid, restarts, health) and endpoint;
 * ``stats [--json]`` summarises every Envoy admin: requests, retries, overflows,
   ejections and the health of each endpoint;
-* ``render-envoy --out DIR`` writes the Envoy configs without running anything.
+* ``render-envoy --out DIR`` writes the Envoy configs without running anything;
+* ``token mint --subject X [--ttl 1h]`` prints a client token for the edge.
 
 Only the parsers are here, so every ``switchboard`` command can list these with the base
 install; the implementation (:mod:`.commands`) needs the ``mesh`` extra and is imported
@@ -50,6 +51,21 @@ def render_command(args: argparse.Namespace) -> int:
     return commands.render_command(args)
 
 
+def token_mint_command(args: argparse.Namespace) -> int:
+    with requires_extra("mesh"):
+        from switchboard_server.mesh import commands
+    return commands.token_mint_command(args)
+
+
+def _ttl(value: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    scale = units.get(value[-1:], 1)
+    number = value[:-1] if value[-1:] in units else value
+    if not number.isdigit() or int(number) * scale < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected seconds, or N[smhd]")
+    return int(number) * scale
+
+
 def register(subparsers: Subparsers) -> None:
     up = subparsers.add_parser("up", help="Run the local mesh: apps, Envoy sidecars, edge.")
     up.add_argument(
@@ -62,6 +78,12 @@ def register(subparsers: Subparsers) -> None:
     up.add_argument(
         "--detach", action="store_true", help="Run in the background; return once healthy."
     )
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="The old open edge: plaintext, no client tokens, no per-client rate limit.",
+    )
+    up.add_argument("--no-token-url", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(func=up_command)
     down = subparsers.add_parser("down", help="Stop the mesh started by `switchboard up`.")
     down.set_defaults(func=down_command)
@@ -75,3 +97,12 @@ def register(subparsers: Subparsers) -> None:
     render.add_argument("--out", required=True, help="Output directory.")
     render.add_argument("--replicas", action="append", default=[], metavar="SERVICE=N")
     render.set_defaults(func=render_command)
+    token = subparsers.add_parser("token", help="Client tokens for the edge.")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    mint = token_commands.add_parser(
+        "mint", help="Print a token signed with the development key (or --key)."
+    )
+    mint.add_argument("--subject", required=True, help="The client id (the `sub` claim).")
+    mint.add_argument("--ttl", type=_ttl, default=3600, help="Lifetime: seconds or N[smhd].")
+    mint.add_argument("--key", help="PEM EC private key; default: the mesh's development key.")
+    mint.set_defaults(func=token_mint_command)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from switchboard_server.mesh.report import endpoint_table, probe_all, status_tab
 from switchboard_server.mesh.runner import MeshRunner, mesh_dir, ports_in_use
 from switchboard_server.mesh.state import MeshState, read_state
 from switchboard_server.mesh.stats import collect, format_summary
+from switchboard_server.mesh.tokens import DevAuth, ensure_keys, load_key, mint
 from switchboard_server.mesh.topology import Plan, TopologyError, load_topology, make_plan
 from switchboard_server.observability.logging import configure_logging
 
@@ -75,10 +77,32 @@ def _running(settings: Settings) -> MeshState | None:
 # -- up / down ----------------------------------------------------------------------------
 
 
+def _insecure(settings: Settings, insecure: bool) -> Settings:
+    if not insecure:
+        return settings
+    return dataclasses.replace(settings, mesh=settings.mesh.model_copy(update={"insecure": True}))
+
+
+def _page_with_token(settings: Settings, state: MeshState) -> str | None:
+    """The chat page's address with the development token in its fragment (which the
+    browser keeps to itself), when the edge uses the development token."""
+    web = next((p.endpoints.get("web") for p in state.processes if p.name == "edge"), None)
+    token_path = DevAuth.under(settings.core.data_dir).token_path
+    if not web or "development token" not in str(
+        next((p.endpoints.get("auth") for p in state.processes if p.name == "edge"), "")
+    ):
+        return None
+    try:
+        return f"{web}#token={token_path.read_text().strip()}"
+    except OSError:
+        return None
+
+
 def up_command(args: argparse.Namespace) -> int:
     settings = load_settings_or_report("switchboard")
     if settings is None:
         return EXIT_CONFIG
+    settings = _insecure(settings, args.insecure)
     try:
         plan = _plan(settings, args.replicas)
     except TopologyError as exc:
@@ -113,10 +137,10 @@ def up_command(args: argparse.Namespace) -> int:
         return _detach(settings, args.replicas)
     configure_logging(settings.core.log_level, settings.core.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe
-    return asyncio.run(_up(settings, plan))
+    return asyncio.run(_up(settings, plan, show_token=not args.no_token_url))
 
 
-async def _up(settings: Settings, plan: Plan) -> int:
+async def _up(settings: Settings, plan: Plan, *, show_token: bool) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -127,6 +151,9 @@ async def _up(settings: Settings, plan: Plan) -> int:
         state = read_state(runner.state_path)
         if state is not None:
             print(endpoint_table(state), flush=True)
+            page = _page_with_token(settings, state) if show_token else None
+            if page:
+                print(f"chat page (with the development token): {page}", flush=True)
 
     return await runner.run(stop, on_healthy=healthy)
 
@@ -135,7 +162,10 @@ def _detach(settings: Settings, replicas: list[str]) -> int:
     directory = mesh_dir(settings)
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / "mesh.log"
-    argv = [sys.executable, "-m", "switchboard_server.mesh", "up"]
+    # The supervisor's log is no place for the token; the parent prints the page's address.
+    argv = [sys.executable, "-m", "switchboard_server.mesh", "up", "--no-token-url"]
+    if settings.mesh.insecure:
+        argv.append("--insecure")
     for value in replicas:
         argv += ["--replicas", value]
     with log_path.open("ab") as out:
@@ -148,6 +178,9 @@ def _detach(settings: Settings, replicas: list[str]) -> int:
         if state is not None and state.supervisor_pid == proc.pid:
             if state.status == "healthy":
                 print(endpoint_table(state))
+                page = _page_with_token(settings, state)
+                if page:
+                    print(f"chat page (with the development token): {page}")
                 print(f"logs: {log_path}   stop with: switchboard down")
                 return 0
             if state.status in ("failed", "stopped"):
@@ -262,4 +295,33 @@ def render_command(args: argparse.Namespace) -> int:
     )
     for path in write_configs(configs, Path(args.out)).values():
         print(path)
+    return 0
+
+
+# -- token --------------------------------------------------------------------------------
+
+
+def token_mint_command(args: argparse.Namespace) -> int:
+    """Print a token for ``--subject`` signed with the development key (or ``--key``)."""
+    settings = load_settings_or_report("switchboard")
+    if settings is None:
+        return EXIT_CONFIG
+    mesh = settings.mesh
+    try:
+        if args.key:
+            key = load_key(Path(args.key))
+        else:
+            key = ensure_keys(DevAuth.under(settings.core.data_dir))
+    except (OSError, ValueError) as exc:
+        print(f"switchboard token mint: cannot load the signing key: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(
+        mint(
+            key,
+            subject=args.subject,
+            ttl_s=args.ttl,
+            issuer=mesh.edge_jwt_issuer,
+            audience=mesh.edge_jwt_audience,
+        )
+    )
     return 0

@@ -33,6 +33,7 @@ ECHOED_PATH_MAX = 256
 # RESOURCE_EXHAUSTED, as gRPC answers a message over its size limit.
 LOCAL_REPLY_CODES = (
     (400, 3),  # INVALID_ARGUMENT: bad JSON, unknown query parameter, body/path conflict
+    (401, 16),  # UNAUTHENTICATED: no token, or an expired or badly signed one
     (404, 5),  # NOT_FOUND: no route for the method and path
     (413, 8),  # RESOURCE_EXHAUSTED
     (429, 8),  # RESOURCE_EXHAUSTED

@@ -27,7 +27,7 @@ INDEX = "index.html"
 # What a gRPC-Web or REST page may send, and what it may read of the answer.
 CORS_ALLOW_METHODS = "GET, POST"
 CORS_ALLOW_HEADERS = (
-    "content-type, x-grpc-web, x-user-agent, grpc-timeout, x-correlation-id, "
+    "authorization, content-type, x-grpc-web, x-user-agent, grpc-timeout, x-correlation-id, "
     "x-accept-content-transfer-encoding, x-accept-response-streaming"
 )
 CORS_EXPOSE_HEADERS = (

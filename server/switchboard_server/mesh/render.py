@@ -16,6 +16,12 @@ import yaml
 
 from switchboard_server.mesh.addresses import AddressPlan, local_addresses
 from switchboard_server.mesh.clusters import OTLP_CLUSTER, cluster, otlp_cluster, service_cluster
+from switchboard_server.mesh.edge_auth import (
+    edge_auth_filters,
+    jwks_clusters,
+    local_reply_mappers,
+    tls_transport_socket,
+)
 from switchboard_server.mesh.edge_frontdoor import frontdoor_cluster, frontdoor_routes
 from switchboard_server.mesh.edge_rest import local_reply_config, transcoder_filter
 from switchboard_server.mesh.edge_web import (
@@ -326,13 +332,16 @@ def render_edge(
         spec = plan.topology.services[name]
         routes += service_routes(spec, name, settings, retries=True, grpc_web=True)
     routes += frontdoor_routes(settings)
-    # cors and grpc_web first, then the REST transcoder (the browser's calls are gRPC by then)
-    leading = list(web_filters())
-    extra_hcm: Config = {}
+    # cors and grpc_web first, then the token check and the per-client limit (by the
+    # REST path of a REST call), then the REST transcoder (the browser's calls are gRPC
+    # by then)
+    leading = [*web_filters(), *edge_auth_filters(settings)]
+    mappers = local_reply_mappers(settings)
     if settings.edge_rest:
         grpc_services = [plan.topology.services[name].grpc_service for name in services]
         leading.append(transcoder_filter(grpc_services))
-        extra_hcm["local_reply_config"] = local_reply_config()
+        mappers += local_reply_config()["mappers"]
+    extra_hcm: Config = {"local_reply_config": {"mappers": mappers}} if mappers else {}
     listener = _listener(
         "edge",
         addresses.listen_host,
@@ -351,6 +360,10 @@ def render_edge(
     )
     clusters = [service_cluster(plan, name, settings, addresses) for name in services]
     clusters.append(frontdoor_cluster(plan, settings, addresses.app_host))
+    clusters += jwks_clusters(settings)
+    tls = tls_transport_socket(settings)
+    if tls is not None:
+        listener["filter_chains"][0]["transport_socket"] = tls
     return _bootstrap(plan, settings, plan.edge_admin_port, [listener], clusters, otlp_endpoint)
 
 

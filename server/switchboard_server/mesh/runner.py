@@ -34,6 +34,7 @@ from switchboard_server.mesh.health import envoy_ready, grpc_health
 from switchboard_server.mesh.processes import Child, ChildSpec
 from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.state import MeshState, ProcessInfo, write_state
+from switchboard_server.mesh.tokens import DevAuth, prepare_dev_auth
 from switchboard_server.mesh.topology import Plan, Replica
 
 log = structlog.get_logger(__name__)
@@ -148,6 +149,7 @@ class MeshRunner:
     def build(self) -> list[Entry]:
         """Render the configs and describe every child (does not start anything)."""
         host = self.plan.host
+        self.mesh = prepare_dev_auth(self.mesh, self.settings.core.data_dir)
         configs = write_configs(
             render_all(
                 self.plan,
@@ -190,8 +192,18 @@ class MeshRunner:
         edge = self._envoy("edge", "edge", configs["edge"], self.plan.edge_admin_port)
         edge.info["grpc"] = f"{host}:{self.plan.edge_port}"
         edge.info["web"] = f"{page_origin(self.plan)}/"
+        edge.info["auth"] = self._auth_info()
         entries.append(edge)
         return entries
+
+    def _auth_info(self) -> str:
+        """How the edge authenticates clients, for ``switchboard status`` (no secrets)."""
+        if not self.mesh.edge_auth:
+            return "none (insecure)"
+        dev = DevAuth.under(self.settings.core.data_dir)
+        if self.mesh.edge_jwks_file == dev.jwks_path.absolute():
+            return f"jwt, development token in {dev.token_path}"
+        return f"jwt, keys from {self.mesh.edge_jwks_url or self.mesh.edge_jwks_file}"
 
     def _frontdoor(self) -> Entry:
         """Health and reflection behind the edge; healthy once every exposed service is

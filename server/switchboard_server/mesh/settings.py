@@ -216,6 +216,73 @@ class MeshSettings(BaseSettings):
         default=4000, ge=1, description="Edge rate limit bucket size (burst)."
     )
 
+    # -- edge authentication (see docs/security.md, "Edge") ------------------------------
+    insecure: bool = Field(
+        default=False,
+        description="The old open edge: no client authentication, no per-client limit "
+        "(`switchboard up --insecure`).",
+    )
+    edge_jwks_file: Path | None = Field(
+        default=None,
+        description="JWKS file of the keys that sign client tokens; unset (and no "
+        "EDGE_JWKS_URL): `switchboard up` mints a development key pair and token under "
+        "<data_dir>/mesh/auth.",
+    )
+    edge_jwks_url: str = Field(
+        default="",
+        description="JWKS URL (https://...) fetched and cached by the edge, instead of a file.",
+    )
+    edge_jwks_cache_s: int = Field(
+        default=300, ge=1, description="How long the edge caches a JWKS fetched from the URL."
+    )
+    edge_jwt_issuer: str = Field(
+        default="switchboard-dev", min_length=1, description="Required `iss` of client tokens."
+    )
+    edge_jwt_audience: str = Field(
+        default="switchboard", min_length=1, description="Required `aud` of client tokens."
+    )
+    edge_public_health: bool = Field(
+        default=True, description="gRPC health at the edge needs no token (probes)."
+    )
+    edge_public_reflection: bool = Field(
+        default=True, description="Server reflection at the edge needs no token (grpcurl)."
+    )
+    edge_client_rate_limit_rps: int = Field(
+        default=500,
+        ge=0,
+        description="Per-client (token subject) rate limit at the edge, requests per "
+        "second; 0 turns it off.",
+    )
+    edge_client_rate_limit_burst: int = Field(
+        default=1000, ge=1, description="Per-client token bucket size (burst)."
+    )
+    edge_client_rate_limit_max_clients: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most clients with a bucket of their own at once (least recently used "
+        "first out).",
+    )
+    dev_token_ttl_s: int = Field(
+        default=86_400, ge=60, description="Lifetime of the development token `up` mints."
+    )
+    edge_tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate chain the edge serves (TLS 1.2+); with EDGE_TLS_KEY_FILE "
+        "turns on TLS termination at the edge. Unset: plaintext.",
+    )
+    edge_tls_key_file: Path | None = Field(
+        default=None, description="PEM private key of EDGE_TLS_CERT_FILE."
+    )
+
+    @property
+    def edge_auth(self) -> bool:
+        """Whether the rendered edge authenticates clients."""
+        return not self.insecure and (self.edge_jwks_file is not None or bool(self.edge_jwks_url))
+
+    @property
+    def edge_tls(self) -> bool:
+        return self.edge_tls_cert_file is not None and self.edge_tls_key_file is not None
+
     # -- browsers at the edge ------------------------------------------------------------
     cors_allowed_origins: tuple[str, ...] = Field(
         default=(),

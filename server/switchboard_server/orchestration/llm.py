@@ -14,7 +14,7 @@ raises :class:`CallerDeadline`, which the circuit breaker does not hold against 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -40,7 +40,7 @@ SYSTEM_PROMPT = (
 class LLMConfig:
     base_url: str
     model: str
-    api_key: str
+    api_key: str = field(repr=False)  # never in a log line or a traceback's locals
     timeout_s: float
     max_tokens: int
     temperature: float

@@ -110,7 +110,7 @@ class OrchestrationModule:
                 LLMConfig(
                     base_url=s.llm_base_url,
                     model=s.llm_model,
-                    api_key=s.llm_api_key,
+                    api_key=s.llm_api_key.get_secret_value(),
                     timeout_s=s.llm_timeout_ms / 1000.0,
                     max_tokens=s.llm_max_tokens,
                     temperature=s.llm_temperature,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from switchboard_server.secret_files import read_secret_files
 
 
 class OrchestrationSettings(BaseSettings):
@@ -88,7 +91,12 @@ class OrchestrationSettings(BaseSettings):
         description="Base URL of the OpenAI-compatible API (POST {base}/chat/completions).",
     )
     llm_model: str = Field(default="gpt-4o-mini", description="Model name sent to the LLM API.")
-    llm_api_key: str = Field(default="", description="Bearer key for the LLM API; empty: none.")
+    llm_api_key: SecretStr = Field(
+        default=SecretStr(""), description="Bearer key for the LLM API; empty: none."
+    )
+    llm_api_key_file: Path | None = Field(
+        default=None, description="A file holding LLM_API_KEY (a Docker/Kubernetes secret)."
+    )
     llm_timeout_ms: float = Field(
         default=5000.0, gt=0, le=120_000, description="Longest wait for the LLM API."
     )
@@ -118,3 +126,8 @@ class OrchestrationSettings(BaseSettings):
     llm_temperature: float = Field(
         default=0.2, ge=0, le=2, description="temperature sent to the LLM API."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, values: Any) -> Any:
+        return read_secret_files(values, ("llm_api_key",))

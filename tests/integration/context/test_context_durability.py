@@ -39,7 +39,7 @@ def server_env(settings: Any, port: int) -> dict[str, str]:
         "SWITCHBOARD_CONTEXT_SEED_DEFAULT_KNOWLEDGE": "false",
     }
     if ctx.store == "redis":
-        env["SWITCHBOARD_CONTEXT_REDIS_URL"] = ctx.redis_url
+        env["SWITCHBOARD_CONTEXT_REDIS_URL"] = ctx.redis_url.get_secret_value()
         env["SWITCHBOARD_CONTEXT_REDIS_KEY_PREFIX"] = ctx.redis_key_prefix
     return env
 

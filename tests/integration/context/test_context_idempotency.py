@@ -154,7 +154,7 @@ async def test_an_outcome_expires_after_the_retention_window_and_is_purged(
 def stored_outcomes(settings: Settings, store_kind: str) -> int:
     """Outcomes held by the store: rows of request_outcomes, or Redis keys."""
     if store_kind == "redis":
-        client = redis.Redis.from_url(settings.context.redis_url)
+        client = redis.Redis.from_url(settings.context.redis_url.get_secret_value())
         try:
             return len(client.keys(f"{settings.context.redis_key_prefix}req:*"))
         finally:

@@ -22,6 +22,7 @@ COMMANDS = {
     "discover",
     "examples",
     "up",
+    "token",
     "down",
     "status",
     "stats",

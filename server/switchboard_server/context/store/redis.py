@@ -54,9 +54,11 @@ class RedisStore:
         timeout_s: float = 2.0,
         candidate_limit: int = 200,
         retention_s: float = 86_400.0,
+        password: str = "",
     ) -> None:
         self._retention_ms = max(1, round(retention_s * 1000))
         self._url = url
+        self._password = password
         self._caps = dict(caps)
         self._p = prefix
         self._timeout = timeout_s
@@ -71,9 +73,12 @@ class RedisStore:
         return True  # every read is a network round trip
 
     async def open(self) -> None:
+        # a password given on its own wins over one in the URL
+        auth = {"password": self._password} if self._password else {}
         client = aioredis.from_url(
             self._url,
             decode_responses=True,
+            **auth,
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,
         )

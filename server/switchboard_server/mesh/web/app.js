@@ -2,7 +2,7 @@
 // as it streams, then the intent with its confidence, the cited sources and the stage
 // timings. The session id lives in localStorage, so a reload continues the conversation
 // (its earlier turns are read back with GetConversation).
-import { call, unary, GrpcError } from "/grpc-web.js";
+import { adoptToken, call, unary, GrpcError } from "/grpc-web.js";
 
 const SERVICE = "/switchboard.orchestration.v1.OrchestrationService";
 const PACKAGE = "switchboard.orchestration.v1";
@@ -165,6 +165,7 @@ class TurnView {
 }
 
 async function main() {
+  adoptToken();
   const descriptor = await (await fetch("/orchestration.json")).json();
   const root = protobuf.Root.fromJSON(descriptor);
   const type = (name) => root.lookupType(`${PACKAGE}.${name}`);

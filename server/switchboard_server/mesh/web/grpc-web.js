@@ -57,6 +57,23 @@ function httpToGrpc(status) {
   return { 400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14 }[status] ?? 2;
 }
 
+// The edge's bearer token. `switchboard up` prints the page's address with the
+// development token in the fragment (#token=...), which the browser never sends; the
+// page keeps it for this tab and takes it out of the address bar.
+const TOKEN_KEY = "switchboard.token";
+
+export function adoptToken() {
+  const match = /(?:^|&)token=([^&]+)/.exec(location.hash.slice(1));
+  if (!match) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
+function authorization() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
 // Calls a server-streaming (or unary) method; yields each response message's bytes.
 // Throws GrpcError when the call ends with a status other than OK.
 export async function* call(path, requestBytes, { timeoutMs = 30000, signal } = {}) {
@@ -67,6 +84,7 @@ export async function* call(path, requestBytes, { timeoutMs = 30000, signal } = 
       "x-grpc-web": "1",
       "x-user-agent": "switchboard-web/0.1",
       "grpc-timeout": `${Math.max(1, Math.round(timeoutMs))}m`,
+      ...authorization(),
     },
     body: frame(requestBytes),
     signal,
