@@ -65,6 +65,15 @@ proto: $(STAMP) ## Regenerate clients/switchboard, the edge's descriptor set and
 	$(BIN)/python scripts/gen_openapi.py $(DESCRIPTOR_SET) docs/openapi.yaml
 	$(BIN)/python scripts/gen_web_descriptor.py server/switchboard_server/mesh/web/orchestration.json
 
+# Rendered with every SWITCHBOARD_* setting at its default: the committed files are the
+# defaults' rendering (tests/unit/test_deploy_render.py fails when they drift).
+RENDER := env -i PATH="$$PATH" HOME="$$HOME" $(BIN)/switchboard render
+
+.PHONY: render
+render: $(STAMP) ## Re-render docker/compose.yaml (+ its Envoy and Prometheus configs) and deploy/k8s/
+	$(RENDER) --target compose docker >/dev/null
+	$(RENDER) --target k8s deploy/k8s >/dev/null
+
 .PHONY: lint
 lint: tools ## ruff format check, ruff lint, buf lint and buf breaking
 	$(BIN)/ruff format --check .

@@ -12,6 +12,7 @@ context                    ``ContextSettings``                  ``SWITCHBOARD_CO
 orchestration              ``OrchestrationSettings``            ``SWITCHBOARD_ORCHESTRATION_``
 observability              ``ObservabilitySettings``            ``SWITCHBOARD_OBS_``
 mesh (``switchboard up``)  ``MeshSettings``                     ``SWITCHBOARD_MESH_``
+deployments (render)       ``DeploySettings``                   ``SWITCHBOARD_DEPLOY_``
 =========================  ===================================  ==========================
 
 ``load_settings()`` is the one place that reads the environment; a bad value
@@ -31,6 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from switchboard_server.classification.settings import ClassificationSettings
 from switchboard_server.context.settings import ContextSettings
+from switchboard_server.deploy.settings import DeploySettings
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.observability.settings import ObservabilitySettings
 from switchboard_server.orchestration.settings import OrchestrationSettings
@@ -127,6 +129,7 @@ class Settings:
     orchestration: OrchestrationSettings = field(default_factory=OrchestrationSettings)
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     mesh: MeshSettings = field(default_factory=MeshSettings)
+    deploy: DeploySettings = field(default_factory=DeploySettings)
 
 
 class ConfigError(Exception):
@@ -140,6 +143,7 @@ _PARTS: dict[str, type[BaseSettings]] = {
     "orchestration": OrchestrationSettings,
     "observability": ObservabilitySettings,
     "mesh": MeshSettings,
+    "deploy": DeploySettings,
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from switchboard_server.mesh.settings import MeshSettings
+from switchboard_server.deploy.settings import DeploySettings
 from switchboard_server.observability.settings import ObservabilitySettings
 from switchboard_server.observability.slo import render_slo_rules
 
@@ -132,24 +132,31 @@ def test_alerts_cover_the_issue_list() -> None:
 
 
 def test_scrape_targets_match_the_topology() -> None:
+    """prometheus.yml is rendered for Compose (`make render`): every replica's app and
+    sidecar, and the edge, on the scrape port of the pod's Envoy."""
     topology = yaml.safe_load((ROOT / "envoy" / "topology.yaml").read_text())
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    app = {
-        (sc["labels"]["service"], sc["targets"][0].rsplit(":", 1)[1])
-        for sc in jobs["switchboard-app"]["static_configs"]
-    }
-    envoy = {
-        (sc["labels"]["service"], sc["targets"][0].rsplit(":", 1)[1])
-        for sc in jobs["switchboard-envoy"]["static_configs"]
-    }
+    scrape_port = str(DeploySettings.model_fields["scrape_port"].default)
+
+    def targets(job: str) -> set[tuple[str, str, str]]:
+        return {
+            (sc["labels"]["service"], sc["labels"]["component"], sc["targets"][0])
+            for sc in jobs[job]["static_configs"]
+        }
+
     services = topology["services"]
     assert jobs["switchboard-app"]["metrics_path"] == "/metrics"
     assert jobs["switchboard-envoy"]["metrics_path"] == "/stats/prometheus"
-    assert app == {(name, str(spec["metrics_port"])) for name, spec in services.items()}
-    sidecars = {(name, str(spec["admin_port"])) for name, spec in services.items()}
-    edge_admin = MeshSettings.model_fields["edge_admin_port"].default
-    assert envoy == sidecars | {("edge", str(edge_admin))}
+    replicas = {
+        (name, f"{name}-{i}") for name, spec in services.items() for i in range(spec["replicas"])
+    }
+    assert targets("switchboard-app") == {
+        (name, "app", f"{host}:{scrape_port}") for name, host in replicas
+    }
+    assert targets("switchboard-envoy") == {
+        (name, "sidecar", f"{host}:{scrape_port}") for name, host in replicas
+    } | {("edge", "edge", f"edge:{scrape_port}")}
 
 
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:

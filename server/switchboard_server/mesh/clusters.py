@@ -20,6 +20,7 @@ becoming a reset between two hops.
 
 from __future__ import annotations
 
+from switchboard_server.mesh.addresses import AddressPlan
 from switchboard_server.mesh.envoy_config import Config, address, seconds, typed
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan
@@ -33,10 +34,13 @@ def cluster(
     settings: MeshSettings,
     *,
     health_service: str | None,
+    dns_refresh_s: float | None = None,
 ) -> Config:
+    """``dns_refresh_s`` set: the endpoints are names, re-resolved that often
+    (``STRICT_DNS``: every address a name resolves to is an endpoint)."""
     config: Config = {
         "name": name,
-        "type": "STATIC",
+        **_discovery(dns_refresh_s),
         "connect_timeout": seconds(settings.connect_timeout_s),
         **load_balancing(settings),
         "typed_extension_protocol_options": {
@@ -96,6 +100,23 @@ def cluster(
     return config
 
 
+def _discovery(dns_refresh_s: float | None) -> Config:
+    """Fixed addresses, or names re-resolved every ``dns_refresh_s`` (Envoy's DNS
+    cluster: each address a name resolves to is an endpoint, like ``STRICT_DNS``)."""
+    if dns_refresh_s is None:
+        return {"type": "STATIC"}
+    return {
+        "cluster_type": {
+            "name": "envoy.cluster.dns",
+            "typed_config": typed(
+                "envoy.extensions.clusters.dns.v3.DnsCluster",
+                dns_refresh_rate=seconds(dns_refresh_s),
+                dns_lookup_family="V4_PREFERRED",
+            ),
+        }
+    }
+
+
 def load_balancing(settings: MeshSettings) -> Config:
     """Power of two choices: the one of two random healthy hosts with fewer requests.
 
@@ -110,10 +131,17 @@ def load_balancing(settings: MeshSettings) -> Config:
     }
 
 
-def service_cluster(plan: Plan, service: str, settings: MeshSettings) -> Config:
+def service_cluster(
+    plan: Plan, service: str, settings: MeshSettings, addresses: AddressPlan
+) -> Config:
     spec = plan.topology.services[service]
-    endpoints = [(plan.host, r.sidecar_port) for r in plan.replicas[service]]
-    return cluster(service, endpoints, settings, health_service=spec.grpc_service)
+    return cluster(
+        service,
+        list(addresses.endpoints[service]),
+        settings,
+        health_service=spec.grpc_service,
+        dns_refresh_s=addresses.dns_refresh_s if addresses.dns else None,
+    )
 
 
 def otlp_cluster(endpoint: str) -> Config:

@@ -26,12 +26,10 @@ def exposed_services(topology: Topology) -> dict[str, str]:
     return {topology.services[name].grpc_service: name for name in topology.edge_routes}
 
 
-def frontdoor_cluster(plan: Plan, settings: MeshSettings) -> Config:
-    """The front door on loopback: no active health check (its own health is the
-    mesh's), no outlier detection."""
-    return cluster(
-        FRONTDOOR_CLUSTER, [(plan.host, plan.frontdoor_port)], settings, health_service=None
-    )
+def frontdoor_cluster(plan: Plan, settings: MeshSettings, host: str) -> Config:
+    """The front door beside the edge (on ``host``): no active health check (its own
+    health is the mesh's), no outlier detection."""
+    return cluster(FRONTDOOR_CLUSTER, [(host, plan.frontdoor_port)], settings, health_service=None)
 
 
 def _no_rate_limit() -> Config:

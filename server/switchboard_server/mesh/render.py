@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from switchboard_server.mesh.addresses import AddressPlan, local_addresses
 from switchboard_server.mesh.clusters import OTLP_CLUSTER, cluster, otlp_cluster, service_cluster
 from switchboard_server.mesh.edge_frontdoor import frontdoor_cluster, frontdoor_routes
 from switchboard_server.mesh.edge_rest import local_reply_config, transcoder_filter
@@ -310,8 +311,14 @@ def _bootstrap(
 
 
 def render_edge(
-    plan: Plan, settings: MeshSettings, otlp_endpoint: str = "", *, trace_sample_ratio: float = 1.0
+    plan: Plan,
+    settings: MeshSettings,
+    otlp_endpoint: str = "",
+    *,
+    trace_sample_ratio: float = 1.0,
+    addresses: AddressPlan | None = None,
 ) -> Config:
+    addresses = addresses or local_addresses(plan)
     services = plan.topology.edge_routes
     # The page by path, CORS preflights, then gRPC (and gRPC-Web) by service prefix.
     routes = [*page_routes(), preflight_route(services[0], settings)]
@@ -328,7 +335,7 @@ def render_edge(
         extra_hcm["local_reply_config"] = local_reply_config()
     listener = _listener(
         "edge",
-        plan.host,
+        addresses.listen_host,
         plan.edge_port,
         routes,
         plan,
@@ -342,8 +349,8 @@ def render_edge(
         route_config_fields=page_route_config(),
         extra_hcm=extra_hcm,
     )
-    clusters = [service_cluster(plan, name, settings) for name in services]
-    clusters.append(frontdoor_cluster(plan, settings))
+    clusters = [service_cluster(plan, name, settings, addresses) for name in services]
+    clusters.append(frontdoor_cluster(plan, settings, addresses.app_host))
     return _bootstrap(plan, settings, plan.edge_admin_port, [listener], clusters, otlp_endpoint)
 
 
@@ -354,7 +361,9 @@ def render_sidecar(
     otlp_endpoint: str = "",
     *,
     trace_sample_ratio: float = 1.0,
+    addresses: AddressPlan | None = None,
 ) -> Config:
+    addresses = addresses or local_addresses(plan)
     spec = plan.topology.services[replica.service]
     ingress_routes = service_routes(spec, LOCAL_APP, settings, retries=False)
     ingress_routes.append(
@@ -368,7 +377,7 @@ def render_sidecar(
     listeners = [
         _listener(
             "ingress",
-            plan.host,
+            addresses.listen_host,
             replica.sidecar_port,
             ingress_routes,
             plan,
@@ -380,7 +389,8 @@ def render_sidecar(
             leading_filters=[fault_filter()] if settings.fault_injection else (),
         )
     ]
-    clusters = [cluster(LOCAL_APP, [(plan.host, replica.app_port)], settings, health_service=None)]
+    local_app = [(addresses.app_host, replica.app_port)]
+    clusters = [cluster(LOCAL_APP, local_app, settings, health_service=None)]
     for callee in spec.calls:
         callee_spec = plan.topology.services[callee]
         listeners.append(
@@ -397,24 +407,43 @@ def render_sidecar(
                 outbound=True,
             )
         )
-        clusters.append(service_cluster(plan, callee, settings))
+        clusters.append(service_cluster(plan, callee, settings, addresses))
     return _bootstrap(plan, settings, replica.admin_port, listeners, clusters, otlp_endpoint)
 
 
 def render_all(
-    plan: Plan, settings: MeshSettings, otlp_endpoint: str = "", *, trace_sample_ratio: float = 1.0
+    plan: Plan,
+    settings: MeshSettings,
+    otlp_endpoint: str = "",
+    *,
+    trace_sample_ratio: float = 1.0,
+    addresses: AddressPlan | None = None,
 ) -> dict[str, Config]:
     """Every Envoy config of the plan by process name (``edge``, ``<replica>.sidecar``).
 
     With an ``otlp_endpoint``, Envoy samples ``trace_sample_ratio`` of new traces (its
-    own default is all of them); callers pass the ratio the apps use.
+    own default is all of them); callers pass the ratio the apps use. ``addresses``
+    (default: the local plan's, :func:`.addresses.local_addresses`) says where the
+    Envoys listen and find each other (Compose and Kubernetes: :mod:`switchboard_server.deploy`).
     """
+    addresses = addresses or local_addresses(plan)
     configs = {
-        "edge": render_edge(plan, settings, otlp_endpoint, trace_sample_ratio=trace_sample_ratio)
+        "edge": render_edge(
+            plan,
+            settings,
+            otlp_endpoint,
+            trace_sample_ratio=trace_sample_ratio,
+            addresses=addresses,
+        )
     }
     for replica in plan.all_replicas():
         configs[f"{replica.name}.sidecar"] = render_sidecar(
-            plan, replica, settings, otlp_endpoint, trace_sample_ratio=trace_sample_ratio
+            plan,
+            replica,
+            settings,
+            otlp_endpoint,
+            trace_sample_ratio=trace_sample_ratio,
+            addresses=addresses,
         )
     return configs
 

@@ -1,0 +1,1 @@
+"""Deployment forms rendered from the topology: Docker Compose and Kubernetes."""

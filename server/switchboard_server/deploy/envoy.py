@@ -1,0 +1,127 @@
+"""The Envoy configs of a container target: the local renderer's, with the target's
+addresses, plus a public scrape listener per Envoy.
+
+A pod's Envoy admin and its app's ``/metrics`` stay on loopback (the admin can stop
+Envoy); the scrape listener on ``SWITCHBOARD_DEPLOY_SCRAPE_PORT`` serves exactly
+``/stats/prometheus`` and ``/ready`` from the admin and ``/metrics`` from the app, so
+Prometheus, Docker and the kubelet reach those and nothing else.
+"""
+
+from __future__ import annotations
+
+from switchboard_server.config import Settings
+from switchboard_server.mesh.addresses import AddressPlan
+from switchboard_server.mesh.envoy_config import Config, address, typed
+from switchboard_server.mesh.render import render_all
+from switchboard_server.mesh.topology import Plan, Replica
+
+SCRAPE_LISTENER = "scrape"
+ADMIN_CLUSTER = "envoy_admin"
+METRICS_CLUSTER = "local_metrics"
+EDGE = "edge"
+
+
+def _static_cluster(name: str, port: int) -> Config:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": address("127.0.0.1", port)}}]}
+            ],
+        },
+    }
+
+
+def _route(path: str, cluster: str) -> Config:
+    return {"match": {"path": path}, "route": {"cluster": cluster, "timeout": "10s"}}
+
+
+def scrape_listener(host: str, port: int, *, app_metrics: bool) -> Config:
+    routes = [_route("/stats/prometheus", ADMIN_CLUSTER), _route("/ready", ADMIN_CLUSTER)]
+    if app_metrics:
+        routes.append(_route("/metrics", METRICS_CLUSTER))
+    hcm = typed(
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        stat_prefix=SCRAPE_LISTENER,
+        codec_type="AUTO",
+        route_config={
+            "name": SCRAPE_LISTENER,
+            "virtual_hosts": [{"name": SCRAPE_LISTENER, "domains": ["*"], "routes": routes}],
+        },
+        http_filters=[
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": typed("envoy.extensions.filters.http.router.v3.Router"),
+            }
+        ],
+    )
+    return {
+        "name": SCRAPE_LISTENER,
+        "address": address(host, port),
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+
+
+def add_scrape_listener(
+    config: Config,
+    addresses: AddressPlan,
+    settings: Settings,
+    *,
+    admin_port: int,
+    metrics_port: int | None,
+) -> Config:
+    """``config`` with the scrape listener and the loopback clusters it routes to."""
+    resources = config["static_resources"]
+    resources["listeners"].append(
+        scrape_listener(
+            addresses.listen_host, settings.deploy.scrape_port, app_metrics=metrics_port is not None
+        )
+    )
+    resources["clusters"].append(_static_cluster(ADMIN_CLUSTER, admin_port))
+    if metrics_port is not None:
+        resources["clusters"].append(_static_cluster(METRICS_CLUSTER, metrics_port))
+    return config
+
+
+def render_envoys(
+    plan: Plan,
+    addresses: AddressPlan,
+    settings: Settings,
+    replicas: list[Replica],
+    *,
+    otlp_endpoint: str,
+    trace_sample_ratio: float,
+) -> dict[str, Config]:
+    """The edge's and the given replicas' sidecar configs, by name (``edge``,
+    ``<replica>.sidecar``), each with its scrape listener."""
+    configs = render_all(
+        plan,
+        settings.mesh,
+        otlp_endpoint,
+        trace_sample_ratio=trace_sample_ratio,
+        addresses=addresses,
+    )
+    wanted = {f"{r.name}.sidecar": r for r in replicas}
+    out = {
+        EDGE: add_scrape_listener(
+            configs[EDGE], addresses, settings, admin_port=plan.edge_admin_port, metrics_port=None
+        )
+    }
+    for name, replica in wanted.items():
+        out[name] = add_scrape_listener(
+            configs[name],
+            addresses,
+            settings,
+            admin_port=replica.admin_port,
+            metrics_port=replica.metrics_port,
+        )
+    return out

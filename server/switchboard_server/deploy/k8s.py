@@ -1,0 +1,583 @@
+"""``switchboard render --target k8s``: a kustomize base and the ``dev``, ``prod`` and
+``monitoring`` overlays.
+
+Per service a Deployment whose pods run the app and its Envoy sidecar (the app on
+loopback, the sidecar's ingress on the pod's address), a headless Service (its name
+resolves to every ready pod, which the callers' sidecars list as DNS clusters), an HPA
+on CPU, a PodDisruptionBudget and a NetworkPolicy that admits only the callers the
+topology names, plus Prometheus in ``SWITCHBOARD_DEPLOY_MONITORING_NAMESPACE`` on the
+scrape port. The edge runs the front door beside its Envoy. The rendered Envoy configs
+are ConfigMaps made by kustomize's generator, so a changed config rolls the pods.
+
+The kubelet's gRPC probes reach an app through its sidecar's ingress (the app listens
+on loopback only, as Istio's probe rewrite does): startup and readiness ask for the
+service's own health, so a pod is ready only when both answer; the sidecar's own probes
+ask Envoy's ``/ready`` on the scrape listener.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from switchboard_server.config import Settings
+from switchboard_server.deploy.addresses import container_plan, k8s_addresses
+from switchboard_server.deploy.envoy import EDGE, render_envoys
+from switchboard_server.deploy.pods import (
+    DATA_DIR,
+    ENVOY_CONFIG_DIR,
+    app_command,
+    app_env,
+    envoy_command,
+    frontdoor_command,
+)
+from switchboard_server.deploy.render import dump, dump_all
+from switchboard_server.mesh.topology import Topology
+
+NAME = "app.kubernetes.io/name"
+PART_OF = "app.kubernetes.io/part-of"
+PROJECT = "switchboard"
+SETTINGS_MAP = "switchboard-settings"
+REDIS = "redis"
+REDIS_PORT = 6379
+REDIS_SECRET = "switchboard-redis"
+SCRAPE = "scrape"
+GRPC = "grpc"
+Doc = dict[str, Any]
+
+
+def _meta(name: str, **extra: Any) -> Doc:
+    return {"name": name, "labels": {NAME: name, PART_OF: PROJECT}, **extra}
+
+
+class K8sRender:
+    """Every file under ``deploy/k8s/`` by relative path."""
+
+    def __init__(self, topology: Topology, settings: Settings) -> None:
+        self.settings = settings
+        self.deploy = settings.deploy
+        self.plan = container_plan(topology, settings)
+        self.addresses = k8s_addresses(self.plan, settings)
+        self.first = {name: group[0] for name, group in self.plan.replicas.items()}
+
+    # -- the files ---------------------------------------------------------------------
+
+    def files(self) -> dict[str, str]:
+        files: dict[str, str] = {}
+        base = ["namespace.yaml", "redis.yaml"]
+        files["base/namespace.yaml"] = dump(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(self.deploy.namespace)}
+        )
+        files["base/redis.yaml"] = dump_all(self._redis())
+        for service in self.plan.topology.services:
+            files[f"base/{service}.yaml"] = dump_all(self._service_docs(service))
+            base.append(f"{service}.yaml")
+        files["base/edge.yaml"] = dump_all(self._edge_docs())
+        base.append("edge.yaml")
+        for name, text in self._envoy_files(self.deploy.trace_sample_ratio).items():
+            files[f"base/envoy/{name}"] = text
+        files["base/kustomization.yaml"] = dump(self._base_kustomization(base))
+        for name, text in self._envoy_files(self.deploy.dev_trace_sample_ratio).items():
+            files[f"overlays/dev/envoy/{name}"] = text
+        files["overlays/dev/kustomization.yaml"] = dump(self._dev())
+        files["overlays/prod/kustomization.yaml"] = dump(self._prod())
+        files["overlays/monitoring/servicemonitors.yaml"] = dump_all(self._service_monitors())
+        files["overlays/monitoring/kustomization.yaml"] = dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": ["../prod", "servicemonitors.yaml"],
+            }
+        )
+        return files
+
+    def _envoy_files(self, ratio: float) -> dict[str, str]:
+        configs = render_envoys(
+            self.plan,
+            self.addresses,
+            self.settings,
+            list(self.first.values()),
+            otlp_endpoint=self.deploy.k8s_otlp_endpoint,
+            trace_sample_ratio=ratio,
+        )
+        out = {"edge.yaml": dump(configs[EDGE])}
+        for service, replica in self.first.items():
+            out[f"{service}.yaml"] = dump(configs[f"{replica.name}.sidecar"])
+        return out
+
+    def _generators(self, directory: str, behavior: str | None) -> list[Doc]:
+        names = [EDGE, *self.plan.topology.services]
+        generators = []
+        for name in names:
+            generator: Doc = {
+                "name": f"envoy-{name}",
+                "files": [f"envoy.yaml={directory}/{name}.yaml"],
+            }
+            if behavior:
+                generator["behavior"] = behavior
+            generators.append(generator)
+        return generators
+
+    def _settings_literals(self, ratio: float) -> list[str]:
+        return [
+            "SWITCHBOARD_LOG_FORMAT=json",
+            f"SWITCHBOARD_OBS_OTLP_ENDPOINT={self.deploy.k8s_otlp_endpoint}",
+            f"SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO={ratio}",
+        ]
+
+    def _base_kustomization(self, resources: list[str]) -> Doc:
+        settings_map = {
+            "name": SETTINGS_MAP,
+            "literals": self._settings_literals(self.deploy.trace_sample_ratio),
+        }
+        return {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "namespace": self.deploy.namespace,
+            "resources": resources,
+            "configMapGenerator": [*self._generators("envoy", None), settings_map],
+        }
+
+    def _dev(self) -> Doc:
+        """Everything sampled (100 %), as locally and in Compose."""
+        settings_map = {
+            "name": SETTINGS_MAP,
+            "behavior": "replace",
+            "literals": self._settings_literals(self.deploy.dev_trace_sample_ratio),
+        }
+        return {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": ["../../base"],
+            "configMapGenerator": [*self._generators("envoy", "replace"), settings_map],
+        }
+
+    def _prod(self) -> Doc:
+        """The base (10 % of new traces) with an external Redis (its URL from the Secret
+        ``switchboard-redis``, key ``url``, that the operator creates), no in-cluster
+        Redis, and at least ``SWITCHBOARD_DEPLOY_HPA_MIN_REPLICAS`` of each service."""
+        patches: list[Doc] = []
+        for kind, api in (
+            ("StatefulSet", "apps/v1"),
+            ("Service", "v1"),
+            ("NetworkPolicy", "networking.k8s.io/v1"),
+        ):
+            patches.append(
+                {
+                    "patch": dump(
+                        {
+                            "$patch": "delete",
+                            "apiVersion": api,
+                            "kind": kind,
+                            "metadata": {"name": REDIS},
+                        }
+                    ).rstrip()
+                }
+            )
+        redis_env = [
+            {
+                "name": "SWITCHBOARD_CONTEXT_REDIS_URL",
+                "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": "url"}},
+            }
+        ]
+        context_patch = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "context"},
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "env": redis_env}]}}},
+        }
+        patches.append({"patch": dump(context_patch).rstrip()})
+        for service in [EDGE, *self.plan.topology.services]:
+            replicas = self.plan.replicas.get(service, ())
+            minimum = max(self.deploy.hpa_min_replicas, len(replicas))
+            hpa = {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": service},
+                "spec": {"minReplicas": minimum},
+            }
+            patches.append({"patch": dump(hpa).rstrip()})
+        return {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": ["../../base"],
+            "patches": patches,
+        }
+
+    # -- per service -------------------------------------------------------------------
+
+    def _callers(self, service: str) -> list[str]:
+        topology = self.plan.topology
+        callers = [name for name, spec in topology.services.items() if service in spec.calls]
+        if service in topology.edge_routes:
+            callers.insert(0, EDGE)
+        return callers
+
+    def _service_docs(self, service: str) -> list[Doc]:
+        replica = self.first[service]
+        spec = self.plan.topology.services[service]
+        env = app_env(replica, self.settings, otlp_endpoint="", trace_sample_ratio=0.0)
+        for key in (
+            "SWITCHBOARD_LOG_FORMAT",
+            "SWITCHBOARD_OBS_OTLP_ENDPOINT",
+            "SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO",
+        ):
+            env.pop(key)  # from the settings ConfigMap (per overlay)
+        if service == "context":
+            env["SWITCHBOARD_CONTEXT_STORE"] = "redis"
+            env["SWITCHBOARD_CONTEXT_REDIS_URL"] = f"redis://{REDIS}:{REDIS_PORT}/0"
+        grpc_probe = {"port": replica.sidecar_port, "service": spec.grpc_service}
+        app = {
+            "name": "app",
+            "image": self.deploy.app_image,
+            "command": app_command(service),
+            "env": [{"name": k, "value": v} for k, v in env.items()],
+            "envFrom": [{"configMapRef": {"name": SETTINGS_MAP}}],
+            "startupProbe": {"grpc": grpc_probe, "periodSeconds": 2, "failureThreshold": 60},
+            "readinessProbe": {"grpc": grpc_probe, "periodSeconds": 5, "failureThreshold": 2},
+            # The overall status; more patient than the sidecar's own liveness, so a dead
+            # sidecar is restarted before its app is.
+            "livenessProbe": {
+                "grpc": {"port": replica.sidecar_port},
+                "periodSeconds": 10,
+                "timeoutSeconds": 2,
+                "failureThreshold": 6,
+            },
+            **self._app_container_common(),
+            "volumeMounts": [
+                {"name": "data", "mountPath": DATA_DIR},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
+        }
+        sidecar = self._envoy_container(service, replica.sidecar_port)
+        volumes = [
+            {"name": "data", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            {"name": "envoy-config", "configMap": {"name": f"envoy-{service}"}},
+        ]
+        return [
+            self._deployment(service, [app, sidecar], volumes),
+            self._headless_service(service, replica.sidecar_port),
+            self._hpa(service, len(self.plan.replicas[service])),
+            self._pdb(service),
+            self._network_policy(service, replica.sidecar_port, self._callers(service)),
+        ]
+
+    def _edge_docs(self) -> list[Doc]:
+        port = self.plan.edge_port
+        frontdoor = {
+            "name": "frontdoor",
+            "image": self.deploy.app_image,
+            "command": frontdoor_command(self.plan),
+            "env": [{"name": "SWITCHBOARD_HOST", "value": "127.0.0.1"}],
+            "envFrom": [{"configMapRef": {"name": SETTINGS_MAP}}],
+            # Overall health through the edge: every exposed service routable.
+            "startupProbe": {"grpc": {"port": port}, "periodSeconds": 2, "failureThreshold": 90},
+            "readinessProbe": {"grpc": {"port": port}, "periodSeconds": 5, "failureThreshold": 2},
+            **self._app_container_common(),
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        }
+        volumes = [
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            {"name": "envoy-config", "configMap": {"name": f"envoy-{EDGE}"}},
+        ]
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(EDGE),
+            "spec": {
+                "selector": {NAME: EDGE},
+                "ports": [
+                    {
+                        "name": GRPC,
+                        "port": port,
+                        "targetPort": GRPC,
+                        "appProtocol": "kubernetes.io/h2c",
+                    },
+                    {"name": SCRAPE, "port": self.deploy.scrape_port, "targetPort": SCRAPE},
+                ],
+            },
+        }
+        policy = self._network_policy(EDGE, port, None)
+        return [
+            self._deployment(EDGE, [frontdoor, self._envoy_container(EDGE, port)], volumes),
+            service,
+            self._hpa(EDGE, 1),
+            self._pdb(EDGE),
+            policy,
+        ]
+
+    # -- building blocks ---------------------------------------------------------------
+
+    def _container_security(self) -> Doc:
+        return {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+
+    def _app_container_common(self) -> Doc:
+        d = self.deploy
+        return {
+            "resources": {
+                "requests": {"cpu": d.app_cpu_request, "memory": d.app_memory_request},
+                "limits": {"cpu": d.app_cpu_limit, "memory": d.app_memory_limit},
+            },
+            "securityContext": self._container_security(),
+        }
+
+    def _envoy_container(self, name: str, port: int) -> Doc:
+        d = self.deploy
+        config = "edge" if name == EDGE else f"{name}.sidecar"
+        command = envoy_command(config, self.settings)
+        command[2] = f"{ENVOY_CONFIG_DIR}/envoy.yaml"
+        ready = {"httpGet": {"path": "/ready", "port": d.scrape_port}}
+        return {
+            "name": "envoy",
+            "image": d.envoy_image,
+            "command": command,
+            "env": [
+                {
+                    "name": "SWITCHBOARD_ENVOY_NAME",
+                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                }
+            ],
+            "ports": [
+                {"name": GRPC, "containerPort": port, "protocol": "TCP"},
+                {"name": SCRAPE, "containerPort": d.scrape_port, "protocol": "TCP"},
+            ],
+            "startupProbe": {**ready, "periodSeconds": 1, "failureThreshold": 30},
+            "readinessProbe": {**ready, "periodSeconds": 5, "failureThreshold": 2},
+            "livenessProbe": {
+                **ready,
+                "periodSeconds": 10,
+                "timeoutSeconds": 2,
+                "failureThreshold": 3,
+            },
+            "resources": {
+                "requests": {"cpu": d.envoy_cpu_request, "memory": d.envoy_memory_request},
+                "limits": {"cpu": d.envoy_cpu_limit, "memory": d.envoy_memory_limit},
+            },
+            "securityContext": self._container_security(),
+            "volumeMounts": [
+                {"name": "envoy-config", "mountPath": ENVOY_CONFIG_DIR, "readOnly": True}
+            ],
+        }
+
+    def _deployment(self, name: str, containers: list[Doc], volumes: list[Doc]) -> Doc:
+        uid = self.deploy.run_as_user
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": _meta(name),
+            "spec": {
+                # No replicas: the HPA owns the count (its minReplicas is the topology's).
+                "selector": {"matchLabels": {NAME: name}},
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+                },
+                "template": {
+                    "metadata": {
+                        "labels": {NAME: name, PART_OF: PROJECT},
+                        "annotations": {
+                            "prometheus.io/scrape": "true",
+                            "prometheus.io/port": str(self.deploy.scrape_port),
+                            "prometheus.io/path": "/stats/prometheus"
+                            if name == EDGE
+                            else "/metrics",
+                        },
+                    },
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "enableServiceLinks": False,
+                        "terminationGracePeriodSeconds": 30,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": uid,
+                            "runAsGroup": uid,
+                            "fsGroup": uid,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": containers,
+                        "volumes": volumes,
+                    },
+                },
+            },
+        }
+
+    def _headless_service(self, name: str, port: int) -> Doc:
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(name),
+            "spec": {
+                "clusterIP": "None",  # DNS lists every ready pod: the callers' endpoints
+                "selector": {NAME: name},
+                "ports": [
+                    {
+                        "name": GRPC,
+                        "port": port,
+                        "targetPort": GRPC,
+                        "appProtocol": "kubernetes.io/h2c",
+                    },
+                    {"name": SCRAPE, "port": self.deploy.scrape_port, "targetPort": SCRAPE},
+                ],
+            },
+        }
+
+    def _hpa(self, name: str, minimum: int) -> Doc:
+        d = self.deploy
+        return {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": _meta(name),
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                "minReplicas": minimum,
+                "maxReplicas": max(d.hpa_max_replicas, minimum),
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {
+                                "type": "Utilization",
+                                "averageUtilization": d.hpa_cpu_percent,
+                            },
+                        },
+                    }
+                ],
+            },
+        }
+
+    def _pdb(self, name: str) -> Doc:
+        # maxUnavailable, not minAvailable: a drain can always go on with one replica.
+        return {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": _meta(name),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {NAME: name}}},
+        }
+
+    def _network_policy(self, name: str, port: int, callers: list[str] | None) -> Doc:
+        """Ingress to the gRPC port from ``callers`` only (None: from anywhere, the edge),
+        to the scrape port from the monitoring namespace."""
+        grpc_rule: Doc = {"ports": [{"protocol": "TCP", "port": port}]}
+        if callers is not None:
+            grpc_rule["from"] = [{"podSelector": {"matchLabels": {NAME: c}}} for c in callers]
+        scrape_rule = {
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {
+                            "kubernetes.io/metadata.name": self.deploy.monitoring_namespace
+                        }
+                    }
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": self.deploy.scrape_port}],
+        }
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": _meta(name),
+            "spec": {
+                "podSelector": {"matchLabels": {NAME: name}},
+                "policyTypes": ["Ingress"],
+                "ingress": [grpc_rule, scrape_rule],
+            },
+        }
+
+    def _redis(self) -> list[Doc]:
+        d = self.deploy
+        probe = {"exec": {"command": ["redis-cli", "ping"]}, "periodSeconds": 5}
+        container = {
+            "name": REDIS,
+            "image": d.redis_image,
+            "command": ["redis-server", "--appendonly", "yes", "--appendfsync", "always"],
+            "ports": [{"name": REDIS, "containerPort": REDIS_PORT, "protocol": "TCP"}],
+            "readinessProbe": probe,
+            "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
+            "resources": {
+                "requests": {"cpu": "100m", "memory": "128Mi"},
+                "limits": {"cpu": "500m", "memory": "512Mi"},
+            },
+            "securityContext": self._container_security(),
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        }
+        statefulset = {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": _meta(REDIS),
+            "spec": {
+                "serviceName": REDIS,
+                "replicas": 1,
+                "selector": {"matchLabels": {NAME: REDIS}},
+                "template": {
+                    "metadata": {"labels": {NAME: REDIS, PART_OF: PROJECT}},
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "enableServiceLinks": False,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 999,  # the redis image's user
+                            "runAsGroup": 999,
+                            "fsGroup": 999,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containers": [container],
+                    },
+                },
+                "volumeClaimTemplates": [
+                    {
+                        "metadata": {"name": "data"},
+                        "spec": {
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": "1Gi"}},
+                        },
+                    }
+                ],
+            },
+        }
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(REDIS),
+            "spec": {
+                "selector": {NAME: REDIS},
+                "ports": [{"name": REDIS, "port": REDIS_PORT, "targetPort": REDIS}],
+            },
+        }
+        policy = {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": _meta(REDIS),
+            "spec": {
+                "podSelector": {"matchLabels": {NAME: REDIS}},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [{"podSelector": {"matchLabels": {NAME: "context"}}}],
+                        "ports": [{"protocol": "TCP", "port": REDIS_PORT}],
+                    }
+                ],
+            },
+        }
+        return [statefulset, service, policy]
+
+    def _service_monitors(self) -> list[Doc]:
+        monitors = []
+        for name in [EDGE, *self.plan.topology.services]:
+            endpoints = [{"port": SCRAPE, "path": "/stats/prometheus", "interval": "15s"}]
+            if name != EDGE:
+                endpoints.append({"port": SCRAPE, "path": "/metrics", "interval": "15s"})
+            monitors.append(
+                {
+                    "apiVersion": "monitoring.coreos.com/v1",
+                    "kind": "ServiceMonitor",
+                    "metadata": _meta(name),
+                    "spec": {"selector": {"matchLabels": {NAME: name}}, "endpoints": endpoints},
+                }
+            )
+        return monitors

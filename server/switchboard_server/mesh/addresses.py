@@ -1,0 +1,41 @@
+"""Where each Envoy listens and where it finds its upstreams: the address plan.
+
+The same topology runs as local processes, as Docker Compose services and as Kubernetes
+pods; what differs between them is only addressing. Locally every process is on
+``127.0.0.1`` with its own ports; in Compose and Kubernetes an app and its sidecar share
+one network namespace (a pod), so the sidecar still finds its app on loopback, while
+callers find a service's sidecars by DNS name (a Compose service per replica, a headless
+Kubernetes Service listing every pod), as ``STRICT_DNS`` clusters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from switchboard_server.mesh.topology import Plan
+
+Endpoint = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class AddressPlan:
+    """How the Envoys of one target reach each other."""
+
+    listen_host: str  # where the edge and each ingress listener bind
+    app_host: str  # where a sidecar finds its app and the edge its front door
+    endpoints: Mapping[str, tuple[Endpoint, ...]]  # service -> its sidecars' ingress
+    dns: bool = False  # endpoints are names: STRICT_DNS clusters, re-resolved
+    dns_refresh_s: float = 5.0  # how often a DNS cluster re-resolves its names
+
+
+def local_addresses(plan: Plan) -> AddressPlan:
+    """``switchboard up``: every process on ``plan.host``, replicas by port."""
+    return AddressPlan(
+        listen_host=plan.host,
+        app_host=plan.host,
+        endpoints={
+            name: tuple((plan.host, r.sidecar_port) for r in group)
+            for name, group in plan.replicas.items()
+        },
+    )
