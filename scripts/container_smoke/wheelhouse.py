@@ -83,8 +83,17 @@ def build(lock: Path, out: Path, python_full_version: str) -> int:
         extra_file = out / "extra-requirements.txt"
         extra_file.write_text("\n".join(extra) + "\n")
         subprocess.run(
-            [*pip, "download", "--no-deps", "--require-hashes", "--only-binary=:all:"]
-            + ["--dest", str(out), "-r", str(extra_file)],
+            [
+                *pip,
+                "download",
+                "--no-deps",
+                "--require-hashes",
+                "--only-binary=:all:",
+                "--dest",
+                str(out),
+                "-r",
+                str(extra_file),
+            ],
             check=True,
         )
         extra_file.unlink()
