@@ -94,7 +94,7 @@ def run(args: argparse.Namespace, work: Path, steps: Steps) -> None:
         print("substituted in the smoke test's Compose file:")
         for change in smoke.changes:
             print(f"   - {change}")
-        dc = ["docker-compose", "--no-ansi", "-p", PROJECT, "-f", str(compose_file)]
+        dc = ["docker-compose", "-p", PROJECT, "-f", str(compose_file)]
         stack.callback(_down, dc, env, steps)
         _exercise(smoke, dc, [*docker], env, steps)
 

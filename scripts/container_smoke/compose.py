@@ -9,11 +9,14 @@ had here swapped out, every change listed.
 * Grafana: no image and no Debian package; not started (nothing depends on it).
 * Published ports: remapped to free loopback ports (8080 and friends may be taken).
 * Bind-mounted paths: made absolute, so the file can live outside docker/.
+* The top-level ``name``: dropped, Debian's docker-compose 1.29 does not know it (the
+  project is named with ``-p``).
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,9 @@ from scripts.container_smoke.images import APP, SUBSTITUTES
 OTLP_PORT = 4317
 JAEGER_UI_PORT = 16686
 SKIPPED = ("grafana",)
+START_PERIOD = "240s"
+PACKAGE = "server/switchboard_server"
+_HOST_PACKAGE = re.compile(r"(/[^\s'\"]*?/server/switchboard_server)/")
 
 
 @dataclass
@@ -51,6 +57,8 @@ class Smoke:
 def derive(source: Path, free_port: Any) -> Smoke:
     compose = copy.deepcopy(yaml.safe_load(source.read_text()))
     smoke = Smoke(compose)
+    if compose.pop("name", None) is not None:
+        smoke.changes.append("top-level name: dropped (docker-compose v1 rejects it; -p names it)")
     services: dict[str, Any] = compose["services"]
     for name in SKIPPED:
         if services.pop(name, None) is not None:
@@ -79,6 +87,17 @@ def derive(source: Path, free_port: Any) -> Smoke:
         read_only=True,
         tmpfs=["/tmp"],
     )
+    redis = services["redis"]
+    if redis.get("command", [None])[0] == "redis-server":
+        # What the official image's entrypoint does for a redis-server without a config.
+        redis["command"] = [*redis["command"], "--protected-mode", "no"]
+        smoke.changes.append("redis: --protected-mode no (as the official image's entrypoint)")
+    for spec in services.values():
+        check = spec.get("healthcheck")
+        if check and check.get("start_period") != START_PERIOD:
+            check["start_period"] = START_PERIOD
+    smoke.changes.append(f"healthchecks: start_period {START_PERIOD} (2 shared cores in CI)")
+    _mount_host_paths(services, source.parent, smoke)
     for name, spec in services.items():
         spec["volumes"] = [_absolute(v, source.parent) for v in spec.get("volumes", [])]
         ports = []
@@ -94,6 +113,22 @@ def derive(source: Path, free_port: Any) -> Smoke:
         + ", ".join(f"{s}:{c} on 127.0.0.1:{h}" for (s, c), h in sorted(smoke.published.items()))
     )
     return smoke
+
+
+def _mount_host_paths(services: dict[str, Any], base: Path, smoke: Smoke) -> None:
+    """An Envoy config that names files of the package by a host path (the edge's web
+    page and descriptor set): mount this checkout's package at that path, read-only."""
+    package = base.resolve().parent / PACKAGE
+    for name, spec in services.items():
+        command = spec.get("command") or []
+        if command[:2] != ["envoy", "-c"]:
+            continue
+        config = (base / "envoy" / Path(command[2]).name).read_text()
+        roots = sorted(set(_HOST_PACKAGE.findall(config)))
+        if roots:
+            mounts = [f"{package}:{root}:ro" for root in roots]
+            spec["volumes"] = [*spec.get("volumes", []), *mounts]
+            smoke.changes.append(f"{name}: host paths in its config, mounted: {', '.join(roots)}")
 
 
 def _absolute(volume: str, base: Path) -> str:
