@@ -69,7 +69,7 @@ def run(args: argparse.Namespace, work: Path, steps: Steps) -> None:
         else:
             with steps("start dockerd"):
                 env = stack.enter_context(dockerd(work / "docker"))
-        docker = [docker_cli()]
+        docker = [docker_cli(), "--host", env["DOCKER_HOST"]]
         if not args.skip_images:
             with steps("base image: mmdebstrap | docker import"):
                 images.build_base(env)
