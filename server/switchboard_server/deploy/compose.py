@@ -82,7 +82,6 @@ class ComposeRender:
                 )
             env = app_env(
                 replica,
-                self.settings,
                 otlp_endpoint=self.deploy.compose_otlp_endpoint,
                 trace_sample_ratio=self.deploy.dev_trace_sample_ratio,
             )
@@ -129,7 +128,9 @@ class ComposeRender:
             ),
         }
         volumes.update({"redis-data": {}, "prometheus-data": {}, "grafana-data": {}})
-        return {"name": PROJECT, "services": services, "volumes": volumes}
+        # No top-level `name` (Debian's docker-compose 1.29 refuses it): the project
+        # name comes from the .env file beside compose.yaml.
+        return {"services": services, "volumes": volumes}
 
     def _envoy(self, config_name: str, depends: dict[str, str]) -> dict[str, Any]:
         return {

@@ -85,6 +85,7 @@ class K8sRender:
             {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
+                "namespace": self.deploy.namespace,
                 "resources": ["../prod", "servicemonitors.yaml"],
             }
         )
@@ -176,6 +177,7 @@ class K8sRender:
         redis_env = [
             {
                 "name": "SWITCHBOARD_CONTEXT_REDIS_URL",
+                "value": None,  # a strategic merge drops the base's in-cluster URL
                 "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": "url"}},
             }
         ]
@@ -215,7 +217,7 @@ class K8sRender:
     def _service_docs(self, service: str) -> list[Doc]:
         replica = self.first[service]
         spec = self.plan.topology.services[service]
-        env = app_env(replica, self.settings, otlp_endpoint="", trace_sample_ratio=0.0)
+        env = app_env(replica, otlp_endpoint="", trace_sample_ratio=0.0)
         for key in (
             "SWITCHBOARD_LOG_FORMAT",
             "SWITCHBOARD_OBS_OTLP_ENDPOINT",

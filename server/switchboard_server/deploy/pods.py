@@ -22,9 +22,7 @@ def app_command(service: str) -> list[str]:
     return ["python", "-m", "switchboard_server", service]
 
 
-def app_env(
-    replica: Replica, settings: Settings, *, otlp_endpoint: str, trace_sample_ratio: float
-) -> dict[str, str]:
+def app_env(replica: Replica, *, otlp_endpoint: str, trace_sample_ratio: float) -> dict[str, str]:
     env = {
         "SWITCHBOARD_HOST": "127.0.0.1",
         "SWITCHBOARD_PORT": str(replica.app_port),

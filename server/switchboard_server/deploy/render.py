@@ -40,10 +40,11 @@ def render_files(target: str, topology: Topology, settings: Settings) -> dict[st
         )
         return {f"{name}.yaml": header + dump(config) for name, config in configs.items()}
     if target == "compose":
-        from switchboard_server.deploy.compose import ComposeRender
+        from switchboard_server.deploy.compose import PROJECT, ComposeRender
 
         compose = ComposeRender(topology, settings)
         files = {"compose.yaml": header + dump(compose.compose())}
+        files[".env"] = header + f"COMPOSE_PROJECT_NAME={PROJECT}\n"
         files["prometheus/prometheus.yml"] = header + dump(compose.prometheus())
         for name, config in compose.envoy_configs().items():
             files[f"envoy/{name}.yaml"] = header + dump(config)
