@@ -74,7 +74,7 @@ def only_for(lock: Path, python_full_version: str) -> list[str]:
 def build(lock: Path, out: Path, python_full_version: str) -> int:
     """Fill ``out`` with the wheels of ``lock`` for the image's Python; returns the count."""
     out.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-qq"]
     subprocess.run(
         [*pip, "wheel", "--require-hashes", "--wheel-dir", str(out), "-r", str(lock)], check=True
     )
