@@ -71,30 +71,26 @@ def only_for(lock: Path, python_full_version: str) -> list[str]:
     return extra
 
 
-def build(lock: Path, out: Path, python_full_version: str) -> int:
-    """Fill ``out`` with the wheels of ``lock`` for the image's Python; returns the count."""
+def _pip() -> list[str]:
+    return [sys.executable, "-m", "pip", "--disable-pip-version-check", "-qq"]
+
+
+def build_host(lock: Path, out: Path) -> None:
+    """Every wheel of ``lock`` whose marker holds for this Python, hash-checked."""
     out.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-qq"]
     subprocess.run(
-        [*pip, "wheel", "--require-hashes", "--wheel-dir", str(out), "-r", str(lock)], check=True
+        [*_pip(), "wheel", "--require-hashes", "--wheel-dir", str(out), "-r", str(lock)],
+        check=True,
     )
+
+
+def add_for(lock: Path, out: Path, python_full_version: str) -> int:
+    """Add the wheels only the image's Python needs; returns the wheelhouse's count."""
     extra = only_for(lock, python_full_version)
     if extra:
         extra_file = out / "extra-requirements.txt"
         extra_file.write_text("\n".join(extra) + "\n")
-        subprocess.run(
-            [
-                *pip,
-                "download",
-                "--no-deps",
-                "--require-hashes",
-                "--only-binary=:all:",
-                "--dest",
-                str(out),
-                "-r",
-                str(extra_file),
-            ],
-            check=True,
-        )
+        download = ["download", "--no-deps", "--require-hashes", "--only-binary=:all:"]
+        subprocess.run([*_pip(), *download, "--dest", str(out), "-r", str(extra_file)], check=True)
         extra_file.unlink()
     return len(list(out.glob("*.whl")))
