@@ -86,6 +86,8 @@ def derive(source: Path, free_port: Any) -> Smoke:
         environment={"SWITCHBOARD_HOST": "0.0.0.0"},
         read_only=True,
         tmpfs=["/tmp"],
+        # The image's HEALTHCHECK is the app's gRPC check; the receiver is not an app.
+        healthcheck={"disable": True},
     )
     redis = services["redis"]
     if redis.get("command", [None])[0] == "redis-server":
