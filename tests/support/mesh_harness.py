@@ -23,6 +23,7 @@ import httpx
 from switchboard_server.app import AppServer, create_server
 from switchboard_server.config import CoreSettings, ServiceName, Settings
 from switchboard_server.frontdoor.server import FrontDoor, create_frontdoor
+from switchboard_server.mesh.addresses import AddressPlan
 from switchboard_server.mesh.edge_frontdoor import exposed_services
 from switchboard_server.mesh.envoy import cluster_hosts, counters, envoy_command, is_ready
 from switchboard_server.mesh.render import render_all, write_configs
@@ -78,9 +79,11 @@ async def running_mesh(
     *,
     processes: Collection[str] = (),
     apps: Mapping[str, ServiceModule] | None = None,
+    addresses: Callable[[Plan], AddressPlan] | None = None,
 ) -> AsyncIterator[Mesh]:
     """The mesh with fake apps, except replicas named in ``apps`` (replica name -> the
-    module to serve there instead)."""
+    module to serve there instead); ``addresses`` makes the plan's address plan
+    (default: the local one)."""
     plan = make_plan(topology, settings, PortPool())
     mesh = Mesh(plan=plan, settings=settings)
     try:
@@ -114,7 +117,9 @@ async def running_mesh(
             grace_s=0,
         )
         await mesh.frontdoor.start()
-        paths = write_configs(render_all(plan, settings, otlp_endpoint), tmp / "envoy")
+        address_plan = addresses(plan) if addresses else None
+        configs = render_all(plan, settings, otlp_endpoint, addresses=address_plan)
+        paths = write_configs(configs, tmp / "envoy")
         mesh.admin_ports = {"edge": plan.edge_admin_port} | {
             f"{r.name}.sidecar": r.admin_port for r in plan.all_replicas()
         }

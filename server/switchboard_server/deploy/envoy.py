@@ -4,7 +4,7 @@ addresses, plus a public scrape listener per Envoy.
 A pod's Envoy admin and its app's ``/metrics`` stay on loopback (the admin can stop
 Envoy); the scrape listener on ``SWITCHBOARD_DEPLOY_SCRAPE_PORT`` serves exactly
 ``/stats/prometheus`` and ``/ready`` from the admin and ``/metrics`` from the app, so
-Prometheus, Docker and the kubelet reach those and nothing else.
+Prometheus and the kubelet reach those and nothing else.
 """
 
 from __future__ import annotations

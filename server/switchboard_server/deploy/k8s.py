@@ -17,11 +17,25 @@ ask Envoy's ``/ready`` on the scrape listener.
 
 from __future__ import annotations
 
-from typing import Any
-
 from switchboard_server.config import Settings
 from switchboard_server.deploy.addresses import container_plan, k8s_addresses
 from switchboard_server.deploy.envoy import EDGE, render_envoys
+from switchboard_server.deploy.k8s_objects import (
+    GRPC,
+    REDIS,
+    REDIS_PORT,
+    SCRAPE,
+    Doc,
+    container_security,
+    deployment,
+    hpa,
+    meta,
+    network_policy,
+    pdb,
+    pod_service,
+    redis,
+    service_monitors,
+)
 from switchboard_server.deploy.pods import (
     DATA_DIR,
     ENVOY_CONFIG_DIR,
@@ -33,20 +47,9 @@ from switchboard_server.deploy.pods import (
 from switchboard_server.deploy.render import dump, dump_all
 from switchboard_server.mesh.topology import Topology
 
-NAME = "app.kubernetes.io/name"
-PART_OF = "app.kubernetes.io/part-of"
-PROJECT = "switchboard"
 SETTINGS_MAP = "switchboard-settings"
-REDIS = "redis"
-REDIS_PORT = 6379
 REDIS_SECRET = "switchboard-redis"
-SCRAPE = "scrape"
-GRPC = "grpc"
-Doc = dict[str, Any]
-
-
-def _meta(name: str, **extra: Any) -> Doc:
-    return {"name": name, "labels": {NAME: name, PART_OF: PROJECT}, **extra}
+CONTEXT = "context"  # the service that uses Redis
 
 
 class K8sRender:
@@ -65,9 +68,9 @@ class K8sRender:
         files: dict[str, str] = {}
         base = ["namespace.yaml", "redis.yaml"]
         files["base/namespace.yaml"] = dump(
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(self.deploy.namespace)}
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": meta(self.deploy.namespace)}
         )
-        files["base/redis.yaml"] = dump_all(self._redis())
+        files["base/redis.yaml"] = dump_all(redis(self.deploy, CONTEXT))
         for service in self.plan.topology.services:
             files[f"base/{service}.yaml"] = dump_all(self._service_docs(service))
             base.append(f"{service}.yaml")
@@ -80,7 +83,9 @@ class K8sRender:
             files[f"overlays/dev/envoy/{name}"] = text
         files["overlays/dev/kustomization.yaml"] = dump(self._dev())
         files["overlays/prod/kustomization.yaml"] = dump(self._prod())
-        files["overlays/monitoring/servicemonitors.yaml"] = dump_all(self._service_monitors())
+        files["overlays/monitoring/servicemonitors.yaml"] = dump_all(
+            service_monitors([EDGE, *self.plan.topology.services], without_app=EDGE)
+        )
         files["overlays/monitoring/kustomization.yaml"] = dump(
             {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -184,7 +189,7 @@ class K8sRender:
         context_patch = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": {"name": "context"},
+            "metadata": {"name": CONTEXT},
             "spec": {"template": {"spec": {"containers": [{"name": "app", "env": redis_env}]}}},
         }
         patches.append({"patch": dump(context_patch).rstrip()})
@@ -224,7 +229,7 @@ class K8sRender:
             "SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO",
         ):
             env.pop(key)  # from the settings ConfigMap (per overlay)
-        if service == "context":
+        if service == CONTEXT:
             env["SWITCHBOARD_CONTEXT_STORE"] = "redis"
             env["SWITCHBOARD_CONTEXT_REDIS_URL"] = f"redis://{REDIS}:{REDIS_PORT}/0"
         grpc_probe = {"port": replica.sidecar_port, "service": spec.grpc_service}
@@ -256,12 +261,15 @@ class K8sRender:
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             {"name": "envoy-config", "configMap": {"name": f"envoy-{service}"}},
         ]
+        d = self.deploy
         return [
-            self._deployment(service, [app, sidecar], volumes),
-            self._headless_service(service, replica.sidecar_port),
-            self._hpa(service, len(self.plan.replicas[service])),
-            self._pdb(service),
-            self._network_policy(service, replica.sidecar_port, self._callers(service)),
+            deployment(d, service, [app, sidecar], volumes, scrape_path="/metrics"),
+            pod_service(d, service, replica.sidecar_port, headless=True),
+            hpa(d, service, len(self.plan.replicas[service])),
+            pdb(service),
+            network_policy(
+                service, replica.sidecar_port, self._callers(service), scrape=self._scrape()
+            ),
         ]
 
     def _edge_docs(self) -> list[Doc]:
@@ -282,41 +290,20 @@ class K8sRender:
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             {"name": "envoy-config", "configMap": {"name": f"envoy-{EDGE}"}},
         ]
-        service = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": _meta(EDGE),
-            "spec": {
-                "selector": {NAME: EDGE},
-                "ports": [
-                    {
-                        "name": GRPC,
-                        "port": port,
-                        "targetPort": GRPC,
-                        "appProtocol": "kubernetes.io/h2c",
-                    },
-                    {"name": SCRAPE, "port": self.deploy.scrape_port, "targetPort": SCRAPE},
-                ],
-            },
-        }
-        policy = self._network_policy(EDGE, port, None)
+        d = self.deploy
+        containers = [frontdoor, self._envoy_container(EDGE, port)]
         return [
-            self._deployment(EDGE, [frontdoor, self._envoy_container(EDGE, port)], volumes),
-            service,
-            self._hpa(EDGE, 1),
-            self._pdb(EDGE),
-            policy,
+            deployment(d, EDGE, containers, volumes, scrape_path="/stats/prometheus"),
+            pod_service(d, EDGE, port, headless=False),
+            hpa(d, EDGE, 1),
+            pdb(EDGE),
+            network_policy(EDGE, port, None, scrape=self._scrape()),  # clients: anyone
         ]
 
-    # -- building blocks ---------------------------------------------------------------
+    def _scrape(self) -> tuple[str, int]:
+        return self.deploy.monitoring_namespace, self.deploy.scrape_port
 
-    def _container_security(self) -> Doc:
-        return {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        }
+    # -- building blocks ---------------------------------------------------------------
 
     def _app_container_common(self) -> Doc:
         d = self.deploy
@@ -325,7 +312,7 @@ class K8sRender:
                 "requests": {"cpu": d.app_cpu_request, "memory": d.app_memory_request},
                 "limits": {"cpu": d.app_cpu_limit, "memory": d.app_memory_limit},
             },
-            "securityContext": self._container_security(),
+            "securityContext": container_security(),
         }
 
     def _envoy_container(self, name: str, port: int) -> Doc:
@@ -360,226 +347,8 @@ class K8sRender:
                 "requests": {"cpu": d.envoy_cpu_request, "memory": d.envoy_memory_request},
                 "limits": {"cpu": d.envoy_cpu_limit, "memory": d.envoy_memory_limit},
             },
-            "securityContext": self._container_security(),
+            "securityContext": container_security(),
             "volumeMounts": [
                 {"name": "envoy-config", "mountPath": ENVOY_CONFIG_DIR, "readOnly": True}
             ],
         }
-
-    def _deployment(self, name: str, containers: list[Doc], volumes: list[Doc]) -> Doc:
-        uid = self.deploy.run_as_user
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": _meta(name),
-            "spec": {
-                # No replicas: the HPA owns the count (its minReplicas is the topology's).
-                "selector": {"matchLabels": {NAME: name}},
-                "strategy": {
-                    "type": "RollingUpdate",
-                    "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-                },
-                "template": {
-                    "metadata": {
-                        "labels": {NAME: name, PART_OF: PROJECT},
-                        "annotations": {
-                            "prometheus.io/scrape": "true",
-                            "prometheus.io/port": str(self.deploy.scrape_port),
-                            "prometheus.io/path": "/stats/prometheus"
-                            if name == EDGE
-                            else "/metrics",
-                        },
-                    },
-                    "spec": {
-                        "automountServiceAccountToken": False,
-                        "enableServiceLinks": False,
-                        "terminationGracePeriodSeconds": 30,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": uid,
-                            "runAsGroup": uid,
-                            "fsGroup": uid,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
-                        "containers": containers,
-                        "volumes": volumes,
-                    },
-                },
-            },
-        }
-
-    def _headless_service(self, name: str, port: int) -> Doc:
-        return {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": _meta(name),
-            "spec": {
-                "clusterIP": "None",  # DNS lists every ready pod: the callers' endpoints
-                "selector": {NAME: name},
-                "ports": [
-                    {
-                        "name": GRPC,
-                        "port": port,
-                        "targetPort": GRPC,
-                        "appProtocol": "kubernetes.io/h2c",
-                    },
-                    {"name": SCRAPE, "port": self.deploy.scrape_port, "targetPort": SCRAPE},
-                ],
-            },
-        }
-
-    def _hpa(self, name: str, minimum: int) -> Doc:
-        d = self.deploy
-        return {
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": _meta(name),
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                "minReplicas": minimum,
-                "maxReplicas": max(d.hpa_max_replicas, minimum),
-                "metrics": [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {
-                                "type": "Utilization",
-                                "averageUtilization": d.hpa_cpu_percent,
-                            },
-                        },
-                    }
-                ],
-            },
-        }
-
-    def _pdb(self, name: str) -> Doc:
-        # maxUnavailable, not minAvailable: a drain can always go on with one replica.
-        return {
-            "apiVersion": "policy/v1",
-            "kind": "PodDisruptionBudget",
-            "metadata": _meta(name),
-            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {NAME: name}}},
-        }
-
-    def _network_policy(self, name: str, port: int, callers: list[str] | None) -> Doc:
-        """Ingress to the gRPC port from ``callers`` only (None: from anywhere, the edge),
-        to the scrape port from the monitoring namespace."""
-        grpc_rule: Doc = {"ports": [{"protocol": "TCP", "port": port}]}
-        if callers is not None:
-            grpc_rule["from"] = [{"podSelector": {"matchLabels": {NAME: c}}} for c in callers]
-        scrape_rule = {
-            "from": [
-                {
-                    "namespaceSelector": {
-                        "matchLabels": {
-                            "kubernetes.io/metadata.name": self.deploy.monitoring_namespace
-                        }
-                    }
-                }
-            ],
-            "ports": [{"protocol": "TCP", "port": self.deploy.scrape_port}],
-        }
-        return {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": _meta(name),
-            "spec": {
-                "podSelector": {"matchLabels": {NAME: name}},
-                "policyTypes": ["Ingress"],
-                "ingress": [grpc_rule, scrape_rule],
-            },
-        }
-
-    def _redis(self) -> list[Doc]:
-        d = self.deploy
-        probe = {"exec": {"command": ["redis-cli", "ping"]}, "periodSeconds": 5}
-        container = {
-            "name": REDIS,
-            "image": d.redis_image,
-            "command": ["redis-server", "--appendonly", "yes", "--appendfsync", "always"],
-            "ports": [{"name": REDIS, "containerPort": REDIS_PORT, "protocol": "TCP"}],
-            "readinessProbe": probe,
-            "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
-            "resources": {
-                "requests": {"cpu": "100m", "memory": "128Mi"},
-                "limits": {"cpu": "500m", "memory": "512Mi"},
-            },
-            "securityContext": self._container_security(),
-            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-        }
-        statefulset = {
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": _meta(REDIS),
-            "spec": {
-                "serviceName": REDIS,
-                "replicas": 1,
-                "selector": {"matchLabels": {NAME: REDIS}},
-                "template": {
-                    "metadata": {"labels": {NAME: REDIS, PART_OF: PROJECT}},
-                    "spec": {
-                        "automountServiceAccountToken": False,
-                        "enableServiceLinks": False,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": 999,  # the redis image's user
-                            "runAsGroup": 999,
-                            "fsGroup": 999,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
-                        "containers": [container],
-                    },
-                },
-                "volumeClaimTemplates": [
-                    {
-                        "metadata": {"name": "data"},
-                        "spec": {
-                            "accessModes": ["ReadWriteOnce"],
-                            "resources": {"requests": {"storage": "1Gi"}},
-                        },
-                    }
-                ],
-            },
-        }
-        service = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": _meta(REDIS),
-            "spec": {
-                "selector": {NAME: REDIS},
-                "ports": [{"name": REDIS, "port": REDIS_PORT, "targetPort": REDIS}],
-            },
-        }
-        policy = {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": _meta(REDIS),
-            "spec": {
-                "podSelector": {"matchLabels": {NAME: REDIS}},
-                "policyTypes": ["Ingress"],
-                "ingress": [
-                    {
-                        "from": [{"podSelector": {"matchLabels": {NAME: "context"}}}],
-                        "ports": [{"protocol": "TCP", "port": REDIS_PORT}],
-                    }
-                ],
-            },
-        }
-        return [statefulset, service, policy]
-
-    def _service_monitors(self) -> list[Doc]:
-        monitors = []
-        for name in [EDGE, *self.plan.topology.services]:
-            endpoints = [{"port": SCRAPE, "path": "/stats/prometheus", "interval": "15s"}]
-            if name != EDGE:
-                endpoints.append({"port": SCRAPE, "path": "/metrics", "interval": "15s"})
-            monitors.append(
-                {
-                    "apiVersion": "monitoring.coreos.com/v1",
-                    "kind": "ServiceMonitor",
-                    "metadata": _meta(name),
-                    "spec": {"selector": {"matchLabels": {NAME: name}}, "endpoints": endpoints},
-                }
-            )
-        return monitors

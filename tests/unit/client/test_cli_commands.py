@@ -24,6 +24,7 @@ COMMANDS = {
     "status",
     "stats",
     "render-envoy",
+    "render",
     "traces",
     "trace-receiver",
 }
@@ -45,6 +46,7 @@ def test_every_command_group_is_a_typed_entry_point() -> None:
     assert groups == {
         "chat": "switchboard_client.commands.chat:register",
         "classification": "switchboard_server.classification.cli:register",
+        "deploy": "switchboard_server.deploy.cli:register",
         "load": "switchboard_client.commands.load:register",
         "mesh": "switchboard_server.mesh.cli:register",
         "observability": "switchboard_server.observability.cli:register",
