@@ -106,6 +106,11 @@ bench: $(STAMP) ## Run the benchmarks (the latest figures are in docs/benchmarks
 chaos: $(STAMP) ## Kill, stop, freeze and fault the mesh under load; audit every turn (docs/reliability.md)
 	$(BIN)/python -m scripts.chaos $(CHAOS_ARGS)
 
+.PHONY: container-smoke
+container-smoke: $(STAMP) ## Build the images and run the Compose stack in real containers (root: own dockerd)
+	@scripts/install-container-deps.sh
+	$(BIN)/python -m scripts.container_smoke
+
 .PHONY: clean
 clean: ## Remove the virtualenv, node_modules and local state
 	rm -rf $(VENV) node_modules .switchboard .mypy_cache .pytest_cache .ruff_cache
