@@ -28,6 +28,7 @@ from switchboard_server.context.values import (
     DeleteResult,
     Document,
     IngestResult,
+    KnowledgeStats,
     MemoryStats,
     MemoryType,
     NewMemory,
@@ -161,6 +162,12 @@ class ContextService:
         await self._refresh_knowledge_gauges()
         log.info("knowledge.deleted", deleted=result.deleted_count, missing=len(result.missing_ids))
         return result
+
+    async def knowledge_stats(self) -> KnowledgeStats:
+        return await self._store.knowledge_stats()
+
+    async def list_document_ids(self, prefix: str, after: str, limit: int) -> list[str]:
+        return await self._store.list_document_ids(prefix, after, limit)
 
     async def _refresh_knowledge_gauges(self) -> None:
         documents, passages = await self._store.knowledge_size()

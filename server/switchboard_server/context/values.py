@@ -108,6 +108,17 @@ class PreparedDocument:
 
 
 @dataclass(frozen=True, slots=True)
+class KnowledgeStats:
+    """Size of the knowledge base: counts, bytes on disk (0: unknown), last ingest (None:
+    unknown or empty)."""
+
+    documents: int
+    passages: int
+    index_bytes: int
+    updated_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class IngestResult:
     """Counts of one ingest."""
 

@@ -19,6 +19,7 @@ from switchboard_server.context.values import (
     DeleteResult,
     IngestResult,
     KnowledgeHit,
+    KnowledgeStats,
     MemoryRecord,
     MemoryType,
     NewMemory,
@@ -110,6 +111,15 @@ class ContextStore(Protocol):
 
     async def knowledge_size(self) -> tuple[int, int]:
         """(documents, passages) in the knowledge base."""
+        ...
+
+    async def knowledge_stats(self) -> KnowledgeStats:
+        """Counts, bytes on disk and time of the last ingest of the knowledge base."""
+        ...
+
+    async def list_document_ids(self, prefix: str, after: str, limit: int) -> list[str]:
+        """At most ``limit`` document ids starting with ``prefix`` and greater than
+        ``after``, ascending."""
         ...
 
     async def generations(self, session_id: str) -> Generations:

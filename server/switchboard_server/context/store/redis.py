@@ -31,6 +31,7 @@ from switchboard_server.context.values import (
     DeleteResult,
     IngestResult,
     KnowledgeHit,
+    KnowledgeStats,
     MemoryRecord,
     MemoryType,
     NewMemory,
@@ -339,6 +340,24 @@ class RedisStore:
         async with self._guard():
             docs, passages = await self._r.hmget(f"{self._p}kb", "documents", "passages")
         return int(docs or 0), int(passages or 0)
+
+    async def knowledge_stats(self) -> KnowledgeStats:
+        # Redis holds the knowledge base in memory (its AOF is not the index): no disk size,
+        # and no last-ingest time without reading every document.
+        documents, passages = await self.knowledge_size()
+        return KnowledgeStats(documents, passages, 0, None)
+
+    async def list_document_ids(self, prefix: str, after: str, limit: int) -> list[str]:
+        # Ids are [A-Za-z0-9._:-], none of them a glob character. A scan, then a sort:
+        # a listing is an operator's tool, not a hot path.
+        head = f"{self._p}doc:"
+        found: list[str] = []
+        async with self._guard():
+            async for key in self._r.scan_iter(match=f"{head}{prefix}*", count=1000):
+                doc_id = (key.decode() if isinstance(key, bytes) else str(key))[len(head) :]
+                if doc_id > after:
+                    found.append(doc_id)
+        return sorted(found)[:limit]
 
     # -- cache support --------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from switchboard_server.context.values import (
     DeleteResult,
     IngestResult,
     KnowledgeHit,
+    KnowledgeStats,
     MemoryRecord,
     MemoryType,
     NewMemory,
@@ -481,6 +482,27 @@ class SqliteStore:
             "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM passages)"
         )
         return int(rows[0][0]), int(rows[0][1])
+
+    async def knowledge_stats(self) -> KnowledgeStats:
+        rows = await self._read(
+            "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM passages),"
+            " (SELECT max(created_at) FROM documents)"
+        )
+        documents, passages, updated = rows[0]
+        # Everything of the knowledge base lives in the one database file (with its WAL).
+        size = sum(
+            p.stat().st_size
+            for p in (self._path, self._path.with_name(self._path.name + "-wal"))
+            if p.exists()
+        )
+        return KnowledgeStats(int(documents), int(passages), size, updated)
+
+    async def list_document_ids(self, prefix: str, after: str, limit: int) -> list[str]:
+        rows = await self._read(
+            "SELECT id FROM documents WHERE substr(id, 1, ?) = ? AND id > ? ORDER BY id LIMIT ?",
+            (len(prefix), prefix, after, limit),
+        )
+        return [str(r[0]) for r in rows]
 
     # -- cache support --------------------------------------------------------------
 
