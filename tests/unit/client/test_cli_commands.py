@@ -23,6 +23,7 @@ COMMANDS = {
     "down",
     "status",
     "stats",
+    "kb",
     "render-envoy",
     "traces",
     "trace-receiver",
@@ -44,6 +45,7 @@ def test_every_command_group_is_a_typed_entry_point() -> None:
     groups = {e.name: e.value for e in entry_points(group=cli.ENTRY_POINT_GROUP)}
     assert groups == {
         "chat": "switchboard_client.commands.chat:register",
+        "kb": "switchboard_client.commands.kb:register",
         "classification": "switchboard_server.classification.cli:register",
         "load": "switchboard_client.commands.load:register",
         "mesh": "switchboard_server.mesh.cli:register",
