@@ -147,8 +147,10 @@ class ContextService:
         self, documents: Sequence[Document], *, key: RequestKey | None = None
     ) -> IngestResult:
         prepared = [prepare(d, self._passage_max_chars) for d in documents]
-        result = await self._store.ingest(prepared, self._clock(), key=key)
-        await self._index_written()
+        try:
+            result = await self._store.ingest(prepared, self._clock(), key=key)
+        finally:  # also after a failure: it may have committed (outcome unknown)
+            await self._index_written()
         await self._refresh_knowledge_gauges()
         log.info(
             "knowledge.ingested",
@@ -161,8 +163,10 @@ class ContextService:
     async def delete_documents(
         self, document_ids: Sequence[str], *, key: RequestKey | None = None
     ) -> DeleteResult:
-        result = await self._store.delete_documents(document_ids, key=key)
-        await self._index_written()
+        try:
+            result = await self._store.delete_documents(document_ids, key=key)
+        finally:
+            await self._index_written()
         await self._refresh_knowledge_gauges()
         log.info("knowledge.deleted", deleted=result.deleted_count, missing=len(result.missing_ids))
         return result

@@ -27,13 +27,14 @@ caller's executor; tantivy releases the GIL while it works.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import math
 import os
 import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import structlog
 import tantivy
@@ -67,6 +68,10 @@ def idf(total: int, containing: int) -> float:
     return math.log(1.0 + (total - containing + 0.5) / (containing + 0.5))
 
 
+class IndexInUse(RuntimeError):
+    """Another process holds the index directory."""
+
+
 class TantivyIndex:
     """A ``KnowledgeIndex`` in the directory ``path``, fed from ``source``."""
 
@@ -90,6 +95,7 @@ class TantivyIndex:
         self._applied = 0
         self._lock = asyncio.Lock()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="context-index-w")
+        self._lock_file: IO[str] | None = None
 
     @property
     def applied_seq(self) -> int:
@@ -108,8 +114,10 @@ class TantivyIndex:
 
     def _open_files(self, head: int) -> None:
         """Open the index on disk, or start an empty one when it is missing, unreadable
-        or ahead of the log (``head``)."""
+        or ahead of the log (``head``). The directory belongs to one process: a second
+        one fails here, before it touches a file."""
         self._path.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
         applied = self._read_seq()
         if applied is not None and applied <= head and (self._path / "meta.json").exists():
             try:
@@ -129,6 +137,18 @@ class TantivyIndex:
         self._applied = 0
         self._write_seq(0)
 
+    def _take_lock(self) -> None:
+        lock = self._path.with_name(self._path.name + ".lock").open("a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise IndexInUse(
+                f"knowledge index {self._path} is in use by another process: give each "
+                "replica its own SWITCHBOARD_CONTEXT_INDEX_DIR"
+            ) from None
+        self._lock_file = lock
+
     async def close(self) -> None:
         async with self._lock:
             if self._writer is not None:
@@ -136,6 +156,9 @@ class TantivyIndex:
                 await self._run(writer.wait_merging_threads)
             self._index = None
         self._thread.shutdown(wait=True)
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
 
     # -- the log --------------------------------------------------------------------
 
