@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import grpc
 import redis
 
+from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_server.app import AppServer
 from switchboard_server.config import CoreSettings, ServiceName, Settings
@@ -75,7 +78,14 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Running]:
-    """A started context server on port 0 and a channel to it; stopped on exit."""
+    """A started context server on port 0 and a channel to it; stopped on exit.
+
+    On Redis, servers started from the same settings are replicas: each gets its own
+    index directory unless the settings name one."""
+    ctx = settings.context
+    if ctx.store == "redis" and not ctx.index_dir:
+        unique = settings.core.data_dir / "context" / f"index-{uuid.uuid4().hex[:8]}"
+        settings = replace(settings, context=ctx.model_copy(update={"index_dir": str(unique)}))
     service = ServiceName.CONTEXT
     async with start_services(settings.core.data_dir, [service], settings=settings) as started:
         channel = started.channel(service)
@@ -85,3 +95,24 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             channel,
             pb_grpc.ContextServiceStub(channel),
         )
+
+
+async def knowledge_ids(server: Running, query: str) -> list[str]:
+    """The document ids of the knowledge sources ``GetContext`` finds for ``query``."""
+    reply = await server.stub.GetContext(
+        pb.GetContextRequest(query=query, include_knowledge_base=True)
+    )
+    return [s.document_id for s in reply.sources if s.document_id]
+
+
+async def seconds_until_found(
+    server: Running, query: str, document_id: str, within_s: float
+) -> float:
+    """Ask ``server`` every 10 ms until ``document_id`` is among the knowledge found for
+    ``query``; how long that took. Fails the test after ``within_s``."""
+    started = time.monotonic()
+    while document_id not in await knowledge_ids(server, query):
+        waited = time.monotonic() - started
+        assert waited < within_s, f"{document_id} not found within {within_s} s"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started

@@ -18,8 +18,9 @@ from switchboard_server.context import text
 from switchboard_server.context.assembly import assemble, rank
 from switchboard_server.context.bm25 import Corpus
 from switchboard_server.context.cache import ResultCache
+from switchboard_server.context.knowledge_index import KnowledgeIndex
 from switchboard_server.context.metrics import ContextMetrics
-from switchboard_server.context.store.base import ContextStore
+from switchboard_server.context.store.base import ContextStore, Generations
 from switchboard_server.context.values import (
     ALL_MEMORY_TYPES,
     AppendResult,
@@ -70,6 +71,7 @@ class ContextService:
     def __init__(
         self,
         store: ContextStore,
+        knowledge: KnowledgeIndex,
         cache: ResultCache,
         metrics: ContextMetrics,
         *,
@@ -78,6 +80,7 @@ class ContextService:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._knowledge = knowledge
         self._cache = cache
         self._metrics = metrics
         self._caps = dict(caps)
@@ -145,7 +148,10 @@ class ContextService:
         self, documents: Sequence[Document], *, key: RequestKey | None = None
     ) -> IngestResult:
         prepared = [prepare(d, self._passage_max_chars) for d in documents]
-        result = await self._store.ingest(prepared, self._clock(), key=key)
+        try:
+            result = await self._store.ingest(prepared, self._clock(), key=key)
+        finally:  # also after a failure: it may have committed (outcome unknown)
+            await self._index_written()
         await self._refresh_knowledge_gauges()
         log.info(
             "knowledge.ingested",
@@ -158,7 +164,10 @@ class ContextService:
     async def delete_documents(
         self, document_ids: Sequence[str], *, key: RequestKey | None = None
     ) -> DeleteResult:
-        result = await self._store.delete_documents(document_ids, key=key)
+        try:
+            result = await self._store.delete_documents(document_ids, key=key)
+        finally:
+            await self._index_written()
         await self._refresh_knowledge_gauges()
         log.info("knowledge.deleted", deleted=result.deleted_count, missing=len(result.missing_ids))
         return result
@@ -168,6 +177,15 @@ class ContextService:
 
     async def list_document_ids(self, prefix: str, after: str, limit: int) -> list[str]:
         return await self._store.list_document_ids(prefix, after, limit)
+
+    async def _index_written(self) -> None:
+        """Bring the index up to the write just made (one commit for the batch), so this
+        replica's next query sees it. The write is durable already: when the index fails
+        (a full disk), the write still stands and the next catch-up applies it."""
+        try:
+            await self._knowledge.catch_up()
+        except Exception:
+            log.exception("knowledge.index_behind", applied=self._knowledge.applied_seq)
 
     async def _refresh_knowledge_gauges(self) -> None:
         documents, passages = await self._store.knowledge_size()
@@ -191,7 +209,7 @@ class ContextService:
             result = await self._compute(query)
             self._observe("miss", started)
             return result
-        generations = await self._store.generations(query.session_id)
+        generations = await self._generations(query.session_id)
         key = query.cache_key()
         cached = self._cache.get(key, generations)
         if cached is not None:
@@ -205,9 +223,15 @@ class ContextService:
     async def warmup(self, queries: Sequence[ContextQuery]) -> int:
         """Compute and cache each query; returns how many were computed."""
         for query in queries:
-            generations = await self._store.generations(query.session_id)
+            generations = await self._generations(query.session_id)
             self._cache.put(query.cache_key(), generations, await self._compute(query))
         return len(queries)
+
+    async def _generations(self, session_id: str) -> Generations:
+        """The session's counter and, for the knowledge base, the log sequence this
+        replica's index reflects: a result is cached under what it was ranked from."""
+        generations = await self._store.generations(session_id)
+        return replace(generations, knowledge=self._knowledge.applied_seq)
 
     def _observe(self, result: str, started: float) -> None:
         self._lookups[result].inc()
@@ -268,16 +292,21 @@ class ContextService:
     async def _knowledge_sources(self, query: ContextQuery, terms: list[str]) -> list[Source]:
         if not query.include_knowledge_base:
             return []
+        found = await self._knowledge.search(terms, query.max_results)
+        if not found:
+            return []
+        rows = await self._store.knowledge_passages([f.passage_id for f in found])
         return [
             Source(
                 kind=SourceKind.KNOWLEDGE,
-                id=hit.passage_id,
-                content=hit.content,
-                relevance=hit.relevance,
-                created_at=hit.created_at,
-                metadata=hit.metadata,
-                document_id=hit.document_id,
-                title=hit.title,
+                id=row.passage_id,
+                content=row.content,
+                relevance=f.relevance,
+                created_at=row.created_at,
+                metadata=row.metadata,
+                document_id=row.document_id,
+                title=row.title,
             )
-            for hit in await self._store.search_knowledge(terms, query.max_results)
+            for f in found
+            if (row := rows.get(f.passage_id)) is not None  # deleted since the index saw it
         ]
