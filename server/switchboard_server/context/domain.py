@@ -18,6 +18,7 @@ from switchboard_server.context import text
 from switchboard_server.context.assembly import assemble, rank
 from switchboard_server.context.bm25 import Corpus
 from switchboard_server.context.cache import ResultCache
+from switchboard_server.context.hybrid import HybridIndex
 from switchboard_server.context.knowledge_index import KnowledgeIndex
 from switchboard_server.context.metrics import ContextMetrics
 from switchboard_server.context.store.base import ContextStore, Generations
@@ -292,7 +293,10 @@ class ContextService:
     async def _knowledge_sources(self, query: ContextQuery, terms: list[str]) -> list[Source]:
         if not query.include_knowledge_base:
             return []
-        found = await self._knowledge.search(terms, query.max_results)
+        if isinstance(self._knowledge, HybridIndex):
+            found = await self._knowledge.search_text(query.query, terms, query.max_results)
+        else:
+            found = await self._knowledge.search(terms, query.max_results)
         if not found:
             return []
         rows = await self._store.knowledge_passages([f.passage_id for f in found])

@@ -11,9 +11,16 @@ import structlog
 
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_client.cli import requires_extra
+from switchboard_server.classification.backends.encoder import CachedEncoderFactory
 from switchboard_server.config import Settings
 from switchboard_server.context.cache import ResultCache
 from switchboard_server.context.domain import ContextService
+from switchboard_server.context.hybrid import (
+    EMBEDDINGS_MODULES,
+    DenseIndex,
+    HybridIndex,
+    embeddings_installed,
+)
 from switchboard_server.context.metrics import ContextMetrics
 from switchboard_server.context.seed import default_documents
 from switchboard_server.context.servicer import ContextServicer
@@ -79,15 +86,36 @@ def index_dir(settings: Settings) -> Path:
     return base / "index"
 
 
-def build_index(settings: Settings, store: ContextStore) -> TantivyIndex:
-    """The knowledge index fed from ``store``'s document log (no I/O until ``open``)."""
+def build_index(settings: Settings, store: ContextStore) -> TantivyIndex | HybridIndex:
+    """The knowledge index fed from ``store``'s document log (no I/O until ``open``):
+    tantivy, fused with dense vectors when hybrid ranking is on (:func:`hybrid_enabled`)."""
     ctx = settings.context
-    return TantivyIndex(
+    lexical = TantivyIndex(
         index_dir(settings),
         store,
         heap_bytes=ctx.index_heap_mb * 1_000_000,
         batch_documents=ctx.index_batch_documents,
     )
+    if not hybrid_enabled(settings):
+        return lexical
+    cls = settings.classification
+    encoder = CachedEncoderFactory(
+        threads=cls.onnx_threads,
+        batch_size=cls.embedding_batch_size,
+        max_tokens=cls.embedding_max_tokens,
+    )
+    dense = DenseIndex(store, encoder, batch_documents=ctx.index_batch_documents)
+    return HybridIndex(lexical, dense, rrf_k=ctx.hybrid_rrf_k, depth=ctx.hybrid_depth)
+
+
+def hybrid_enabled(settings: Settings) -> bool:
+    """``hybrid`` auto: whether the embeddings extra is installed; on: it must be."""
+    mode = settings.context.hybrid
+    if mode == "on" and not embeddings_installed():
+        with requires_extra("embeddings"):
+            for module in EMBEDDINGS_MODULES:
+                __import__(module)
+    return mode == "on" or (mode == "auto" and embeddings_installed())
 
 
 class ContextModule:

@@ -123,6 +123,20 @@ class ContextSettings(BaseSettings):
         "other replicas; such a write is searchable here within this interval plus one "
         "index commit.",
     )
+    hybrid: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Fuse BM25 with dense MiniLM vectors (reciprocal rank fusion): auto is on "
+        "when the embeddings extra is installed, on requires it, off is BM25 alone.",
+    )
+    hybrid_rrf_k: int = Field(
+        default=60, ge=1, le=10_000, description="The k of reciprocal rank fusion."
+    )
+    hybrid_depth: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="Passages each ranker contributes to the fusion (at least max_results).",
+    )
     cache_ttl_s: float = Field(
         default=60.0, ge=0, le=86_400, description="Lifetime of a cached context; 0 disables."
     )
