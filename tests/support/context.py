@@ -62,7 +62,8 @@ class RedisServer:
 def context_settings(
     store: str, data_dir: Path, redis_url: str = "", prefix: str = "", **overrides: Any
 ) -> Settings:
-    extra: dict[str, Any] = {"store": store, **overrides}
+    # BM25 alone unless a test asks for hybrid ranking (it loads the ONNX encoder: seconds).
+    extra: dict[str, Any] = {"store": store, "hybrid": "off", **overrides}
     if store == "redis":
         extra |= {"redis_url": redis_url, "redis_key_prefix": prefix}
     return Settings(core=CoreSettings(data_dir=data_dir), context=ContextSettings(**extra))

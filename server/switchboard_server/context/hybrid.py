@@ -6,10 +6,11 @@ service's MiniLM encoder (the same ONNX model and code, not a copy) and kept in 
 HNSW graph (cosine, f32) in memory, rebuilt from the log when the service starts.
 ``HybridIndex`` asks both for their best ``depth`` passages and merges them by reciprocal
 rank fusion (Cormack et al., 2009): ``score(p) = sum over rankers of 1 / (k + rank)`` with
-``k = 60``, a passage missing from one list contributing nothing for it. Relevance is that
-score over ``2 / (k + 1)``, the score of a passage first in both lists, so it stays in
-[0, 1]. RRF needs no score calibration between BM25 and cosine, which is why it is the
-usual default (Elasticsearch's and OpenSearch's hybrid retrievers).
+``k = 60``, a passage missing from one list contributing nothing for it. RRF needs no
+score calibration between BM25 and cosine, which is why it is the usual default
+(Elasticsearch's and OpenSearch's hybrid retrievers). The fusion decides the order only:
+the relevances stay on BM25's scale (:func:`on_lexical_scale`), because the service
+merges knowledge with session memory, ranked by BM25, on that one scale.
 
 The graph is not persisted: encoding costs about a millisecond a passage on one core,
 fine for a help centre of thousands of passages, not for the million-passage corpus of
@@ -143,12 +144,19 @@ class HybridIndex:
     """A ``KnowledgeIndex`` that fuses a lexical and a dense index by RRF."""
 
     def __init__(
-        self, lexical: KnowledgeIndex, dense: DenseIndex, *, rrf_k: int, depth: int
+        self,
+        lexical: KnowledgeIndex,
+        dense: DenseIndex,
+        *,
+        rrf_k: int,
+        depth: int,
+        budget_s: float,
     ) -> None:
         self.lexical = lexical
         self.dense = dense
         self._k = rrf_k
         self._depth = depth
+        self._budget_s = budget_s
 
     @property
     def applied_seq(self) -> int:
@@ -174,9 +182,37 @@ class HybridIndex:
 
     async def search_text(self, text: str, terms: Sequence[str], limit: int) -> list[ScoredPassage]:
         depth = max(limit, self._depth)
-        lexical, dense = await asyncio.gather(
-            self.lexical.search(terms, depth), self.dense.search_text(text, depth)
-        )
-        return reciprocal_rank_fusion(
+        dense_search = asyncio.ensure_future(self.dense.search_text(text, depth))
+        lexical = await self.lexical.search(terms, depth)
+        try:
+            dense = await asyncio.wait_for(dense_search, self._budget_s)
+        except TimeoutError:  # an overloaded encoder must not stall the answer: BM25 alone
+            log.warning("knowledge.dense_over_budget", budget_s=self._budget_s)
+            return lexical[:limit]
+        fused = reciprocal_rank_fusion(
             [[p.passage_id for p in lexical], [p.passage_id for p in dense]], self._k, limit
         )
+        return on_lexical_scale(fused, lexical, dense)
+
+
+def on_lexical_scale(
+    fused: Sequence[ScoredPassage],
+    lexical: Sequence[ScoredPassage],
+    dense: Sequence[ScoredPassage],
+) -> list[ScoredPassage]:
+    """The fused order with relevances on BM25's scale, so that knowledge and memory (BM25
+    too) still compare: the i-th fused passage gets the i-th best lexical relevance; past
+    the lexical list the last one, a little less each step; with no lexical match at all,
+    the cosine (a query that shares no term with any passage)."""
+    best = sorted((p.relevance for p in lexical), reverse=True)
+    cosine = {p.passage_id: p.relevance for p in dense}
+    out: list[ScoredPassage] = []
+    for i, p in enumerate(fused):
+        if i < len(best):
+            relevance = best[i]
+        elif best:
+            relevance = best[-1] * 0.99 ** (i - len(best) + 1)
+        else:
+            relevance = cosine.get(p.passage_id, 0.0)
+        out.append(ScoredPassage(p.passage_id, relevance))
+    return out

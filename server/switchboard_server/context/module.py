@@ -105,7 +105,13 @@ def build_index(settings: Settings, store: ContextStore) -> TantivyIndex | Hybri
         max_tokens=cls.embedding_max_tokens,
     )
     dense = DenseIndex(store, encoder, batch_documents=ctx.index_batch_documents)
-    return HybridIndex(lexical, dense, rrf_k=ctx.hybrid_rrf_k, depth=ctx.hybrid_depth)
+    return HybridIndex(
+        lexical,
+        dense,
+        rrf_k=ctx.hybrid_rrf_k,
+        depth=ctx.hybrid_depth,
+        budget_s=ctx.hybrid_budget_ms / 1000,
+    )
 
 
 def hybrid_enabled(settings: Settings) -> bool:

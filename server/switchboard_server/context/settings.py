@@ -137,6 +137,13 @@ class ContextSettings(BaseSettings):
         le=1000,
         description="Passages each ranker contributes to the fusion (at least max_results).",
     )
+    hybrid_budget_ms: float = Field(
+        default=100.0,
+        gt=0,
+        le=10_000,
+        description="Longest wait for the dense search of a query (encoding included); past "
+        "it, that query is ranked by BM25 alone.",
+    )
     cache_ttl_s: float = Field(
         default=60.0, ge=0, le=86_400, description="Lifetime of a cached context; 0 disables."
     )
