@@ -42,6 +42,8 @@ def address(tmp_path: Path) -> Iterator[str]:
         "SWITCHBOARD_DATA_DIR": str(tmp_path / "data"),
         "SWITCHBOARD_PORT": str(port),
         "SWITCHBOARD_CONTEXT_SEED_DEFAULT_KNOWLEDGE": "false",
+        # The lexical promise; test_context_hybrid measures what hybrid ranking adds.
+        "SWITCHBOARD_CONTEXT_HYBRID": "off",
     }
     log = tmp_path / "server.log"
     with log.open("wb") as out:
