@@ -1,8 +1,10 @@
 """The seam between the knowledge base's documents and the indexes that rank them.
 
 The store keeps the documents (durable before ``IngestDocuments`` returns) and a
-*document log*: every knowledge write takes the next sequence number and records,
-per document it touched, the sequence of its latest change (a deletion included).
+*document log*: every document a knowledge write touches (a deletion included) takes
+the log's next sequence number in the write's transaction, and the log keeps each
+document once, at its latest change. Sequences are unique and become visible in
+order, so a reader pages through the log by sequence and misses nothing.
 A ``KnowledgeIndex`` is derived state, local to one replica: it remembers the last
 sequence it applied and catches up from the log (``catch_up``) on open, after each
 write through this replica, and at an interval (writes through other replicas).

@@ -43,7 +43,7 @@ TYPE_SETS = [ALL_MEMORY_TYPES, (MemoryType.WORKING,), (MemoryType.EPISODIC, Memo
 
 class Opened(NamedTuple):
     store: SqliteStore
-    index: TantivyIndex
+    knowledge: TantivyIndex
 
 
 @contextlib.asynccontextmanager
@@ -63,7 +63,7 @@ async def opened(path: Path, memory_entries: int = 100_000) -> AsyncIterator[Ope
 def service(kb: Opened) -> ContextService:
     return ContextService(
         kb.store,
-        kb.index,
+        kb.knowledge,
         ResultCache(0, 0),
         ContextMetrics(CollectorRegistry()),
         caps=CAPS,
@@ -123,7 +123,7 @@ async def state(kb: Opened, seed: int = 5) -> list[Any]:
         found.append(await service(kb).get_context(query))
         # the passages the index matches (not their scores: an index written in steps
         # counts replaced passages in BM25's statistics until a merge drops them)
-        matched = await kb.index.search(text.query_terms(query.query), 1000)
+        matched = await kb.knowledge.search(text.query_terms(query.query), 1000)
         found.append(sorted(p.passage_id for p in matched))
     return found
 

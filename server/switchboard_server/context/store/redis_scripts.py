@@ -105,14 +105,16 @@ end
 
 # ARGV: key prefix, JSON list of documents with their passages. Returns replaced count.
 # Each document enters the document log (``kb:log``, document -> the sequence of its
-# latest change) at the write's sequence (``kb:seq``).
+# latest change) with the next sequence (``kb:seq``): one per document, so a reader
+# can page through the log by sequence.
 INGEST = (
     _DROP_DOCUMENT
     + """
 local P = ARGV[1]
 local replaced = 0
-local seq = redis.call('INCR', P .. 'kb:seq')
-for _, doc in ipairs(cjson.decode(ARGV[2])) do
+local docs = cjson.decode(ARGV[2])
+local seq = redis.call('INCRBY', P .. 'kb:seq', #docs) - #docs
+for _, doc in ipairs(docs) do
   replaced = replaced + drop(P, doc.id)
   local pids = {}
   for _, p in ipairs(doc.passages) do
@@ -125,6 +127,7 @@ for _, doc in ipairs(cjson.decode(ARGV[2])) do
   redis.call('HSET', P .. 'doc:' .. doc.id, 'title', doc.title, 'metadata', doc.metadata,
     'created_at', doc.created_at, 'passages', cjson.encode(pids))
   redis.call('HINCRBY', P .. 'kb', 'documents', 1)
+  seq = seq + 1
   redis.call('ZADD', P .. 'kb:log', seq, doc.id)
 end
 redis.call('INCR', P .. 'kbgen')
@@ -138,13 +141,11 @@ DELETE = (
     + """
 local P = ARGV[1]
 local missing = {}
-local seq = nil
 for i = 2, #ARGV do
   if drop(P, ARGV[i]) == 0 then
     table.insert(missing, ARGV[i])
   else
-    seq = seq or redis.call('INCR', P .. 'kb:seq')
-    redis.call('ZADD', P .. 'kb:log', seq, ARGV[i])
+    redis.call('ZADD', P .. 'kb:log', redis.call('INCR', P .. 'kb:seq'), ARGV[i])
   end
 end
 redis.call('INCR', P .. 'kbgen')

@@ -318,7 +318,6 @@ class SqliteStore:
         key: RequestKey | None = None,
     ) -> IngestResult:
         def write(conn: sqlite3.Connection) -> IngestResult:
-            seq = _next_seq(conn)
             ids = [(d.document.id,) for d in documents]
             replaced = _delete_documents(conn, ids)
             conn.executemany(
@@ -337,7 +336,7 @@ class SqliteStore:
                     for p in d.passages
                 ],
             )
-            _log(conn, ids, seq)
+            _log(conn, ids)
             passages = sum(len(d.passages) for d in documents)
             return IngestResult(len(documents), passages, replaced)
 
@@ -358,7 +357,7 @@ class SqliteStore:
             gone = [(i,) for i in document_ids if i in present]
             if gone:
                 _delete_documents(conn, gone)
-                _log(conn, gone, _next_seq(conn))
+                _log(conn, gone)
             return DeleteResult(len(gone), missing)
 
         return await self._write_knowledge(self._keyed(write, key, outcomes.DELETE, []))
@@ -474,18 +473,17 @@ def _in(conn: sqlite3.Connection, query: str, values: Sequence[Any]) -> list[Any
     return conn.execute(query.format(",".join("?" * len(values))), tuple(values)).fetchall()
 
 
-def _next_seq(conn: sqlite3.Connection) -> int:
-    """The document log's next sequence, taken in the write's transaction."""
-    (seq,) = conn.execute("UPDATE kb_seq SET seq = seq + 1 RETURNING seq").fetchone()
-    return int(seq)
-
-
-def _log(conn: sqlite3.Connection, ids: Sequence[tuple[str]], seq: int) -> None:
-    """Record that the documents ``ids`` changed at ``seq`` (their latest change)."""
+def _log(conn: sqlite3.Connection, ids: Sequence[tuple[str]]) -> None:
+    """Record that the documents ``ids`` changed, in the write's transaction: each takes
+    the log's next sequence (one per document, so a reader can page by sequence)."""
+    if not ids:
+        return
+    (last,) = conn.execute("UPDATE kb_seq SET seq = seq + ? RETURNING seq", (len(ids),)).fetchone()
+    first = int(last) - len(ids) + 1
     conn.executemany(
         "INSERT INTO kb_log (document_id, seq) VALUES (?, ?)"
         " ON CONFLICT (document_id) DO UPDATE SET seq = excluded.seq",
-        [(i, seq) for (i,) in ids],
+        [(i, first + n) for n, (i,) in enumerate(ids)],
     )
 
 

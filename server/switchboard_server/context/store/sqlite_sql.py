@@ -60,15 +60,16 @@ _MIGRATE = (
     "DROP TABLE IF EXISTS term_df",
     "CREATE TABLE kb_log (document_id TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE TABLE kb_seq (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)",
-    "INSERT INTO kb_seq (id, seq) VALUES (1, 1)",
-    "INSERT INTO kb_log (document_id, seq) SELECT id, 1 FROM documents",
+    "INSERT INTO kb_log (document_id, seq)"
+    " SELECT id, row_number() OVER (ORDER BY id) FROM documents",
+    "INSERT INTO kb_seq (id, seq) SELECT 1, count(*) FROM kb_log",
 )
 
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a database made before the document log up to it, in one transaction:
     passages take their terms from the FTS5 table, the postings go, and every
-    document enters the log at sequence 1."""
+    document enters the log (sequences 1..n)."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "passages_fts" not in tables:
         return
