@@ -60,7 +60,7 @@ def metrics(ranked: list[list[str]], expected: list[str]) -> dict[str, float]:
     return out
 
 
-async def run(
+async def measure(
     mode: Literal["off", "on"], cases: list[dict[str, str]], repeat: int
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,17 +108,21 @@ async def run(
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=20, help="Rounds of the query set (20).")
-    args = parser.parse_args()
+def run(repeat: int = 20) -> dict[str, Any]:
+    """``make bench``'s entry: both modes, one after the other, same corpus and queries."""
     cases = yaml.safe_load((DATA / "helpcentre_queries.yaml").read_text())
-    results = [
-        asyncio.run(run("off", cases, args.repeat)),
-        asyncio.run(run("on", cases, args.repeat)),
-    ]
+    return {
+        "bm25": asyncio.run(measure("off", cases, repeat)),
+        "hybrid": asyncio.run(measure("on", cases, repeat)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20, help="Rounds of the query set (20).")
+    results = run(parser.parse_args().repeat)
     print(json.dumps(results, indent=2))
-    off, on = results
+    off, on = results["bm25"], results["hybrid"]
     for kind in ("lexical", "paraphrase", "all"):
         print(
             f"{kind:<10} MRR@10 BM25 {off[kind]['mrr@10']:.3f} -> hybrid {on[kind]['mrr@10']:.3f}"
