@@ -6,11 +6,13 @@ No gRPC here; the servicer validates requests and hands over domain values.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import structlog
 
@@ -66,6 +68,16 @@ def prepare(document: Document, passage_max_chars: int) -> PreparedDocument:
     return PreparedDocument(document, passages)
 
 
+def _tree_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (0 when it does not exist)."""
+    total = 0
+    for item in path.rglob("*"):
+        with contextlib.suppress(OSError):  # a segment merged away while walking
+            if item.is_file():
+                total += item.stat().st_size
+    return total
+
+
 class ContextService:
     """Answers GetContext and owns every write; the store and cache come in from outside."""
 
@@ -79,8 +91,10 @@ class ContextService:
         caps: Mapping[MemoryType, int],
         passage_max_chars: int,
         clock: Callable[[], float] = time.time,
+        index_path: Path | None = None,
     ) -> None:
         self._store = store
+        self._index_path = index_path
         self._knowledge = knowledge
         self._cache = cache
         self._metrics = metrics
@@ -174,7 +188,12 @@ class ContextService:
         return result
 
     async def knowledge_stats(self) -> KnowledgeStats:
-        return await self._store.knowledge_stats()
+        """The store's figures, its bytes on disk plus those of this replica's index."""
+        stats = await self._store.knowledge_stats()
+        if self._index_path is None:
+            return stats
+        index_bytes = await asyncio.to_thread(_tree_bytes, self._index_path)
+        return replace(stats, index_bytes=stats.index_bytes + index_bytes)
 
     async def list_document_ids(self, prefix: str, after: str, limit: int) -> list[str]:
         return await self._store.list_document_ids(prefix, after, limit)

@@ -161,6 +161,7 @@ class ContextModule:
             self._metrics,
             caps=memory_caps(self._settings),
             passage_max_chars=ctx.passage_max_chars,
+            index_path=index_dir(self._settings),
         )
         opened, indexed, delay = False, False, 0.1
         while True:

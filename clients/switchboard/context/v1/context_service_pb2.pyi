@@ -532,7 +532,7 @@ class GetKnowledgeStatsResponse(_message.Message):
     passage_count: _builtins.int
     """Number of passages the documents were split into."""
     index_bytes: _builtins.int
-    """Bytes the knowledge base occupies on the store's disk; 0 when the backend cannot tell."""
+    """Bytes on disk: the store's files (SQLite) plus this replica's knowledge index."""
     @_builtins.property
     def last_update_time(self) -> _timestamp_pb2.Timestamp:
         """When a document was last ingested; unset when unknown or the knowledge base is empty."""

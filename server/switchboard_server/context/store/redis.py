@@ -315,8 +315,8 @@ class RedisStore:
         return int(docs or 0), int(passages or 0)
 
     async def knowledge_stats(self) -> KnowledgeStats:
-        # Redis holds the knowledge base in memory (its AOF is not the index): no disk size,
-        # and no last-ingest time without reading every document.
+        # Redis holds the knowledge base in memory (the service adds its index's size), and
+        # has no last-ingest time without reading every document.
         documents, passages = await self.knowledge_size()
         return KnowledgeStats(documents, passages, 0, None)
 
