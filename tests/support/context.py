@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -117,3 +119,34 @@ async def seconds_until_found(
         assert waited < within_s, f"{document_id} not found within {within_s} s"
         await asyncio.sleep(0.01)
     return time.monotonic() - started
+
+
+def server_env(settings: Any, port: int) -> dict[str, str]:
+    """The environment of a ``python -m switchboard_server context`` on ``port`` with
+    the store of ``settings`` (debug logs, no seeding, a large semantic cap)."""
+    ctx = settings.context
+    env = {
+        **os.environ,
+        "SWITCHBOARD_DATA_DIR": str(settings.core.data_dir),
+        "SWITCHBOARD_PORT": str(port),
+        "SWITCHBOARD_LOG_FORMAT": "json",
+        "SWITCHBOARD_LOG_LEVEL": "debug",
+        "SWITCHBOARD_CONTEXT_STORE": ctx.store,
+        "SWITCHBOARD_CONTEXT_SEMANTIC_CAP": "100000",
+        "SWITCHBOARD_CONTEXT_SEED_DEFAULT_KNOWLEDGE": "false",
+    }
+    if ctx.store == "redis":
+        env["SWITCHBOARD_CONTEXT_REDIS_URL"] = ctx.redis_url
+        env["SWITCHBOARD_CONTEXT_REDIS_KEY_PREFIX"] = ctx.redis_key_prefix
+    return env
+
+
+def start_server(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start the context service in a child process, its output appended to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "switchboard_server", "context"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )

@@ -108,8 +108,10 @@ class TantivyIndex:
     # -- open / close ---------------------------------------------------------------
 
     async def open(self) -> None:
-        head = await self._source.log_head()
-        await self._run(self._open_files, head)
+        """Idempotent: a retry after the store was unavailable only catches up again."""
+        if self._index is None:
+            head = await self._source.log_head()
+            await self._run(self._open_files, head)
         await self.catch_up()
 
     def _open_files(self, head: int) -> None:
@@ -117,7 +119,8 @@ class TantivyIndex:
         or ahead of the log (``head``). The directory belongs to one process: a second
         one fails here, before it touches a file."""
         self._path.mkdir(parents=True, exist_ok=True)
-        self._take_lock()
+        if self._lock_file is None:
+            self._take_lock()
         applied = self._read_seq()
         if applied is not None and applied <= head and (self._path / "meta.json").exists():
             try:
@@ -177,16 +180,19 @@ class TantivyIndex:
         writer, index = self._writer, self._index
         assert writer is not None, "index not open"
         assert index is not None, "index not open"
-        assert index is not None, "index not open"
-        for change in changes:
-            writer.delete_documents_by_term("document_id", change.document_id)
-        for p in passages:
-            writer.add_document(
-                tantivy.Document(
-                    passage_id=p.passage_id, document_id=p.document_id, terms=" ".join(p.terms)
+        try:
+            for change in changes:
+                writer.delete_documents_by_term("document_id", change.document_id)
+            for p in passages:
+                writer.add_document(
+                    tantivy.Document(
+                        passage_id=p.passage_id, document_id=p.document_id, terms=" ".join(p.terms)
+                    )
                 )
-            )
-        writer.commit()
+            writer.commit()
+        except BaseException:  # e.g. a full disk: drop the batch, the next catch-up redoes it
+            writer.rollback()
+            raise
         seq = changes[-1].seq
         self._write_seq(seq)
         index.reload()
