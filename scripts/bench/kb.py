@@ -380,6 +380,8 @@ async def _serving(settings: Settings, query: list[str]) -> dict[str, float]:
         "SWITCHBOARD_LOG_LEVEL": "warning",
         "SWITCHBOARD_CONTEXT_SEED_DEFAULT_KNOWLEDGE": "false",
         "SWITCHBOARD_CONTEXT_PASSAGE_MAX_CHARS": "4000",
+        # the lexical engine is what is compared (hybrid would encode every passage)
+        "SWITCHBOARD_CONTEXT_HYBRID": "off",
     }
     started = time.perf_counter()
     proc = _spawn(env)

@@ -86,16 +86,22 @@ def index_dir(settings: Settings) -> Path:
     return base / "index"
 
 
-def build_index(settings: Settings, store: ContextStore) -> TantivyIndex | HybridIndex:
-    """The knowledge index fed from ``store``'s document log (no I/O until ``open``):
-    tantivy, fused with dense vectors when hybrid ranking is on (:func:`hybrid_enabled`)."""
+def build_index(settings: Settings, store: ContextStore) -> TantivyIndex:
+    """The lexical knowledge index fed from ``store``'s document log (no I/O until ``open``)."""
     ctx = settings.context
-    lexical = TantivyIndex(
+    return TantivyIndex(
         index_dir(settings),
         store,
         heap_bytes=ctx.index_heap_mb * 1_000_000,
         batch_documents=ctx.index_batch_documents,
     )
+
+
+def build_knowledge(settings: Settings, store: ContextStore) -> TantivyIndex | HybridIndex:
+    """What the service ranks knowledge with: :func:`build_index`, fused with dense vectors
+    when hybrid ranking is on (:func:`hybrid_enabled`)."""
+    ctx = settings.context
+    lexical = build_index(settings, store)
     if not hybrid_enabled(settings):
         return lexical
     cls = settings.classification
@@ -131,7 +137,7 @@ class ContextModule:
         self._runtime = runtime
         self._settings = runtime.settings
         self._store = store or build_store(runtime.settings)
-        self._index = build_index(runtime.settings, self._store)
+        self._index = build_knowledge(runtime.settings, self._store)
         self._metrics = ContextMetrics(runtime.metrics)
         self._servicer = ContextServicer(runtime.settings)
         self._store_check: asyncio.Task[None] | None = None

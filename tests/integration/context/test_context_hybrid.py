@@ -20,7 +20,7 @@ from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard_client.cli import MissingExtraError
 from switchboard_client.kb import files
 from switchboard_server.context.hybrid import HybridIndex
-from switchboard_server.context.module import build_index, build_store
+from switchboard_server.context.module import build_knowledge, build_store
 from switchboard_server.context.tantivy_index import TantivyIndex
 from tests.support.context import context_settings, running
 
@@ -81,7 +81,7 @@ def test_auto_is_bm25_alone_without_the_extra(
 ) -> None:
     def index(mode: str) -> object:
         settings = context_settings("sqlite", tmp_path, hybrid=mode)
-        return build_index(settings, build_store(settings))
+        return build_knowledge(settings, build_store(settings))
 
     assert isinstance(index("auto"), HybridIndex)
     assert isinstance(index("off"), TantivyIndex)
