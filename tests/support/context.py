@@ -134,6 +134,7 @@ def server_env(settings: Any, port: int) -> dict[str, str]:
         "SWITCHBOARD_CONTEXT_STORE": ctx.store,
         "SWITCHBOARD_CONTEXT_SEMANTIC_CAP": "100000",
         "SWITCHBOARD_CONTEXT_SEED_DEFAULT_KNOWLEDGE": "false",
+        "SWITCHBOARD_CONTEXT_HYBRID": ctx.hybrid,
     }
     if ctx.store == "redis":
         env["SWITCHBOARD_CONTEXT_REDIS_URL"] = ctx.redis_url

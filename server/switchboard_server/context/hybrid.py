@@ -47,14 +47,22 @@ def embeddings_installed() -> bool:
 def reciprocal_rank_fusion(
     rankings: Sequence[Sequence[str]], k: int, limit: int
 ) -> list[ScoredPassage]:
-    """The ``limit`` best ids of ``rankings`` (each best first) by RRF, relevance in [0, 1]."""
+    """The ``limit`` best ids of ``rankings`` (each best first) by RRF, relevance in [0, 1].
+
+    Equal scores go to the earlier ranking's order (then the next's): the lexical list
+    comes first, so a passage that alone has a query's rare word is not outranked by one
+    that dense search alone put at the same rank.
+    """
     scores: dict[str, float] = {}
-    for ranking in rankings:
+    places: dict[str, list[int]] = {}
+    missing = 1 + max((len(r) for r in rankings), default=0)
+    for n, ranking in enumerate(rankings):
         for rank, passage_id in enumerate(ranking, 1):
             scores[passage_id] = scores.get(passage_id, 0.0) + 1.0 / (k + rank)
+            places.setdefault(passage_id, [missing] * len(rankings))[n] = rank
     best = len(rankings) / (k + 1)
-    ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:limit]
-    return [ScoredPassage(pid, score / best) for pid, score in ordered]
+    ordered = sorted(scores, key=lambda pid: (-scores[pid], places[pid], pid))[:limit]
+    return [ScoredPassage(pid, scores[pid] / best) for pid in ordered]
 
 
 class DenseIndex:

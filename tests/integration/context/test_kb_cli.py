@@ -71,6 +71,16 @@ def kb(capsys: pytest.CaptureFixture[str], address: str, *argv: str) -> Any:
     return json.loads(captured.out)
 
 
+def kb_text(capsys: pytest.CaptureFixture[str], address: str, *argv: str) -> str:
+    """Run ``switchboard kb ...`` in process without ``--json``; its stdout."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["kb", *argv, "--address", address])
+    captured = capsys.readouterr()
+    assert exited.value.code == 0, captured.err
+    return captured.out
+
+
 def search_first(capsys: pytest.CaptureFixture[str], address: str, query: str) -> str:
     rows = kb(capsys, address, "search", query, "-k", "3")
     return str(rows[0]["document_id"]) if rows else ""
@@ -105,6 +115,17 @@ def test_ingest_search_reingest_delete_stats(
     assert row["source"] == "helpcentre/sharing.html"
     assert row["title"] == "Sharing and collaboration — Publish a note with a public link"
     assert 0 < row["score"] <= 1
+
+    table = kb_text(capsys, address, "search", "how do I get a refund?", "-k", "2")
+    assert table.splitlines()[1].split()[2:] == [
+        "helpcentre.billing.invoices.md:refunds",
+        "helpcentre/billing/invoices.md",
+    ]
+    assert "You can ask for a full refund" in table
+    text = kb_text(capsys, address, *ingest, "--no-progress")
+    assert text.startswith("11 files: 0 sections added, 23 replaced, 0 removed")
+    assert "skipped 1 binary: helpcentre/broken.md" in text
+    assert "documents    23" in kb_text(capsys, address, "stats")
 
     again = kb(capsys, address, *ingest)
     assert (again["added"], again["replaced"], again["removed"]) == (0, SECTIONS, 0)

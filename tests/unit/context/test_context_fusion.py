@@ -35,3 +35,11 @@ def test_fused_order_takes_the_lexical_relevances_in_turn() -> None:
     ]
     only_dense = on_lexical_scale(sp(("x", 0.1)), [], dense)
     assert only_dense == sp(("x", 0.7))
+
+
+def test_ties_go_to_the_lexical_order() -> None:
+    # "rare" alone has the query's word (lexical #1); "near" is dense #1 only: equal RRF
+    fused = reciprocal_rank_fusion([["rare"], ["near", "other"]], k=60, limit=3)
+    assert [p.passage_id for p in fused] == ["rare", "near", "other"]
+    tie = reciprocal_rank_fusion([["b"], ["a"]], k=60, limit=2)
+    assert [p.passage_id for p in tie] == ["b", "a"]
