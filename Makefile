@@ -102,6 +102,10 @@ test: tools lint typecheck ## Install what tests need, then lint, type-check and
 bench: $(STAMP) ## Run the benchmarks (the latest figures are in docs/benchmarks.md)
 	$(BIN)/python -m scripts.bench
 
+.PHONY: bench-kb
+bench-kb: $(STAMP) ## Knowledge-base benchmark at 10k, 100k and 1M passages (long; KB_SIZES to change)
+	KB_SIZES=$${KB_SIZES:-10000,100000,1000000} $(BIN)/python -m scripts.bench kb
+
 .PHONY: chaos
 chaos: $(STAMP) ## Kill, stop, freeze and fault the mesh under load; audit every turn (docs/reliability.md)
 	$(BIN)/python -m scripts.chaos $(CHAOS_ARGS)

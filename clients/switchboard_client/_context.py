@@ -144,3 +144,33 @@ class ContextClient(BaseClient):
             request,
             **self._options(timeout_s, None, request.request_id),
         )
+
+    async def get_knowledge_stats(
+        self, *, timeout_s: float | None = None
+    ) -> pb.GetKnowledgeStatsResponse:
+        """Counts, bytes on disk and last ingest time of the knowledge base."""
+        self.channel  # noqa: B018
+        return await self._unary(
+            self._stub.GetKnowledgeStats,
+            pb.GetKnowledgeStatsRequest(),
+            **self._options(timeout_s, None),
+        )
+
+    async def list_document_ids(
+        self, id_prefix: str = "", *, page_size: int = 0, timeout_s: float | None = None
+    ) -> list[str]:
+        """Every document id starting with ``id_prefix``, ascending (all pages)."""
+        self.channel  # noqa: B018
+        ids: list[str] = []
+        token = ""
+        while True:
+            request = pb.ListDocumentsRequest(
+                id_prefix=id_prefix, page_size=page_size, page_token=token
+            )
+            page = await self._unary(
+                self._stub.ListDocuments, request, **self._options(timeout_s, None)
+            )
+            ids.extend(page.document_ids)
+            token = page.next_page_token
+            if not token:
+                return ids

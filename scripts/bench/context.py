@@ -29,9 +29,9 @@ What each figure is:
   process on the same database (no gRPC, no proto translation): how much of the time is
   the context service itself. ``*_redis_service_*``: the same on the Redis backend.
 * ``server_rss_mb``: the server's resident memory after the runs (the SQLite backend
-  holds the postings index, and mirrors of session memory and passage rows).
-  ``store_open_s``: opening the SQLite store on the loaded database in this process
-  (schema check, postings index read whole), i.e. the store's part of a restart.
+  holds a mirror of session memory; the knowledge index is memory-mapped).
+  ``store_open_s``: opening the SQLite store and the knowledge index on the loaded
+  database in this process, i.e. the store's part of a restart.
 * ``*_stolen_share``: the share of the CPUs' time the hypervisor gave to other guests
   during those runs (``st`` in vmstat): on a virtual machine, slow spells are usually
   spells of steal.
@@ -70,7 +70,7 @@ from switchboard_server.context import translate
 from switchboard_server.context.cache import ResultCache
 from switchboard_server.context.domain import ContextService
 from switchboard_server.context.metrics import ContextMetrics
-from switchboard_server.context.module import build_store, memory_caps
+from switchboard_server.context.module import build_index, build_store, memory_caps
 from switchboard_server.context.settings import ContextSettings
 from switchboard_server.context.values import Document, MemoryType, NewMemory
 from switchboard_server.errors import Unavailable
@@ -197,12 +197,15 @@ async def _service_side(data_dir: Path, requests: list[pb.GetContextRequest]) ->
         context=ContextSettings(cache_ttl_s=0, seed_default_knowledge=False),
     )
     store = build_store(settings)
+    index = build_index(settings, store)
     opened = time.perf_counter()
     await store.open()
+    await index.open()
     open_s = time.perf_counter() - opened
     try:
         service = ContextService(
             store,
+            index,
             ResultCache(0, 0),
             ContextMetrics(CollectorRegistry()),
             caps=memory_caps(settings),
@@ -228,6 +231,7 @@ async def _service_side(data_dir: Path, requests: list[pb.GetContextRequest]) ->
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
         elapsed, cpu_append = time.perf_counter() - started, time.process_time() - cpu
     finally:
+        await index.close()
         await store.close()
     return {
         "store_open_s": round(open_s, 2),
@@ -270,15 +274,18 @@ async def _redis_service_side(tmp: Path, requests: list[pb.GetContextRequest]) -
             ),
         )
         store = build_store(settings)
+        index = build_index(settings, store)
         for _ in range(100):
             try:
                 await store.open()
                 break
             except Unavailable:
                 await asyncio.sleep(0.05)
+        await index.open()
         try:
             service = ContextService(
                 store,
+                index,
                 ResultCache(0, 0),
                 ContextMetrics(CollectorRegistry()),
                 caps=memory_caps(settings),
@@ -308,6 +315,7 @@ async def _redis_service_side(tmp: Path, requests: list[pb.GetContextRequest]) -
                 await service.get_context(query)
                 latencies.append((time.perf_counter() - started) * 1000)
         finally:
+            await index.close()
             await store.close()
     finally:
         proc.terminate()

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
+from switchboard_client.cli import main
 from tests.support.mesh_up import UpMesh, mesh_up
 
 pytestmark = pytest.mark.mesh
@@ -144,3 +145,27 @@ def test_a_v1alpha_client_describes_a_classification_message(edge: str) -> None:
         [reply] = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
     files = reply.file_descriptor_response.file_descriptor_proto
     assert any(b"ClassifyRequest" in f and b"switchboard.classification.v1" in f for f in files)
+
+
+def test_kb_finds_the_local_mesh_by_itself(
+    mesh: UpMesh, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`switchboard kb` with no address reads the mesh's state file for the context app."""
+    data = ROOT / "tests" / "data"
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(mesh.data_dir))
+    monkeypatch.delenv("SWITCHBOARD_CONTEXT_TARGET", raising=False)
+
+    def kb(*argv: str) -> object:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            main(["kb", *argv, "--json"])
+        out = capsys.readouterr()
+        assert exited.value.code == 0, out.err
+        return json.loads(out.out)
+
+    summary = kb("ingest", str(data / "helpcentre"), "--root", str(data))
+    assert isinstance(summary, dict)
+    assert (summary["added"], summary["skipped"]) == (23, [])
+    rows = kb("search", "how do I get a refund?", "-k", "3")
+    assert isinstance(rows, list)
+    assert "helpcentre.billing.invoices.md:refunds" in [r["document_id"] for r in rows]

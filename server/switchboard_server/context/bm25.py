@@ -6,29 +6,29 @@ query could reach in that corpus (every term saturated)::
     relevance = sum_t idf(t) * tf(t)*(k1+1) / (tf(t) + k1*(1-b+b*dl/avgdl))
                 / sum_t idf(t) * (k1+1)
 
-i.e. the share of the query's weight a text matches. Two idf variants:
+i.e. the share of the query's weight a text matches. ``Corpus`` ranks the handful of
+memory entries of one session this way with ``smooth_idf``
+(``ln(1+(N-n+0.5)/(n+0.5))``, always positive), k1 = 1.2 and b = 0.75: the formula
+the knowledge index (tantivy, Lucene) uses too. ``fts5_idf`` is SQLite FTS5's.
 
-* ``fts5_idf`` is SQLite FTS5's (``ln((N-n+0.5)/(n+0.5))``, floored at 1e-6): the
-  knowledge base uses it in both backends, so Redis ranks like SQLite's ``bm25()``.
-* ``smooth_idf`` (``ln(1+(N-n+0.5)/(n+0.5))``, always positive) is used for the
-  handful of memory entries of one session, where the FTS5 variant would zero a term
-  found in most entries.
-
-k1 and b are FTS5's fixed values so that both backends agree.
+``exhaustive_top`` scores every passage of a corpus with tantivy's exact BM25 (its
+fieldnorm quantization included): the reference the benchmark's recall and the
+index tests compare the index against.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
 
 K1 = 1.2
 B = 0.75
 FTS5_MIN_IDF = 1e-6
 
 Idf = Callable[[int, int], float]
-K = TypeVar("K", bound=Hashable)
 
 
 def fts5_idf(total: int, containing: int) -> float:
@@ -114,49 +114,51 @@ class Corpus:
         return result
 
 
-def raw_scores(
-    query: Sequence[str],
-    document_frequency: Mapping[str, int],
-    total: int,
-    average_length: float,
-    candidates: Mapping[K, tuple[int, Mapping[str, int]]],
-    idf: Idf = fts5_idf,
-) -> dict[K, float]:
-    """BM25 of candidates given as ``id -> (length, {term: tf})`` (only those above 0).
-
-    Corpus statistics (``total`` texts, their ``average_length`` and each term's
-    ``document_frequency``) describe the whole corpus, not only the candidates.
-    """
-    idfs = [idf(total, document_frequency.get(term, 0)) for term in query]
-    return _scores(query, idfs, average_length, candidates)
+def fieldnorm_table() -> npt.NDArray[np.float64]:
+    """tantivy's (and Lucene's) one-byte document lengths: code -> length. Lengths up
+    to 40 are exact; then each run of 8 codes doubles its step (42, 44, .., 56, 60, ..)."""
+    values = list(range(41))
+    step = 2
+    while len(values) < 256:
+        for _ in range(8):
+            if len(values) < 256:
+                values.append(values[-1] + step)
+        step *= 2
+    return np.array(values, dtype=np.float64)
 
 
-def score_candidates(
-    query: Sequence[str],
-    document_frequency: Mapping[str, int],
-    total: int,
-    average_length: float,
-    candidates: Mapping[K, tuple[int, Mapping[str, int]]],
-    idf: Idf = fts5_idf,
-) -> dict[K, float]:
-    """Like ``raw_scores`` but normalised to [0, 1]."""
-    idfs = [idf(total, document_frequency.get(term, 0)) for term in query]
-    raw = _scores(query, idfs, average_length, candidates)
-    return {key: normalise(score, idfs) for key, score in raw.items()}
+def quantized_lengths(lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Each length as tantivy stores it: the largest table value not above it."""
+    table = fieldnorm_table()
+    return table[np.searchsorted(table, lengths, side="right") - 1]
 
 
-def _scores(
-    query: Sequence[str],
-    idfs: Sequence[float],
-    average_length: float,
-    candidates: Mapping[K, tuple[int, Mapping[str, int]]],
-) -> dict[K, float]:
-    result: dict[K, float] = {}
-    for key, (length, tfs) in candidates.items():
-        score = sum(
-            weight * saturation(tfs.get(term, 0), length, average_length)
-            for term, weight in zip(query, idfs, strict=True)
-        )
-        if score > 0:
-            result[key] = score
-    return result
+def exhaustive_top(
+    query: Sequence[int],
+    postings: Sequence[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]],
+    lengths: npt.NDArray[np.int64],
+    limit: int,
+    *,
+    quantize: bool = True,
+    idf: Idf = smooth_idf,
+) -> list[tuple[int, float]]:
+    """The ``limit`` best (passage, BM25) of ``query`` (distinct term ids) over every
+    passage, best first: ``postings[t]`` is term t's (passages, tf), ``lengths`` each
+    passage's term count. With ``quantize`` the lengths are tantivy's one-byte codes
+    while avgdl stays the exact mean (as tantivy does)."""
+    total = len(lengths)
+    average = float(lengths.sum()) / total if total else 0.0
+    dl = quantized_lengths(lengths) if quantize else lengths.astype(np.float64)
+    norm = K1 * (1.0 - B + B * dl / average) if average else np.full(total, K1)
+    scores = np.zeros(total, dtype=np.float64)
+    for term in query:
+        passages, tf = postings[term]
+        if not len(passages):
+            continue
+        weight = idf(total, len(passages)) * (K1 + 1.0)
+        scores[passages] += weight * tf / (tf + norm[passages])
+    matched = np.flatnonzero(scores > 0)
+    if len(matched) > limit:
+        matched = matched[np.argpartition(-scores[matched], limit - 1)[:limit]]
+    order = matched[np.lexsort((matched, -scores[matched]))]
+    return [(int(p), float(scores[p])) for p in order[:limit]]

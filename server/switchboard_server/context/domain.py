@@ -6,11 +6,13 @@ No gRPC here; the servicer validates requests and hands over domain values.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import structlog
 
@@ -18,8 +20,10 @@ from switchboard_server.context import text
 from switchboard_server.context.assembly import assemble, rank
 from switchboard_server.context.bm25 import Corpus
 from switchboard_server.context.cache import ResultCache
+from switchboard_server.context.hybrid import HybridIndex
+from switchboard_server.context.knowledge_index import KnowledgeIndex
 from switchboard_server.context.metrics import ContextMetrics
-from switchboard_server.context.store.base import ContextStore
+from switchboard_server.context.store.base import ContextStore, Generations
 from switchboard_server.context.values import (
     ALL_MEMORY_TYPES,
     AppendResult,
@@ -28,6 +32,7 @@ from switchboard_server.context.values import (
     DeleteResult,
     Document,
     IngestResult,
+    KnowledgeStats,
     MemoryStats,
     MemoryType,
     NewMemory,
@@ -63,20 +68,34 @@ def prepare(document: Document, passage_max_chars: int) -> PreparedDocument:
     return PreparedDocument(document, passages)
 
 
+def _tree_bytes(path: Path) -> int:
+    """Bytes of the files under ``path`` (0 when it does not exist)."""
+    total = 0
+    for item in path.rglob("*"):
+        with contextlib.suppress(OSError):  # a segment merged away while walking
+            if item.is_file():
+                total += item.stat().st_size
+    return total
+
+
 class ContextService:
     """Answers GetContext and owns every write; the store and cache come in from outside."""
 
     def __init__(
         self,
         store: ContextStore,
+        knowledge: KnowledgeIndex,
         cache: ResultCache,
         metrics: ContextMetrics,
         *,
         caps: Mapping[MemoryType, int],
         passage_max_chars: int,
         clock: Callable[[], float] = time.time,
+        index_path: Path | None = None,
     ) -> None:
         self._store = store
+        self._index_path = index_path
+        self._knowledge = knowledge
         self._cache = cache
         self._metrics = metrics
         self._caps = dict(caps)
@@ -144,7 +163,10 @@ class ContextService:
         self, documents: Sequence[Document], *, key: RequestKey | None = None
     ) -> IngestResult:
         prepared = [prepare(d, self._passage_max_chars) for d in documents]
-        result = await self._store.ingest(prepared, self._clock(), key=key)
+        try:
+            result = await self._store.ingest(prepared, self._clock(), key=key)
+        finally:  # also after a failure: it may have committed (outcome unknown)
+            await self._index_written()
         await self._refresh_knowledge_gauges()
         log.info(
             "knowledge.ingested",
@@ -157,10 +179,33 @@ class ContextService:
     async def delete_documents(
         self, document_ids: Sequence[str], *, key: RequestKey | None = None
     ) -> DeleteResult:
-        result = await self._store.delete_documents(document_ids, key=key)
+        try:
+            result = await self._store.delete_documents(document_ids, key=key)
+        finally:
+            await self._index_written()
         await self._refresh_knowledge_gauges()
         log.info("knowledge.deleted", deleted=result.deleted_count, missing=len(result.missing_ids))
         return result
+
+    async def knowledge_stats(self) -> KnowledgeStats:
+        """The store's figures, its bytes on disk plus those of this replica's index."""
+        stats = await self._store.knowledge_stats()
+        if self._index_path is None:
+            return stats
+        index_bytes = await asyncio.to_thread(_tree_bytes, self._index_path)
+        return replace(stats, index_bytes=stats.index_bytes + index_bytes)
+
+    async def list_document_ids(self, prefix: str, after: str, limit: int) -> list[str]:
+        return await self._store.list_document_ids(prefix, after, limit)
+
+    async def _index_written(self) -> None:
+        """Bring the index up to the write just made (one commit for the batch), so this
+        replica's next query sees it. The write is durable already: when the index fails
+        (a full disk), the write still stands and the next catch-up applies it."""
+        try:
+            await self._knowledge.catch_up()
+        except Exception:
+            log.exception("knowledge.index_behind", applied=self._knowledge.applied_seq)
 
     async def _refresh_knowledge_gauges(self) -> None:
         documents, passages = await self._store.knowledge_size()
@@ -184,7 +229,7 @@ class ContextService:
             result = await self._compute(query)
             self._observe("miss", started)
             return result
-        generations = await self._store.generations(query.session_id)
+        generations = await self._generations(query.session_id)
         key = query.cache_key()
         cached = self._cache.get(key, generations)
         if cached is not None:
@@ -198,9 +243,15 @@ class ContextService:
     async def warmup(self, queries: Sequence[ContextQuery]) -> int:
         """Compute and cache each query; returns how many were computed."""
         for query in queries:
-            generations = await self._store.generations(query.session_id)
+            generations = await self._generations(query.session_id)
             self._cache.put(query.cache_key(), generations, await self._compute(query))
         return len(queries)
+
+    async def _generations(self, session_id: str) -> Generations:
+        """The session's counter and, for the knowledge base, the log sequence this
+        replica's index reflects: a result is cached under what it was ranked from."""
+        generations = await self._store.generations(session_id)
+        return replace(generations, knowledge=self._knowledge.applied_seq)
 
     def _observe(self, result: str, started: float) -> None:
         self._lookups[result].inc()
@@ -261,16 +312,24 @@ class ContextService:
     async def _knowledge_sources(self, query: ContextQuery, terms: list[str]) -> list[Source]:
         if not query.include_knowledge_base:
             return []
+        if isinstance(self._knowledge, HybridIndex):
+            found = await self._knowledge.search_text(query.query, terms, query.max_results)
+        else:
+            found = await self._knowledge.search(terms, query.max_results)
+        if not found:
+            return []
+        rows = await self._store.knowledge_passages([f.passage_id for f in found])
         return [
             Source(
                 kind=SourceKind.KNOWLEDGE,
-                id=hit.passage_id,
-                content=hit.content,
-                relevance=hit.relevance,
-                created_at=hit.created_at,
-                metadata=hit.metadata,
-                document_id=hit.document_id,
-                title=hit.title,
+                id=row.passage_id,
+                content=row.content,
+                relevance=f.relevance,
+                created_at=row.created_at,
+                metadata=row.metadata,
+                document_id=row.document_id,
+                title=row.title,
             )
-            for hit in await self._store.search_knowledge(terms, query.max_results)
+            for f in found
+            if (row := rows.get(f.passage_id)) is not None  # deleted since the index saw it
         ]

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 import grpc
 import structlog
 
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_client.cli import requires_extra
+from switchboard_server.classification.backends.encoder import CachedEncoderFactory
 from switchboard_server.config import Settings
 from switchboard_server.context.cache import ResultCache
 from switchboard_server.context.domain import ContextService
+from switchboard_server.context.hybrid import (
+    EMBEDDINGS_MODULES,
+    DenseIndex,
+    HybridIndex,
+    embeddings_installed,
+)
 from switchboard_server.context.metrics import ContextMetrics
 from switchboard_server.context.seed import default_documents
 from switchboard_server.context.servicer import ContextServicer
 from switchboard_server.context.store.base import ContextStore
 from switchboard_server.context.store.sqlite import SqliteStore
+from switchboard_server.context.tantivy_index import TantivyIndex
 from switchboard_server.context.values import MemoryType
 from switchboard_server.errors import Unavailable
 from switchboard_server.service import Runtime
@@ -51,7 +60,6 @@ def build_store(settings: Settings) -> ContextStore:
             caps,
             prefix=ctx.redis_key_prefix,
             timeout_s=ctx.redis_timeout_s,
-            candidate_limit=ctx.candidate_limit,
             retention_s=settings.core.request_retention_s,
             password=ctx.redis_password.get_secret_value(),
         )
@@ -60,12 +68,67 @@ def build_store(settings: Settings) -> ContextStore:
         path,
         caps,
         synchronous=ctx.sqlite_synchronous,
-        match_budget=ctx.match_budget,
         readers=ctx.sqlite_readers,
         memory_entries=ctx.sqlite_memory_mirror_entries,
-        passage_rows=ctx.sqlite_passage_cache_rows,
         retention_s=settings.core.request_retention_s,
     )
+
+
+def index_dir(settings: Settings) -> Path:
+    """This replica's knowledge index directory (``SWITCHBOARD_CONTEXT_INDEX_DIR``)."""
+    from switchboard_server.config import ServiceName
+
+    ctx = settings.context
+    if ctx.index_dir:
+        return Path(ctx.index_dir)
+    base = settings.core.data_dir_for(ServiceName.CONTEXT)
+    if ctx.store == "redis":  # replicas may share a data directory, not an index
+        return base / f"index-{settings.core.port_for(ServiceName.CONTEXT)}"
+    return base / "index"
+
+
+def build_index(settings: Settings, store: ContextStore) -> TantivyIndex:
+    """The lexical knowledge index fed from ``store``'s document log (no I/O until ``open``)."""
+    ctx = settings.context
+    return TantivyIndex(
+        index_dir(settings),
+        store,
+        heap_bytes=ctx.index_heap_mb * 1_000_000,
+        batch_documents=ctx.index_batch_documents,
+    )
+
+
+def build_knowledge(settings: Settings, store: ContextStore) -> TantivyIndex | HybridIndex:
+    """What the service ranks knowledge with: :func:`build_index`, fused with dense vectors
+    when hybrid ranking is on (:func:`hybrid_enabled`)."""
+    ctx = settings.context
+    lexical = build_index(settings, store)
+    if not hybrid_enabled(settings):
+        return lexical
+    cls = settings.classification
+    encoder = CachedEncoderFactory(
+        threads=cls.onnx_threads,
+        batch_size=cls.embedding_batch_size,
+        max_tokens=cls.embedding_max_tokens,
+    )
+    dense = DenseIndex(store, encoder, batch_documents=ctx.index_batch_documents)
+    return HybridIndex(
+        lexical,
+        dense,
+        rrf_k=ctx.hybrid_rrf_k,
+        depth=ctx.hybrid_depth,
+        budget_s=ctx.hybrid_budget_ms / 1000,
+    )
+
+
+def hybrid_enabled(settings: Settings) -> bool:
+    """``hybrid`` auto: whether the embeddings extra is installed; on: it must be."""
+    mode = settings.context.hybrid
+    if mode == "on" and not embeddings_installed():
+        with requires_extra("embeddings"):
+            for module in EMBEDDINGS_MODULES:
+                __import__(module)
+    return mode == "on" or (mode == "auto" and embeddings_installed())
 
 
 class ContextModule:
@@ -75,9 +138,11 @@ class ContextModule:
         self._runtime = runtime
         self._settings = runtime.settings
         self._store = store or build_store(runtime.settings)
+        self._index = build_knowledge(runtime.settings, self._store)
         self._metrics = ContextMetrics(runtime.metrics)
         self._servicer = ContextServicer(runtime.settings)
         self._store_check: asyncio.Task[None] | None = None
+        self._tail: asyncio.Task[None] | None = None
         self.service: ContextService | None = None
 
     @property
@@ -98,17 +163,22 @@ class ContextModule:
         ctx = self._settings.context
         service = ContextService(
             self._store,
+            self._index,
             ResultCache(ctx.cache_ttl_s, ctx.cache_max_entries),
             self._metrics,
             caps=memory_caps(self._settings),
             passage_max_chars=ctx.passage_max_chars,
+            index_path=index_dir(self._settings),
         )
-        opened, delay = False, 0.1
+        opened, indexed, delay = False, False, 0.1
         while True:
             try:
                 if not opened:
                     await self._store.open()
                     opened = True
+                if not indexed:
+                    await self._index.open()
+                    indexed = True
                 if ctx.seed_default_knowledge:
                     seeded = await service.seed(default_documents())
                     log.info("knowledge.seed", ingested=seeded)
@@ -120,6 +190,7 @@ class ContextModule:
         self.service = service
         self._servicer.attach(service)
         self._store_check = asyncio.create_task(self._check_store(), name="context.store_check")
+        self._tail = asyncio.create_task(self._tail_log(), name="context.index_tail")
         log.info("context.ready", store=ctx.store)
 
     async def _check_store(self) -> None:
@@ -143,12 +214,27 @@ class ContextModule:
                 reachable = now
             await self._runtime.dependencies.report(STORE_DEPENDENCY, now)
 
+    async def _tail_log(self) -> None:
+        """Catch the index up with the document log every interval: writes through the
+        other replicas become searchable here within one interval and a commit."""
+        interval = self._settings.context.index_poll_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._index.catch_up()
+            except Unavailable:
+                pass  # the store check reports it; the next round tries again
+            except Exception:  # tailing must never stop
+                log.exception("knowledge.index_tail_failed")
+
     async def stop(self) -> None:
-        if self._store_check is not None:
-            self._store_check.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._store_check
-            self._store_check = None
+        for task in (self._store_check, self._tail):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._store_check = self._tail = None
         self._servicer.attach(None)
         self.service = None
+        await self._index.close()
         await self._store.close()

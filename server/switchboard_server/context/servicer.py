@@ -116,3 +116,17 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
         ]
         v.raise_if_any()
         return pb.WarmupCacheResponse(warmed_count=await self.service.warmup(queries))
+
+    async def GetKnowledgeStats(
+        self, request: pb.GetKnowledgeStatsRequest, context: Ctx
+    ) -> pb.GetKnowledgeStatsResponse:
+        return translate.knowledge_stats_response(await self.service.knowledge_stats())
+
+    async def ListDocuments(
+        self, request: pb.ListDocumentsRequest, context: Ctx
+    ) -> pb.ListDocumentsResponse:
+        v = Violations()
+        prefix, after, size = translate.list_documents(v, request)
+        v.raise_if_any()
+        ids = await self.service.list_document_ids(prefix, after, size)
+        return translate.list_response(ids, size)

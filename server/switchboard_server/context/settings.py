@@ -69,7 +69,7 @@ class ContextSettings(BaseSettings):
         ge=0,
         le=64,
         description="SQLite reader threads (one connection each); 0 (default) reads on the "
-        "event loop, which measured faster: reads are short and bounded by match_budget.",
+        "event loop, which measured faster: reads are short (ranking is the index's).",
     )
     sqlite_memory_mirror_entries: int = Field(
         default=100_000,
@@ -77,13 +77,6 @@ class ContextSettings(BaseSettings):
         le=10_000_000,
         description="SQLite: most memory entries held in memory (whole sessions, least "
         "recently used out first) so GetContext reads memory without SQL; 0 disables.",
-    )
-    sqlite_passage_cache_rows: int = Field(
-        default=50_000,
-        ge=0,
-        le=10_000_000,
-        description="SQLite: most knowledge passages whose rows (text, title, metadata) are "
-        "held in memory for results (least recently used out first); 0 disables.",
     )
     working_cap: int = Field(
         default=10, ge=1, le=100_000, description="Most working-memory entries per session."
@@ -118,18 +111,53 @@ class ContextSettings(BaseSettings):
         le=65_536,
         description="Size budget of the context block when a request asks for 0.",
     )
-    candidate_limit: int = Field(
-        default=200,
-        ge=10,
-        le=100_000,
-        description="Redis: most passages per query term scored with BM25 in Python.",
+    index_dir: str = Field(
+        default="",
+        description="Directory of this replica's knowledge index (tantivy; derived from the "
+        "store's document log, rebuilt when missing). Empty: <data dir>/context/index with "
+        "SQLite, <data dir>/context/index-<port> with Redis (one per replica).",
     )
-    match_budget: int = Field(
-        default=1000,
-        ge=10,
-        le=10_000_000,
-        description="SQLite: postings the candidate match may read; the rarest query "
-        "terms that fit are matched, then candidates are rescored with every term.",
+    index_heap_mb: int = Field(
+        default=64,
+        ge=15,
+        le=4096,
+        description="Memory budget of the index writer, in MB: more means fewer segments "
+        "flushed during a large batch.",
+    )
+    index_batch_documents: int = Field(
+        default=20_000,
+        ge=1,
+        le=1_000_000,
+        description="Most documents applied to the index in one commit while catching up.",
+    )
+    index_poll_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=300,
+        description="How often a replica reads the document log for writes made through "
+        "other replicas; such a write is searchable here within this interval plus one "
+        "index commit.",
+    )
+    hybrid: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Fuse BM25 with dense MiniLM vectors (reciprocal rank fusion): auto is on "
+        "when the embeddings extra is installed, on requires it, off is BM25 alone.",
+    )
+    hybrid_rrf_k: int = Field(
+        default=60, ge=1, le=10_000, description="The k of reciprocal rank fusion."
+    )
+    hybrid_depth: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="Passages each ranker contributes to the fusion (at least max_results).",
+    )
+    hybrid_budget_ms: float = Field(
+        default=100.0,
+        gt=0,
+        le=10_000,
+        description="Longest wait for the dense search of a query (encoding included); past "
+        "it, that query is ranked by BM25 alone.",
     )
     cache_ttl_s: float = Field(
         default=60.0, ge=0, le=86_400, description="Lifetime of a cached context; 0 disables."

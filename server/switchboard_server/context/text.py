@@ -8,6 +8,7 @@ suffix stemmer so that "retries", "retried" and "retrying" all match "retry".
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -28,6 +29,8 @@ STOP_WORDS = frozenset(_STOP_WORDS.split())
 
 
 def _strip_accents(text: str) -> str:
+    if text.isascii():  # nothing to strip (most text): skip the per-character pass
+        return text
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
@@ -57,10 +60,17 @@ def stem(word: str) -> str:
     return word
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _term(word: str) -> str:
+    """The index term of a lowercase word, "" for a stop word. A pure function,
+    memoised: text repeats its words, and a bulk ingest analyses millions of them."""
+    return "" if word in STOP_WORDS else stem(word)
+
+
 def terms(text: str) -> list[str]:
     """Index terms of ``text`` in order (duplicates kept)."""
     words = _WORD.findall(_strip_accents(text).lower())
-    return [stem(w) for w in words if w not in STOP_WORDS]
+    return list(filter(None, map(_term, words)))  # the loop runs in C: bulk ingest
 
 
 def query_terms(text: str) -> list[str]:
@@ -74,6 +84,9 @@ def split_passages(text: str, max_chars: int) -> list[str]:
     Paragraphs are kept whole when they fit; longer ones are cut at sentence ends,
     and a sentence longer than the limit at the last space before it.
     """
+    if len(text) <= max_chars and "\n" not in text:  # one short paragraph: one passage
+        single = " ".join(text.split())
+        return [single] if single else []
     pieces: list[str] = []
     for paragraph in re.split(r"\n\s*\n", text):
         paragraph = " ".join(paragraph.split())

@@ -11,6 +11,7 @@ from switchboard_server.context.values import (
     ContextQuery,
     ContextResult,
     Document,
+    KnowledgeStats,
     MemoryStats,
     MemoryType,
     NewMemory,
@@ -30,6 +31,7 @@ TO_PROTO_KIND = {
 }
 MAX_RESULTS = 50
 MAX_CONTEXT_CHARS = 65_536
+LIST_PAGE_SIZE = 1000
 
 
 def memory_types(v: Violations, field: str, values: Sequence[int]) -> tuple[MemoryType, ...]:
@@ -106,6 +108,37 @@ def document_ids(
     )
     ids = [v.identifier(f"document_ids[{i}]", d) for i, d in enumerate(request.document_ids)]
     return list(dict.fromkeys(ids))
+
+
+def list_documents(v: Violations, request: pb.ListDocumentsRequest) -> tuple[str, str, int]:
+    """(id prefix, last id of the previous page, page size) of a ListDocuments request."""
+    prefix = request.id_prefix
+    if prefix:
+        v.identifier("id_prefix", prefix)
+    after = request.page_token
+    if after:
+        v.identifier("page_token", after)
+        if not after.startswith(prefix):
+            v.add("page_token", "must come from a listing with the same id_prefix")
+    size = v.int_range("page_size", request.page_size, 0, LIST_PAGE_SIZE) or LIST_PAGE_SIZE
+    return prefix, after, size
+
+
+def list_response(ids: Sequence[str], page_size: int) -> pb.ListDocumentsResponse:
+    """A page of ids; the token is the last id when the page is full (the next may be empty)."""
+    token = ids[-1] if len(ids) == page_size else ""
+    return pb.ListDocumentsResponse(document_ids=ids, next_page_token=token)
+
+
+def knowledge_stats_response(stats: KnowledgeStats) -> pb.GetKnowledgeStatsResponse:
+    response = pb.GetKnowledgeStatsResponse(
+        document_count=stats.documents,
+        passage_count=stats.passages,
+        index_bytes=stats.index_bytes,
+    )
+    if stats.updated_at is not None:
+        response.last_update_time.FromNanoseconds(int(stats.updated_at * 1e9))
+    return response
 
 
 def stats_message(stats: MemoryStats) -> pb.MemoryStats:

@@ -1,7 +1,7 @@
 """Domain values of the context service (no gRPC, no storage).
 
 Values are frozen dataclasses, except the ones made per stored row of a query
-(``MemoryRecord``, ``KnowledgeHit``, ``Source``: dozens per GetContext): a frozen
+(``MemoryRecord``, ``PassageRow``, ``Source``: dozens per GetContext): a frozen
 dataclass's ``__init__`` sets each field through ``object.__setattr__``, which costs
 several times a plain assignment on a path every query takes. Nothing changes them
 after they are made.
@@ -108,6 +108,17 @@ class PreparedDocument:
 
 
 @dataclass(frozen=True, slots=True)
+class KnowledgeStats:
+    """Size of the knowledge base: counts, bytes on disk (0: unknown), last ingest (None:
+    unknown or empty)."""
+
+    documents: int
+    passages: int
+    index_bytes: int
+    updated_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class IngestResult:
     """Counts of one ingest."""
 
@@ -125,8 +136,8 @@ class DeleteResult:
 
 
 @dataclass(slots=True)
-class KnowledgeHit:
-    """A passage found for a query, with its relevance in [0, 1]."""
+class PassageRow:
+    """What a result shows of a knowledge passage (``metadata`` is not to be changed)."""
 
     passage_id: str
     document_id: str
@@ -134,7 +145,6 @@ class KnowledgeHit:
     content: str
     metadata: Mapping[str, str]
     created_at: float
-    relevance: float
 
 
 @dataclass(slots=True)

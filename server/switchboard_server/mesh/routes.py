@@ -13,6 +13,7 @@ sent none.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from switchboard_client import REQUEST_ID_HEADER
 from switchboard_server.mesh.envoy_config import Config, seconds, typed
@@ -121,15 +122,15 @@ def grpc_match(*, grpc_web: bool = False) -> Config:
     return {"headers": [content_type]}
 
 
-def methods_regex(spec: ServiceSpec) -> str:
-    """``/pkg.Service/`` and one of the service's methods, nothing else.
+def methods_regex(spec: ServiceSpec, methods: Sequence[str] | None = None) -> str:
+    """``/pkg.Service/`` and one of ``methods`` (default: all the service's), nothing else.
 
     A method the service does not have then matches no route and the Envoy answers
     UNIMPLEMENTED itself: from the app, UNIMPLEMENTED (HTTP 501 to outlier detection)
     would count as the replica's failure, and a caller with newer protos could eject
     healthy replicas one after the other.
     """
-    names = "|".join(re.escape(method) for method in spec.methods)
+    names = "|".join(re.escape(method) for method in (spec.methods if methods is None else methods))
     return f"^/{re.escape(spec.grpc_service)}/({names})$"
 
 
@@ -157,13 +158,18 @@ def service_routes(
                     "route": _route(cluster, policy, settings, retries=retries),
                 }
             )
-    routes.append(
-        {
-            "name": spec.name,
-            "match": {"safe_regex": {"regex": methods_regex(spec)}, **kind},
-            "route": _route(cluster, spec.default, settings, retries=retries),
-        }
-    )
+    # The default route needs only the methods without a route of their own (those are
+    # matched first, by path): a regex of every method outgrows Envoy's RE2 program-size
+    # limit (100) once a service has nine or so.
+    rest = [m for m in spec.methods if m not in spec.overrides]
+    if rest:
+        routes.append(
+            {
+                "name": spec.name,
+                "match": {"safe_regex": {"regex": methods_regex(spec, rest)}, **kind},
+                "route": _route(cluster, spec.default, settings, retries=retries),
+            }
+        )
     return routes
 
 

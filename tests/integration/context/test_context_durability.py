@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,37 +19,10 @@ import grpc
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_server.testing import free_port, stop_process, wait_serving_async
+from tests.support.context import server_env, start_server
 
 WRITERS = 6
 TARGET_ACKS = 150
-
-
-def server_env(settings: Any, port: int) -> dict[str, str]:
-    ctx = settings.context
-    env = {
-        **os.environ,
-        "SWITCHBOARD_DATA_DIR": str(settings.core.data_dir),
-        "SWITCHBOARD_PORT": str(port),
-        "SWITCHBOARD_LOG_FORMAT": "json",
-        "SWITCHBOARD_LOG_LEVEL": "debug",
-        "SWITCHBOARD_CONTEXT_STORE": ctx.store,
-        "SWITCHBOARD_CONTEXT_SEMANTIC_CAP": "100000",
-        "SWITCHBOARD_CONTEXT_SEED_DEFAULT_KNOWLEDGE": "false",
-    }
-    if ctx.store == "redis":
-        env["SWITCHBOARD_CONTEXT_REDIS_URL"] = ctx.redis_url.get_secret_value()
-        env["SWITCHBOARD_CONTEXT_REDIS_KEY_PREFIX"] = ctx.redis_key_prefix
-    return env
-
-
-def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "switchboard_server", "context"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
 
 
 async def writer(
@@ -78,7 +49,7 @@ async def test_acknowledged_appends_survive_kill_9(make_settings: Any, tmp_path:
     target = f"127.0.0.1:{env['SWITCHBOARD_PORT']}"
     log = tmp_path / "server.log"
     acked: list[list[int]] = [[] for _ in range(WRITERS)]
-    proc = start(env, log)
+    proc = start_server(env, log)
     try:
         async with grpc.aio.insecure_channel(target) as channel:
             await wait_serving_async(channel, proc)
@@ -91,7 +62,7 @@ async def test_acknowledged_appends_survive_kill_9(make_settings: Any, tmp_path:
             await asyncio.wait_for(asyncio.gather(*tasks), 30)
         assert sum(map(len, acked)) >= TARGET_ACKS
 
-        proc = start(env, log)
+        proc = start_server(env, log)
         async with grpc.aio.insecure_channel(target) as channel:
             await wait_serving_async(channel, proc)
             stub = pb_grpc.ContextServiceStub(channel)

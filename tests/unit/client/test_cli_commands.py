@@ -26,6 +26,7 @@ COMMANDS = {
     "down",
     "status",
     "stats",
+    "kb",
     "render-envoy",
     "render",
     "traces",
@@ -48,6 +49,7 @@ def test_every_command_group_is_a_typed_entry_point() -> None:
     groups = {e.name: e.value for e in entry_points(group=cli.ENTRY_POINT_GROUP)}
     assert groups == {
         "chat": "switchboard_client.commands.chat:register",
+        "kb": "switchboard_client.commands.kb:register",
         "classification": "switchboard_server.classification.cli:register",
         "deploy": "switchboard_server.deploy.cli:register",
         "examples": "switchboard_client.commands.examples:register",

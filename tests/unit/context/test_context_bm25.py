@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from switchboard_server.context.bm25 import (
     K1,
     Corpus,
+    fieldnorm_table,
     fts5_idf,
+    quantized_lengths,
     saturation,
-    score_candidates,
     smooth_idf,
 )
 
@@ -33,15 +36,27 @@ def test_saturation_is_bounded() -> None:
     assert saturation(1000, 10, 10) < K1 + 1
 
 
-def test_candidates_score_like_corpus_with_the_same_idf() -> None:
-    docs = {"a": ["x", "y", "y"], "b": ["y"], "c": ["z"]}
-    expected = Corpus(docs, idf=fts5_idf).relevance(["x", "y"])
-    got = score_candidates(
-        ["x", "y"],
-        {"x": 1, "y": 2},
-        3,
-        sum(map(len, docs.values())) / 3,
-        {k: (len(v), {t: v.count(t) for t in ("x", "y")}) for k, v in docs.items()},
-    )
-    assert got.keys() == expected.keys()
-    assert all(math.isclose(got[k], expected[k]) for k in got)
+def test_fieldnorms_are_tantivys_one_byte_lengths() -> None:
+    table = fieldnorm_table()
+    assert len(table) == 256
+    assert list(table[:41]) == list(range(41))
+    assert list(table[41:58]) == [
+        42,
+        44,
+        46,
+        48,
+        50,
+        52,
+        54,
+        56,
+        60,
+        64,
+        68,
+        72,
+        76,
+        80,
+        84,
+        88,
+        96,
+    ]
+    assert list(quantized_lengths(np.array([0, 40, 41, 59, 60, 130]))) == [0, 40, 40, 56, 60, 128]

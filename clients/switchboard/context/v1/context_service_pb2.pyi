@@ -501,6 +501,117 @@ class WarmupCacheResponse(_message.Message):
 Global___WarmupCacheResponse: _TypeAlias = WarmupCacheResponse  # noqa: Y015
 
 @_typing.final
+class GetKnowledgeStatsRequest(_message.Message):
+    """Request for GetKnowledgeStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKnowledgeStatsRequest: _TypeAlias = GetKnowledgeStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetKnowledgeStatsResponse(_message.Message):
+    """Response for GetKnowledgeStats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_COUNT_FIELD_NUMBER: _builtins.int
+    PASSAGE_COUNT_FIELD_NUMBER: _builtins.int
+    INDEX_BYTES_FIELD_NUMBER: _builtins.int
+    LAST_UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    document_count: _builtins.int
+    """Number of documents in the knowledge base."""
+    passage_count: _builtins.int
+    """Number of passages the documents were split into."""
+    index_bytes: _builtins.int
+    """Bytes on disk: the store's files (SQLite) plus this replica's knowledge index."""
+    @_builtins.property
+    def last_update_time(self) -> _timestamp_pb2.Timestamp:
+        """When a document was last ingested; unset when unknown or the knowledge base is empty."""
+
+    def __init__(
+        self,
+        *,
+        document_count: _builtins.int = ...,
+        passage_count: _builtins.int = ...,
+        index_bytes: _builtins.int = ...,
+        last_update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_update_time", b"last_update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_count", b"document_count", "index_bytes", b"index_bytes", "last_update_time", b"last_update_time", "passage_count", b"passage_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKnowledgeStatsResponse: _TypeAlias = GetKnowledgeStatsResponse  # noqa: Y015
+
+@_typing.final
+class ListDocumentsRequest(_message.Message):
+    """Request for ListDocuments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_PREFIX_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    id_prefix: _builtins.str
+    """Only ids that start with this prefix; empty lists every document."""
+    page_size: _builtins.int
+    """Maximum number of ids to return, 0-1000; 0 uses the server default (1000)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty starts at the first id."""
+    def __init__(
+        self,
+        *,
+        id_prefix: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_prefix", b"id_prefix", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDocumentsRequest: _TypeAlias = ListDocumentsRequest  # noqa: Y015
+
+@_typing.final
+class ListDocumentsResponse(_message.Message):
+    """Response for ListDocuments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_IDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def document_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Document ids in ascending order."""
+
+    def __init__(
+        self,
+        *,
+        document_ids: _abc.Iterable[_builtins.str] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_ids", b"document_ids", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDocumentsResponse: _TypeAlias = ListDocumentsResponse  # noqa: Y015
+
+@_typing.final
 class MemoryEntry(_message.Message):
     """One memory entry to append."""
 

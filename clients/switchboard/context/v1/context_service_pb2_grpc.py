@@ -72,6 +72,16 @@ class ContextServiceStub:
                 request_serializer=switchboard_dot_context_dot_v1_dot_context__service__pb2.WarmupCacheRequest.SerializeToString,
                 response_deserializer=switchboard_dot_context_dot_v1_dot_context__service__pb2.WarmupCacheResponse.FromString,
                 _registered_method=True)
+        self.GetKnowledgeStats = channel.unary_unary(
+                '/switchboard.context.v1.ContextService/GetKnowledgeStats',
+                request_serializer=switchboard_dot_context_dot_v1_dot_context__service__pb2.GetKnowledgeStatsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_context_dot_v1_dot_context__service__pb2.GetKnowledgeStatsResponse.FromString,
+                _registered_method=True)
+        self.ListDocuments = channel.unary_unary(
+                '/switchboard.context.v1.ContextService/ListDocuments',
+                request_serializer=switchboard_dot_context_dot_v1_dot_context__service__pb2.ListDocumentsRequest.SerializeToString,
+                response_deserializer=switchboard_dot_context_dot_v1_dot_context__service__pb2.ListDocumentsResponse.FromString,
+                _registered_method=True)
 
 
 class ContextServiceServicer:
@@ -130,6 +140,20 @@ class ContextServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetKnowledgeStats(self, request, context):
+        """Counts, size and last update of the knowledge base.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDocuments(self, request, context):
+        """List the ids of knowledge-base documents in id order, optionally those with a prefix.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContextServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -167,6 +191,16 @@ def add_ContextServiceServicer_to_server(servicer, server):
                     servicer.WarmupCache,
                     request_deserializer=switchboard_dot_context_dot_v1_dot_context__service__pb2.WarmupCacheRequest.FromString,
                     response_serializer=switchboard_dot_context_dot_v1_dot_context__service__pb2.WarmupCacheResponse.SerializeToString,
+            ),
+            'GetKnowledgeStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKnowledgeStats,
+                    request_deserializer=switchboard_dot_context_dot_v1_dot_context__service__pb2.GetKnowledgeStatsRequest.FromString,
+                    response_serializer=switchboard_dot_context_dot_v1_dot_context__service__pb2.GetKnowledgeStatsResponse.SerializeToString,
+            ),
+            'ListDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDocuments,
+                    request_deserializer=switchboard_dot_context_dot_v1_dot_context__service__pb2.ListDocumentsRequest.FromString,
+                    response_serializer=switchboard_dot_context_dot_v1_dot_context__service__pb2.ListDocumentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +395,60 @@ class ContextService:
             '/switchboard.context.v1.ContextService/WarmupCache',
             switchboard_dot_context_dot_v1_dot_context__service__pb2.WarmupCacheRequest.SerializeToString,
             switchboard_dot_context_dot_v1_dot_context__service__pb2.WarmupCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKnowledgeStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.context.v1.ContextService/GetKnowledgeStats',
+            switchboard_dot_context_dot_v1_dot_context__service__pb2.GetKnowledgeStatsRequest.SerializeToString,
+            switchboard_dot_context_dot_v1_dot_context__service__pb2.GetKnowledgeStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchboard.context.v1.ContextService/ListDocuments',
+            switchboard_dot_context_dot_v1_dot_context__service__pb2.ListDocumentsRequest.SerializeToString,
+            switchboard_dot_context_dot_v1_dot_context__service__pb2.ListDocumentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

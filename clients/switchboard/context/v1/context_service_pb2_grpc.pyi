@@ -52,6 +52,10 @@ class ContextServiceStub:
     """Remove documents from the knowledge base."""
     WarmupCache: _grpc.UnaryUnaryMultiCallable[_context_service_pb2.WarmupCacheRequest, _context_service_pb2.WarmupCacheResponse]
     """Precompute and cache the context of the given queries."""
+    GetKnowledgeStats: _grpc.UnaryUnaryMultiCallable[_context_service_pb2.GetKnowledgeStatsRequest, _context_service_pb2.GetKnowledgeStatsResponse]
+    """Counts, size and last update of the knowledge base."""
+    ListDocuments: _grpc.UnaryUnaryMultiCallable[_context_service_pb2.ListDocumentsRequest, _context_service_pb2.ListDocumentsResponse]
+    """List the ids of knowledge-base documents in id order, optionally those with a prefix."""
 
 @_typing.type_check_only
 class ContextServiceAsyncStub(ContextServiceStub):
@@ -77,6 +81,10 @@ class ContextServiceAsyncStub(ContextServiceStub):
     """Remove documents from the knowledge base."""
     WarmupCache: _aio.UnaryUnaryMultiCallable[_context_service_pb2.WarmupCacheRequest, _context_service_pb2.WarmupCacheResponse]  # type: ignore[assignment]
     """Precompute and cache the context of the given queries."""
+    GetKnowledgeStats: _aio.UnaryUnaryMultiCallable[_context_service_pb2.GetKnowledgeStatsRequest, _context_service_pb2.GetKnowledgeStatsResponse]  # type: ignore[assignment]
+    """Counts, size and last update of the knowledge base."""
+    ListDocuments: _aio.UnaryUnaryMultiCallable[_context_service_pb2.ListDocumentsRequest, _context_service_pb2.ListDocumentsResponse]  # type: ignore[assignment]
+    """List the ids of knowledge-base documents in id order, optionally those with a prefix."""
 
 class ContextServiceServicer(metaclass=_abc_1.ABCMeta):
     """ContextService answers "what do we know that is relevant to this message?":
@@ -141,5 +149,21 @@ class ContextServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_context_service_pb2.WarmupCacheResponse, _abc.Awaitable[_context_service_pb2.WarmupCacheResponse]]:
         """Precompute and cache the context of the given queries."""
+
+    @_abc_1.abstractmethod
+    def GetKnowledgeStats(
+        self,
+        request: _context_service_pb2.GetKnowledgeStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_context_service_pb2.GetKnowledgeStatsResponse, _abc.Awaitable[_context_service_pb2.GetKnowledgeStatsResponse]]:
+        """Counts, size and last update of the knowledge base."""
+
+    @_abc_1.abstractmethod
+    def ListDocuments(
+        self,
+        request: _context_service_pb2.ListDocumentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_context_service_pb2.ListDocumentsResponse, _abc.Awaitable[_context_service_pb2.ListDocumentsResponse]]:
+        """List the ids of knowledge-base documents in id order, optionally those with a prefix."""
 
 def add_ContextServiceServicer_to_server(servicer: ContextServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

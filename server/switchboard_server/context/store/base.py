@@ -14,14 +14,16 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from switchboard_server.context.knowledge_index import IndexedPassage, LogEntry
 from switchboard_server.context.values import (
     AppendResult,
     DeleteResult,
     IngestResult,
-    KnowledgeHit,
+    KnowledgeStats,
     MemoryRecord,
     MemoryType,
     NewMemory,
+    PassageRow,
     PreparedDocument,
 )
 from switchboard_server.idempotency import RequestKey
@@ -36,7 +38,11 @@ class Generations:
 
 
 class ContextStore(Protocol):
-    """Durable memory + knowledge base. Writes are durable when the awaitable returns."""
+    """Durable memory + knowledge base. Writes are durable when the awaitable returns.
+
+    Every knowledge write takes the next sequence of the document log in its own
+    transaction (``log_head``, ``changes_since``, ``passages_of``: the
+    ``knowledge_index.KnowledgeLog`` that feeds each replica's index)."""
 
     @property
     def concurrent_reads(self) -> bool:
@@ -104,12 +110,33 @@ class ContextStore(Protocol):
         """Remove documents; all or nothing."""
         ...
 
-    async def search_knowledge(self, query: Sequence[str], limit: int) -> list[KnowledgeHit]:
-        """At most ``limit`` passages matching the query terms, best first."""
+    async def knowledge_passages(self, passage_ids: Sequence[str]) -> dict[str, PassageRow]:
+        """The rows of those passages that exist (the index ranks, the store shows)."""
+        ...
+
+    async def log_head(self) -> int:
+        """The document log's latest sequence (see ``knowledge_index``)."""
+        ...
+
+    async def changes_since(self, seq: int, limit: int) -> list[LogEntry]:
+        """Documents changed after ``seq``, ascending, at most ``limit``."""
+        ...
+
+    async def passages_of(self, document_ids: Sequence[str]) -> list[IndexedPassage]:
+        """The current passages of those documents, for an index."""
         ...
 
     async def knowledge_size(self) -> tuple[int, int]:
         """(documents, passages) in the knowledge base."""
+        ...
+
+    async def knowledge_stats(self) -> KnowledgeStats:
+        """Counts, bytes on disk and time of the last ingest of the knowledge base."""
+        ...
+
+    async def list_document_ids(self, prefix: str, after: str, limit: int) -> list[str]:
+        """At most ``limit`` document ids starting with ``prefix`` and greater than
+        ``after``, ascending."""
         ...
 
     async def generations(self, session_id: str) -> Generations:

@@ -2,27 +2,27 @@
 
 Memory of a session is one list per type whose items are ``"<seq> <json>"``;
 appends, eviction and clears are single Lua scripts (atomic). The knowledge base
-keeps each passage's term frequencies in a hash and one sorted set per term
-(``passage -> tf``); a query takes the candidate passages of its terms and scores
-them with BM25 in Python using FTS5's formula, so it ranks like the SQLite backend.
-The cache counters are Redis keys, so every replica sees every write.
+keeps a hash per document and per passage (text, index terms) and the shared
+document log: ``kb:seq`` (the last sequence) and ``kb:log`` (a sorted set, document
+-> sequence of its latest change), written by the same script as the documents, so
+every replica's index (``context.tantivy_index``) catches up from it. The cache
+counters are Redis keys, so every replica sees every write.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from switchboard_server.context import bm25
+from switchboard_server.context.knowledge_index import IndexedPassage, LogEntry
 from switchboard_server.context.store import redis_scripts
 from switchboard_server.context.store.base import Generations
 from switchboard_server.context.values import (
@@ -30,10 +30,11 @@ from switchboard_server.context.values import (
     AppendResult,
     DeleteResult,
     IngestResult,
-    KnowledgeHit,
+    KnowledgeStats,
     MemoryRecord,
     MemoryType,
     NewMemory,
+    PassageRow,
     PreparedDocument,
 )
 from switchboard_server.errors import ErrorReason, Unavailable
@@ -52,7 +53,6 @@ class RedisStore:
         *,
         prefix: str = "switchboard:context:",
         timeout_s: float = 2.0,
-        candidate_limit: int = 200,
         retention_s: float = 86_400.0,
         password: str = "",
     ) -> None:
@@ -62,7 +62,6 @@ class RedisStore:
         self._caps = dict(caps)
         self._p = prefix
         self._timeout = timeout_s
-        self._candidate_limit = candidate_limit
         self._client: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
 
@@ -252,12 +251,7 @@ class RedisStore:
                 "metadata": json.dumps(dict(d.document.metadata)),
                 "created_at": repr(now),
                 "passages": [
-                    {
-                        "id": p.id,
-                        "content": p.content,
-                        "length": len(p.terms),
-                        "tf": dict(Counter(p.terms)),
-                    }
+                    {"id": p.id, "content": p.content, "terms": " ".join(p.terms)}
                     for p in d.passages
                 ],
             }
@@ -274,69 +268,49 @@ class RedisStore:
         missing = found or []  # cjson encodes an empty Lua table as {}
         return DeleteResult(len(document_ids) - len(missing), tuple(missing))
 
-    async def search_knowledge(self, query: Sequence[str], limit: int) -> list[KnowledgeHit]:
-        """BM25 (FTS5's formula) over a bounded candidate set.
-
-        Candidates are the passages of the rarest query terms, at most
-        ``candidate_limit`` in all (the highest term frequencies when a term has
-        more); terms in over half the passages bring none unless the query has no
-        other term. Every candidate is scored with every query term.
-        """
-        if not query:
-            return []
-        term_keys = {t: f"{self._p}t:{t}" for t in query}
-        async with self._guard():
-            async with self._r.pipeline(transaction=False) as pipe:
-                pipe.hmget(f"{self._p}kb", "passages", "length")
-                for key in term_keys.values():
-                    pipe.zcard(key)
-                first = await pipe.execute()
-            total, total_length = (int(v or 0) for v in first[0])
-            df = {t: int(n) for t, n in zip(query, first[1:], strict=True)}
-            present = sorted((t for t in query if df[t] > 0), key=lambda t: df[t])
-            if total <= 0 or not present:
-                return []
-            useful = [t for t in present if bm25.fts5_idf(total, df[t]) > bm25.FTS5_MIN_IDF]
-            budget, chosen = self._candidate_limit, list[str]()
-            for term in useful or present:
-                if chosen and df[term] > budget:
-                    break
-                chosen.append(term)
-                budget -= df[term]
-            async with self._r.pipeline(transaction=False) as pipe:
-                for term in chosen:
-                    pipe.zrevrange(term_keys[term], 0, self._candidate_limit - 1)
-                candidates = sorted({pid for pids in await pipe.execute() for pid in pids})
-            scored = present
-            async with self._r.pipeline(transaction=False) as pipe:
-                for term in scored:
-                    pipe.zmscore(term_keys[term], candidates)
-                pipe.hmget(f"{self._p}kb:len", candidates)
-                second = await pipe.execute()
-        lengths = second[-1]
-        stats = {
-            pid: (
-                int(lengths[j] or 0),
-                {t: int(second[i][j] or 0) for i, t in enumerate(scored)},
-            )
-            for j, pid in enumerate(candidates)
-        }
-        raw = bm25.raw_scores(scored, df, total, total_length / total, stats)
-        idfs = [bm25.fts5_idf(total, df[t]) for t in query]
-        best = sorted(raw.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-        if not best:
-            return []
+    async def knowledge_passages(self, passage_ids: Sequence[str]) -> dict[str, PassageRow]:
         async with self._guard(), self._r.pipeline(transaction=False) as pipe:
-            for pid, _ in best:
+            for pid in passage_ids:
                 pipe.hmget(
                     f"{self._p}p:{pid}", "document_id", "title", "content", "metadata", "created_at"
                 )
             rows = await pipe.execute()
-        return [
-            KnowledgeHit(
-                pid, r[0], r[1], r[2], json.loads(r[3]), float(r[4]), bm25.normalise(score, idfs)
+        return {
+            pid: PassageRow(pid, r[0], r[1], r[2], json.loads(r[3]), float(r[4]))
+            for pid, r in zip(passage_ids, rows, strict=True)
+            if r[0] is not None
+        }
+
+    # -- the document log -----------------------------------------------------------
+
+    async def log_head(self) -> int:
+        async with self._guard():
+            return int(await self._r.get(f"{self._p}kb:seq") or 0)
+
+    async def changes_since(self, seq: int, limit: int) -> list[LogEntry]:
+        async with self._guard():
+            found = cast(
+                list[tuple[str, float]],
+                await self._r.zrangebyscore(
+                    f"{self._p}kb:log", f"({seq}", "+inf", start=0, num=limit, withscores=True
+                ),
             )
-            for (pid, score), r in zip(best, rows, strict=True)
+        return [LogEntry(int(score), str(doc_id)) for doc_id, score in found]
+
+    async def passages_of(self, document_ids: Sequence[str]) -> list[IndexedPassage]:
+        async with self._guard():
+            async with self._r.pipeline(transaction=False) as pipe:
+                for doc_id in document_ids:
+                    pipe.hget(f"{self._p}doc:{doc_id}", "passages")
+                lists = await pipe.execute()
+            pids = [pid for raw in lists if raw for pid in json.loads(raw)]
+            async with self._r.pipeline(transaction=False) as pipe:
+                for pid in pids:
+                    pipe.hmget(f"{self._p}p:{pid}", "document_id", "title", "content", "terms")
+                rows = await pipe.execute()
+        return [
+            IndexedPassage(pid, r[0], r[1], r[2], tuple(r[3].split()))
+            for pid, r in zip(pids, rows, strict=True)
             if r[0] is not None
         ]
 
@@ -344,6 +318,24 @@ class RedisStore:
         async with self._guard():
             docs, passages = await self._r.hmget(f"{self._p}kb", "documents", "passages")
         return int(docs or 0), int(passages or 0)
+
+    async def knowledge_stats(self) -> KnowledgeStats:
+        # Redis holds the knowledge base in memory (the service adds its index's size), and
+        # has no last-ingest time without reading every document.
+        documents, passages = await self.knowledge_size()
+        return KnowledgeStats(documents, passages, 0, None)
+
+    async def list_document_ids(self, prefix: str, after: str, limit: int) -> list[str]:
+        # Ids are [A-Za-z0-9._:-], none of them a glob character. A scan, then a sort:
+        # a listing is an operator's tool, not a hot path.
+        head = f"{self._p}doc:"
+        found: list[str] = []
+        async with self._guard():
+            async for key in self._r.scan_iter(match=f"{head}{prefix}*", count=1000):
+                doc_id = (key.decode() if isinstance(key, bytes) else str(key))[len(head) :]
+                if doc_id > after:
+                    found.append(doc_id)
+        return sorted(found)[:limit]
 
     # -- cache support --------------------------------------------------------------
 

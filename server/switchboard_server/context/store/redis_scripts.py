@@ -94,18 +94,8 @@ local function drop(P, doc_id)
   local old = redis.call('HGET', key, 'passages')
   if not old then return 0 end
   for _, pid in ipairs(cjson.decode(old)) do
-    local pkey = P .. 'p:' .. pid
-    local tf = redis.call('HGET', pkey, 'tf')
-    local len = tonumber(redis.call('HGET', pkey, 'length') or '0')
-    if tf then
-      for term, _ in pairs(cjson.decode(tf)) do
-        redis.call('ZREM', P .. 't:' .. term, pid)
-      end
-    end
+    redis.call('DEL', P .. 'p:' .. pid)
     redis.call('HINCRBY', P .. 'kb', 'passages', -1)
-    redis.call('HINCRBY', P .. 'kb', 'length', -len)
-    redis.call('HDEL', P .. 'kb:len', pid)
-    redis.call('DEL', pkey)
   end
   redis.call('DEL', key)
   redis.call('HINCRBY', P .. 'kb', 'documents', -1)
@@ -114,30 +104,31 @@ end
 """
 
 # ARGV: key prefix, JSON list of documents with their passages. Returns replaced count.
+# Each document enters the document log (``kb:log``, document -> the sequence of its
+# latest change) with the next sequence (``kb:seq``): one per document, so a reader
+# can page through the log by sequence.
 INGEST = (
     _DROP_DOCUMENT
     + """
 local P = ARGV[1]
 local replaced = 0
-for _, doc in ipairs(cjson.decode(ARGV[2])) do
+local docs = cjson.decode(ARGV[2])
+local seq = redis.call('INCRBY', P .. 'kb:seq', #docs) - #docs
+for _, doc in ipairs(docs) do
   replaced = replaced + drop(P, doc.id)
   local pids = {}
   for _, p in ipairs(doc.passages) do
     table.insert(pids, p.id)
-    local tf = cjson.encode(p.tf)
     redis.call('HSET', P .. 'p:' .. p.id, 'document_id', doc.id, 'title', doc.title,
-      'content', p.content, 'length', p.length, 'tf', tf, 'metadata', doc.metadata,
+      'content', p.content, 'terms', p.terms, 'metadata', doc.metadata,
       'created_at', doc.created_at)
-    for term, count in pairs(p.tf) do
-      redis.call('ZADD', P .. 't:' .. term, count, p.id)
-    end
-    redis.call('HINCRBY', P .. 'kb', 'passages', 1)
-    redis.call('HINCRBY', P .. 'kb', 'length', p.length)
-    redis.call('HSET', P .. 'kb:len', p.id, p.length)
   end
+  redis.call('HINCRBY', P .. 'kb', 'passages', #pids)
   redis.call('HSET', P .. 'doc:' .. doc.id, 'title', doc.title, 'metadata', doc.metadata,
     'created_at', doc.created_at, 'passages', cjson.encode(pids))
   redis.call('HINCRBY', P .. 'kb', 'documents', 1)
+  seq = seq + 1
+  redis.call('ZADD', P .. 'kb:log', seq, doc.id)
 end
 redis.call('INCR', P .. 'kbgen')
 return replaced
@@ -151,7 +142,11 @@ DELETE = (
 local P = ARGV[1]
 local missing = {}
 for i = 2, #ARGV do
-  if drop(P, ARGV[i]) == 0 then table.insert(missing, ARGV[i]) end
+  if drop(P, ARGV[i]) == 0 then
+    table.insert(missing, ARGV[i])
+  else
+    redis.call('ZADD', P .. 'kb:log', redis.call('INCR', P .. 'kb:seq'), ARGV[i])
+  end
 end
 redis.call('INCR', P .. 'kbgen')
 return missing

@@ -15,7 +15,6 @@ terms.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
 import sys
@@ -29,38 +28,29 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from switchboard_server import idempotency
-from switchboard_server.context import bm25
+from switchboard_server.context.knowledge_index import IndexedPassage, LogEntry
 from switchboard_server.context.store import outcomes
 from switchboard_server.context.store.base import Generations
 from switchboard_server.context.store.group_commit import GroupCommitWriter
-from switchboard_server.context.store.sqlite_index import (
-    Postings,
-    PostingsIndex,
-    Totals,
-    best_passages,
-    load_all,
-)
 from switchboard_server.context.store.sqlite_memory import MemoryMirror
-from switchboard_server.context.store.sqlite_postings import backfill_postings, insert_postings
-from switchboard_server.context.store.sqlite_rows import PassageRow, PassageRows
-from switchboard_server.context.store.sqlite_sql import PASSAGES, SCHEMA
+from switchboard_server.context.store.sqlite_sql import PASSAGES, PASSAGES_OF, SCHEMA, migrate
 from switchboard_server.context.store.writer_thread import WriterThread
 from switchboard_server.context.values import (
     AppendResult,
     DeleteResult,
     IngestResult,
-    KnowledgeHit,
+    KnowledgeStats,
     MemoryRecord,
     MemoryType,
     NewMemory,
+    PassageRow,
     PreparedDocument,
 )
 from switchboard_server.idempotency import RequestKey
 
 T = TypeVar("T")
-Change = tuple[int, Sequence[str], bool]  # a passage's rowid, its terms, True when added
 _TYPES = {t.value: t for t in MemoryType}
-COMPACT_SLICE_S = 0.002  # background merging runs this long between turns of the loop
+IN_CHUNK = 10_000  # values bound in one ``IN (...)``
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -80,16 +70,12 @@ class SqliteStore:
         caps: Mapping[MemoryType, int],
         *,
         synchronous: str = "FULL",
-        match_budget: int = 1000,
         readers: int = 0,
         memory_entries: int = 100_000,
-        passage_rows: int = 50_000,
-        compact_after_s: float = 0.5,
         retention_s: float = 86_400.0,
     ) -> None:
         self._path = path
         self._retention_s = retention_s
-        self._match_budget = match_budget
         self._caps = dict(caps)
         self._synchronous = synchronous
         self._write_thread = WriterThread("context-sqlite-w")
@@ -103,11 +89,6 @@ class SqliteStore:
         self._read_lock = threading.Lock()
         self._memory = MemoryMirror(caps, memory_entries)
         self._knowledge_gen = 0
-        self._postings = PostingsIndex()
-        self._compact_after_s = compact_after_s
-        self._compaction: asyncio.Task[None] | None = None
-        self._closing = False
-        self._rows = PassageRows(passage_rows)
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -118,16 +99,14 @@ class SqliteStore:
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
 
-        def open_writer() -> tuple[sqlite3.Connection, Totals, dict[str, Postings]]:
+        def open_writer() -> sqlite3.Connection:
             conn = _connect(self._path, self._synchronous)
+            migrate(conn)
             conn.executescript(SCHEMA)
             conn.executescript(idempotency.SQLITE_SCHEMA)
-            backfill_postings(conn)
-            return conn, *load_all(conn)
+            return conn
 
-        version = self._postings.version
-        conn, totals, lists = await self._write_thread.run(open_writer)
-        self._postings.fill(version, totals, lists)
+        conn = await self._write_thread.run(open_writer)
         self._write_conn = conn
         self._writer = GroupCommitWriter(conn, self._write_thread)
 
@@ -136,12 +115,6 @@ class SqliteStore:
         await self._read("SELECT 1")
 
     async def close(self) -> None:
-        self._closing = True  # a write settling from now on starts no compaction
-        if self._compaction is not None:
-            self._compaction.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._compaction
-            self._compaction = None
         if self._writer is not None:
             await self._writer.wait_idle()
         if self._write_conn is not None:
@@ -169,8 +142,7 @@ class SqliteStore:
         """Run ``work`` on a reader thread, or inline when ``readers`` is 0.
 
         Inline reads skip a thread hand-off (expensive when the cores are contended)
-        at the price of blocking the event loop while SQLite works; ``match_budget``
-        bounds how long a knowledge query can take.
+        at the price of blocking the event loop while SQLite works.
         """
         assert self._writer is not None, "store not open"
         if self._read_threads is None:
@@ -345,142 +317,118 @@ class SqliteStore:
         *,
         key: RequestKey | None = None,
     ) -> IngestResult:
-        changes: list[Change] = []
-        rows: dict[int, PassageRow] = {}
-
         def write(conn: sqlite3.Connection) -> IngestResult:
-            replaced = 0
-            for prepared in documents:
-                doc = prepared.document
-                metadata = _frozen(doc.metadata)
-                replaced += _delete_document(conn, doc.id, changes)
-                conn.execute(
-                    "INSERT INTO documents (id, title, metadata, created_at) VALUES (?, ?, ?, ?)",
-                    (doc.id, doc.title, json.dumps(dict(doc.metadata)), now),
-                )
-                for p in prepared.passages:
-                    rowid = conn.execute(
-                        "INSERT INTO passages (id, document_id, ordinal, title, content, length)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (p.id, p.document_id, p.ordinal, p.title, p.content, len(p.terms)),
-                    ).lastrowid
-                    assert rowid is not None, "an INSERT sets lastrowid"
-                    conn.execute(
-                        "UPDATE kb_stats SET passages = passages + 1, terms = terms + ?",
-                        (len(p.terms),),
-                    )
-                    conn.execute(
-                        "INSERT INTO passages_fts (rowid, terms) VALUES (?, ?)",
-                        (rowid, " ".join(p.terms)),
-                    )
-                    insert_postings(conn, rowid, p.terms)
-                    changes.append((rowid, p.terms, True))
-                    rows[rowid] = PassageRow(p.id, p.document_id, p.title, p.content, metadata, now)
+            ids = [(d.document.id,) for d in documents]
+            replaced = _delete_documents(conn, ids)
+            conn.executemany(
+                "INSERT INTO documents (id, title, metadata, created_at) VALUES (?, ?, ?, ?)",
+                [
+                    (d.document.id, d.document.title, json.dumps(dict(d.document.metadata)), now)
+                    for d in documents
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO passages (id, document_id, ordinal, title, content, terms)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (p.id, p.document_id, p.ordinal, p.title, p.content, " ".join(p.terms))
+                    for d in documents
+                    for p in d.passages
+                ],
+            )
+            _log(conn, ids)
             passages = sum(len(d.passages) for d in documents)
             return IngestResult(len(documents), passages, replaced)
 
-        keyed = self._keyed(write, key, outcomes.INGEST, [])
-        return await self._write_knowledge(keyed, changes, rows)
+        return await self._write_knowledge(self._keyed(write, key, outcomes.INGEST, []))
 
     async def delete_documents(
         self, document_ids: Sequence[str], *, key: RequestKey | None = None
     ) -> DeleteResult:
-        changes: list[Change] = []
-
         def write(conn: sqlite3.Connection) -> DeleteResult:
-            missing = tuple(i for i in document_ids if not _delete_document(conn, i, changes))
-            return DeleteResult(len(document_ids) - len(missing), missing)
+            marks = ",".join("?" * len(document_ids))
+            present = {
+                r[0]
+                for r in conn.execute(
+                    f"SELECT id FROM documents WHERE id IN ({marks})", tuple(document_ids)
+                )
+            }
+            missing = tuple(i for i in document_ids if i not in present)
+            gone = [(i,) for i in document_ids if i in present]
+            if gone:
+                _delete_documents(conn, gone)
+                _log(conn, gone)
+            return DeleteResult(len(gone), missing)
 
-        return await self._write_knowledge(self._keyed(write, key, outcomes.DELETE, []), changes)
+        return await self._write_knowledge(self._keyed(write, key, outcomes.DELETE, []))
 
-    async def _write_knowledge(
-        self,
-        write: Callable[[sqlite3.Connection], T],
-        changes: list[Change],
-        rows: Mapping[int, PassageRow] | None = None,
-    ) -> T:
-        """Run a knowledge write; once it committed, hand the passages it removed and
-        added (``changes``, complete when it returns) to the postings index and the
-        passage rows (with the ``rows`` it added), and bump the generation. When it
-        failed, its outcome is unknown: the index is read again by the next query and
-        no row is kept. Either way this happens once the transaction resolved, also
-        when the caller gave up waiting."""
+    async def _write_knowledge(self, write: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a knowledge write on the writer thread; the generation moves once its
+        transaction resolved, also when the caller gave up waiting."""
         future = self._write().enqueue(write)
 
-        def settled(future: asyncio.Future[T]) -> None:
-            if _failed(future):
-                self._postings.invalidate()
-                self._rows.clear()
-            else:
-                self._postings.apply(changes)
-                self._rows.apply((rowid for rowid, _, _ in changes), rows or {})
-                self._compact_soon()
+        def settled(_: asyncio.Future[T]) -> None:
             self._knowledge_gen += 1
 
         future.add_done_callback(settled)
         return await asyncio.shield(future)
 
-    def _compact_soon(self) -> None:
-        if self._closing or not self._postings.pending:
-            return
-        if self._compaction is None or self._compaction.done():
-            self._compaction = asyncio.get_running_loop().create_task(self._compact())
+    async def knowledge_passages(self, passage_ids: Sequence[str]) -> dict[str, PassageRow]:
+        rows = await self._in_reader(lambda: _in(self._reader(), PASSAGES, passage_ids))
+        return {
+            r[0]: PassageRow(r[0], r[1], r[2], r[3], _frozen(_metadata(r[4])), r[5]) for r in rows
+        }
 
-    async def _compact(self) -> None:
-        """Merge the postings overlays that knowledge writes left, once the writes
-        pause for ``compact_after_s``, ``COMPACT_SLICE_S`` at a time between the
-        loop's other work (one term's merge is short); a write meanwhile starts the
-        wait again. Otherwise the first query of each term after an ingest would
-        merge it, and the queries right after a bulk ingest would pay for every
-        merge."""
-        index = self._postings
-        while index.pending:
-            version = index.version
-            await asyncio.sleep(self._compact_after_s)
-            while index.version == version and index.pending:
-                until = time.perf_counter() + COMPACT_SLICE_S
-                while index.compact(1) and time.perf_counter() < until:
-                    pass
-                await asyncio.sleep(0)  # the loop's other work between slices
+    # -- the document log -----------------------------------------------------------
 
-    async def search_knowledge(self, query: Sequence[str], limit: int) -> list[KnowledgeHit]:
-        """BM25 ranking over the in-memory postings (``sqlite_index.best_passages``),
-        bounded in cost by ``match_budget``; SQL reads only the passages found (and
-        every list again after a failed knowledge write)."""
-        if not query:
-            return []
-        index = self._postings
-        if index.stale:  # a knowledge write failed: read the whole table again
-            version = index.version
-            totals, every = await self._in_reader(lambda: load_all(self._reader()))
-            index.fill(version, totals, every)
-            lists = {t: every[t] for t in query if t in every}
-        else:
-            totals, lists = index.lookup(query)
-        best = best_passages(lists, totals, query, limit, self._match_budget)
-        if not best:
-            return []
-        rows, missing = self._rows.lookup([rowid for rowid, _ in best])
-        if missing:
-            version = self._rows.version
-            read = {
-                r[0]: PassageRow(r[1], r[2], r[3], r[4], _frozen(_metadata(r[5])), r[6])
-                for r in await self._in_reader(lambda: _in(self._reader(), PASSAGES, missing))
-            }
-            self._rows.fill(version, read)
-            rows.update(read)
-        idfs = [bm25.fts5_idf(totals.passages, len(lists[t]) if t in lists else 0) for t in query]
-        return [
-            KnowledgeHit(*r, bm25.normalise(score, idfs))
-            for rowid, score in best
-            if (r := rows.get(rowid)) is not None
-        ]
+    async def log_head(self) -> int:
+        rows = await self._read("SELECT seq FROM kb_seq")
+        return int(rows[0][0]) if rows else 0
+
+    async def changes_since(self, seq: int, limit: int) -> list[LogEntry]:
+        rows = await self._read(
+            "SELECT seq, document_id FROM kb_log WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+        )
+        return [LogEntry(int(r[0]), r[1]) for r in rows]
+
+    async def passages_of(self, document_ids: Sequence[str]) -> list[IndexedPassage]:
+        def read() -> list[IndexedPassage]:
+            conn = self._reader()
+            found: list[IndexedPassage] = []
+            for start in range(0, len(document_ids), IN_CHUNK):
+                chunk = document_ids[start : start + IN_CHUNK]
+                for r in _in(conn, PASSAGES_OF, chunk):
+                    found.append(IndexedPassage(r[0], r[1], r[2], r[3], tuple(r[4].split())))
+            return found
+
+        return await self._in_reader(read)
 
     async def knowledge_size(self) -> tuple[int, int]:
         rows = await self._read(
             "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM passages)"
         )
         return int(rows[0][0]), int(rows[0][1])
+
+    async def knowledge_stats(self) -> KnowledgeStats:
+        rows = await self._read(
+            "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM passages),"
+            " (SELECT max(created_at) FROM documents)"
+        )
+        documents, passages, updated = rows[0]
+        # Everything of the knowledge base lives in the one database file (with its WAL).
+        size = sum(
+            p.stat().st_size
+            for p in (self._path, self._path.with_name(self._path.name + "-wal"))
+            if p.exists()
+        )
+        return KnowledgeStats(int(documents), int(passages), size, updated)
+
+    async def list_document_ids(self, prefix: str, after: str, limit: int) -> list[str]:
+        rows = await self._read(
+            "SELECT id FROM documents WHERE substr(id, 1, ?) = ? AND id > ? ORDER BY id LIMIT ?",
+            (len(prefix), prefix, after, limit),
+        )
+        return [str(r[0]) for r in rows]
 
     # -- cache support --------------------------------------------------------------
 
@@ -525,28 +473,24 @@ def _in(conn: sqlite3.Connection, query: str, values: Sequence[Any]) -> list[Any
     return conn.execute(query.format(",".join("?" * len(values))), tuple(values)).fetchall()
 
 
-def _delete_document(conn: sqlite3.Connection, document_id: str, changes: list[Change]) -> int:
-    """Delete a document and its passages; 1 if it existed, else 0. Adds each deleted
-    passage to ``changes``."""
-    rowids = conn.execute(
-        "SELECT rowid FROM passages WHERE document_id = ?", (document_id,)
-    ).fetchall()
-    for (rowid,) in rowids:
-        (terms,) = conn.execute(
-            "SELECT terms FROM passages_fts WHERE rowid = ?", (rowid,)
-        ).fetchone()
-        words = terms.split()
-        changes.append((rowid, words, False))
-        conn.executemany(
-            "DELETE FROM postings WHERE term = ? AND passage = ?",
-            [(t, rowid) for t in set(words)],
-        )
-        conn.execute(
-            "UPDATE kb_stats SET passages = passages - 1, terms = terms - ?", (len(words),)
-        )
-    conn.executemany("DELETE FROM passages_fts WHERE rowid = ?", rowids)
-    conn.execute("DELETE FROM passages WHERE document_id = ?", (document_id,))
-    return conn.execute("DELETE FROM documents WHERE id = ?", (document_id,)).rowcount
+def _log(conn: sqlite3.Connection, ids: Sequence[tuple[str]]) -> None:
+    """Record that the documents ``ids`` changed, in the write's transaction: each takes
+    the log's next sequence (one per document, so a reader can page by sequence)."""
+    if not ids:
+        return
+    (last,) = conn.execute("UPDATE kb_seq SET seq = seq + ? RETURNING seq", (len(ids),)).fetchone()
+    first = int(last) - len(ids) + 1
+    conn.executemany(
+        "INSERT INTO kb_log (document_id, seq) VALUES (?, ?)"
+        " ON CONFLICT (document_id) DO UPDATE SET seq = excluded.seq",
+        [(i, first + n) for n, (i,) in enumerate(ids)],
+    )
+
+
+def _delete_documents(conn: sqlite3.Connection, ids: Sequence[tuple[str]]) -> int:
+    """Delete documents and their passages; how many of them existed."""
+    conn.executemany("DELETE FROM passages WHERE document_id = ?", ids)
+    return conn.executemany("DELETE FROM documents WHERE id = ?", ids).rowcount
 
 
 def _fill_counts(rows: Sequence[Sequence[Any]]) -> dict[MemoryType, int]:

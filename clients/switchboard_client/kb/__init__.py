@@ -1,0 +1,1 @@
+"""The knowledge-base tools of ``switchboard kb``: reading files, finding the service."""

@@ -1,0 +1,256 @@
+"""The knowledge base's lexical index: tantivy, on disk and memory-mapped.
+
+One tantivy document per passage: ``passage_id`` (stored), ``document_id`` (to drop
+a document's passages) and ``terms``, the passage's index terms from ``text.terms``
+(title included) joined by spaces and split on whitespace, with term frequencies
+and no positions. A query is an OR of its distinct terms ranked by tantivy's BM25
+over the whole corpus, exact top-k (block-max WAND skips only what cannot enter
+the top k), no match budget:
+
+    score(p) = sum_t idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
+    idf(t)   = ln(1 + (N - n_t + 0.5) / (n_t + 0.5)),   k1 = 1.2,  b = 0.75
+
+where ``dl`` is the passage's term count after tantivy's fieldnorm quantization (a
+one-byte code: exact up to 40 terms, then buckets that grow by about 1/8), and ``N``,
+``n_t`` and ``avgdl`` count the documents of every segment, deleted ones included
+until a merge drops them (as Lucene does). Scores are float32. Relevance is the
+score over ``sum_t idf(t) * (k1 + 1)``, the most the query could score.
+
+The index records the last log sequence it applied in ``applied_seq`` beside its
+files, written (atomically) only after the tantivy commit that applied it returned:
+after a crash it is at most behind, and catching up again is idempotent. An index
+that cannot be opened, or that claims more than the log holds (a store replaced
+under it), is rebuilt from the log. Writes run on one thread, searches on the
+caller's executor; tantivy releases the GIL while it works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import math
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import structlog
+import tantivy
+
+from switchboard_server.context.knowledge_index import (
+    IndexedPassage,
+    KnowledgeLog,
+    LogEntry,
+    ScoredPassage,
+)
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+K1 = 1.2
+B = 0.75
+SEQ_FILE = "applied_seq"
+FIELDS = ("passage_id", "document_id", "terms")
+
+
+def _schema() -> tantivy.Schema:
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("passage_id", stored=True, tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("document_id", tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("terms", tokenizer_name="whitespace", index_option="freq")
+    return builder.build()
+
+
+def idf(total: int, containing: int) -> float:
+    """tantivy's (and Lucene's) BM25 idf."""
+    return math.log(1.0 + (total - containing + 0.5) / (containing + 0.5))
+
+
+class IndexInUse(RuntimeError):
+    """Another process holds the index directory."""
+
+
+class TantivyIndex:
+    """A ``KnowledgeIndex`` in the directory ``path``, fed from ``source``."""
+
+    def __init__(
+        self,
+        path: Path,
+        source: KnowledgeLog,
+        *,
+        heap_bytes: int = 64_000_000,
+        writer_threads: int = 1,
+        batch_documents: int = 20_000,
+    ) -> None:
+        self._path = path
+        self._source = source
+        self._heap = heap_bytes
+        self._writer_threads = writer_threads
+        self._batch = batch_documents
+        self._schema = _schema()
+        self._index: tantivy.Index | None = None
+        self._writer: tantivy.IndexWriter | None = None
+        self._applied = 0
+        self._lock = asyncio.Lock()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="context-index-w")
+        self._lock_file: IO[str] | None = None
+
+    @property
+    def applied_seq(self) -> int:
+        return self._applied
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # -- open / close ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Idempotent: a retry after the store was unavailable only catches up again."""
+        if self._index is None:
+            head = await self._source.log_head()
+            await self._run(self._open_files, head)
+        await self.catch_up()
+
+    def _open_files(self, head: int) -> None:
+        """Open the index on disk, or start an empty one when it is missing, unreadable
+        or ahead of the log (``head``). The directory belongs to one process: a second
+        one fails here, before it touches a file."""
+        self._path.mkdir(parents=True, exist_ok=True)
+        if self._lock_file is None:
+            self._take_lock()
+        applied = self._read_seq()
+        if applied is not None and applied <= head and (self._path / "meta.json").exists():
+            try:
+                self._index = tantivy.Index(self._schema, path=str(self._path), reuse=True)
+                self._writer = self._index.writer(self._heap, self._writer_threads)
+                self._applied = applied
+                return
+            except (OSError, ValueError) as exc:  # corrupt files, another schema
+                log.warning("knowledge.index_unreadable", path=str(self._path), error=str(exc))
+                self._index = self._writer = None
+        if applied is not None or any(self._path.iterdir()):
+            log.warning("knowledge.index_rebuild", applied=applied, log_head=head)
+        shutil.rmtree(self._path)
+        self._path.mkdir(parents=True)
+        self._index = tantivy.Index(self._schema, path=str(self._path), reuse=False)
+        self._writer = self._index.writer(self._heap, self._writer_threads)
+        self._applied = 0
+        self._write_seq(0)
+
+    def _take_lock(self) -> None:
+        lock = self._path.with_name(self._path.name + ".lock").open("a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise IndexInUse(
+                f"knowledge index {self._path} is in use by another process: give each "
+                "replica its own SWITCHBOARD_CONTEXT_INDEX_DIR"
+            ) from None
+        self._lock_file = lock
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._writer is not None:
+                writer, self._writer = self._writer, None
+                await self._run(writer.wait_merging_threads)
+            self._index = None
+        self._thread.shutdown(wait=True)
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
+
+    # -- the log --------------------------------------------------------------------
+
+    async def catch_up(self) -> int:
+        """Apply the log after ``applied_seq``, ``batch_documents`` documents per
+        tantivy commit. Concurrent callers wait for one another (one writer)."""
+        async with self._lock:
+            while True:
+                changes = await self._source.changes_since(self._applied, self._batch)
+                if not changes:
+                    return self._applied
+                passages = await self._source.passages_of([c.document_id for c in changes])
+                await self._run(self._apply, changes, passages)
+
+    def _apply(self, changes: Sequence[LogEntry], passages: Sequence[IndexedPassage]) -> None:
+        writer, index = self._writer, self._index
+        assert writer is not None, "index not open"
+        assert index is not None, "index not open"
+        try:
+            for change in changes:
+                writer.delete_documents_by_term("document_id", change.document_id)
+            for p in passages:
+                writer.add_document(
+                    tantivy.Document(
+                        passage_id=p.passage_id, document_id=p.document_id, terms=" ".join(p.terms)
+                    )
+                )
+            writer.commit()
+        except BaseException:  # e.g. a full disk: drop the batch, the next catch-up redoes it
+            writer.rollback()
+            raise
+        seq = changes[-1].seq
+        self._write_seq(seq)
+        index.reload()
+        self._applied = seq
+
+    def _read_seq(self) -> int | None:
+        try:
+            return int((self._path / SEQ_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _write_seq(self, seq: int) -> None:
+        """Replace the ``applied_seq`` file atomically and durably."""
+        target = self._path / SEQ_FILE
+        tmp = target.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            f.write(str(seq))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        fd = os.open(self._path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- search ---------------------------------------------------------------------
+
+    async def search(self, terms: Sequence[str], limit: int) -> list[ScoredPassage]:
+        unique = list(dict.fromkeys(terms))
+        if not unique or limit <= 0 or self._index is None:
+            return []
+        return await asyncio.to_thread(self.search_now, unique, limit)
+
+    def search_now(self, terms: Sequence[str], limit: int) -> list[ScoredPassage]:
+        """``search`` on the calling thread (distinct terms)."""
+        index = self._index
+        assert index is not None, "index not open"
+        schema = self._schema
+        query = tantivy.Query.boolean_query(
+            [
+                (tantivy.Occur.Should, tantivy.Query.term_query(schema, "terms", t, "freq"))
+                for t in terms
+            ]
+        )
+        searcher = index.searcher()
+        hits = searcher.search(query, limit, count=False).hits
+        if not hits:
+            return []
+        total = searcher.num_docs
+        top = sum(idf(total, searcher.doc_freq("terms", t)) for t in terms) * (K1 + 1.0)
+        return [
+            ScoredPassage(
+                searcher.doc(address)["passage_id"][0], min(1.0, score / top) if top > 0 else 0.0
+            )
+            for score, address in hits
+        ]
+
+    async def _run(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` on the index's writer thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
