@@ -139,9 +139,10 @@ class ContextSettings(BaseSettings):
         "index commit.",
     )
     hybrid: Literal["auto", "on", "off"] = Field(
-        default="auto",
-        description="Fuse BM25 with dense MiniLM vectors (reciprocal rank fusion): auto is on "
-        "when the embeddings extra is installed, on requires it, off is BM25 alone.",
+        default="off",
+        description="Fuse BM25 with dense MiniLM vectors (reciprocal rank fusion): off (the "
+        "default) is BM25 alone, auto is on when the embeddings extra is installed, on "
+        "requires it. The vectors are rebuilt in memory at every start.",
     )
     hybrid_rrf_k: int = Field(
         default=60, ge=1, le=10_000, description="The k of reciprocal rank fusion."
