@@ -25,6 +25,7 @@ from switchboard_server.mesh.edge_web import (
     web_filters,
 )
 from switchboard_server.mesh.envoy_config import Config, address, seconds, typed
+from switchboard_server.mesh.mtls import MeshTls, secure_all
 from switchboard_server.mesh.routes import HEALTH_SERVICE, NOT_DELIVERED_HEADER, service_routes
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, Replica
@@ -402,12 +403,19 @@ def render_sidecar(
 
 
 def render_all(
-    plan: Plan, settings: MeshSettings, otlp_endpoint: str = "", *, trace_sample_ratio: float = 1.0
+    plan: Plan,
+    settings: MeshSettings,
+    otlp_endpoint: str = "",
+    *,
+    trace_sample_ratio: float = 1.0,
+    tls: MeshTls | None = None,
 ) -> dict[str, Config]:
     """Every Envoy config of the plan by process name (``edge``, ``<replica>.sidecar``).
 
     With an ``otlp_endpoint``, Envoy samples ``trace_sample_ratio`` of new traces (its
-    own default is all of them); callers pass the ratio the apps use.
+    own default is all of them); callers pass the ratio the apps use. With ``tls`` the
+    sidecar-to-sidecar hops are mutual TLS with per-method RBAC (:mod:`.mtls`); without
+    it they are plaintext (``--insecure``).
     """
     configs = {
         "edge": render_edge(plan, settings, otlp_endpoint, trace_sample_ratio=trace_sample_ratio)
@@ -416,7 +424,7 @@ def render_all(
         configs[f"{replica.name}.sidecar"] = render_sidecar(
             plan, replica, settings, otlp_endpoint, trace_sample_ratio=trace_sample_ratio
         )
-    return configs
+    return configs if tls is None else secure_all(configs, plan, tls)
 
 
 def write_configs(configs: dict[str, Config], directory: Path) -> dict[str, Path]:
