@@ -25,6 +25,7 @@ from switchboard_server.config import CoreSettings, ServiceName, Settings
 from switchboard_server.frontdoor.server import FrontDoor, create_frontdoor
 from switchboard_server.mesh.edge_frontdoor import exposed_services
 from switchboard_server.mesh.envoy import cluster_hosts, counters, envoy_command, is_ready
+from switchboard_server.mesh.mtls import MeshTls, prepare
 from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, Topology, make_plan
@@ -48,6 +49,7 @@ class Mesh:
     admin_ports: dict[str, int] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
+    tls: MeshTls | None = None  # mTLS between the Envoys (unless settings.insecure)
 
     @property
     def edge(self) -> str:
@@ -114,7 +116,11 @@ async def running_mesh(
             grace_s=0,
         )
         await mesh.frontdoor.start()
-        paths = write_configs(render_all(plan, settings, otlp_endpoint), tmp / "envoy")
+        if not settings.insecure:
+            mesh.tls = prepare(plan, settings, tmp / "certs")
+        paths = write_configs(
+            render_all(plan, settings, otlp_endpoint, tls=mesh.tls), tmp / "envoy"
+        )
         mesh.admin_ports = {"edge": plan.edge_admin_port} | {
             f"{r.name}.sidecar": r.admin_port for r in plan.all_replicas()
         }

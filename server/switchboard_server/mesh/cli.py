@@ -6,7 +6,8 @@
 * ``status [--json]`` shows every process (name, role, pid, restarts, health) and endpoint;
 * ``stats [--json]`` summarises every Envoy admin: requests, retries, overflows,
   ejections and the health of each endpoint;
-* ``render-envoy --out DIR`` writes the Envoy configs without running anything.
+* ``render-envoy --out DIR`` writes the Envoy configs without running anything;
+* ``certs init | rotate | show`` manages the mesh CA and workload certificates.
 
 Only the parsers are here, so every ``switchboard`` command can list these with the base
 install; the implementation (:mod:`.commands`) needs the ``mesh`` extra and is imported
@@ -50,6 +51,12 @@ def render_command(args: argparse.Namespace) -> int:
     return commands.render_command(args)
 
 
+def certs_command(args: argparse.Namespace) -> int:
+    with requires_extra("mesh"):
+        from switchboard_server.mesh import certs_commands
+    return certs_commands.certs_command(args)
+
+
 def register(subparsers: Subparsers) -> None:
     up = subparsers.add_parser("up", help="Run the local mesh: apps, Envoy sidecars, edge.")
     up.add_argument(
@@ -61,6 +68,11 @@ def register(subparsers: Subparsers) -> None:
     )
     up.add_argument(
         "--detach", action="store_true", help="Run in the background; return once healthy."
+    )
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="Plaintext between sidecars, no identities or RBAC (SWITCHBOARD_MESH_INSECURE).",
     )
     up.set_defaults(func=up_command)
     down = subparsers.add_parser("down", help="Stop the mesh started by `switchboard up`.")
@@ -75,3 +87,11 @@ def register(subparsers: Subparsers) -> None:
     render.add_argument("--out", required=True, help="Output directory.")
     render.add_argument("--replicas", action="append", default=[], metavar="SERVICE=N")
     render.set_defaults(func=render_command)
+    certs = subparsers.add_parser("certs", help="The mesh CA and workload certificates.")
+    certs.add_argument(
+        "action",
+        choices=["init", "rotate", "show"],
+        help="init: create what is missing or due; rotate: reissue all; show: list them.",
+    )
+    certs.add_argument("--json", action="store_true", help="show: print JSON.")
+    certs.set_defaults(func=certs_command)

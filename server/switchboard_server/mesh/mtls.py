@@ -25,17 +25,30 @@ deployment mounts its Secrets.
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from switchboard_server.errors import ERROR_DOMAIN
-from switchboard_server.mesh.certs import CA_CERT, EDGE, OPERATOR, TLS_CERT, TLS_KEY, spiffe_id
+from switchboard_server.mesh.certs import (
+    CA_CERT,
+    EDGE,
+    OPERATOR,
+    TLS_CERT,
+    TLS_KEY,
+    CertPolicy,
+    CertStore,
+    spiffe_id,
+)
 from switchboard_server.mesh.envoy_config import Config, typed
 from switchboard_server.mesh.routes import HEALTH_SERVICE
+from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, ServiceSpec, Topology
 
 SECRET_TYPE = "envoy.extensions.transport_sockets.tls.v3.Secret"
@@ -124,7 +137,11 @@ def _sds(tls: MeshTls, identity: str, kind: str) -> Config:
 
 def _common(tls: MeshTls, identity: str, peer_san: Config) -> Config:
     return {
-        "tls_params": {"tls_minimum_protocol_version": "TLSv1_3"},
+        # Envoy clients default to a TLS 1.2 maximum: both ends set 1.3 explicitly.
+        "tls_params": {
+            "tls_minimum_protocol_version": "TLSv1_3",
+            "tls_maximum_protocol_version": "TLSv1_3",
+        },
         "alpn_protocols": ["h2"],
         "tls_certificate_sds_secret_configs": [_sds(tls, identity, "cert")],
         "combined_validation_context": {
@@ -317,3 +334,33 @@ def secure_all(configs: dict[str, Config], plan: Plan, tls: MeshTls) -> dict[str
     configs["edge"] = secure_edge(configs["edge"], plan, tls)
     configs["edge"].setdefault("node", {"id": "edge", "cluster": EDGE})  # SDS needs a node
     return configs
+
+
+def write_sds(documents: dict[Path, Config]) -> None:
+    """Write SDS files atomically (Envoy watches their directory for moves)."""
+    for path, document in documents.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(yaml.safe_dump(document, sort_keys=False))
+        os.replace(tmp, path)
+
+
+def cert_store(settings: MeshSettings, certs_dir: Path) -> CertStore:
+    """The mesh's certificates as the settings describe them."""
+    policy = CertPolicy(
+        trust_domain=settings.trust_domain,
+        namespace=settings.namespace,
+        ttl=dt.timedelta(hours=settings.cert_ttl_h),
+        ca_ttl=dt.timedelta(days=settings.ca_ttl_days),
+        rotate_fraction=settings.cert_rotate_fraction,
+    )
+    return CertStore(certs_dir, policy, settings.ca_cert_file, settings.ca_key_file)
+
+
+def prepare(plan: Plan, settings: MeshSettings, certs_dir: Path) -> MeshTls:
+    """Certificates for every identity of the plan (created when missing or due), and
+    the SDS files that point Envoy at them; the :class:`MeshTls` to render with."""
+    cert_store(settings, certs_dir).ensure(identities(plan.topology))
+    tls = MeshTls(certs_dir, settings.trust_domain, settings.namespace)
+    write_sds(all_sds_documents(plan, tls))
+    return tls

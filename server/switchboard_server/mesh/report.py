@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 
@@ -16,7 +17,13 @@ async def _probe(client: httpx.AsyncClient, process: ProcessInfo) -> str:
         return "DEAD"
     kind, target = process.probe.get("kind"), str(process.probe.get("target", ""))
     if kind == "grpc":
-        return await grpc_health(target, str(process.probe.get("service", "")))
+        identity = str(process.probe.get("identity_dir", ""))
+        return await grpc_health(
+            target,
+            str(process.probe.get("service", "")),
+            identity_dir=Path(identity) if identity else None,
+            server_name=str(process.probe.get("server_name", "")),
+        )
     if kind == "envoy":
         return await envoy_ready(client, int(target))
     try:
