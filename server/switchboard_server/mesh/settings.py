@@ -344,7 +344,9 @@ class MeshSettings(BaseSettings):
     @model_validator(mode="after")
     def _own_ca(self) -> MeshSettings:
         if (self.ca_cert_file is None) != (self.ca_key_file is None):
-            raise ValueError("ca_cert_file and ca_key_file: set both (bring your own CA) or neither")
+            raise ValueError(
+                "ca_cert_file and ca_key_file: set both (bring your own CA) or neither"
+            )
         return self
 
     @field_validator("cors_allowed_origins")
