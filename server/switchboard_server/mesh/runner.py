@@ -27,13 +27,13 @@ import httpx
 import structlog
 
 from switchboard_server.config import Settings
+from switchboard_server.mesh.certs import OPERATOR, CertError
 from switchboard_server.mesh.edge_frontdoor import exposed_services
 from switchboard_server.mesh.edge_web import page_origin
 from switchboard_server.mesh.envoy import admin_url, counters, envoy_command
 from switchboard_server.mesh.health import envoy_ready, grpc_health
-from switchboard_server.mesh.processes import Child, ChildSpec
-from switchboard_server.mesh.certs import OPERATOR, CertError
 from switchboard_server.mesh.mtls import MeshTls, cert_store, identities, prepare
+from switchboard_server.mesh.processes import Child, ChildSpec
 from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.state import MeshState, ProcessInfo, write_state
 from switchboard_server.mesh.topology import Plan, Replica
