@@ -35,7 +35,7 @@ import yaml
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from switchboard_server.errors import ERROR_DOMAIN
+from switchboard_server.errors import ERROR_DOMAIN, ErrorReason
 from switchboard_server.mesh.certs import (
     CA_CERT,
     EDGE,
@@ -55,8 +55,8 @@ SECRET_TYPE = "envoy.extensions.transport_sockets.tls.v3.Secret"
 SDS_DIR = "sds"
 PERMISSION_DENIED = 7
 REFLECTION_PREFIX = "/grpc.reflection."
-REASON_OPERATOR = "OPERATOR_IDENTITY_REQUIRED"
-REASON_CALLER = "CALLER_NOT_ALLOWED"
+REASON_OPERATOR = ErrorReason.OPERATOR_IDENTITY_REQUIRED.value
+REASON_CALLER = ErrorReason.CALLER_NOT_ALLOWED.value
 MESSAGE_OPERATOR = "this method needs the operator identity"
 MESSAGE_CALLER = "this caller may not call this method"
 STATUS_DETAILS_HEADER = "grpc-status-details-bin"
