@@ -21,6 +21,7 @@ from switchboard.classification.v1 import classification_service_pb2 as cls_pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
 from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
+from switchboard_client import ErrorReason, PermissionDenied, from_rpc_error
 from switchboard_server.mesh.certs import CertPolicy, CertStore
 from switchboard_server.mesh.envoy import counters
 from switchboard_server.mesh.mtls import REASON_CALLER, REASON_OPERATOR
@@ -105,6 +106,9 @@ async def test_a_valid_certificate_of_the_wrong_service_is_denied(mesh: Mesh) ->
     info, _ = error_details(exc.value)
     assert (info.reason, info.domain) == (REASON_CALLER, "switchboard.dev")
     assert info.metadata["service"] == "classification"
+    typed = from_rpc_error(exc.value)  # what a typed client raises
+    assert isinstance(typed, PermissionDenied)
+    assert typed.reason == ErrorReason.CALLER_NOT_ALLOWED
     after = await _rbac(mesh, "classification")
     assert after["denied"] == before.get("denied", 0) + 1
     assert mesh.modules["classification-0"].state.calls["Classify"] == 0

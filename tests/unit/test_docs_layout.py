@@ -37,6 +37,7 @@ PAGES = (
     "observability",
     "operations",
     "benchmarks",
+    "security",
 )
 README_MAX_LINES = 300
 MIN_TREE_ENTRIES = {"README.md": 0, "docs/architecture.md": 50}
