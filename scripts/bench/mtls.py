@@ -9,7 +9,7 @@ with the ratio mTLS / insecure of each. The hops that change are edge -> orchest
 and orchestration -> classification/context (and the active health checks on them); an
 app and its own sidecar talk plaintext on loopback either way.
 
-    python -m scripts.bench mtls   # SWITCHBOARD_BENCH_MTLS_ROUNDS=3 (default 2)
+    python -m scripts.bench mtls   # SWITCHBOARD_BENCH_MTLS_ROUNDS=5 (default 3)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 from scripts.bench._proc import StolenTime
 from scripts.bench.mesh import RATE, SECONDS, measure_mesh
 
-ROUNDS = int(os.environ.get("SWITCHBOARD_BENCH_MTLS_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("SWITCHBOARD_BENCH_MTLS_ROUNDS", "3"))
 KINDS = {
     "mtls": {"SWITCHBOARD_MESH_INSECURE": "false"},
     "insecure": {"SWITCHBOARD_MESH_INSECURE": "true"},
@@ -71,6 +71,14 @@ async def _run() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "stolen_cpu_share": stolen.share(),
         "median": medians,
+        # each run's latency and failures: one slow spell of a shared host shows here
+        "runs": {
+            kind: [
+                {"p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "errors": r["errors"]}
+                for r in results
+            ]
+            for kind, results in runs.items()
+        },
         "ratio_mtls_over_insecure": ratios,
     }
 

@@ -256,8 +256,7 @@ def write_identity(
     (version / CA_CERT).write_bytes(_cert_pem(ca))
     link = directory / DATA_LINK
     old = link.resolve() if link.is_symlink() else None
-    tmp = directory / f"{DATA_LINK}_tmp"
-    tmp.unlink(missing_ok=True)
+    tmp = directory / f"{DATA_LINK}_tmp.{secrets.token_hex(4)}"  # writers never share it
     tmp.symlink_to(version.name)
     os.replace(tmp, link)  # the one atomic step a reader (Envoy) sees
     for name in _FILES:
