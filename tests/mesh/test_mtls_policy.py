@@ -5,8 +5,13 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import pytest
+import yaml
+
+from switchboard_server.config import CoreSettings, Settings
 from switchboard_server.mesh.mtls import MeshTls, callers, rbac_filter, secure_all
 from switchboard_server.mesh.render import render_all
+from switchboard_server.mesh.runner import MeshRunner
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import _PB2_MODULES, Topology, make_plan
 
@@ -81,3 +86,29 @@ def test_every_sidecar_hop_is_mutual_tls_and_the_app_hop_is_not(topology: Topolo
     assert upstream["tls_params"]["tls_minimum_protocol_version"] == "TLSv1_3"
     edge = {c["name"]: c for c in configs["edge"]["static_resources"]["clusters"]}
     assert "transport_socket" in edge["orchestration"]
+
+
+def _sidecar_tls(entry_config: Path) -> bool:
+    config = yaml.safe_load(entry_config.read_text())
+    ingress = config["static_resources"]["listeners"][0]
+    return "transport_socket" in ingress["filter_chains"][0]
+
+
+@pytest.mark.parametrize("insecure", [False, True])
+def test_up_renders_mtls_unless_insecure(
+    topology: Topology, tmp_path: Path, insecure: bool
+) -> None:
+    mesh = MeshSettings(insecure=insecure)
+    settings = Settings(core=CoreSettings(data_dir=tmp_path), mesh=mesh)
+    runner = MeshRunner(settings, make_plan(topology, mesh))
+    entries = {entry.spec.name: entry for entry in runner.build()}
+    config = tmp_path / "mesh" / "envoy" / "context-0.sidecar.yaml"
+    assert _sidecar_tls(config) is not insecure
+    probe = entries["context-0"].probe
+    certs = tmp_path / "mesh" / "certs"
+    if insecure:
+        assert (probe.identity_dir, probe.server_name) == ("", "")
+        assert not certs.exists()
+    else:  # the app is probed through its sidecar as the operator
+        assert (probe.identity_dir, probe.server_name) == (str(certs / "operator"), "context")
+        assert (certs / "sds" / "context.cert.yaml").exists()
