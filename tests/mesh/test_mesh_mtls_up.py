@@ -177,32 +177,3 @@ def test_status_probes_every_app_through_its_sidecar_over_mtls(mesh: UpMesh) -> 
     health = {p["name"]: p["health"] for p in json.loads(status.stdout)["processes"]}
     assert health["classification-0"] == "SERVING"
     assert health["orchestration-0"] == "SERVING"
-
-
-async def test_up_rotates_certificates_before_they_expire(tmp_path: Path) -> None:
-    """Certificates of 18 s rotate at 2/3 of it (12 s): `up` reissues them by itself, the
-    edge serves the new one, and a chat still goes through."""
-    env = {
-        "SWITCHBOARD_MESH_CERT_TTL_H": str(18 / 3600),
-        "SWITCHBOARD_MESH_CERT_CHECK_INTERVAL_S": "0.5",
-    }
-    with mesh_up(tmp_path, env) as up:
-        edge_admin = _admin_ports(up)["edge"]
-        first = _serial(up.data_dir / "mesh" / "certs" / "edge")
-        deadline = time.monotonic() + 60
-        served: set[int] = set()
-        current = first
-        while time.monotonic() < deadline:
-            current = _serial(up.data_dir / "mesh" / "certs" / "edge")
-            served = _envoy_serials(edge_admin)
-            if current != first and current in served:
-                break
-            await asyncio.sleep(0.5)
-        assert current != first  # reissued by `up` itself
-        assert current in served
-        assert first not in served
-        async with grpc.aio.insecure_channel(up.edge) as channel:
-            reply = await orch_grpc.OrchestrationServiceStub(channel).Chat(
-                orch_pb.ChatRequest(message="hello", session_id="rotated"), timeout=10
-            )
-        assert reply.reply

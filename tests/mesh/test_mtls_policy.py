@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
 
 from switchboard_server.config import CoreSettings, Settings
 from switchboard_server.mesh.mtls import MeshTls, callers, rbac_filter, secure_all
@@ -112,3 +114,29 @@ def test_up_renders_mtls_unless_insecure(
     else:  # the app is probed through its sidecar as the operator
         assert (probe.identity_dir, probe.server_name) == (str(certs / "operator"), "context")
         assert (certs / "sds" / "context.cert.yaml").exists()
+
+
+async def test_the_runner_reissues_certificates_past_their_rotation_point(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """Certificates of 3 s are due at 2 s: the runner's check reissues them by itself
+    (the sidecars read them through SDS: tests/mesh/test_mesh_mtls_up.py)."""
+    mesh = MeshSettings(cert_ttl_h=3 / 3600, cert_check_interval_s=0.2)
+    settings = Settings(core=CoreSettings(data_dir=tmp_path), mesh=mesh)
+    runner = MeshRunner(settings, make_plan(topology, mesh))
+    runner.build()
+    edge = tmp_path / "mesh" / "certs" / "edge" / "tls.crt"
+    first = x509.load_pem_x509_certificate(edge.read_bytes()).serial_number
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner._rotate_certs(stop))
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        current = first
+        while current == first and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+            current = x509.load_pem_x509_certificate(edge.read_bytes()).serial_number
+    finally:
+        stop.set()
+        await task
+    assert current != first

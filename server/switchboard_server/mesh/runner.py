@@ -260,6 +260,8 @@ class MeshRunner:
                 self.children[entry.spec.name] = child
                 await child.start()
                 self._watchers.append(asyncio.create_task(self._watch(child, stop)))
+            if self.tls is not None:  # from the start: a slow start must not outlive a cert
+                self._watchers.append(asyncio.create_task(self._rotate_certs(stop)))
             self._write("starting")
             if not await self._wait_healthy(stop):
                 if not stop.is_set():
@@ -269,8 +271,6 @@ class MeshRunner:
                 self._write("healthy")
                 if on_healthy is not None:
                     on_healthy()
-                if self.tls is not None:
-                    self._watchers.append(asyncio.create_task(self._rotate_certs(stop)))
                 await stop.wait()
         finally:
             await self.shutdown()
