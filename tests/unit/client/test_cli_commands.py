@@ -24,6 +24,7 @@ COMMANDS = {
     "status",
     "stats",
     "render-envoy",
+    "certs",
     "traces",
     "trace-receiver",
 }
