@@ -50,8 +50,8 @@ def certs_command(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     mesh = settings.mesh
     write_sds(all_sds_documents(plan, MeshTls(root, mesh.trust_domain, mesh.namespace)))
-    verb = "issued" if done else "up to date, nothing issued"
-    print(f"switchboard certs {args.action}: {verb} {' '.join(done)} (in {root})")
+    what = f"issued {' '.join(done)}" if done else "up to date, nothing issued"
+    print(f"switchboard certs {args.action}: {what} (in {root})")
     return 0
 
 
