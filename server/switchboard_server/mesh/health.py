@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
@@ -42,6 +43,18 @@ async def grpc_health(
         except grpc.aio.AioRpcError as exc:
             return str(exc.code().name)
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+async def probe_grpc(probe: Mapping[str, object]) -> str:
+    """:func:`grpc_health` as a probe recorded in the state file describes it (target,
+    service, and over mTLS the identity to probe as)."""
+    identity = str(probe.get("identity_dir", ""))
+    return await grpc_health(
+        str(probe.get("target", "")),
+        str(probe.get("service", "")),
+        identity_dir=Path(identity) if identity else None,
+        server_name=str(probe.get("server_name", "")),
+    )
 
 
 async def envoy_ready(client: httpx.AsyncClient, admin_port: int) -> str:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import httpx
 
-from switchboard_server.mesh.health import envoy_ready, grpc_health
+from switchboard_server.mesh.health import envoy_ready, probe_grpc
 from switchboard_server.mesh.processes import pid_alive
 from switchboard_server.mesh.state import MeshState, ProcessInfo
 
@@ -17,13 +16,7 @@ async def _probe(client: httpx.AsyncClient, process: ProcessInfo) -> str:
         return "DEAD"
     kind, target = process.probe.get("kind"), str(process.probe.get("target", ""))
     if kind == "grpc":
-        identity = str(process.probe.get("identity_dir", ""))
-        return await grpc_health(
-            target,
-            str(process.probe.get("service", "")),
-            identity_dir=Path(identity) if identity else None,
-            server_name=str(process.probe.get("server_name", "")),
-        )
+        return await probe_grpc(process.probe)
     if kind == "envoy":
         return await envoy_ready(client, int(target))
     try:
