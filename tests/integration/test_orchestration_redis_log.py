@@ -16,11 +16,13 @@ from typing import Any
 import grpc
 import pytest
 import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
+from switchboard_server.app import create_server
 from switchboard_server.config import CoreSettings, ServiceName, Settings
 from switchboard_server.errors import AlreadyExists, ErrorReason, Unavailable
 from switchboard_server.idempotency import RequestKey
@@ -257,3 +259,29 @@ async def test_duplicates_sent_to_two_servers_make_one_turn(
     # each turn's memory write went out under one derived key, from either server
     memory_ids = one.servicer.memory_ids + two.servicer.memory_ids
     assert len(set(memory_ids)) == len(requests)
+
+
+async def test_a_server_started_before_its_redis_serves_once_redis_is_up(tmp_path: Path) -> None:
+    port = free_port()
+    settings = Settings(
+        core=CoreSettings(data_dir=tmp_path, grace_period_s=0.0),
+        orchestration=OrchestrationSettings(
+            store="redis", redis_url=f"redis://127.0.0.1:{port}/0", redis_timeout_s=0.5
+        ),
+    )
+    server, app_port = await create_server(settings, ServiceName.ORCHESTRATION, "127.0.0.1:0")
+    starting = asyncio.create_task(server.start())
+    proc = None
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            check = health_pb2.HealthCheckRequest(service="")
+            await asyncio.sleep(0.5)
+            assert (await health.Check(check)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            proc = start_redis(port, tmp_path / "redis")
+            await asyncio.wait_for(starting, 10)
+            assert (await health.Check(check)).status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await server.stop(0)
+        if proc is not None:
+            stop_process(proc)

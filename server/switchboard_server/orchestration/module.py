@@ -16,6 +16,7 @@ from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
 from switchboard_client.cli import requires_extra
 from switchboard_server.config import ServiceName, Settings
+from switchboard_server.errors import Unavailable
 from switchboard_server.orchestration.breaker import (
     BreakerComposer,
     BreakerConfig,
@@ -33,6 +34,9 @@ from switchboard_server.orchestration.store import LogStore, SqliteConversationL
 from switchboard_server.service import Runtime, ServiceModule
 
 log = structlog.get_logger(__name__)
+
+LOG_RETRY_MAX_S = 5.0
+"""Longest wait between two attempts to open an unavailable conversation log."""
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestrationService"].full_name
 
@@ -161,9 +165,22 @@ class OrchestrationModule:
 
     async def start(self) -> None:
         """Ready once the conversation log (and any in-process peer) is."""
-        await asyncio.gather(self._log.open(), *(m.start() for m in self._in_process))
+        await asyncio.gather(self._open_log(), *(m.start() for m in self._in_process))
         if self._in_process:
             log.info("orchestration.in_process_peers", services=self.service_names[1:])
+
+    async def _open_log(self) -> None:
+        """Open the log, retrying while it is unavailable (its Redis not up yet): health
+        stays NOT_SERVING until it opens."""
+        delay = 0.1
+        while True:
+            try:
+                await self._log.open()
+                return
+            except Unavailable:
+                log.warning("orchestration.log_unavailable", retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LOG_RETRY_MAX_S)
 
     async def stop(self) -> None:
         for module in self._in_process:
