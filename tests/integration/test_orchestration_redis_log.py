@@ -278,10 +278,11 @@ async def test_a_server_started_before_its_redis_serves_once_redis_is_up(tmp_pat
             check = health_pb2.HealthCheckRequest(service="")
             await asyncio.sleep(0.5)
             assert (await health.Check(check)).status == health_pb2.HealthCheckResponse.NOT_SERVING
-            proc = start_redis(port, tmp_path / "redis")
+            proc = start_redis(port, tmp_path)
             await asyncio.wait_for(starting, 10)
             assert (await health.Check(check)).status == health_pb2.HealthCheckResponse.SERVING
     finally:
+        starting.cancel()
         await server.stop(0)
         if proc is not None:
             stop_process(proc)
