@@ -32,6 +32,23 @@ class OrchestrationSettings(BaseSettings):
         default="127.0.0.1:50052",
         description="Where to reach context (the sidecar's egress listener in the mesh).",
     )
+    store: Literal["sqlite", "redis"] = Field(
+        default="sqlite",
+        description="Where the conversation log lives: SQLite in the data directory (one "
+        "replica), or Redis, shared by every replica (`switchboard up` then runs two).",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis URL of the conversation log."
+    )
+    redis_key_prefix: str = Field(
+        default="switchboard:orchestration:",
+        min_length=1,
+        max_length=64,
+        description="Prefix of every Redis key the orchestration service writes.",
+    )
+    redis_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="Socket timeout of Redis commands, in seconds."
+    )
     deadline_margin_ms: float = Field(
         default=10.0,
         ge=0,
