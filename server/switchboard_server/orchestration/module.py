@@ -76,7 +76,8 @@ def conversation_log(settings: Settings) -> LogStore:
         with requires_extra("redis"):  # redis-py is an extra, imported only when chosen
             from switchboard_server.orchestration.store.redis_log import RedisConversationLog
         return RedisConversationLog(
-            s.redis_url,
+            s.redis_url.get_secret_value(),
+            password=s.redis_password.get_secret_value(),
             prefix=s.redis_key_prefix,
             timeout_s=s.redis_timeout_s,
             retention_s=retention_s,

@@ -81,12 +81,14 @@ class RedisConversationLog:
         self,
         url: str,
         *,
+        password: str = "",
         prefix: str = "switchboard:orchestration:",
         timeout_s: float = 2.0,
         retention_s: float = 86_400.0,
         max_attempts: int = 20,
     ) -> None:
         self._url = url
+        self._password = password
         self._p = prefix
         self._timeout = timeout_s
         self._retention_ms = max(1, round(retention_s * 1000))
@@ -95,9 +97,12 @@ class RedisConversationLog:
         self._append_script: AsyncScript | None = None
 
     async def open(self) -> None:
+        # a password given on its own wins over one in the URL
+        auth = {"password": self._password} if self._password else {}
         client = aioredis.from_url(
             self._url,
             decode_responses=True,
+            **auth,
             socket_timeout=self._timeout,
             socket_connect_timeout=self._timeout,
         )
