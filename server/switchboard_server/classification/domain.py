@@ -28,6 +28,7 @@ from switchboard_server.classification.model import TrainConfig, TrainedModel, a
 from switchboard_server.classification.overlay import Overlay
 from switchboard_server.classification.settings import ClassificationSettings
 from switchboard_server.classification.sources import DataSource
+from switchboard_server.classification.store.outofscope import OutOfScopeMessage
 from switchboard_server.classification.taxonomy import OOS, IntentCount, intent_counts
 from switchboard_server.classification.trainer import train_model
 from switchboard_server.classification.verdict import Options, Verdict, decide
@@ -48,6 +49,14 @@ class ExampleLog(Protocol):
 
     def replay(self, key: RequestKey) -> str | None:
         """The outcome recorded under ``key``, if any."""
+        ...
+
+
+class OutOfScopeLog(Protocol):
+    """Where out-of-scope messages are kept for discovery (blocking; a worker thread)."""
+
+    def add(self, messages: Sequence[OutOfScopeMessage]) -> int:
+        """Keep ``messages`` (hashing their session ids); return how many are kept."""
         ...
 
 
@@ -114,6 +123,7 @@ class Classifier:
         self._retrain_requested = False
         self._retrain_task: asyncio.Task[None] | None = None
         self.retraining = False
+        self._discovery: OutOfScopeLog | None = None
 
     # ---- life cycle -------------------------------------------------------------
 
@@ -129,9 +139,13 @@ class Classifier:
         examples: ExampleLog,
         runtime_examples: Sequence[Example],
         backend: str | None = None,
+        discovery: OutOfScopeLog | None = None,
     ) -> None:
-        """Load the cached model for base + run-time data, or train it (off the loop)."""
+        """Load the cached model for base + run-time data, or train it (off the loop).
+
+        With ``discovery``, every text answered out of scope is kept there."""
         loop = asyncio.get_running_loop()
+        self._discovery = discovery
         self.config = TrainConfig.from_settings(self.settings, backend)
         self._source, self._examples = source, examples
         self._runtime = list(runtime_examples)
@@ -163,7 +177,11 @@ class Classifier:
             raise Unavailable("the model is still loading", reason=ErrorReason.MODEL_NOT_READY)
         return self._serving
 
-    async def classify(self, texts: Sequence[str], options: Options) -> list[Verdict]:
+    async def classify(
+        self, texts: Sequence[str], options: Options, sessions: Sequence[str] | None = None
+    ) -> list[Verdict]:
+        """Verdicts in order; ``sessions`` (one per text, "" for none) go with the texts
+        answered out of scope to the discovery log, hashed there."""
         serving = self.serving
         if serving.model.backend == "tfidf" and len(texts) <= self.settings.inline_max_texts:
             # Sub-millisecond: cheaper than a thread hop, which can wait on the GIL.
@@ -174,7 +192,40 @@ class Classifier:
             )
         if self._metrics is not None:
             self._metrics.observe(verdicts)
+        if self._discovery is not None:
+            await self._keep_out_of_scope(texts, sessions, verdicts)
         return verdicts
+
+    async def _keep_out_of_scope(
+        self, texts: Sequence[str], sessions: Sequence[str] | None, verdicts: Sequence[Verdict]
+    ) -> None:
+        assert self._discovery is not None
+        ids = sessions if sessions is not None else [""] * len(texts)
+        kept = [
+            OutOfScopeMessage(
+                text,
+                session,
+                v.confidence,
+                v.alternatives[0][0] if v.alternatives else "",
+                v.model_version,
+            )
+            for text, session, v in zip(texts, ids, verdicts, strict=True)
+            if v.out_of_scope
+        ]
+        if not kept:
+            return
+        try:
+            stored = await asyncio.get_running_loop().run_in_executor(
+                None, self._discovery.add, kept
+            )
+        except Exception as exc:  # discovery is best effort: the answer still goes out
+            log.warning("discovery.keep_failed", error=type(exc).__name__, count=len(kept))
+            if self._metrics is not None:
+                self._metrics.discovery_kept.labels("error").inc(len(kept))
+            return
+        if self._metrics is not None:
+            self._metrics.discovery_kept.labels("ok").inc(len(kept))
+            self._metrics.discovery_stored.set(stored)
 
     def _infer(self, serving: Serving, texts: list[str], options: Options) -> list[Verdict]:
         started = time.perf_counter()
@@ -209,6 +260,7 @@ class Classifier:
                     overlay_similarity=match.similarity if match else 0.0,
                     inference_ms=elapsed_ms,
                     backend=model.backend,
+                    display_name=model.display_name(intent),
                 )
             )
         return verdicts
@@ -292,11 +344,14 @@ class Classifier:
             log.info("model.swapped", version=model.version)
 
     def _train_and_save(self, examples: list[Example]) -> TrainedModel:
-        key = artifact_key(self.config, examples, self.source.heldout)
+        source = self.source
+        key = artifact_key(self.config, examples, source.heldout, source.labels)
         cached = self.artifacts.load(key, self.encoder_factory)
         if cached is not None:
             return cached
-        model = train_model(examples, self.source.heldout, self.config, self.encoder_factory)
+        model = train_model(
+            examples, source.heldout, self.config, self.encoder_factory, renamed=source.labels
+        )
         self.artifacts.save(model)
         return model
 
@@ -318,7 +373,9 @@ class Classifier:
 
     def intents(self) -> list[IntentCount]:
         return intent_counts(
-            (e.intent for e in self.source.train), (e.intent for e in self._runtime)
+            (e.intent for e in self.source.train),
+            (e.intent for e in self._runtime),
+            self.source.labels,
         )
 
     def domains(self) -> list[DomainCount]:

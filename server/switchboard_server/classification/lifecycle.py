@@ -30,19 +30,19 @@ def load_or_train(
     model's artifact, to be brought up to date by a background retrain; else train
     on base + run-time data and save the artifact.
     """
-    base, held = source.train, source.heldout
+    base, held, labels = source.train, source.heldout, source.labels
     full = base + runtime
-    model = artifacts.load(artifact_key(config, full, held), encoder_factory)
+    model = artifacts.load(artifact_key(config, full, held, labels), encoder_factory)
     if model is not None:
         log.info("model.loaded", version=model.version, cached=True)
         return model, True
     if runtime:
-        fallback = artifacts.load(artifact_key(config, base, held), encoder_factory)
+        fallback = artifacts.load(artifact_key(config, base, held, labels), encoder_factory)
         if fallback is not None:
             log.info("model.loaded", version=fallback.version, cached=True, stale=True)
             return fallback, False
     started = time.perf_counter()
-    model = train_model(full, held, config, encoder_factory, progress)
+    model = train_model(full, held, config, encoder_factory, progress, labels)
     artifacts.save(model)
     log.info(
         "model.trained",

@@ -58,6 +58,17 @@ class ClassificationMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.discovery_kept = Counter(
+            "switchboard_classification_discovery_kept",
+            "Out-of-scope texts kept for intent discovery, by outcome (ok or error).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.discovery_stored = Gauge(
+            "switchboard_classification_discovery_messages",
+            "Out-of-scope texts in the discovery store after the last write.",
+            registry=registry,
+        )
         self._model: tuple[str, str] | None = None
 
     def allow_domains(self, domains: Iterable[str]) -> None:

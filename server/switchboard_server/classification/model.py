@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib.metadata import version
@@ -14,7 +15,7 @@ from switchboard_server.classification.dataset import Example, fingerprint
 from switchboard_server.classification.settings import ClassificationSettings
 from switchboard_server.classification.taxonomy import HierarchyIndex
 
-ARTIFACT_FORMAT = 3
+ARTIFACT_FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,15 @@ class TrainConfig:
         )
 
 
-def artifact_key(config: TrainConfig, train: list[Example], heldout: list[Example] | None) -> str:
-    """sha256 of the artifact format, library version, config and data."""
+def artifact_key(
+    config: TrainConfig,
+    train: list[Example],
+    heldout: list[Example] | None,
+    labels: Mapping[str, str] | None = None,
+) -> str:
+    """sha256 of the artifact format, library version, config, data and label map."""
     material = {
+        "labels": dict(sorted((labels or {}).items())),
         "format": ARTIFACT_FORMAT,
         "sklearn": version("scikit-learn"),
         "config": asdict(config),
@@ -72,6 +79,8 @@ class TrainedModel:
     artifact_key: str
     trained_at: datetime
     training_example_count: int
+    # normalized label -> the dataset's own label, for labels that changed (labels.py)
+    labels: dict[str, str] = field(default_factory=dict)
     _hierarchy: HierarchyIndex | None = field(default=None, repr=False)
 
     @property
@@ -87,6 +96,10 @@ class TrainedModel:
         if self._hierarchy is None:
             self._hierarchy = HierarchyIndex(self.classes)
         return self._hierarchy
+
+    def display_name(self, intent: str) -> str:
+        """The training data's own label of ``intent``; empty when it was not changed."""
+        return self.labels.get(intent, "")
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

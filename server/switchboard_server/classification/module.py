@@ -17,6 +17,7 @@ from switchboard_server.classification.metrics import ClassificationMetrics
 from switchboard_server.classification.servicer import ClassificationServicer
 from switchboard_server.classification.sources import load_source, resolve
 from switchboard_server.classification.store import ExampleStore
+from switchboard_server.classification.store.outofscope import OutOfScopeStore, open_discovery_store
 from switchboard_server.config import ServiceName
 from switchboard_server.service import Runtime
 
@@ -56,6 +57,7 @@ class ClassificationModule:
         )
         self.servicer = ClassificationServicer(self.classifier, runtime.settings)
         self._store: ExampleStore | None = None
+        self._discovery: OutOfScopeStore | None = None
 
     @property
     def service_names(self) -> tuple[str, ...]:
@@ -67,20 +69,29 @@ class ClassificationModule:
     async def start(self) -> None:
         settings = self.runtime.settings.classification
         choice = await asyncio.to_thread(resolve, settings, self.artifacts)
-        source = await asyncio.to_thread(load_source, choice.train_path, choice.heldout_path)
+        source = await asyncio.to_thread(
+            load_source, choice.train_path, choice.heldout_path, choice.spec
+        )
         self._store = await asyncio.to_thread(
             ExampleStore,
             self.data_dir / STORE_FILE,
             retention_s=self.runtime.settings.core.request_retention_s,
         )
         runtime_examples = await asyncio.to_thread(self._store.all)
-        await self.classifier.start(source, self._store, runtime_examples, choice.backend)
+        if settings.discovery_enabled:
+            self._discovery = await asyncio.to_thread(self._open_discovery)
+        await self.classifier.start(
+            source, self._store, runtime_examples, choice.backend, discovery=self._discovery
+        )
         log.info(
             "classification.ready",
             data=choice.origin,
             version=self.classifier.info().version,
             runtime_examples=len(runtime_examples),
         )
+
+    def _open_discovery(self) -> OutOfScopeStore:
+        return open_discovery_store(self.runtime.settings.classification, self.data_dir)
 
     async def stop(self) -> None:
         await self.classifier.stop()
@@ -89,3 +100,6 @@ class ClassificationModule:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._discovery is not None:
+            self._discovery.close()
+            self._discovery = None

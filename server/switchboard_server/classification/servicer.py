@@ -30,7 +30,7 @@ class ClassificationServicer(pb_grpc.ClassificationServiceServicer):
         v = Violations()
         text, options = translate.classify_request(v, request, self._settings)
         v.raise_if_any()
-        (verdict,) = await self._classifier.classify([text], options)
+        (verdict,) = await self._classifier.classify([text], options, [request.session_id])
         return pb.ClassifyResponse(
             classification=translate.classification(verdict, options.include_debug)
         )
@@ -59,7 +59,7 @@ class ClassificationServicer(pb_grpc.ClassificationServiceServicer):
                 v, request, self._settings
             )
             v.raise_if_any()
-            (verdict,) = await self._classifier.classify([text], options)
+            (verdict,) = await self._classifier.classify([text], options, [request.session_id])
             yield pb.ClassifyStreamResponse(
                 request_id=request_id,
                 classification=translate.classification(verdict, options.include_debug),

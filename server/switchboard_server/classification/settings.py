@@ -32,6 +32,23 @@ class ClassificationSettings(BaseSettings):
             "the training data."
         ),
     )
+    data_format: Literal["auto", "jsonl", "csv", "rasa"] = Field(
+        default="auto",
+        description=(
+            "Format of the training and validation files; auto goes by the extension "
+            "(.jsonl, .csv/.tsv, .yml/.yaml for Rasa NLU)."
+        ),
+    )
+    text_column: str | None = Field(
+        default=None,
+        min_length=1,
+        description="CSV column / JSON key of the text (unset: text).",
+    )
+    label_column: str | None = Field(
+        default=None,
+        min_length=1,
+        description="CSV column / JSON key of the label (unset: label for CSV, intent for JSON).",
+    )
     holdout_fraction: float = Field(
         default=0.1,
         gt=0,
@@ -103,6 +120,25 @@ class ClassificationSettings(BaseSettings):
         description=(
             "TF-IDF requests of at most this many texts run on the event loop: inference"
             " is sub-millisecond and a thread hop costs more under load (0 = always a thread)."
+        ),
+    )
+    discovery_enabled: bool = Field(
+        default=False,
+        description=(
+            "Keep the texts answered out of scope (session ids hashed) for `switchboard discover`."
+        ),
+    )
+    discovery_max_messages: int = Field(
+        default=10_000, ge=1, le=10_000_000, description="Most out-of-scope messages kept."
+    )
+    discovery_max_age_s: float = Field(
+        default=7 * 86_400.0, gt=0, description="Age after which a kept message is dropped."
+    )
+    discovery_salt_file: Path | None = Field(
+        default=None,
+        description=(
+            "File with the salt that hashes session ids (unset: <data_dir>/classification/"
+            "discovery.salt, created with random bytes)."
         ),
     )
     artifacts_kept: int = Field(

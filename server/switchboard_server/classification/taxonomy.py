@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,11 +85,15 @@ class IntentCount:
     path: str
     example_count: int
     runtime_example_count: int
+    display_name: str = ""  # the training data's own label, when it was normalized
 
 
-def intent_counts(base: Iterable[str], runtime: Iterable[str]) -> list[IntentCount]:
+def intent_counts(
+    base: Iterable[str], runtime: Iterable[str], renamed: Mapping[str, str] | None = None
+) -> list[IntentCount]:
     """Every in-scope leaf intent of the base and run-time labels, sorted by path."""
+    names = renamed or {}
     base_counts = Counter(label for label in base if label != OOS)
     runtime_counts = Counter(label for label in runtime if label != OOS)
     paths = sorted(set(base_counts) | set(runtime_counts))
-    return [IntentCount(p, base_counts[p], runtime_counts[p]) for p in paths]
+    return [IntentCount(p, base_counts[p], runtime_counts[p], names.get(p, "")) for p in paths]

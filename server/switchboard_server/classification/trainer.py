@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -115,10 +115,15 @@ def train_model(
     config: TrainConfig,
     encoder_factory: EncoderFactory,
     progress: Progress | None = None,
+    renamed: Mapping[str, str] | None = None,
 ) -> TrainedModel:
-    """Fit ``config.backend`` on ``train`` (its ``oos`` examples only tune the threshold)."""
+    """Fit ``config.backend`` on ``train`` (its ``oos`` examples only tune the threshold).
+
+    ``renamed`` (normalized -> original label) is kept in the model, so answers can be
+    shown in the training data's own labels."""
     progress = progress or NoProgress()
-    key = artifact_key(config, list(train), list(heldout) if heldout is not None else None)
+    held_list = list(heldout) if heldout is not None else None
+    key = artifact_key(config, list(train), held_list, renamed)
     in_scope = [e for e in train if e.in_scope]
     if not in_scope:
         raise DatasetError(["the training data holds no in-scope examples"])
@@ -190,4 +195,5 @@ def train_model(
         artifact_key=key,
         trained_at=datetime.now(UTC),
         training_example_count=len(in_scope),
+        labels=dict(renamed or {}),
     )

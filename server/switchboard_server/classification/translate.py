@@ -103,6 +103,7 @@ def classification(verdict: Verdict, debug: bool) -> pb.Classification:
         alternatives=[pb.Alternative(intent=i, confidence=c) for i, c in verdict.alternatives],
         out_of_scope=verdict.out_of_scope,
         model_version=verdict.model_version,
+        display_name=verdict.display_name,
     )
     if debug:
         message.debug.CopyFrom(
@@ -142,6 +143,7 @@ def list_intents_response(
                 l3=l3,
                 example_count=item.example_count,
                 runtime_example_count=item.runtime_example_count,
+                display_name=item.display_name,
             )
         )
     return pb.ListIntentsResponse(

@@ -35,6 +35,7 @@ class Verdict:
     overlay_similarity: float
     inference_ms: float
     backend: str
+    display_name: str = ""  # the training data's own label of intent, when it was normalized
 
 
 @dataclass(frozen=True, slots=True)

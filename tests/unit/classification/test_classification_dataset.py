@@ -51,7 +51,8 @@ def test_every_bad_line_is_reported_with_file_and_line_and_nothing_loads(
     assert [p.split(": ")[0] for p in problems] == [f"{path}:{n}" for n in (2, 3, 4, 5, 6, 7)]
     assert "not valid JSON" in problems[0]
     assert "'text' must be a non-empty string" in problems[1]
-    assert "lowercase" in problems[2]
+    assert "'alarm/set' (" in problems[2]  # the clash names both labels and the first line
+    assert f"{path}:1) and 'Alarm/Set' both normalize to 'alarm/set'" in problems[2]
     assert "at most 3" in problems[3]
     assert f"{path}:2" in str(info.value)
 

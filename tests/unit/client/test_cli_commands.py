@@ -19,6 +19,8 @@ COMMANDS = {
     "load",
     "train",
     "eval",
+    "discover",
+    "examples",
     "up",
     "down",
     "status",
@@ -45,6 +47,7 @@ def test_every_command_group_is_a_typed_entry_point() -> None:
     assert groups == {
         "chat": "switchboard_client.commands.chat:register",
         "classification": "switchboard_server.classification.cli:register",
+        "examples": "switchboard_client.commands.examples:register",
         "load": "switchboard_client.commands.load:register",
         "mesh": "switchboard_server.mesh.cli:register",
         "observability": "switchboard_server.observability.cli:register",

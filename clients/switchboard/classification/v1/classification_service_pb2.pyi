@@ -460,6 +460,7 @@ class Classification(_message.Message):
     OUT_OF_SCOPE_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     DEBUG_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     intent: _builtins.str
     """Full intent path (e.g. "alarm/set"), or "oos" when out of scope."""
     confidence: _builtins.float
@@ -468,6 +469,11 @@ class Classification(_message.Message):
     """True when no intent reached the confidence threshold."""
     model_version: _builtins.str
     """Version of the model that produced this verdict."""
+    display_name: _builtins.str
+    """The intent's label as the training data wrote it, when it had to be normalized to
+    the label grammar (e.g. "Refund_not_showing_up" for "refund_not_showing_up");
+    empty when the label needed no change and for "oos". Show it to people.
+    """
     @_builtins.property
     def hierarchy(self) -> Global___IntentHierarchy:
         """The intent split into hierarchy levels with the confidence of each level."""
@@ -490,10 +496,11 @@ class Classification(_message.Message):
         out_of_scope: _builtins.bool = ...,
         model_version: _builtins.str = ...,
         debug: Global___ClassificationDebug | None = ...,
+        display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["debug", b"debug", "hierarchy", b"hierarchy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "confidence", b"confidence", "debug", b"debug", "hierarchy", b"hierarchy", "intent", b"intent", "model_version", b"model_version", "out_of_scope", b"out_of_scope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "confidence", b"confidence", "debug", b"debug", "display_name", b"display_name", "hierarchy", b"hierarchy", "intent", b"intent", "model_version", b"model_version", "out_of_scope", b"out_of_scope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -643,6 +650,7 @@ class IntentInfo(_message.Message):
     L3_FIELD_NUMBER: _builtins.int
     EXAMPLE_COUNT_FIELD_NUMBER: _builtins.int
     RUNTIME_EXAMPLE_COUNT_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     """Full intent path."""
     l1: _builtins.str
@@ -655,6 +663,8 @@ class IntentInfo(_message.Message):
     """Training examples of this intent in the base data."""
     runtime_example_count: _builtins.int
     """Run-time examples of this intent added through AddExamples."""
+    display_name: _builtins.str
+    """The label as the training data wrote it, when it had to be normalized; else empty."""
     def __init__(
         self,
         *,
@@ -664,10 +674,11 @@ class IntentInfo(_message.Message):
         l3: _builtins.str = ...,
         example_count: _builtins.int = ...,
         runtime_example_count: _builtins.int = ...,
+        display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["example_count", b"example_count", "l1", b"l1", "l2", b"l2", "l3", b"l3", "path", b"path", "runtime_example_count", b"runtime_example_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "example_count", b"example_count", "l1", b"l1", "l2", b"l2", "l3", b"l3", "path", b"path", "runtime_example_count", b"runtime_example_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
