@@ -46,7 +46,7 @@ class ClassificationModule:
             settings.inference_threads, thread_name_prefix="classify"
         )
         self._training = ThreadPoolExecutor(1, thread_name_prefix="classify-train")
-        self.metrics = ClassificationMetrics(runtime.metrics)
+        self.metrics = ClassificationMetrics(runtime.metrics, variant=settings.variant)
         self.classifier = Classifier(
             settings,
             self.artifacts,

@@ -12,6 +12,7 @@ from switchboard_server.classification import translate
 from switchboard_server.classification.domain import Classifier
 from switchboard_server.config import Settings
 from switchboard_server.request_keys import header_request_id, request_key
+from switchboard_server.rollout_headers import is_shadow
 from switchboard_server.validation import Violations
 
 
@@ -30,7 +31,9 @@ class ClassificationServicer(pb_grpc.ClassificationServiceServicer):
         v = Violations()
         text, options = translate.classify_request(v, request, self._settings)
         v.raise_if_any()
-        (verdict,) = await self._classifier.classify([text], options, [request.session_id])
+        (verdict,) = await self._classifier.classify(
+            [text], options, [request.session_id], shadow=is_shadow(context)
+        )
         return pb.ClassifyResponse(
             classification=translate.classification(verdict, options.include_debug)
         )

@@ -19,6 +19,14 @@ class ClassificationSettings(BaseSettings):
     backend: Literal["tfidf", "embeddings", "hybrid"] = Field(
         default="tfidf", description="Model backend."
     )
+    variant: str = Field(
+        default="stable",
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description=(
+            "The model variant this process serves (set by the mesh from the topology's "
+            "variants); labels the rollout metrics."
+        ),
+    )
     default_top_k: int = Field(default=3, ge=0, le=20, description="Alternatives returned.")
     train_path: Path | None = Field(
         default=None,

@@ -17,7 +17,7 @@ DNS name, as ``STRICT_DNS`` clusters:
 from __future__ import annotations
 
 from switchboard_server.config import Settings
-from switchboard_server.mesh.addresses import AddressPlan
+from switchboard_server.mesh.addresses import AddressPlan, endpoints_by_cluster
 from switchboard_server.mesh.topology import Plan, Topology, make_plan
 
 ANY_HOST = "0.0.0.0"
@@ -34,10 +34,7 @@ def compose_addresses(plan: Plan, settings: Settings) -> AddressPlan:
     return AddressPlan(
         listen_host=ANY_HOST,
         app_host=LOOPBACK,
-        endpoints={
-            name: tuple((r.name, r.sidecar_port) for r in group)
-            for name, group in plan.replicas.items()
-        },
+        endpoints=endpoints_by_cluster(plan, lambda r: (r.name, r.sidecar_port)),
         dns=True,
         dns_refresh_s=settings.deploy.dns_refresh_s,
     )

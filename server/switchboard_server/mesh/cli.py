@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 from switchboard_client.cli import Subparsers, requires_extra
+from switchboard_server.mesh import rollout_cli
 
 
 def up_command(args: argparse.Namespace) -> int:
@@ -75,3 +76,4 @@ def register(subparsers: Subparsers) -> None:
     render.add_argument("--out", required=True, help="Output directory.")
     render.add_argument("--replicas", action="append", default=[], metavar="SERVICE=N")
     render.set_defaults(func=render_command)
+    rollout_cli.register(subparsers)

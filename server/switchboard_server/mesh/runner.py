@@ -33,8 +33,10 @@ from switchboard_server.mesh.envoy import admin_url, counters, envoy_command
 from switchboard_server.mesh.health import envoy_ready, grpc_health
 from switchboard_server.mesh.processes import Child, ChildSpec
 from switchboard_server.mesh.render import render_all, write_configs
+from switchboard_server.mesh.rollout_state import ensure_runtime
 from switchboard_server.mesh.state import MeshState, ProcessInfo, write_state
 from switchboard_server.mesh.topology import Plan, Replica
+from switchboard_server.mesh.variants import variant_env
 
 log = structlog.get_logger(__name__)
 
@@ -143,17 +145,23 @@ class MeshRunner:
             env[f"SWITCHBOARD_{replica.service.upper()}_{callee.upper()}_TARGET"] = (
                 f"127.0.0.1:{port}"
             )
+        spec = self.plan.topology.services[replica.service]
+        if spec.variants:
+            env.update(variant_env(spec, replica, self.settings.core.data_dir))
         return env
 
     def build(self) -> list[Entry]:
         """Render the configs and describe every child (does not start anything)."""
         host = self.plan.host
+        rollout_root = self.dir / "rollout"
+        ensure_runtime(rollout_root, self.plan.topology)
         configs = write_configs(
             render_all(
                 self.plan,
                 self.mesh,
                 self.otlp_endpoint,
                 trace_sample_ratio=self.mesh.trace_sample_ratio,
+                rollout_root=rollout_root,
             ),
             self.dir / "envoy",
         )

@@ -293,6 +293,26 @@ class MeshSettings(BaseSettings):
         default=10.0, gt=0, description="Wait for a child after SIGTERM before SIGKILL."
     )
 
+    # -- rollouts (docs/rollouts.md) -------------------------------------------------------
+    rollout_window_s: float = Field(
+        default=30.0, gt=0, description="`rollout watch`: the window each check compares over."
+    )
+    rollout_min_requests: int = Field(
+        default=20, ge=1, description="Calls a variant needs in a window before it is judged."
+    )
+    rollout_max_error_rate_margin: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Roll back when the candidate's error rate exceeds stable's by this "
+        "much (0.05: five points).",
+    )
+    rollout_max_p99_margin_ms: float = Field(
+        default=100.0,
+        ge=0,
+        description="Roll back when the candidate's p99 latency exceeds stable's by this.",
+    )
+
     @field_validator("cors_allowed_origins")
     @classmethod
     def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
