@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -42,7 +41,14 @@ def _variants(raw: dict[str, Any]) -> None:
     for key in ("app_port", "sidecar_port", "admin_port", "metrics_port"):
         spec[key] = ports(stride=STRIDE)  # replica 1 (the candidate) is at +STRIDE
     spec["variants"] = {"candidate": {"env": {"SWITCHBOARD_CLASSIFICATION_TFIDF_C": "3.0"}}}
-    spec["rollout"] = {"split_methods": ["Classify", "ClassifyStream"], "shadow_methods": ["Classify"]}
+    spec["rollout"] = {
+        "split_methods": ["Classify", "ClassifyStream"],
+        "shadow_methods": ["Classify"],
+    }
+
+
+def admin(endpoints: dict[str, str]) -> int:
+    return int(endpoints["admin"].rsplit(":", 1)[1])
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,6 @@ def rollout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rollout]:
             "SWITCHBOARD_MESH_TOPOLOGY_FILE": str(tmp / "topology.yaml"),
         }
         orch = procs["orchestration-0.sidecar"]
-        admin = lambda e: int(e["admin"].rsplit(":", 1)[1])  # noqa: E731
         yield Rollout(
             mesh=mesh,
             env=env,
@@ -141,7 +146,7 @@ def _app_metric(url: str, name: str, labels: dict[str, str]) -> float:
 
 
 async def _classify(
-    stub: pb_grpc.ClassificationServiceStub, session: str, text: str = "what is the weather"
+    stub: pb_grpc.ClassificationServiceAsyncStub, session: str, text: str = "what is the weather"
 ) -> pb.ClassifyResponse:
     request = pb.ClassifyRequest(text=text, session_id=session)
     metadata = ((BUCKET_HEADER, str(session_bucket(session))),)
@@ -151,7 +156,8 @@ async def _classify(
 
 async def _version(target: str) -> str:
     async with grpc.aio.insecure_channel(target) as channel:
-        response = await _classify(pb_grpc.ClassificationServiceStub(channel), "probe")
+        stub: pb_grpc.ClassificationServiceAsyncStub = pb_grpc.ClassificationServiceStub(channel)
+        response = await _classify(stub, "probe")
     return response.classification.model_version
 
 
@@ -164,19 +170,18 @@ def test_split_is_weighted_and_sticky_per_session(rollout: Rollout) -> None:
     async def run() -> dict[str, set[str]]:
         seen: dict[str, set[str]] = {}
         async with grpc.aio.insecure_channel(rollout.egress) as channel:
-            stub = pb_grpc.ClassificationServiceStub(channel)
-            for turn in range(2):  # every session twice: it must not flip
-                sem = asyncio.Semaphore(16)
+            stub: pb_grpc.ClassificationServiceAsyncStub = pb_grpc.ClassificationServiceStub(
+                channel
+            )
+            sem = asyncio.Semaphore(16)
 
-                async def one(i: int) -> None:
-                    async with sem:
-                        response = await _classify(stub, f"session-{i}")
-                    seen.setdefault(f"session-{i}", set()).add(
-                        response.classification.model_version
-                    )
+            async def one(i: int) -> None:
+                async with sem:
+                    response = await _classify(stub, f"session-{i}")
+                seen.setdefault(f"session-{i}", set()).add(response.classification.model_version)
 
+            for _ in range(2):  # every session twice: it must not flip
                 await asyncio.gather(*(one(i) for i in range(SESSIONS)))
-                del turn
         return seen
 
     seen = asyncio.run(run())
@@ -206,7 +211,9 @@ def test_shadow_reaches_candidate_and_caller_sees_stable(rollout: Rollout) -> No
 
     async def run() -> list[str]:
         async with grpc.aio.insecure_channel(rollout.egress) as channel:
-            stub = pb_grpc.ClassificationServiceStub(channel)
+            stub: pb_grpc.ClassificationServiceAsyncStub = pb_grpc.ClassificationServiceStub(
+                channel
+            )
             answers = []
             for i in range(40):
                 text = OUT_OF_SCOPE if i % 2 else "set an alarm for seven"
@@ -252,7 +259,7 @@ async def _load(target: str, stop: asyncio.Event) -> tuple[int, int, dict[str, i
     ok = failed = 0
     by_version: dict[str, int] = {}
     async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.ClassificationServiceStub(channel)
+        stub: pb_grpc.ClassificationServiceAsyncStub = pb_grpc.ClassificationServiceStub(channel)
 
         async def worker(w: int) -> None:
             nonlocal ok, failed
@@ -306,7 +313,9 @@ def test_sidecar_restart_keeps_the_policy(rollout: Rollout) -> None:
     policy = json.loads((rollout.mesh.data_dir / "mesh" / "rollout" / "policy.json").read_text())
     assert policy["classification"]["weights"] == {"candidate": 25}
     current = rollout.mesh.data_dir / "mesh" / "rollout" / "current"
-    weight = current / "envoy" / "rollout" / "classification" / "weight" / "classification-candidate"
+    weight = (
+        current / "envoy" / "rollout" / "classification" / "weight" / "classification-candidate"
+    )
     assert weight.read_text() == "2500"
     _set(rollout, "rollback", "classification")
 
@@ -349,7 +358,8 @@ def test_automatic_rollback_of_a_failing_candidate(rollout: Rollout) -> None:
             return await load
 
         ok, failed, _ = asyncio.run(after())
-        assert failed == 0 and ok > 0  # everyone back on stable
+        assert failed == 0  # everyone back on stable
+        assert ok > 0
     finally:
         httpx.post(
             f"http://127.0.0.1:{admin}/runtime_modify?fault.http.abort.abort_percent=0", timeout=5
