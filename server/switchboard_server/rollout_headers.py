@@ -32,3 +32,11 @@ class HasMetadata(Protocol):
 def is_shadow(context: HasMetadata) -> bool:
     """The request is a mirrored copy (its sidecar marked it)."""
     return any(key == SHADOW_HEADER for key, _ in context.invocation_metadata() or ())
+
+
+def envoy_request_id(context: HasMetadata) -> str:
+    """The ``x-request-id`` Envoy gave the request (a mirrored copy keeps it)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            return str(value)
+    return ""

@@ -40,7 +40,7 @@ def _variants(raw: dict[str, Any]) -> None:
     spec = raw["services"]["classification"]
     for key in ("app_port", "sidecar_port", "admin_port", "metrics_port"):
         spec[key] = ports(stride=STRIDE)  # replica 1 (the candidate) is at +STRIDE
-    spec["variants"] = {"candidate": {"env": {"SWITCHBOARD_CLASSIFICATION_TFIDF_C": "3.0"}}}
+    spec["variants"] = {"candidate": {"env": {"SWITCHBOARD_CLASSIFICATION_TFIDF_C": "0.05"}}}
     spec["rollout"] = {
         "split_methods": ["Classify", "ClassifyStream"],
         "shadow_methods": ["Classify"],
@@ -58,6 +58,7 @@ class Rollout:
     egress: str  # orchestration's egress listener for classification
     caller_admin: int
     apps: dict[str, str]  # variant -> app metrics URL
+    comparator: str  # its metrics URL
     sidecars: dict[str, str]  # variant -> sidecar ingress
     sidecar_admins: dict[str, int]
 
@@ -73,7 +74,10 @@ class Rollout:
         )
 
 
+_PORTS = PortPool()
 ENV = {
+    "SWITCHBOARD_MESH_ROLLOUT_COMPARATOR_PORT": str(_PORTS()),
+    "SWITCHBOARD_MESH_ROLLOUT_COMPARATOR_METRICS_PORT": str(_PORTS()),
     "SWITCHBOARD_MESH_REPLICA_PORT_STRIDE": str(STRIDE),
     "SWITCHBOARD_MESH_FAULT_INJECTION": "true",
     "SWITCHBOARD_CLASSIFICATION_DISCOVERY_ENABLED": "true",
@@ -104,6 +108,7 @@ def rollout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rollout]:
                 "stable": procs["classification-0"]["metrics"],
                 "candidate": procs["classification-1"]["metrics"],
             },
+            comparator=procs["comparator"]["metrics"],
             sidecars={
                 "stable": procs["classification-0.sidecar"]["grpc"],
                 "candidate": procs["classification-1.sidecar"]["grpc"],
@@ -196,6 +201,48 @@ def test_split_is_weighted_and_sticky_per_session(rollout: Rollout) -> None:
     _wait_runtime(rollout, "rollout.classification.weight.classification-candidate", 0)
 
 
+TEXTS = [
+    "set an alarm for seven",
+    "what is the weather tomorrow",
+    "play some jazz",
+    "tell me a joke",
+    "how do I get to the station",
+    "remind me to call mum",
+    "turn the lights off",
+    "what's on my calendar",
+    "order a pizza",
+    "book a table for two",
+    "is it going to rain",
+    "wake me up at six",
+    "I want to hear something relaxing",
+    "the price of bitcoin",
+    "translate hello to french",
+    "what time is it in tokyo",
+    "email john about the meeting",
+    "how much is a taxi to the airport",
+    "recommend a movie",
+    "definition of serendipity",
+]
+
+
+async def _agreement(r: Rollout, texts: list[str]) -> dict[str, int]:
+    """How many texts the two variants answer with the same intent, and the same l1."""
+    answers: dict[str, list[pb.Classification]] = {}
+    for variant, target in r.sidecars.items():
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub: pb_grpc.ClassificationServiceAsyncStub = pb_grpc.ClassificationServiceStub(
+                channel
+            )
+            answers[variant] = [
+                (await _classify(stub, f"check-{i}", t)).classification for i, t in enumerate(texts)
+            ]
+    pairs = list(zip(answers["stable"], answers["candidate"], strict=True))
+    return {
+        "intent": sum(a.intent == b.intent for a, b in pairs),
+        "l1": sum(a.hierarchy.l1 == b.hierarchy.l1 for a, b in pairs),
+    }
+
+
 def test_shadow_reaches_candidate_and_caller_sees_stable(rollout: Rollout) -> None:
     versions = {v: asyncio.run(_version(t)) for v, t in rollout.sidecars.items()}
     _set(rollout, "shadow", "classification", "candidate=100")
@@ -209,14 +256,26 @@ def test_shadow_reaches_candidate_and_caller_sees_stable(rollout: Rollout) -> No
         rollout.apps["stable"], "switchboard_classification_discovery_kept_total", {"outcome": "ok"}
     )
 
+    texts = [OUT_OF_SCOPE if i % 2 else TEXTS[i % len(TEXTS)] for i in range(40)]
+    compared_before = _app_metric(
+        rollout.comparator, "switchboard_rollout_shadow_compared_total", {"variant": "candidate"}
+    )
+    agreed_before = {
+        level: _app_metric(
+            rollout.comparator,
+            "switchboard_rollout_shadow_agreed_total",
+            {"variant": "candidate", "level": level},
+        )
+        for level in ("intent", "l1")
+    }
+
     async def run() -> list[str]:
         async with grpc.aio.insecure_channel(rollout.egress) as channel:
             stub: pb_grpc.ClassificationServiceAsyncStub = pb_grpc.ClassificationServiceStub(
                 channel
             )
             answers = []
-            for i in range(40):
-                text = OUT_OF_SCOPE if i % 2 else "set an alarm for seven"
+            for i, text in enumerate(texts):
                 response = await _classify(stub, f"shadow-{i}", text)
                 answers.append(response.classification.model_version)
             return answers
@@ -237,6 +296,28 @@ def test_shadow_reaches_candidate_and_caller_sees_stable(rollout: Rollout) -> No
             break
         time.sleep(0.1)
     assert mirrored == 40
+    # The comparator joined every copy with stable's answer; its agreement is the one
+    # computed here from both variants' answers to the same texts (deterministic models).
+    expected = asyncio.run(_agreement(rollout, texts))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        compared = _app_metric(
+            rollout.comparator,
+            "switchboard_rollout_shadow_compared_total",
+            {"variant": "candidate"},
+        )
+        if compared - compared_before >= 40:
+            break
+        time.sleep(0.1)
+    assert compared - compared_before == 40
+    for level in ("intent", "l1"):
+        agreed = _app_metric(
+            rollout.comparator,
+            "switchboard_rollout_shadow_agreed_total",
+            {"variant": "candidate", "level": level},
+        )
+        assert agreed - agreed_before[level] == expected[level], level
+    assert expected["intent"] < 40  # the two models do disagree somewhere: a real check
     # Stable kept its out-of-scope texts for discovery; the candidate wrote nothing.
     kept = _app_metric(
         rollout.apps["stable"], "switchboard_classification_discovery_kept_total", {"outcome": "ok"}

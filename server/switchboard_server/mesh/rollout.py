@@ -45,6 +45,10 @@ class VariantStats:
     out_of_scope: int = 0  # live and shadow
     confidence_sum: float = 0.0
     confidence_buckets: dict[float, float] = field(default_factory=dict)
+    compared: int = 0  # shadow answers joined with stable's (the comparator)
+    agreed_intent: int = 0
+    agreed_l1: int = 0
+    unmatched: int = 0
 
     @property
     def error_rate(self) -> float:
@@ -54,6 +58,14 @@ class VariantStats:
     def out_of_scope_rate(self) -> float:
         verdicts = self.live_verdicts + self.shadow_verdicts
         return self.out_of_scope / verdicts if verdicts else 0.0
+
+    @property
+    def intent_agreement(self) -> float | None:
+        return self.agreed_intent / self.compared if self.compared else None
+
+    @property
+    def l1_agreement(self) -> float | None:
+        return self.agreed_l1 / self.compared if self.compared else None
 
     @property
     def mean_confidence(self) -> float:
@@ -73,6 +85,10 @@ def delta(now: VariantStats, before: VariantStats) -> VariantStats:
         shadow_verdicts=now.shadow_verdicts - before.shadow_verdicts,
         out_of_scope=now.out_of_scope - before.out_of_scope,
         confidence_sum=now.confidence_sum - before.confidence_sum,
+        compared=now.compared - before.compared,
+        agreed_intent=now.agreed_intent - before.agreed_intent,
+        agreed_l1=now.agreed_l1 - before.agreed_l1,
+        unmatched=now.unmatched - before.unmatched,
     )
 
 
@@ -90,11 +106,14 @@ def caller_admins(state: MeshState, topology: Topology, service: str) -> list[in
 
 def app_metrics(state: MeshState, service: str) -> list[str]:
     """The ``/metrics`` URLs of every app of ``service`` (all variants)."""
-    return [
+    urls = [
         p.endpoints["metrics"]
         for p in state.processes
         if p.role == "app" and p.name.startswith(f"{service}-") and "metrics" in p.endpoints
     ]
+    # the comparator's agreement counts
+    urls += [p.endpoints["metrics"] for p in state.processes if p.role == "comparator"]
+    return urls
 
 
 async def collect(state: MeshState, topology: Topology, service: str) -> dict[str, VariantStats]:
@@ -180,6 +199,15 @@ def _add_app_metrics(stats: dict[str, VariantStats], text: str) -> None:
                     variant.live_verdicts += n
                 if sample.labels["scope"] == "out":
                     variant.out_of_scope += n
+            elif sample.name == "switchboard_rollout_shadow_compared_total":
+                variant.compared += int(sample.value)
+            elif sample.name == "switchboard_rollout_shadow_unmatched_total":
+                variant.unmatched += int(sample.value)
+            elif sample.name == "switchboard_rollout_shadow_agreed_total":
+                if sample.labels["level"] == "intent":
+                    variant.agreed_intent += int(sample.value)
+                else:
+                    variant.agreed_l1 += int(sample.value)
             elif sample.name == "switchboard_classification_variant_confidence_sum":
                 variant.confidence_sum += sample.value
             elif sample.name == "switchboard_classification_variant_confidence_bucket":
@@ -235,6 +263,14 @@ def verdict(stats: dict[str, VariantStats], variant: str, settings: MeshSettings
     )
 
 
+def _below(stats: VariantStats, le: float) -> str:
+    """Share of verdicts with a confidence at most ``le`` (a histogram bucket bound)."""
+    total = stats.confidence_buckets.get(float("inf"), 0.0)
+    if not total:
+        return "-"
+    return f"{stats.confidence_buckets.get(le, 0.0) / total:.1%}"
+
+
 def table(stats: dict[str, VariantStats], policy: dict[str, Any]) -> str:
     """Side by side, one column per variant."""
     variants = list(stats)
@@ -257,6 +293,10 @@ def table(stats: dict[str, VariantStats], policy: dict[str, Any]) -> str:
         ("verdicts shadow", [str(stats[v].shadow_verdicts) for v in variants]),
         ("out of scope", [f"{stats[v].out_of_scope_rate:.1%}" for v in variants]),
         ("mean confidence", [f"{stats[v].mean_confidence:.3f}" for v in variants]),
+        ("confidence < 0.5", [_below(stats[v], 0.5) for v in variants]),
+        ("shadow compared", [str(stats[v].compared) if v != STABLE else "-" for v in variants]),
+        ("agree: intent", [fmt(stats[v].intent_agreement, "{:.1%}") for v in variants]),
+        ("agree: l1", [fmt(stats[v].l1_agreement, "{:.1%}") for v in variants]),
     ]
     width = max(len(r[0]) for r in rows) + 2
     cols = [max(12, len(v) + 2) for v in variants]

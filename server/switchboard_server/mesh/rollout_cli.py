@@ -17,6 +17,7 @@ Parsers only; :mod:`.rollout_commands` runs them (needs the ``mesh`` extra).
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 from switchboard_client.cli import Subparsers, requires_extra
 
@@ -25,6 +26,13 @@ def rollout_command(args: argparse.Namespace) -> int:
     with requires_extra("mesh"):
         from switchboard_server.mesh import rollout_commands
     return rollout_commands.run(args)
+
+
+def comparator_command(args: argparse.Namespace) -> int:
+    with requires_extra("mesh"):
+        from switchboard_server.mesh import comparator
+    asyncio.run(comparator.serve(args.host, args.port, args.metrics_port, args.max_pending))
+    return 0
 
 
 def register(subparsers: Subparsers) -> None:
@@ -52,3 +60,11 @@ def register(subparsers: Subparsers) -> None:
     watch.add_argument("variant")
     watch.add_argument("--once", action="store_true", help="One window, then exit.")
     rollout.set_defaults(func=rollout_command)
+    comparator = subparsers.add_parser(
+        "rollout-comparator", help="Join shadow answers with stable's (run by `switchboard up`)."
+    )
+    comparator.add_argument("--host", default="127.0.0.1")
+    comparator.add_argument("--port", type=int, required=True, help="UDP port for answers.")
+    comparator.add_argument("--metrics-port", type=int, required=True)
+    comparator.add_argument("--max-pending", type=int, default=10_000)
+    comparator.set_defaults(func=comparator_command)

@@ -147,7 +147,8 @@ class MeshRunner:
             )
         spec = self.plan.topology.services[replica.service]
         if spec.variants:
-            env.update(variant_env(spec, replica, self.settings.core.data_dir))
+            comparator = f"{self.plan.host}:{self.mesh.rollout_comparator_port}"
+            env.update(variant_env(spec, replica, self.settings.core.data_dir, comparator))
         return env
 
     def build(self) -> list[Entry]:
@@ -194,12 +195,28 @@ class MeshRunner:
             name = f"{replica.name}.sidecar"
             entries.append(self._envoy(name, "sidecar", configs[name], replica.admin_port))
             self._sidecar_info(entries[-1], replica)
+        if any(spec.variants for spec in self.plan.topology.services.values()):
+            entries.append(self._comparator())
         entries.append(self._frontdoor())
         edge = self._envoy("edge", "edge", configs["edge"], self.plan.edge_admin_port)
         edge.info["grpc"] = f"{host}:{self.plan.edge_port}"
         edge.info["web"] = f"{page_origin(self.plan)}/"
         entries.append(edge)
         return entries
+
+    def _comparator(self) -> Entry:
+        """Joins shadow answers with stable's (:mod:`.comparator`)."""
+        argv = [self.python, "-m", "switchboard_server.mesh", "rollout-comparator"]
+        argv += ["--host", self.plan.host, "--port", str(self.mesh.rollout_comparator_port)]
+        argv += ["--metrics-port", str(self.mesh.rollout_comparator_metrics_port)]
+        argv += ["--max-pending", str(self.mesh.rollout_comparator_max_pending)]
+        metrics = f"http://{self.plan.host}:{self.mesh.rollout_comparator_metrics_port}/metrics"
+        udp = f"{self.plan.host}:{self.mesh.rollout_comparator_port}"
+        return Entry(
+            ChildSpec("comparator", "comparator", argv, {"SWITCHBOARD_LOG_FORMAT": "json"}),
+            Probe("http", metrics),
+            {"udp": udp, "metrics": metrics},
+        )
 
     def _frontdoor(self) -> Entry:
         """Health and reflection behind the edge; healthy once every exposed service is

@@ -294,6 +294,21 @@ class MeshSettings(BaseSettings):
     )
 
     # -- rollouts (docs/rollouts.md) -------------------------------------------------------
+    rollout_comparator_port: int = Field(
+        default=9920,
+        ge=1,
+        le=65535,
+        description="UDP port of the shadow comparator (run when a service has variants).",
+    )
+    rollout_comparator_metrics_port: int = Field(
+        default=9921, ge=1, le=65535, description="Prometheus port of the shadow comparator."
+    )
+    rollout_comparator_max_pending: int = Field(
+        default=10_000,
+        ge=1,
+        description="Requests the comparator holds waiting for their other half (oldest "
+        "evicted first): its memory bound.",
+    )
     rollout_window_s: float = Field(
         default=30.0, gt=0, description="`rollout watch`: the window each check compares over."
     )

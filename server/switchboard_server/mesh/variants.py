@@ -48,11 +48,15 @@ def shadow_key(service: str, variant: str) -> str:
     return f"{RUNTIME_PREFIX}.{service}.shadow.{variant}"
 
 
-def variant_env(spec: ServiceSpec, replica: Replica, data_dir: Path) -> dict[str, str]:
-    """What an app of a variant adds to its env: its variant name and, for a non-stable
-    variant, its own data directory (it never writes stable's state) and the topology's
-    overrides (backend, training data, model artifact)."""
-    env = {f"SWITCHBOARD_{spec.name.upper()}_VARIANT": replica.variant}
+def variant_env(
+    spec: ServiceSpec, replica: Replica, data_dir: Path, comparator: str
+) -> dict[str, str]:
+    """What an app of a variant adds to its env: its variant name, where the shadow
+    comparator listens and, for a non-stable variant, its own data directory (it never
+    writes stable's state) and the topology's overrides (backend, training data, model
+    artifact)."""
+    prefix = f"SWITCHBOARD_{spec.name.upper()}"
+    env = {f"{prefix}_VARIANT": replica.variant, f"{prefix}_COMPARATOR_ADDRESS": comparator}
     if replica.variant != STABLE:
         env["SWITCHBOARD_DATA_DIR"] = str(data_dir / "variants" / replica.variant)
         env.update(spec.variants[replica.variant].env)
