@@ -26,6 +26,9 @@ COMMANDS = {
     "status",
     "stats",
     "render-envoy",
+    "render",
+    "rollout",
+    "rollout-comparator",
     "traces",
     "trace-receiver",
 }
@@ -47,6 +50,7 @@ def test_every_command_group_is_a_typed_entry_point() -> None:
     assert groups == {
         "chat": "switchboard_client.commands.chat:register",
         "classification": "switchboard_server.classification.cli:register",
+        "deploy": "switchboard_server.deploy.cli:register",
         "examples": "switchboard_client.commands.examples:register",
         "load": "switchboard_client.commands.load:register",
         "mesh": "switchboard_server.mesh.cli:register",
