@@ -341,6 +341,21 @@ def test_shadow_reaches_candidate_and_caller_sees_stable(rollout: Rollout) -> No
     _wait_runtime(rollout, "rollout.classification.shadow.candidate", 0)
 
 
+def test_status_puts_the_variants_side_by_side(rollout: Rollout) -> None:
+    """After the shadow test: its mirrored calls and their agreement are in the status."""
+    done = rollout.rollout("status", "classification", "--json")
+    doc = json.loads(done.stdout)
+    candidate = doc["variants"]["candidate"]
+    assert candidate["shadow_verdicts"] >= 40
+    assert candidate["compared"] >= 40
+    assert 0 <= candidate["agreed_intent"] <= candidate["compared"]
+    assert doc["variants"]["stable"]["calls"] > 0  # live calls seen by the caller's sidecar
+    text = rollout.rollout("status", "classification")
+    assert "agree: intent" in text.stdout
+    assert "candidate:" in text.stdout  # the verdict line
+    print(text.stdout)
+
+
 async def _load(target: str, stop: asyncio.Event) -> tuple[int, int, dict[str, int]]:
     """Steady calls from 4 workers until ``stop``: (ok, failed, answers by version)."""
     ok = failed = 0
