@@ -26,6 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
+from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
+from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from switchboard_server.rollout_headers import BUCKET_HEADER, TOTAL_WEIGHT, session_bucket
 from switchboard_server.testing import PortPool
 from tests.support.mesh_up import ROOT, UpMesh, mesh_up
@@ -257,6 +259,38 @@ async def _agreement(r: Rollout, texts: list[str]) -> dict[str, int]:
         "intent": sum(a.intent == b.intent for a, b in pairs),
         "l1": sum(a.hierarchy.l1 == b.hierarchy.l1 for a, b in pairs),
     }
+
+
+def test_orchestration_keeps_each_conversation_on_one_variant(rollout: Rollout) -> None:
+    """Chat through the edge: orchestration sends the session's bucket, so at 50 % the
+    turns of a session under the line all reach the candidate and the others none."""
+    on_candidate = next(f"chat-{i}" for i in range(100) if session_bucket(f"chat-{i}") < 5000)
+    on_stable = next(f"chat-{i}" for i in range(100) if session_bucket(f"chat-{i}") >= 5000)
+    _set(rollout, "set", "classification", "candidate=50")
+    _wait_runtime(rollout, "rollout.classification.weight.classification-candidate", 5000)
+    live = {"variant": "candidate", "traffic": "live"}
+    name = "switchboard_classification_variant_verdicts_total"
+
+    def candidate_live() -> float:
+        url = rollout.apps["candidate"]
+        return sum(_app_metric(url, name, {**live, "scope": s}) for s in ("in", "out"))
+
+    before = candidate_live()
+
+    async def chat() -> None:
+        async with grpc.aio.insecure_channel(rollout.mesh.edge) as channel:
+            stub = orch_grpc.OrchestrationServiceStub(channel)
+            for turn in range(4):
+                for session in (on_candidate, on_stable):
+                    reply = await stub.Chat(
+                        orch_pb.ChatRequest(message=TEXTS[turn], session_id=session), timeout=10
+                    )
+                    assert list(reply.degraded) == []
+
+    asyncio.run(chat())
+    assert candidate_live() - before == 4  # the candidate session's four turns, no more
+    _set(rollout, "rollback", "classification")
+    _wait_runtime(rollout, "rollout.classification.weight.classification-candidate", 0)
 
 
 def test_shadow_reaches_candidate_and_caller_sees_stable(rollout: Rollout) -> None:
