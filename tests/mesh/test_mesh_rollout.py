@@ -277,18 +277,31 @@ def test_orchestration_keeps_each_conversation_on_one_variant(rollout: Rollout) 
 
     before = candidate_live()
 
-    async def chat() -> None:
+    weather = [
+        "what is the weather tomorrow",
+        "is it going to rain today",
+        "what's the weather like in london",
+        "will it be sunny this weekend",
+    ]
+
+    async def chat() -> dict[str, list[str]]:
+        l1s: dict[str, list[str]] = {on_candidate: [], on_stable: []}
         async with grpc.aio.insecure_channel(rollout.mesh.edge) as channel:
             stub = orch_grpc.OrchestrationServiceStub(channel)
-            for turn in range(4):
+            for text in weather:
                 for session in (on_candidate, on_stable):
                     reply = await stub.Chat(
-                        orch_pb.ChatRequest(message=TEXTS[turn], session_id=session), timeout=10
+                        orch_pb.ChatRequest(message=text, session_id=session), timeout=10
                     )
                     assert list(reply.degraded) == []
+                    l1s[session].append(reply.intent.l1)
+        return l1s
 
-    asyncio.run(chat())
+    l1s = asyncio.run(chat())
     assert candidate_live() - before == 4  # the candidate session's four turns, no more
+    # Stable knows the weather; the candidate never saw it: each session had one model.
+    assert l1s[on_stable] == ["weather"] * 4
+    assert "weather" not in l1s[on_candidate]
     _set(rollout, "rollback", "classification")
     _wait_runtime(rollout, "rollout.classification.weight.classification-candidate", 0)
 
