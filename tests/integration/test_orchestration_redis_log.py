@@ -17,6 +17,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr
 
 from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
@@ -227,7 +228,7 @@ async def test_duplicates_sent_to_two_servers_make_one_turn(
         core=CoreSettings(data_dir=tmp_path, grace_period_s=0.0),
         orchestration=OrchestrationSettings(
             store="redis",
-            redis_url=redis_server.url,
+            redis_url=SecretStr(redis_server.url),
             redis_key_prefix=prefix,
             # nothing listens there: classification fails fast and the turn degrades
             classification_target=f"127.0.0.1:{free_port()}",
@@ -266,7 +267,9 @@ async def test_a_server_started_before_its_redis_serves_once_redis_is_up(tmp_pat
     settings = Settings(
         core=CoreSettings(data_dir=tmp_path, grace_period_s=0.0),
         orchestration=OrchestrationSettings(
-            store="redis", redis_url=f"redis://127.0.0.1:{port}/0", redis_timeout_s=0.5
+            store="redis",
+            redis_url=SecretStr(f"redis://127.0.0.1:{port}/0"),
+            redis_timeout_s=0.5,
         ),
     )
     server, app_port = await create_server(settings, ServiceName.ORCHESTRATION, "127.0.0.1:0")
