@@ -28,6 +28,7 @@ from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
 from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
+from switchboard_server.mesh.peer import secure_channel
 from switchboard_server.rollout_headers import BUCKET_HEADER, TOTAL_WEIGHT, session_bucket
 from switchboard_server.testing import PortPool
 from tests.support.mesh_up import ROOT, UpMesh, mesh_up
@@ -177,15 +178,23 @@ async def _classify(
     return response
 
 
-async def _version(target: str) -> str:
-    async with grpc.aio.insecure_channel(target) as channel:
+def _as_operator(r: Rollout, sidecar: str) -> grpc.aio.Channel:
+    """A classification sidecar's public port takes mutual TLS only: call it as the
+    operator (what `switchboard status` and the CLI do)."""
+    return secure_channel(
+        sidecar, r.mesh.data_dir / "mesh" / "certs" / "operator", "classification"
+    )
+
+
+async def _version(r: Rollout, target: str) -> str:
+    async with _as_operator(r, target) as channel:
         stub: pb_grpc.ClassificationServiceAsyncStub = pb_grpc.ClassificationServiceStub(channel)
         response = await _classify(stub, "probe")
     return response.classification.model_version
 
 
 def test_split_is_weighted_and_sticky_per_session(rollout: Rollout) -> None:
-    versions = {v: asyncio.run(_version(t)) for v, t in rollout.sidecars.items()}
+    versions = {v: asyncio.run(_version(rollout, t)) for v, t in rollout.sidecars.items()}
     assert versions["stable"] != versions["candidate"]  # two models
     _set(rollout, "set", "classification", "candidate=10")
     _wait_runtime(rollout, "rollout.classification.weight.classification-candidate", 1000)
@@ -247,7 +256,7 @@ async def _agreement(r: Rollout, texts: list[str]) -> dict[str, int]:
     """How many texts the two variants answer with the same intent, and the same l1."""
     answers: dict[str, list[pb.Classification]] = {}
     for variant, target in r.sidecars.items():
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with _as_operator(r, target) as channel:
             stub: pb_grpc.ClassificationServiceAsyncStub = pb_grpc.ClassificationServiceStub(
                 channel
             )
@@ -291,7 +300,9 @@ def test_orchestration_keeps_each_conversation_on_one_variant(rollout: Rollout) 
             for text in weather:
                 for session in (on_candidate, on_stable):
                     reply = await stub.Chat(
-                        orch_pb.ChatRequest(message=text, session_id=session), timeout=10
+                        orch_pb.ChatRequest(message=text, session_id=session),
+                        timeout=10,
+                        metadata=rollout.mesh.metadata,
                     )
                     assert list(reply.degraded) == []
                     l1s[session].append(reply.intent.l1)
@@ -307,7 +318,7 @@ def test_orchestration_keeps_each_conversation_on_one_variant(rollout: Rollout) 
 
 
 def test_shadow_reaches_candidate_and_caller_sees_stable(rollout: Rollout) -> None:
-    versions = {v: asyncio.run(_version(t)) for v, t in rollout.sidecars.items()}
+    versions = {v: asyncio.run(_version(rollout, t)) for v, t in rollout.sidecars.items()}
     _set(rollout, "shadow", "classification", "candidate=100")
     _wait_runtime(rollout, "rollout.classification.shadow.candidate", 100)
     shadow = {"variant": "candidate", "traffic": "shadow"}
@@ -429,7 +440,7 @@ async def _load(target: str, stop: asyncio.Event) -> tuple[int, int, dict[str, i
 
 
 def test_set_promote_rollback_under_load_fail_nothing(rollout: Rollout) -> None:
-    versions = {v: asyncio.run(_version(t)) for v, t in rollout.sidecars.items()}
+    versions = {v: asyncio.run(_version(rollout, t)) for v, t in rollout.sidecars.items()}
 
     async def run() -> tuple[int, int, dict[str, int]]:
         stop = asyncio.Event()

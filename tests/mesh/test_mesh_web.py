@@ -304,7 +304,7 @@ async def test_the_page_resends_a_message_with_its_request_id_and_gets_one_turn(
             await route.continue_()
 
     await page.route("**/ChatStream", cut_the_first_answer)
-    await page.goto(f"{mesh.url}/")
+    await page.goto(f"{mesh.url}/#token={mesh.token}")
     await expect(page.get_by_test_id("status")).to_have_text("ready", timeout=15_000)
     await page.get_by_test_id("message-input").fill("set a timer for ten minutes")
     await page.get_by_test_id("message-input").press("Enter")
