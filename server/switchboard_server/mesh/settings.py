@@ -270,6 +270,12 @@ class MeshSettings(BaseSettings):
     )
 
     @property
+    def app_drain_delay_s(self) -> float:
+        """How long an app keeps answering after SIGTERM (``SWITCHBOARD_DRAIN_DELAY_S``):
+        long enough for every caller's health checks to see NOT_SERVING and route away."""
+        return self.health_interval_s * self.health_unhealthy_threshold + 0.5
+
+    @property
     def edge_auth(self) -> bool:
         """Whether the rendered edge authenticates clients."""
         return not self.insecure and (self.edge_jwks_file is not None or bool(self.edge_jwks_url))
