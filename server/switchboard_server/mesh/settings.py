@@ -445,6 +445,20 @@ class MeshSettings(BaseSettings):
         ge=0,
         description="Roll back when the candidate's p99 latency exceeds stable's by this.",
     )
+    rollout_max_out_of_scope_margin: float = Field(
+        default=0.10,
+        ge=0,
+        le=1,
+        description="Roll back when the candidate answers out of scope this much more often "
+        "than stable (0.10: ten points), once both have ROLLOUT_MIN_REQUESTS verdicts.",
+    )
+    rollout_min_agreement: float = Field(
+        default=0.80,
+        ge=0,
+        le=1,
+        description="Roll back when the candidate's intent agrees with stable's on less than "
+        "this share of shadowed calls (once ROLLOUT_MIN_REQUESTS have been compared).",
+    )
 
     @model_validator(mode="after")
     def _own_ca(self) -> MeshSettings:
