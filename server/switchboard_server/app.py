@@ -149,7 +149,8 @@ class AppServer:
             await self._set_all(self._serving_status())
 
     async def stop(self, grace: float | None = None) -> None:
-        """Graceful drain: NOT_SERVING at once, in-flight RPCs get ``grace`` seconds."""
+        """Graceful drain: NOT_SERVING at once, new RPCs still taken for the drain delay,
+        then in-flight RPCs get ``grace`` seconds."""
         if self._stopping:
             await self._stopped.wait()
             return
@@ -157,6 +158,11 @@ class AppServer:
         grace = self.runtime.settings.core.grace_period_s if grace is None else grace
         log.info("server.draining", service=self.runtime.service.value, grace_s=grace)
         await self.health.enter_graceful_shutdown()
+        delay = self.runtime.settings.core.drain_delay_s
+        if delay > 0:
+            # Callers learn NOT_SERVING at their next health check; until then new RPCs
+            # still arrive here and are answered, instead of being refused mid-flight.
+            await asyncio.sleep(delay)
         await self.grpc_server.stop(grace)
         await self.module.stop()
         # Flushing spans may wait on an unreachable collector: keep the event loop free.

@@ -72,6 +72,14 @@ class CoreSettings(BaseSettings):
     grace_period_s: float = Field(
         default=5.0, ge=0, le=300, description="Seconds in-flight RPCs get to finish on SIGTERM."
     )
+    drain_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=60,
+        description="On SIGTERM, seconds the server goes on taking new RPCs while its health "
+        "answers NOT_SERVING, so callers' health checks route away before it stops (the "
+        "mesh sets it from its health-check interval); then the grace period.",
+    )
     max_text_bytes: int = Field(
         default=4096, ge=16, le=1_048_576, description="Largest accepted user text, in bytes."
     )

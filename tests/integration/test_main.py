@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
@@ -79,3 +81,43 @@ def test_a_service_serves_on_the_configured_event_loop_and_stops_cleanly(
         json.loads(line) for line in log.read_text().splitlines() if '"server.starting"' in line
     ]
     assert [line["event_loop"] for line in starting] == [event_loop]
+
+
+def test_after_sigterm_a_service_answers_not_serving_but_still_serves_for_the_drain_delay(
+    tmp_path: Path,
+) -> None:
+    """Rolling restarts: callers' health checks need a moment to see NOT_SERVING, and a
+    call that arrives meanwhile is answered, not refused."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SWITCHBOARD_DATA_DIR": str(tmp_path),
+        "SWITCHBOARD_PORT": str(port),
+        "SWITCHBOARD_LOG_FORMAT": "json",
+        "SWITCHBOARD_DRAIN_DELAY_S": "3",
+        "SWITCHBOARD_CONTEXT_SEED_DEFAULT_KNOWLEDGE": "false",
+    }
+    with (tmp_path / "server.log").open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "switchboard_server", "context"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            wait_serving(channel, proc)
+            health = health_pb2_grpc.HealthStub(channel)
+            stub = pb_grpc.ContextServiceStub(channel)
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 2
+            status = health_pb2.HealthCheckResponse.SERVING
+            while status == health_pb2.HealthCheckResponse.SERVING:
+                assert time.monotonic() < deadline, "health never went NOT_SERVING"
+                status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            stats = stub.GetMemoryStats(pb.GetMemoryStatsRequest(session_id="late"), timeout=5)
+            assert stats.memory_stats.working_count == 0
+        assert proc.wait(30) == 0
+    finally:
+        stop_process(proc)

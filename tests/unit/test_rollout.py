@@ -166,3 +166,22 @@ def test_verdict_rolls_back_on_errors_or_latency_and_waits_for_traffic() -> None
     assert verdict(slow, "candidate", settings).ok is False
     good = {"stable": ok, "candidate": VariantStats("candidate", calls=50, p99_ms=25.0)}
     assert verdict(good, "candidate", settings).ok is True
+
+
+def test_verdict_rolls_back_a_model_that_answers_out_of_scope_or_disagrees() -> None:
+    settings = MeshSettings(rollout_min_requests=10)
+    stable = VariantStats("stable", calls=100, p99_ms=20.0, live_verdicts=100, out_of_scope=2)
+    lost = VariantStats(
+        "candidate", calls=50, p99_ms=20.0, live_verdicts=50, out_of_scope=44
+    )  # the observed failure: 88 % out of scope against stable's 2 %
+    result = verdict({"stable": stable, "candidate": lost}, "candidate", settings)
+    assert (result.ok, "out of scope" in result.text) == (False, True)
+    apart = VariantStats(
+        "candidate", calls=50, p99_ms=20.0, live_verdicts=50, compared=40, agreed_intent=20
+    )
+    result = verdict({"stable": stable, "candidate": apart}, "candidate", settings)
+    assert (result.ok, "agrees" in result.text) == (False, True)
+    close = VariantStats(
+        "candidate", calls=50, p99_ms=20.0, live_verdicts=50, compared=40, agreed_intent=38
+    )
+    assert verdict({"stable": stable, "candidate": close}, "candidate", settings).ok is True

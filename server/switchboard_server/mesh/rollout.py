@@ -255,11 +255,30 @@ def verdict(stats: dict[str, VariantStats], variant: str, settings: MeshSettings
             f"{variant}: WORSE - p99 {candidate.p99_ms or 0:.0f} ms vs "
             f"{stable.p99_ms or 0:.0f} ms on stable; roll back",
         )
+    verdicts = candidate.live_verdicts + candidate.shadow_verdicts
+    stable_verdicts = stable.live_verdicts + stable.shadow_verdicts
+    oos_margin = candidate.out_of_scope_rate - stable.out_of_scope_rate
+    if min(verdicts, stable_verdicts) >= n and oos_margin > settings.rollout_max_out_of_scope_margin:
+        return Verdict(
+            False,
+            True,
+            f"{variant}: WORSE - out of scope {candidate.out_of_scope_rate:.1%} vs "
+            f"{stable.out_of_scope_rate:.1%} on stable; roll back",
+        )
+    if candidate.compared >= n:
+        agreement = candidate.agreed_intent / candidate.compared
+        if agreement < settings.rollout_min_agreement:
+            return Verdict(
+                False,
+                True,
+                f"{variant}: WORSE - agrees with stable on {agreement:.1%} of "
+                f"{candidate.compared} shadowed calls; roll back",
+            )
     return Verdict(
         True,
         True,
-        f"{variant}: OK - error rate and p99 within the margins of stable "
-        f"({candidate.calls} and {stable.calls} calls)",
+        f"{variant}: OK - error rate, p99, out-of-scope rate and agreement within the "
+        f"margins of stable ({candidate.calls} and {stable.calls} calls)",
     )
 
 

@@ -152,6 +152,7 @@ class MeshRunner:
             "SWITCHBOARD_OBS_METRICS_PORT": str(replica.metrics_port),
             "SWITCHBOARD_OBS_OTLP_ENDPOINT": self.otlp_endpoint,
             "SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO": str(self.mesh.trace_sample_ratio),
+            "SWITCHBOARD_DRAIN_DELAY_S": str(self.mesh.app_drain_delay_s),
         }
         for callee, port in replica.egress_ports.items():
             env[f"SWITCHBOARD_{replica.service.upper()}_{callee.upper()}_TARGET"] = (

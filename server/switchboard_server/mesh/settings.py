@@ -270,6 +270,12 @@ class MeshSettings(BaseSettings):
     )
 
     @property
+    def app_drain_delay_s(self) -> float:
+        """How long an app keeps answering after SIGTERM (``SWITCHBOARD_DRAIN_DELAY_S``):
+        long enough for every caller's health checks to see NOT_SERVING and route away."""
+        return self.health_interval_s * self.health_unhealthy_threshold + 0.5
+
+    @property
     def edge_auth(self) -> bool:
         """Whether the rendered edge authenticates clients."""
         return not self.insecure and (self.edge_jwks_file is not None or bool(self.edge_jwks_url))
@@ -438,6 +444,20 @@ class MeshSettings(BaseSettings):
         default=100.0,
         ge=0,
         description="Roll back when the candidate's p99 latency exceeds stable's by this.",
+    )
+    rollout_max_out_of_scope_margin: float = Field(
+        default=0.10,
+        ge=0,
+        le=1,
+        description="Roll back when the candidate answers out of scope this much more often "
+        "than stable (0.10: ten points), once both have ROLLOUT_MIN_REQUESTS verdicts.",
+    )
+    rollout_min_agreement: float = Field(
+        default=0.80,
+        ge=0,
+        le=1,
+        description="Roll back when the candidate's intent agrees with stable's on less than "
+        "this share of shadowed calls (once ROLLOUT_MIN_REQUESTS have been compared).",
     )
 
     @model_validator(mode="after")
