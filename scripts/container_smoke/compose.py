@@ -9,6 +9,8 @@ had here swapped out, every change listed.
 * Grafana: no image and no Debian package; not started (nothing depends on it).
 * Published ports: remapped to free loopback ports (8080 and friends may be taken).
 * Bind-mounted paths: made absolute, so the file can live outside docker/.
+  (The edge's page and descriptor set are in the Envoy image, at the container paths
+  the rendered config names: nothing of the checkout is mounted for them.)
 * The top-level ``name``: dropped, Debian's docker-compose 1.29 does not know it (the
   project is named with ``-p``).
 """
@@ -16,7 +18,6 @@ had here swapped out, every change listed.
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,6 @@ OTLP_PORT = 4317
 JAEGER_UI_PORT = 16686
 SKIPPED = ("grafana",)
 HEALTHCHECK_SLACK = {"start_period": "240s", "timeout": "15s", "retries": 10}
-PACKAGE = "server/switchboard_server"
-_HOST_PACKAGE = re.compile(r"(/[^\s'\"]*?/server/switchboard_server)/")
 
 
 @dataclass
@@ -100,7 +99,6 @@ def derive(source: Path, free_port: Any) -> Smoke:
     slack = ", ".join(f"{k} {v}" for k, v in HEALTHCHECK_SLACK.items())
     smoke.changes.append(f"healthchecks: {slack} (a loaded 2-core machine: the check's own")
     smoke.changes[-1] += " Python start can take seconds)"
-    _mount_host_paths(services, source.parent, smoke)
     for name, spec in services.items():
         spec["volumes"] = [_absolute(v, source.parent) for v in spec.get("volumes", [])]
         ports = []
@@ -116,22 +114,6 @@ def derive(source: Path, free_port: Any) -> Smoke:
         + ", ".join(f"{s}:{c} on 127.0.0.1:{h}" for (s, c), h in sorted(smoke.published.items()))
     )
     return smoke
-
-
-def _mount_host_paths(services: dict[str, Any], base: Path, smoke: Smoke) -> None:
-    """An Envoy config that names files of the package by a host path (the edge's web
-    page and descriptor set): mount this checkout's package at that path, read-only."""
-    package = base.resolve().parent / PACKAGE
-    for name, spec in services.items():
-        command = spec.get("command") or []
-        if command[:2] != ["envoy", "-c"]:
-            continue
-        config = (base / "envoy" / Path(command[2]).name).read_text()
-        roots = sorted(set(_HOST_PACKAGE.findall(config)))
-        if roots:
-            mounts = [f"{package}:{root}:ro" for root in roots]
-            spec["volumes"] = [*spec.get("volumes", []), *mounts]
-            smoke.changes.append(f"{name}: host paths in its config, mounted: {', '.join(roots)}")
 
 
 def _absolute(volume: str, base: Path) -> str:

@@ -12,6 +12,7 @@ import yaml
 
 from switchboard_server.config import Settings, settings_table
 from switchboard_server.deploy.render import render_files
+from switchboard_server.mesh.addresses import CONTAINER_ASSET_ROOT
 from switchboard_server.mesh.render import render_all
 from switchboard_server.mesh.topology import load_topology, make_plan
 from tests.support.deploy import (
@@ -61,6 +62,30 @@ def test_committed_rendering_matches_a_fresh_render(target: str, settings: Setti
     )
     assert not stale, message
     assert not changed, message
+
+
+def _envoy_file_paths(text: str) -> set[str]:
+    """Every file an Envoy config names: direct-response bodies, descriptor sets."""
+    return set(re.findall(r"(?:filename|proto_descriptor): (\S+)", text))
+
+
+@pytest.mark.parametrize("target", ["compose", "k8s"])
+def test_container_renderings_name_the_envoy_images_files_not_the_checkouts(target: str) -> None:
+    # Rendered in one checkout, committed, compared in another: no host path may leak in.
+    files = _render(target)
+    assert not [path for path, text in files.items() if str(ROOT) in text]
+    named = set().union(*(_envoy_file_paths(t) for p, t in files.items() if "envoy/" in p))
+    assert f"{CONTAINER_ASSET_ROOT}/web/index.html" in named
+    assert f"{CONTAINER_ASSET_ROOT}/api_descriptor.binpb" in named
+    # ... and the Envoy image has each of them where the config says.
+    dockerfile = (ROOT / "docker" / "envoy.Dockerfile").read_text()
+    copies = dict(
+        (dest, src) for src, dest in re.findall(r"^COPY (server/\S+) (\S+)$", dockerfile, re.M)
+    )
+    for path in named:
+        dest = next((d for d in copies if path == d or path.startswith(d + "/")), None)
+        assert dest is not None, f"{path} is not in the Envoy image"
+        assert (ROOT / (copies[dest] + path.removeprefix(dest))).is_file(), path
 
 
 def test_the_local_target_is_what_switchboard_up_runs() -> None:

@@ -17,7 +17,7 @@ DNS name, as ``STRICT_DNS`` clusters:
 from __future__ import annotations
 
 from switchboard_server.config import Settings
-from switchboard_server.mesh.addresses import AddressPlan
+from switchboard_server.mesh.addresses import CONTAINER_ASSET_ROOT, AddressPlan
 from switchboard_server.mesh.topology import Plan, Topology, make_plan
 
 ANY_HOST = "0.0.0.0"
@@ -40,6 +40,7 @@ def compose_addresses(plan: Plan, settings: Settings) -> AddressPlan:
         },
         dns=True,
         dns_refresh_s=settings.deploy.dns_refresh_s,
+        asset_root=CONTAINER_ASSET_ROOT,
     )
 
 
@@ -50,4 +51,5 @@ def k8s_addresses(plan: Plan, settings: Settings) -> AddressPlan:
         endpoints={name: ((name, group[0].sidecar_port),) for name, group in plan.replicas.items()},
         dns=True,
         dns_refresh_s=settings.deploy.dns_refresh_s,
+        asset_root=CONTAINER_ASSET_ROOT,
     )
