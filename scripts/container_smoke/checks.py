@@ -43,9 +43,9 @@ def poll(what: str, attempt: Callable[[], T | None], timeout_s: float, every_s: 
         time.sleep(every_s)
 
 
-def chat(edge: str, session_id: str) -> tuple[str, str]:
-    """One traced Chat through the edge; ``(trace id, reply)``. Raises on any failure,
-    a degraded reply included."""
+def chat(edge: str, session_id: str, token: str) -> tuple[str, str]:
+    """One traced Chat through the edge with the bearer ``token``; ``(trace id,
+    reply)``. Raises on any failure, a degraded reply included."""
     trace_id = secrets.token_hex(16)
     traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
     with grpc.insecure_channel(edge) as channel:
@@ -56,7 +56,7 @@ def chat(edge: str, session_id: str) -> tuple[str, str]:
                 session_id=session_id,
                 request_id=str(uuid.uuid4()),
             ),
-            metadata=(("traceparent", traceparent),),
+            metadata=(("traceparent", traceparent), ("authorization", f"Bearer {token}")),
             timeout=10,
         )
     if not reply.reply:
@@ -64,6 +64,19 @@ def chat(edge: str, session_id: str) -> tuple[str, str]:
     if reply.degraded:
         raise CheckFailed(f"degraded reply: {list(reply.degraded)}")
     return trace_id, reply.reply
+
+
+def chat_refused_without_token(edge: str) -> str:
+    """A Chat without a token: the edge must answer UNAUTHENTICATED itself."""
+    with grpc.insecure_channel(edge) as channel:
+        stub = pb_grpc.OrchestrationServiceStub(channel)
+        try:
+            stub.Chat(pb.ChatRequest(message="hi", session_id="anon"), timeout=10)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                return str(exc.details())
+            raise CheckFailed(f"without a token: {exc.code()}, not UNAUTHENTICATED") from exc
+    raise CheckFailed("a Chat without a token was answered")
 
 
 def _get(url: str) -> Any:

@@ -55,3 +55,10 @@ def test_the_committed_file_keeps_the_upstream_images() -> None:
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     for name in ("redis", "prometheus", "grafana", "jaeger"):
         assert "switchboard" not in services[name]["image"], (name, services[name]["image"])
+
+
+def test_the_smoke_file_mounts_the_runs_own_jwks_for_the_edge(tmp_path: Path) -> None:
+    smoke = compose.derive(COMPOSE, free_port, tmp_path / "auth")
+    edge = smoke.compose["services"]["edge"]["volumes"]
+    assert f"{(tmp_path / 'auth').resolve()}/jwks:/etc/switchboard/jwks:ro" in edge
+    assert not [v for v in edge if "/docker/auth" in v]

@@ -3,6 +3,7 @@ same Envoy features, Compose pods and Kubernetes manifests are wired as document
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from switchboard_server.config import Settings, settings_table
+from switchboard_server.deploy.envoy import CONTAINER_JWKS_FILE, container_mesh_settings
 from switchboard_server.deploy.render import render_files
 from switchboard_server.mesh.addresses import CONTAINER_ASSET_ROOT
 from switchboard_server.mesh.render import render_all
@@ -82,7 +84,8 @@ def test_container_renderings_name_the_envoy_images_files_not_the_checkouts(targ
     copies = dict(
         (dest, src) for src, dest in re.findall(r"^COPY (server/\S+) (\S+)$", dockerfile, re.M)
     )
-    for path in named:
+    assert named - {CONTAINER_JWKS_FILE} == {p for p in named if p.startswith(CONTAINER_ASSET_ROOT)}
+    for path in named - {CONTAINER_JWKS_FILE}:  # the JWKS is mounted, not in the image
         dest = next((d for d in copies if path == d or path.startswith(d + "/")), None)
         assert dest is not None, f"{path} is not in the Envoy image"
         assert (ROOT / (copies[dest] + path.removeprefix(dest))).is_file(), path
@@ -104,8 +107,10 @@ def test_the_local_target_is_what_switchboard_up_runs() -> None:
 def _envoys(settings: Settings) -> dict[str, dict[str, dict[str, Any]]]:
     """Per target: the edge's and each service's (first) sidecar config, by service."""
     # `switchboard up` traces to its own receiver on loopback, sampling every new trace.
-    plan = make_plan(load_topology(settings.mesh.topology_file), settings.mesh)
-    local = render_all(plan, settings.mesh, "127.0.0.1:4317", trace_sample_ratio=1.0)
+    # The container edges authenticate clients against a mounted JWKS; so does `up`'s.
+    mesh = container_mesh_settings(settings).mesh
+    plan = make_plan(load_topology(mesh.topology_file), mesh)
+    local = render_all(plan, mesh, "127.0.0.1:4317", trace_sample_ratio=1.0)
     compose = {
         k.removeprefix("envoy/").removesuffix(".yaml"): yaml.safe_load(v)
         for k, v in _render("compose").items()
@@ -284,3 +289,43 @@ def test_network_policies_admit_exactly_the_topology_call_graph(settings: Settin
         rules = doc["spec"]["ingress"]
         monitoring = [r for r in rules if "namespaceSelector" in r.get("from", [{}])[0]]
         assert [p["port"] for r in monitoring for p in r["ports"]] == [scrape]
+
+
+# -- client authentication at the container edges ------------------------------------
+
+
+def _edge_jwt(files: dict[str, str], path: str) -> dict[str, Any] | None:
+    filters = yaml.safe_load(files[path])["static_resources"]["listeners"][0]["filter_chains"][0]
+    hcm = filters["filters"][0]["typed_config"]
+    found = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.jwt_authn"]
+    return found[0]["typed_config"] if found else None
+
+
+def test_container_edges_check_tokens_against_the_mounted_jwks(settings: Settings) -> None:
+    compose, k8s = _render("compose"), _render("k8s")
+    for files, path in ((compose, "envoy/edge.yaml"), (k8s, "base/envoy/edge.yaml")):
+        jwt = _edge_jwt(files, path)
+        assert jwt is not None, path
+        provider = jwt["providers"]["switchboard"]
+        assert provider["local_jwks"] == {"filename": CONTAINER_JWKS_FILE}
+    edge = yaml.safe_load(compose["compose.yaml"])["services"]["edge"]
+    assert "./auth/jwks:/etc/switchboard/jwks:ro" in edge["volumes"]
+    pod = next(d for d in yaml.safe_load_all(k8s["base/edge.yaml"]) if d["kind"] == "Deployment")
+    spec = pod["spec"]["template"]["spec"]
+    assert {"name": "jwks", "secret": {"secretName": "switchboard-edge-jwks"}} in spec["volumes"]
+    envoy = next(c for c in spec["containers"] if c["name"] == "envoy")
+    assert {"name": "jwks", "mountPath": "/etc/switchboard/jwks", "readOnly": True} in envoy[
+        "volumeMounts"
+    ]
+
+
+def test_an_insecure_container_edge_mounts_no_jwks_and_checks_no_token(
+    settings: Settings,
+) -> None:
+    insecure = dataclasses.replace(
+        settings, mesh=settings.mesh.model_copy(update={"insecure": True})
+    )
+    files = render_files("compose", load_topology(insecure.mesh.topology_file), insecure)
+    assert _edge_jwt(files, "envoy/edge.yaml") is None
+    edge = yaml.safe_load(files["compose.yaml"])["services"]["edge"]
+    assert not [v for v in edge["volumes"] if "jwks" in v]

@@ -22,7 +22,13 @@ from typing import Any
 
 from switchboard_server.config import Settings
 from switchboard_server.deploy.addresses import compose_addresses, container_plan
-from switchboard_server.deploy.envoy import EDGE, render_envoys
+from switchboard_server.deploy.envoy import (
+    COMPOSE_JWKS_DIR,
+    CONTAINER_JWKS_DIR,
+    EDGE,
+    mounts_jwks,
+    render_envoys,
+)
 from switchboard_server.deploy.pods import (
     DATA_DIR,
     ENVOY_CONFIG_DIR,
@@ -108,6 +114,9 @@ class ComposeRender:
             }
         edge_ports = [f"{self.settings.mesh.edge_port}:{self.plan.edge_port}"]
         services[EDGE] = {**self._envoy(EDGE, {JAEGER: "service_started"}), "ports": edge_ports}
+        if mounts_jwks(self.settings):
+            # Filled by `switchboard token init --out docker/auth` (public keys only).
+            services[EDGE]["volumes"].append(f"{COMPOSE_JWKS_DIR}:{CONTAINER_JWKS_DIR}:ro")
         services[f"{EDGE}-frontdoor"] = {
             "image": self.deploy.app_image,
             "init": True,

@@ -9,6 +9,9 @@ Prometheus and the kubelet reach those and nothing else.
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 from switchboard_server.config import Settings
 from switchboard_server.mesh.addresses import AddressPlan
 from switchboard_server.mesh.envoy_config import Config, address, typed
@@ -19,6 +22,29 @@ SCRAPE_LISTENER = "scrape"
 ADMIN_CLUSTER = "envoy_admin"
 METRICS_CLUSTER = "local_metrics"
 EDGE = "edge"
+# Where a container edge finds the JWKS of the keys that sign client tokens: Compose
+# bind-mounts the `jwks/` directory `switchboard token init --out docker/auth` fills,
+# Kubernetes mounts the Secret EDGE_JWKS_SECRET (key `jwks.json`).
+CONTAINER_JWKS_DIR = "/etc/switchboard/jwks"
+CONTAINER_JWKS_FILE = f"{CONTAINER_JWKS_DIR}/jwks.json"
+EDGE_JWKS_SECRET = "switchboard-edge-jwks"
+COMPOSE_JWKS_DIR = "./auth/jwks"
+
+
+def container_mesh_settings(settings: Settings) -> Settings:
+    """The settings a container target renders with: the edge authenticates clients
+    (against SWITCHBOARD_MESH_EDGE_JWKS_URL if set, else the mounted JWKS file) unless
+    SWITCHBOARD_MESH_INSECURE; a JWKS file path of the host means nothing in a container."""
+    mesh = settings.mesh
+    if mesh.insecure or mesh.edge_jwks_url:
+        return settings
+    mounted = mesh.model_copy(update={"edge_jwks_file": Path(CONTAINER_JWKS_FILE)})
+    return dataclasses.replace(settings, mesh=mounted)
+
+
+def mounts_jwks(settings: Settings) -> bool:
+    """Whether the container edge reads its JWKS from the mounted file."""
+    return container_mesh_settings(settings).mesh.edge_jwks_file is not None
 
 
 def _static_cluster(name: str, port: int) -> Config:
@@ -103,6 +129,7 @@ def render_envoys(
 ) -> dict[str, Config]:
     """The edge's and the given replicas' sidecar configs, by name (``edge``,
     ``<replica>.sidecar``), each with its scrape listener."""
+    settings = container_mesh_settings(settings)
     configs = render_all(
         plan,
         settings.mesh,

@@ -19,7 +19,13 @@ from __future__ import annotations
 
 from switchboard_server.config import Settings
 from switchboard_server.deploy.addresses import container_plan, k8s_addresses
-from switchboard_server.deploy.envoy import EDGE, render_envoys
+from switchboard_server.deploy.envoy import (
+    CONTAINER_JWKS_DIR,
+    EDGE,
+    EDGE_JWKS_SECRET,
+    mounts_jwks,
+    render_envoys,
+)
 from switchboard_server.deploy.k8s_objects import (
     GRPC,
     REDIS,
@@ -291,7 +297,15 @@ class K8sRender:
             {"name": "envoy-config", "configMap": {"name": f"envoy-{EDGE}"}},
         ]
         d = self.deploy
-        containers = [frontdoor, self._envoy_container(EDGE, port)]
+        envoy = self._envoy_container(EDGE, port)
+        if mounts_jwks(self.settings):
+            # The public JWKS only; created by hand or by whatever rotates the keys:
+            # kubectl create secret generic switchboard-edge-jwks --from-file=jwks.json
+            volumes.append({"name": "jwks", "secret": {"secretName": EDGE_JWKS_SECRET}})
+            envoy["volumeMounts"].append(
+                {"name": "jwks", "mountPath": CONTAINER_JWKS_DIR, "readOnly": True}
+            )
+        containers = [frontdoor, envoy]
         return [
             deployment(d, EDGE, containers, volumes, scrape_path="/stats/prometheus"),
             pod_service(d, EDGE, port, headless=False),
