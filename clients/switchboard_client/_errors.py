@@ -66,6 +66,12 @@ class ErrorReason(StrEnum):
     from other ``.proto`` files, or a corrupted message): :class:`InvalidArgument`."""
     METADATA_TOO_LARGE = "METADATA_TOO_LARGE"
     """The request metadata (headers) exceed the server's limit: :class:`ResourceExhausted`."""
+    OPERATOR_IDENTITY_REQUIRED = "OPERATOR_IDENTITY_REQUIRED"
+    """An admin method called without the mesh's operator identity (a sidecar's RBAC):
+    :class:`PermissionDenied`."""
+    CALLER_NOT_ALLOWED = "CALLER_NOT_ALLOWED"
+    """A mesh identity the topology does not let call this service (a sidecar's RBAC):
+    :class:`PermissionDenied`."""
 
 
 class EdgeReason(StrEnum):

@@ -214,8 +214,11 @@ def _envoy_figures(idle: dict[str, Any], loaded: dict[str, Any], turns: int) -> 
     }
 
 
-async def _mesh(tmp: Path, data_dir: Path) -> dict[str, Any]:
-    env = _mesh_env(tmp, data_dir)
+async def measure_mesh(
+    tmp: Path, data_dir: Path, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """One `switchboard up --detach` (with ``extra_env``) under the load; its figures."""
+    env = {**_mesh_env(tmp, data_dir), **(extra_env or {})}
     mesh = [sys.executable, "-m", "switchboard_server.mesh"]
     pids: dict[str, list[int]] = {"app": [], "envoy": []}
     code, output = await _command(env, *mesh, "up", "--detach")
@@ -252,7 +255,7 @@ async def _run() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-mesh-") as name:
         tmp = Path(name)
         direct = await _direct(tmp / "direct")
-        mesh = await _mesh(tmp, tmp / "mesh")
+        mesh = await measure_mesh(tmp, tmp / "mesh")
     direct_cpu = direct["app_cpu_ms_per_turn"]
     mesh_cpu = (
         mesh["app_cpu_ms_per_turn"] + mesh["envoy_cpu_ms_per_turn"] + mesh["runner_cpu_ms_per_turn"]

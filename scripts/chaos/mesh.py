@@ -22,7 +22,7 @@ import httpx
 import redis
 import yaml
 
-from switchboard_server.mesh.health import grpc_health
+from switchboard_server.mesh.health import probe_grpc
 from switchboard_server.mesh.processes import pid_alive
 from switchboard_server.testing import PortPool
 
@@ -136,10 +136,9 @@ class Mesh:
         start = time.monotonic()
         while True:
             info = self.processes()[app]
-            if info["pid"] and info["pid"] != old_pid:
-                probe = info["probe"]
-                if await grpc_health(probe["target"], probe.get("service", "")) == "SERVING":
-                    return time.monotonic() - start
+            new = bool(info["pid"]) and info["pid"] != old_pid
+            if new and await probe_grpc(info["probe"]) == "SERVING":
+                return time.monotonic() - start
             if time.monotonic() - start > timeout_s:
                 raise TimeoutError(f"{app} not SERVING again within {timeout_s:g} s")
             await asyncio.sleep(0.1)

@@ -109,6 +109,12 @@ class FakeContext(ctx_grpc.ContextServiceServicer):
             await asyncio.sleep(float(request.session_id.removeprefix("sleep:")))
         return ctx_pb.AppendMemoryResponse(entry_ids=["e1"])
 
+    async def ClearMemory(
+        self, request: ctx_pb.ClearMemoryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> ctx_pb.ClearMemoryResponse:
+        await self.state.act("ClearMemory", context)
+        return ctx_pb.ClearMemoryResponse(deleted_count=1)
+
 
 class FakeModule:
     """A ServiceModule serving one fake servicer; ready at once."""
@@ -128,7 +134,7 @@ class FakeModule:
                 server,
             )
         else:
-            fake = FakeContext(self.state)  # type: ignore[abstract]  # GetContext, AppendMemory only
+            fake = FakeContext(self.state)  # type: ignore[abstract]  # GetContext, AppendMemory, ClearMemory
             ctx_grpc.add_ContextServiceServicer_to_server(fake, server)
 
     async def start(self) -> None:

@@ -26,6 +26,7 @@ from switchboard_server.frontdoor.server import FrontDoor, create_frontdoor
 from switchboard_server.mesh.addresses import AddressPlan
 from switchboard_server.mesh.edge_frontdoor import exposed_services
 from switchboard_server.mesh.envoy import cluster_hosts, counters, envoy_command, is_ready
+from switchboard_server.mesh.mtls import MeshTls, prepare
 from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, Topology, make_plan
@@ -49,6 +50,7 @@ class Mesh:
     admin_ports: dict[str, int] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
+    tls: MeshTls | None = None  # mTLS between the Envoys (unless settings.insecure)
 
     @property
     def edge(self) -> str:
@@ -117,8 +119,10 @@ async def running_mesh(
             grace_s=0,
         )
         await mesh.frontdoor.start()
+        if not settings.insecure:
+            mesh.tls = prepare(plan, settings, tmp / "certs")
         address_plan = addresses(plan) if addresses else None
-        configs = render_all(plan, settings, otlp_endpoint, addresses=address_plan)
+        configs = render_all(plan, settings, otlp_endpoint, addresses=address_plan, tls=mesh.tls)
         paths = write_configs(configs, tmp / "envoy")
         mesh.admin_ports = {"edge": plan.edge_admin_port} | {
             f"{r.name}.sidecar": r.admin_port for r in plan.all_replicas()

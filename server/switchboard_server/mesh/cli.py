@@ -8,6 +8,7 @@
   ejections and the health of each endpoint;
 * ``render-envoy --out DIR`` writes the Envoy configs without running anything;
 * ``token mint --subject X [--ttl 1h]`` prints a client token for the edge.
+* ``certs init | rotate | show`` manages the mesh CA and workload certificates.
 
 Only the parsers are here, so every ``switchboard`` command can list these with the base
 install; the implementation (:mod:`.commands`) needs the ``mesh`` extra and is imported
@@ -72,6 +73,12 @@ def _ttl(value: str) -> int:
     return int(number) * scale
 
 
+def certs_command(args: argparse.Namespace) -> int:
+    with requires_extra("mesh"):
+        from switchboard_server.mesh import certs_commands
+    return certs_commands.certs_command(args)
+
+
 def register(subparsers: Subparsers) -> None:
     up = subparsers.add_parser("up", help="Run the local mesh: apps, Envoy sidecars, edge.")
     up.add_argument(
@@ -87,7 +94,8 @@ def register(subparsers: Subparsers) -> None:
     up.add_argument(
         "--insecure",
         action="store_true",
-        help="The old open edge: plaintext, no client tokens, no per-client rate limit.",
+        help="The old open mesh: plaintext between sidecars, no identities or RBAC, no "
+        "client tokens or per-client rate limit at the edge (SWITCHBOARD_MESH_INSECURE).",
     )
     up.add_argument("--no-token-url", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(func=up_command)
@@ -119,3 +127,11 @@ def register(subparsers: Subparsers) -> None:
     )
     init.add_argument("--out", required=True, help="Directory, e.g. docker/auth.")
     init.set_defaults(func=token_init_command)
+    certs = subparsers.add_parser("certs", help="The mesh CA and workload certificates.")
+    certs.add_argument(
+        "action",
+        choices=["init", "rotate", "show"],
+        help="init: create what is missing or due; rotate: reissue all; show: list them.",
+    )
+    certs.add_argument("--json", action="store_true", help="show: print JSON.")
+    certs.set_defaults(func=certs_command)

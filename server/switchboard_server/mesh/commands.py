@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from switchboard_server.config import ServiceName, Settings, load_settings_or_report
+from switchboard_server.mesh.certs import CertError
 from switchboard_server.mesh.envoy import envoy_binary
+from switchboard_server.mesh.mtls import cert_store, identities
 from switchboard_server.mesh.processes import pid_alive
 from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.report import endpoint_table, probe_all, status_table
-from switchboard_server.mesh.runner import MeshRunner, mesh_dir, ports_in_use
+from switchboard_server.mesh.runner import MeshRunner, certs_dir, mesh_dir, ports_in_use
 from switchboard_server.mesh.state import MeshState, read_state
 from switchboard_server.mesh.stats import collect, format_summary
 from switchboard_server.mesh.tokens import DevAuth, ensure_keys, init_deploy_keys, load_key, mint
@@ -67,6 +69,17 @@ def _shared_store_conflict(settings: Settings, plan: Plan) -> str | None:
     return None
 
 
+def _certs_problem(settings: Settings, plan: Plan) -> str | None:
+    """Why the mesh's certificates cannot be made (a CA of yours that cannot be used)."""
+    if settings.mesh.insecure:
+        return None
+    try:
+        cert_store(settings.mesh, certs_dir(settings)).ensure(identities(plan.topology))
+    except (CertError, OSError) as exc:
+        return f"certificates: {exc}"
+    return None
+
+
 def _running(settings: Settings) -> MeshState | None:
     state = read_state(mesh_dir(settings) / "state.json")
     if state and state.status != "stopped" and pid_alive(state.supervisor_pid):
@@ -99,6 +112,8 @@ def _page_with_token(settings: Settings, state: MeshState) -> str | None:
 
 
 def up_command(args: argparse.Namespace) -> int:
+    if getattr(args, "insecure", False):  # read with the other settings, and by a detached up
+        os.environ["SWITCHBOARD_MESH_INSECURE"] = "true"
     settings = load_settings_or_report("switchboard")
     if settings is None:
         return EXIT_CONFIG
@@ -116,6 +131,10 @@ def up_command(args: argparse.Namespace) -> int:
         envoy_binary(settings.mesh)
     except FileNotFoundError as exc:
         print(f"switchboard up: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    problem = _certs_problem(settings, plan)
+    if problem:
+        print(f"switchboard up: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     running = _running(settings)
     if running is not None:

@@ -32,6 +32,7 @@ from switchboard_server.mesh.edge_web import (
     web_filters,
 )
 from switchboard_server.mesh.envoy_config import Config, address, seconds, typed
+from switchboard_server.mesh.mtls import MeshTls, secure_all
 from switchboard_server.mesh.routes import HEALTH_SERVICE, NOT_DELIVERED_HEADER, service_routes
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, Replica
@@ -431,6 +432,7 @@ def render_all(
     *,
     trace_sample_ratio: float = 1.0,
     addresses: AddressPlan | None = None,
+    tls: MeshTls | None = None,
 ) -> dict[str, Config]:
     """Every Envoy config of the plan by process name (``edge``, ``<replica>.sidecar``).
 
@@ -438,6 +440,8 @@ def render_all(
     own default is all of them); callers pass the ratio the apps use. ``addresses``
     (default: the local plan's, :func:`.addresses.local_addresses`) says where the
     Envoys listen and find each other (Compose and Kubernetes: :mod:`switchboard_server.deploy`).
+    With ``tls`` the sidecar-to-sidecar hops are mutual TLS with per-method RBAC
+    (:mod:`.mtls`); without it they are plaintext (``--insecure``).
     """
     addresses = addresses or local_addresses(plan)
     configs = {
@@ -458,7 +462,7 @@ def render_all(
             trace_sample_ratio=trace_sample_ratio,
             addresses=addresses,
         )
-    return configs
+    return configs if tls is None else secure_all(configs, plan, tls)
 
 
 def write_configs(configs: dict[str, Config], directory: Path) -> dict[str, Path]:

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from switchboard_server.mesh.health import envoy_ready, grpc_health
+from switchboard_server.mesh.health import envoy_ready, probe_grpc
 from switchboard_server.mesh.processes import pid_alive
 from switchboard_server.mesh.state import MeshState, ProcessInfo
 
@@ -16,7 +16,7 @@ async def _probe(client: httpx.AsyncClient, process: ProcessInfo) -> str:
         return "DEAD"
     kind, target = process.probe.get("kind"), str(process.probe.get("target", ""))
     if kind == "grpc":
-        return await grpc_health(target, str(process.probe.get("service", "")))
+        return await probe_grpc(process.probe)
     if kind == "envoy":
         return await envoy_ready(client, int(target))
     try:

@@ -27,10 +27,12 @@ import httpx
 import structlog
 
 from switchboard_server.config import Settings
+from switchboard_server.mesh.certs import OPERATOR, CertError
 from switchboard_server.mesh.edge_frontdoor import exposed_services
 from switchboard_server.mesh.edge_web import page_origin
 from switchboard_server.mesh.envoy import admin_url, counters, envoy_command
 from switchboard_server.mesh.health import envoy_ready, grpc_health
+from switchboard_server.mesh.mtls import MeshTls, cert_store, identities, prepare
 from switchboard_server.mesh.processes import Child, ChildSpec
 from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.state import MeshState, ProcessInfo, write_state
@@ -52,6 +54,8 @@ class Probe:
     kind: str  # grpc | envoy | http
     target: str  # host:port for grpc, admin port for envoy, URL for http
     service: str = ""
+    identity_dir: str = ""  # grpc over mTLS as this identity (a sidecar's public port)
+    server_name: str = ""  # ... checking the server's certificate names this service
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,11 @@ class Entry:
 
 def mesh_dir(settings: Settings) -> Path:
     return settings.core.data_dir / "mesh"
+
+
+def certs_dir(settings: Settings) -> Path:
+    """Where the mesh's CA and identities live (SWITCHBOARD_MESH_CERTS_DIR)."""
+    return settings.mesh.certs_dir or mesh_dir(settings) / "certs"
 
 
 def planned_ports(plan: Plan) -> dict[str, int]:
@@ -123,6 +132,8 @@ class MeshRunner:
         self._width = 12
         self.otlp_endpoint = settings.observability.otlp_endpoint
         self.trace_query_url = ""
+        self.tls: MeshTls | None = None
+        self.certs_dir = certs_dir(settings)
         if not self.otlp_endpoint and self.mesh.trace_receiver:
             obs = settings.observability
             self.otlp_endpoint = f"{self.plan.host}:{obs.receiver_port}"
@@ -150,12 +161,15 @@ class MeshRunner:
         """Render the configs and describe every child (does not start anything)."""
         host = self.plan.host
         self.mesh = prepare_dev_auth(self.mesh, self.settings.core.data_dir)
+        if not self.mesh.insecure:
+            self.tls = prepare(self.plan, self.mesh, self.certs_dir)
         configs = write_configs(
             render_all(
                 self.plan,
                 self.mesh,
                 self.otlp_endpoint,
                 trace_sample_ratio=self.mesh.trace_sample_ratio,
+                tls=self.tls,
             ),
             self.dir / "envoy",
         )
@@ -178,7 +192,7 @@ class MeshRunner:
             entries.append(
                 Entry(
                     ChildSpec(replica.name, "app", argv, self._app_env(replica)),
-                    Probe("grpc", f"{host}:{replica.sidecar_port}", spec.grpc_service),
+                    self._sidecar_probe(replica, spec.grpc_service),
                     {
                         "grpc": f"{host}:{replica.app_port}",
                         "metrics": f"http://{host}:{replica.metrics_port}/metrics",
@@ -219,6 +233,14 @@ class MeshRunner:
             ChildSpec("frontdoor", "frontdoor", argv, env), Probe("grpc", target), {"grpc": target}
         )
 
+    def _sidecar_probe(self, replica: Replica, grpc_service: str) -> Probe:
+        """An app's health through its sidecar's public port (as the operator with mTLS)."""
+        target = f"{self.plan.host}:{replica.sidecar_port}"
+        if self.tls is None:
+            return Probe("grpc", target, grpc_service)
+        operator = str(self.certs_dir / OPERATOR)
+        return Probe("grpc", target, grpc_service, operator, replica.service)
+
     def _sidecar_info(self, entry: Entry, replica: Replica) -> None:
         entry.info["grpc"] = f"{self.plan.host}:{replica.sidecar_port}"
         for callee, port in replica.egress_ports.items():
@@ -250,6 +272,8 @@ class MeshRunner:
                 self.children[entry.spec.name] = child
                 await child.start()
                 self._watchers.append(asyncio.create_task(self._watch(child, stop)))
+            if self.tls is not None:  # from the start: a slow start must not outlive a cert
+                self._watchers.append(asyncio.create_task(self._rotate_certs(stop)))
             self._write("starting")
             if not await self._wait_healthy(stop):
                 if not stop.is_set():
@@ -267,7 +291,12 @@ class MeshRunner:
     async def probe(self, client: httpx.AsyncClient, entry: Entry) -> str:
         probe = entry.probe
         if probe.kind == "grpc":
-            return await grpc_health(probe.target, probe.service)
+            return await grpc_health(
+                probe.target,
+                probe.service,
+                identity_dir=Path(probe.identity_dir) if probe.identity_dir else None,
+                server_name=probe.server_name,
+            )
         if probe.kind == "envoy":
             return await envoy_ready(client, int(probe.target))
         try:
@@ -340,6 +369,25 @@ class MeshRunner:
             child.restarts += 1
             await child.start()
             self._write(self.status)
+
+    async def _rotate_certs(self, stop: asyncio.Event) -> None:
+        """Reissue every certificate past its rotation point (2/3 of its lifetime by
+        default), checked every ``cert_check_interval_s``; Envoy reads them through its
+        SDS watch, nothing restarts."""
+        store = cert_store(self.mesh, self.certs_dir)
+        names = identities(self.plan.topology)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.mesh.cert_check_interval_s)
+            if stop.is_set():
+                return
+            try:
+                issued = await asyncio.to_thread(store.ensure, names)
+            except (CertError, OSError) as exc:
+                log.error("certs.rotation_failed", error=str(exc))
+                continue
+            if issued:
+                log.info("certs.rotated", identities=issued)
 
     async def shutdown(self) -> None:
         """Drain: edge first, then apps (callers first), then sidecars and the rest."""

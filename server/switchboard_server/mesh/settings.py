@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # What a browser sends in `Origin`: scheme, host and an optional port, nothing else.
@@ -217,11 +217,6 @@ class MeshSettings(BaseSettings):
     )
 
     # -- edge authentication (see docs/security.md, "Edge") ------------------------------
-    insecure: bool = Field(
-        default=False,
-        description="The old open edge: no client authentication, no per-client limit "
-        "(`switchboard up --insecure`).",
-    )
     edge_jwks_file: Path | None = Field(
         default=None,
         description="JWKS file of the keys that sign client tokens; unset (and no "
@@ -327,6 +322,56 @@ class MeshSettings(BaseSettings):
         "stats.",
     )
 
+    # -- identities and mutual TLS between sidecars (docs/security.md) ---------------------
+    insecure: bool = Field(
+        default=False,
+        description="The old open mesh (`switchboard up --insecure`): plaintext between "
+        "sidecars, no identities, no RBAC, no client tokens or per-client limit at the edge; "
+        "off: mutual TLS with SPIFFE identities and per-method RBAC on every sidecar ingress, "
+        "JWT client authentication at the edge.",
+    )
+    certs_dir: Path | None = Field(
+        default=None,
+        description="Where the mesh CA and each identity's tls.crt/tls.key/ca.crt live "
+        "(one directory per identity); unset: <data dir>/mesh/certs.",
+    )
+    trust_domain: str = Field(
+        default="switchboard.local",
+        pattern=r"^[a-z0-9.-]+$",
+        description="SPIFFE trust domain of every identity (spiffe://DOMAIN/ns/NS/sa/NAME).",
+    )
+    namespace: str = Field(
+        default="switchboard",
+        pattern=r"^[a-z0-9-]+$",
+        description="Namespace part of every SPIFFE id.",
+    )
+    cert_ttl_h: float = Field(
+        default=24.0, gt=0, le=8760, description="Lifetime of a workload certificate (hours)."
+    )
+    ca_ttl_days: float = Field(
+        default=365.0, gt=0, description="Lifetime of a mesh CA that `switchboard` creates (days)."
+    )
+    cert_rotate_fraction: float = Field(
+        default=2 / 3,
+        gt=0,
+        lt=1,
+        description="A certificate is reissued once this share of its lifetime has passed.",
+    )
+    cert_check_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often `switchboard up` checks whether certificates need rotating.",
+    )
+    ca_cert_file: Path | None = Field(
+        default=None,
+        description="Bring your own CA: its PEM certificate (with SWITCHBOARD_MESH_CA_KEY_FILE); "
+        "unset: a mesh CA created under the certs dir.",
+    )
+    ca_key_file: Path | None = Field(
+        default=None,
+        description="Bring your own CA: its unencrypted PEM EC private key.",
+    )
+
     # -- the runner ------------------------------------------------------------------------
     app_module: str = Field(
         default="switchboard_server",
@@ -359,6 +404,14 @@ class MeshSettings(BaseSettings):
     stop_timeout_s: float = Field(
         default=10.0, gt=0, description="Wait for a child after SIGTERM before SIGKILL."
     )
+
+    @model_validator(mode="after")
+    def _own_ca(self) -> MeshSettings:
+        if (self.ca_cert_file is None) != (self.ca_key_file is None):
+            raise ValueError(
+                "ca_cert_file and ca_key_file: set both (bring your own CA) or neither"
+            )
+        return self
 
     @field_validator("cors_allowed_origins")
     @classmethod

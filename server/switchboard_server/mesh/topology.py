@@ -73,6 +73,13 @@ class ServiceSpec:
     egress_ports: Mapping[str, int]
     default: MethodPolicy
     overrides: Mapping[str, MethodPolicy]
+    # Methods whose ``admin`` the topology states: True needs the operator identity,
+    # False is open to the callers the topology names (docs/security.md).
+    admin: Mapping[str, bool] = field(default_factory=dict)
+
+    @property
+    def admin_methods(self) -> tuple[str, ...]:
+        return tuple(m for m in self.methods if self.admin.get(m, False))
 
     def policy(self, method: str) -> MethodPolicy:
         return self.overrides.get(method, self.default)
@@ -136,6 +143,8 @@ class _OverrideFile(BaseModel):
     idempotent: bool | None = None
     per_try_timeout_s: float | None = Field(default=None, gt=0)
     keyed_retry: bool | None = None
+    # Only the operator identity may call it (sidecar RBAC); not a routing policy.
+    admin: bool | None = None
 
 
 class _ServiceFile(BaseModel):
@@ -204,9 +213,14 @@ def _service(name: str, raw: _ServiceFile) -> ServiceSpec:
     _check_keyed(f"{where}.default", default, None, frozenset())
     streams = streaming_methods(raw.grpc_service)
     overrides = {}
+    admin = {}
     for method, policy in raw.methods.items():
         if method not in methods:
             raise TopologyError(f"{where}.methods.{method}: not a method of {raw.grpc_service}")
+        if policy.admin is not None:
+            admin[method] = policy.admin
+        if not policy.model_fields_set - {"admin"}:
+            continue  # an access mark only: the method keeps the service's route
         overrides[method] = MethodPolicy(
             timeout_s=default.timeout_s if policy.timeout_s is None else policy.timeout_s,
             idempotent=default.idempotent if policy.idempotent is None else policy.idempotent,
@@ -234,6 +248,7 @@ def _service(name: str, raw: _ServiceFile) -> ServiceSpec:
         egress_ports={c: raw.egress_ports[c] for c in raw.calls},
         default=default,
         overrides=overrides,
+        admin=admin,
     )
 
 

@@ -28,6 +28,7 @@ COMMANDS = {
     "stats",
     "kb",
     "render-envoy",
+    "certs",
     "render",
     "traces",
     "trace-receiver",
