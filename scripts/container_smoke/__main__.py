@@ -83,7 +83,9 @@ def run(args: argparse.Namespace, work: Path, steps: Steps) -> None:
             print(f"   image {tag}: {size / 1e6:.0f} MB", flush=True)
 
         token = _edge_token(work / "auth")
-        smoke = compose.derive(ROOT / "docker/compose.yaml", free_port, work / "auth")
+        _mesh_certs(work / "certs")
+        own = {"auth": work / "auth", "certs": work / "certs"}
+        smoke = compose.derive(ROOT / "docker/compose.yaml", free_port, own)
         compose_file = compose.write(smoke, work / "compose.smoke.yaml")
         print("substituted in the smoke test's Compose file:")
         for change in smoke.changes:
@@ -91,6 +93,12 @@ def run(args: argparse.Namespace, work: Path, steps: Steps) -> None:
         dc = ["docker-compose", "-p", PROJECT, "-f", str(compose_file)]
         stack.callback(_down, dc, env, steps)
         _exercise(smoke, dc, [*docker], env, steps, token)
+
+
+def _mesh_certs(certs: Path) -> None:
+    """The mesh CA and a certificate per identity, as a user makes them for Compose."""
+    switchboard = [sys.executable, "-m", "switchboard_client.cli"]
+    subprocess.run([*switchboard, "certs", "init", "--out", str(certs)], check=True)
 
 
 def _edge_token(auth: Path) -> str:

@@ -7,8 +7,9 @@ had here swapped out, every change listed.
   (``switchboard trace-receiver``) on the same OTLP port 4317; its HTTP query API
   (``GET /traces/<id>``) takes the place of Jaeger's.
 * Grafana: no image and no Debian package; not started (nothing depends on it).
-* ``./auth`` (the edge's JWKS): a directory of the run's own, filled by
-  ``switchboard token init``; the Chat carries a token ``switchboard token mint`` signs.
+* ``./auth`` (the edge's JWKS) and ``./certs`` (each Envoy's certificates): directories
+  of the run's own, filled by ``switchboard token init`` and ``switchboard certs init
+  --out``; the Chat carries a token ``switchboard token mint`` signs.
 * Published ports: remapped to free loopback ports (8080 and friends may be taken).
 * Bind-mounted paths: made absolute, so the file can live outside docker/.
   (The edge's page and descriptor set are in the Envoy image, at the container paths
@@ -31,7 +32,6 @@ from scripts.container_smoke.images import APP, SUBSTITUTES
 OTLP_PORT = 4317
 JAEGER_UI_PORT = 16686
 SKIPPED = ("grafana",)
-AUTH_MOUNT = "./auth/"
 HEALTHCHECK_SLACK = {"start_period": "240s", "timeout": "15s", "retries": 10}
 
 
@@ -56,9 +56,10 @@ class Smoke:
         return found
 
 
-def derive(source: Path, free_port: Any, auth: Path | None = None) -> Smoke:
-    """``auth``: the directory ``switchboard token init`` filled for this run, mounted
-    where the file says ``./auth`` (docker/auth of the checkout stays untouched)."""
+def derive(source: Path, free_port: Any, own: dict[str, Path] | None = None) -> Smoke:
+    """``own``: directories of this run mounted instead of the file's (``./auth`` that
+    ``switchboard token init`` fills, ``./certs`` that ``switchboard certs init --out``
+    fills), so docker/auth and docker/certs of the checkout stay untouched."""
     compose = copy.deepcopy(yaml.safe_load(source.read_text()))
     smoke = Smoke(compose)
     if compose.pop("name", None) is not None:
@@ -104,11 +105,12 @@ def derive(source: Path, free_port: Any, auth: Path | None = None) -> Smoke:
     slack = ", ".join(f"{k} {v}" for k, v in HEALTHCHECK_SLACK.items())
     smoke.changes.append(f"healthchecks: {slack} (a loaded 2-core machine: the check's own")
     smoke.changes[-1] += " Python start can take seconds)"
-    if auth is not None:
+    for prefix, directory in (own or {}).items():
         for name, spec in services.items():
             for i, volume in enumerate(spec.get("volumes", [])):
-                if volume.startswith(AUTH_MOUNT):
-                    spec["volumes"][i] = f"{auth.resolve()}/{volume.removeprefix(AUTH_MOUNT)}"
+                if volume.startswith(f"./{prefix}/"):
+                    rest = volume.removeprefix(f"./{prefix}/")
+                    spec["volumes"][i] = f"{directory.resolve()}/{rest}"
                     smoke.changes.append(f"{name}: {volume} -> {spec['volumes'][i]}")
     for name, spec in services.items():
         spec["volumes"] = [_absolute(v, source.parent) for v in spec.get("volumes", [])]

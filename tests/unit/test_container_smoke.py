@@ -57,8 +57,13 @@ def test_the_committed_file_keeps_the_upstream_images() -> None:
         assert "switchboard" not in services[name]["image"], (name, services[name]["image"])
 
 
-def test_the_smoke_file_mounts_the_runs_own_jwks_for_the_edge(tmp_path: Path) -> None:
-    smoke = compose.derive(COMPOSE, free_port, tmp_path / "auth")
+def test_the_smoke_file_mounts_the_runs_own_jwks_and_certificates(tmp_path: Path) -> None:
+    own = {"auth": tmp_path / "auth", "certs": tmp_path / "certs"}
+    smoke = compose.derive(COMPOSE, free_port, own)
     edge = smoke.compose["services"]["edge"]["volumes"]
     assert f"{(tmp_path / 'auth').resolve()}/jwks:/etc/switchboard/jwks:ro" in edge
-    assert not [v for v in edge if "/docker/auth" in v]
+    assert f"{(tmp_path / 'certs').resolve()}/edge:/etc/switchboard/certs/edge:ro" in edge
+    sidecar = smoke.compose["services"]["context-0"]["volumes"]
+    assert f"{(tmp_path / 'certs').resolve()}/context:/etc/switchboard/certs/context:ro" in sidecar
+    everything = [v for s in smoke.compose["services"].values() for v in s.get("volumes", [])]
+    assert not [v for v in everything if "/docker/auth" in v or "/docker/certs" in v]

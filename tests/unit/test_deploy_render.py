@@ -13,8 +13,11 @@ import yaml
 
 from switchboard_server.config import Settings, settings_table
 from switchboard_server.deploy.envoy import CONTAINER_JWKS_FILE, container_mesh_settings
+from switchboard_server.deploy.mesh_tls import CONTAINER_CERTS_DIR, container_tls
+from switchboard_server.deploy.pods import ENVOY_CONFIG_DIR
 from switchboard_server.deploy.render import render_files
 from switchboard_server.mesh.addresses import CONTAINER_ASSET_ROOT
+from switchboard_server.mesh.mtls import secure_all
 from switchboard_server.mesh.render import render_all
 from switchboard_server.mesh.topology import load_topology, make_plan
 from tests.support.deploy import (
@@ -84,8 +87,10 @@ def test_container_renderings_name_the_envoy_images_files_not_the_checkouts(targ
     copies = dict(
         (dest, src) for src, dest in re.findall(r"^COPY (server/\S+) (\S+)$", dockerfile, re.M)
     )
-    assert named - {CONTAINER_JWKS_FILE} == {p for p in named if p.startswith(CONTAINER_ASSET_ROOT)}
-    for path in named - {CONTAINER_JWKS_FILE}:  # the JWKS is mounted, not in the image
+    # Mounted, not in the image: the JWKS and each identity's certificates.
+    mounted = {p for p in named if p == CONTAINER_JWKS_FILE or p.startswith(CONTAINER_CERTS_DIR)}
+    assert named - mounted == {p for p in named if p.startswith(CONTAINER_ASSET_ROOT)}
+    for path in named - mounted:
         dest = next((d for d in copies if path == d or path.startswith(d + "/")), None)
         assert dest is not None, f"{path} is not in the Envoy image"
         assert (ROOT / (copies[dest] + path.removeprefix(dest))).is_file(), path
@@ -111,15 +116,19 @@ def _envoys(settings: Settings) -> dict[str, dict[str, dict[str, Any]]]:
     mesh = container_mesh_settings(settings).mesh
     plan = make_plan(load_topology(mesh.topology_file), mesh)
     local = render_all(plan, mesh, "127.0.0.1:4317", trace_sample_ratio=1.0)
+    # ... and the same mTLS and RBAC, the certificates where the containers mount them.
+    tls = container_tls(settings, ENVOY_CONFIG_DIR)
+    assert tls is not None
+    local = secure_all(local, plan, tls)
     compose = {
         k.removeprefix("envoy/").removesuffix(".yaml"): yaml.safe_load(v)
         for k, v in _render("compose").items()
-        if k.startswith("envoy/")
+        if k.startswith("envoy/") and not k.endswith((".cert.yaml", ".ca.yaml"))  # not SDS
     }
     k8s = {
         k.removeprefix("overlays/dev/envoy/").removesuffix(".yaml"): yaml.safe_load(v)
         for k, v in _render("k8s").items()
-        if k.startswith("overlays/dev/envoy/")
+        if k.startswith("overlays/dev/envoy/") and "/sds/" not in k
     }
     by_service = {
         "local": {k.split("-")[0].removesuffix(".sidecar"): v for k, v in local.items()},
@@ -190,7 +199,7 @@ def test_compose_pods_share_the_sidecars_namespace_and_gate_startup_on_health(
     envoys = {
         k.removeprefix("envoy/").removesuffix(".yaml"): yaml.safe_load(v)
         for k, v in _render("compose").items()
-        if k.startswith("envoy/")
+        if k.startswith("envoy/") and not k.endswith((".cert.yaml", ".ca.yaml"))  # not SDS
     }
     apps = {name: s for name, s in services.items() if name.endswith("-app")}
     assert set(apps) == {"classification-0-app", "context-0-app", "orchestration-0-app"}
@@ -199,11 +208,20 @@ def test_compose_pods_share_the_sidecars_namespace_and_gate_startup_on_health(
         assert app["network_mode"] == f"service:{sidecar}"
         assert services[sidecar]["image"] == settings.deploy.envoy_image
         assert app["image"] == settings.deploy.app_image
-        # The health check asks grpc.health.v1 on the port the sidecar's ingress binds.
+        # The health check asks grpc.health.v1 through the sidecar's plaintext scrape
+        # listener (its mTLS ingress wants a client certificate), which forwards the
+        # Check alone to the app.
         test = app["healthcheck"]["test"]
         assert test[:3] == ["CMD", "switchboard-health", "--address"]
-        ingress = envoys[f"{sidecar}.sidecar"]["static_resources"]["listeners"][0]
-        assert test[3] == f"127.0.0.1:{ingress['address']['socket_address']['port_value']}"
+        listeners = envoys[f"{sidecar}.sidecar"]["static_resources"]["listeners"]
+        scrape = next(lst for lst in listeners if lst["name"] == "scrape")
+        assert test[3] == f"127.0.0.1:{scrape['address']['socket_address']['port_value']}"
+        hcm = scrape["filter_chains"][0]["filters"][0]["typed_config"]
+        routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+        health = [r for r in routes if r["route"]["cluster"] == "local_app"]
+        assert [r["match"] for r in health] == [{"path": "/grpc.health.v1.Health/Check"}]
+        ingress = next(lst for lst in listeners if lst["name"] == "ingress")
+        assert "transport_socket" in ingress["filter_chains"][0]
     for name, service in services.items():
         assert service["init"] is True, name
         for dependency, condition in service.get("depends_on", {}).items():

@@ -13,9 +13,15 @@ import dataclasses
 from pathlib import Path
 
 from switchboard_server.config import Settings
+from switchboard_server.deploy.mesh_tls import (
+    HEALTH_CHECK_PATH,
+    container_tls,
+    sds_files,
+    secure_envoys,
+)
 from switchboard_server.mesh.addresses import AddressPlan
 from switchboard_server.mesh.envoy_config import Config, address, typed
-from switchboard_server.mesh.render import render_all
+from switchboard_server.mesh.render import LOCAL_APP, render_all
 from switchboard_server.mesh.topology import Plan, Replica
 
 SCRAPE_LISTENER = "scrape"
@@ -69,6 +75,9 @@ def scrape_listener(host: str, port: int, *, app_metrics: bool) -> Config:
     routes = [_route("/stats/prometheus", ADMIN_CLUSTER), _route("/ready", ADMIN_CLUSTER)]
     if app_metrics:
         routes.append(_route("/metrics", METRICS_CLUSTER))
+        # The probes' way in (they present no client certificate): the health Check
+        # alone, to the pod's app through this sidecar (see .mesh_tls).
+        routes.append(_route(HEALTH_CHECK_PATH, LOCAL_APP))
     hcm = typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix=SCRAPE_LISTENER,
@@ -126,9 +135,12 @@ def render_envoys(
     *,
     otlp_endpoint: str,
     trace_sample_ratio: float,
+    sds_dir: str,
 ) -> dict[str, Config]:
     """The edge's and the given replicas' sidecar configs, by name (``edge``,
-    ``<replica>.sidecar``), each with its scrape listener."""
+    ``<replica>.sidecar``), each with its scrape listener and (unless insecure) mTLS and
+    RBAC; plus the SDS files those name, by file name (``<identity>.cert`` ...), to go
+    in ``sds_dir`` (the Envoy config directory)."""
     settings = container_mesh_settings(settings)
     configs = render_all(
         plan,
@@ -151,4 +163,9 @@ def render_envoys(
             admin_port=replica.admin_port,
             metrics_port=replica.metrics_port,
         )
+    tls = container_tls(settings, sds_dir)
+    if tls is not None:
+        out = secure_envoys(out, plan, wanted, tls)
+        for file, document in sds_files([*plan.topology.services, EDGE], tls).items():
+            out[file.removesuffix(".yaml")] = document
     return out

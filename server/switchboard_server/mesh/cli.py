@@ -134,4 +134,9 @@ def register(subparsers: Subparsers) -> None:
         help="init: create what is missing or due; rotate: reissue all; show: list them.",
     )
     certs.add_argument("--json", action="store_true", help="show: print JSON.")
+    certs.add_argument(
+        "--out",
+        help="init/rotate: write to this directory for Compose (docker/certs: each Envoy "
+        "mounts its identity's directory) instead of the mesh's certs dir.",
+    )
     certs.set_defaults(func=certs_command)
