@@ -100,7 +100,8 @@ def derive(source: Path, free_port: Any, own: dict[str, Path] | None = None) -> 
         redis["command"] = [*redis["command"], "--protected-mode", "no"]
         smoke.changes.append("redis: --protected-mode no (as the official image's entrypoint)")
     for spec in services.values():
-        if "healthcheck" in spec:
+        # Not a disabled one: Compose refuses `disable` with other options.
+        if "healthcheck" in spec and not spec["healthcheck"].get("disable"):
             spec["healthcheck"].update(HEALTHCHECK_SLACK)
     slack = ", ".join(f"{k} {v}" for k, v in HEALTHCHECK_SLACK.items())
     smoke.changes.append(f"healthchecks: {slack} (a loaded 2-core machine: the check's own")

@@ -41,6 +41,7 @@ def test_the_smoke_file_swaps_what_cannot_be_had_and_lists_it() -> None:
     assert services["prometheus"]["image"] == images.SUBSTITUTES
     assert services["jaeger"]["image"] == images.APP
     assert services["jaeger"]["command"][:2] == ["switchboard", "trace-receiver"]
+    assert services["jaeger"]["healthcheck"] == {"disable": True}  # nothing more: refused
     assert sorted(smoke.apps().values()) == ["classification", "context", "orchestration"]
     assert len(smoke.changes) >= 6
     for name, spec in services.items():
