@@ -171,6 +171,12 @@ def _exercise(
         print(f"   reply: {reply!r} (trace {trace_id})", flush=True)
         refused = checks.chat_refused_without_token(edge)
         print(f"   without a token: UNAUTHENTICATED ({refused})", flush=True)
+        app = next(name for name, service in apps.items() if service == CRASHED)
+        ingress, health = _sidecar_ports(app.removesuffix("-app"))
+        refused = checks.plaintext_refused_at_ingress(
+            docker, _container(dc, env, app), ingress, health
+        )
+        print(f"   plaintext to the sidecar's mTLS ingress :{ingress}: refused ({refused})")
     with steps("Prometheus: up == 1 for every target", check=True):
         expected = scrape_targets(ROOT / "docker/prometheus/prometheus.yml")
         up = checks.poll("up == 1", lambda: checks.prometheus_up(prometheus, expected), 120, 3)
@@ -190,6 +196,16 @@ def _exercise(
             180,
         )
         checks.poll("Chat after the restart", lambda: checks.chat(edge, "s2", token), 60)
+
+
+def _sidecar_ports(sidecar: str) -> tuple[int, int]:
+    """The rendered sidecar's ingress port and its scrape (health route) port."""
+    config = yaml.safe_load((ROOT / "docker/envoy" / f"{sidecar}.sidecar.yaml").read_text())
+    ports = {
+        listener["name"]: listener["address"]["socket_address"]["port_value"]
+        for listener in config["static_resources"]["listeners"]
+    }
+    return int(ports["ingress"]), int(ports["scrape"])
 
 
 def _container(dc: list[str], env: dict[str, str], service: str) -> str:

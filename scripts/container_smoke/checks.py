@@ -79,6 +79,25 @@ def chat_refused_without_token(edge: str) -> str:
     raise CheckFailed("a Chat without a token was answered")
 
 
+def plaintext_refused_at_ingress(
+    docker: list[str], container: str, ingress_port: int, health_port: int
+) -> str:
+    """Inside a pod: a plaintext health Check to the sidecar's ingress fails (it wants a
+    mesh client certificate), the same Check on the plaintext health route answers."""
+    health = [*docker, "exec", container, "switchboard-health", "--address"]
+    mtls = subprocess.run([*health, f"127.0.0.1:{ingress_port}"], capture_output=True, text=True)
+    if mtls.returncode == 0:
+        raise CheckFailed(f"a plaintext Check on the ingress :{ingress_port} was answered")
+    route = subprocess.run([*health, f"127.0.0.1:{health_port}"], capture_output=True, text=True)
+    if route.returncode != 0:
+        raise CheckFailed(f"the health route :{health_port} failed: {route.stderr.strip()}")
+    return (
+        (mtls.stderr or mtls.stdout).strip().splitlines()[-1]
+        if (mtls.stderr or mtls.stdout)
+        else "refused"
+    )
+
+
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read())
