@@ -91,11 +91,8 @@ def plaintext_refused_at_ingress(
     route = subprocess.run([*health, f"127.0.0.1:{health_port}"], capture_output=True, text=True)
     if route.returncode != 0:
         raise CheckFailed(f"the health route :{health_port} failed: {route.stderr.strip()}")
-    return (
-        (mtls.stderr or mtls.stdout).strip().splitlines()[-1]
-        if (mtls.stderr or mtls.stdout)
-        else "refused"
-    )
+    said = (mtls.stderr or mtls.stdout).strip().splitlines()
+    return said[-1] if said else f"exit {mtls.returncode}"
 
 
 def _get(url: str) -> Any:
