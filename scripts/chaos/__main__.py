@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--orchestration-replicas",
         type=int,
-        default=1,
-        help="orchestration replicas (they share one conversation log, SQLite)",
+        default=2,
+        help="orchestration replicas (several share a conversation log on Redis)",
     )
     parser.add_argument("--json", type=Path, default=Path(".switchboard/chaos/report.json"))
     args = parser.parse_args(argv)

@@ -87,7 +87,7 @@ async def run_disk_full(tmp: Path, *, rate: float) -> dict[str, Any]:
         return {"scenario": "disk-full", "error": f"mount failed: {problem}"}
     probes: dict[str, Any] = {"during": {}, "after": {}}
     try:
-        with chaos_mesh(tmp / "mesh", store="sqlite", replicas=1) as mesh:
+        with chaos_mesh(tmp / "mesh", store="sqlite", replicas=1, orchestration=1) as mesh:
             app = mesh.processes()["context-0"]["endpoints"]["grpc"]
             async with ContextClient(ConnectConfig(app, timeout_s=5)) as client:
 

@@ -1,6 +1,6 @@
-"""The mesh the chaos suite disrupts: a real redis-server and ``switchboard up --detach``
-(replicas=2 of classification and context) on free loopback ports, every process
-stopped by its PID on the way out, whatever happened."""
+"""The mesh the chaos suite disrupts: real redis-servers and ``switchboard up --detach``
+(replicas=2 of classification, context and orchestration) on free loopback ports,
+every process stopped by its PID on the way out, whatever happened."""
 
 from __future__ import annotations
 
@@ -101,6 +101,9 @@ class Mesh:
     data_dir: Path
     env: dict[str, str]
     redis: RedisProcess | None
+    """Context's store (what the redis-restart scenario restarts)."""
+    log_redis: RedisProcess | None = None
+    """Orchestration's conversation log, when its replicas share one (a server of its own)."""
 
     @property
     def state_file(self) -> Path:
@@ -204,12 +207,13 @@ def chaos_mesh(
     *,
     store: str = "redis",
     replicas: int = 2,
-    orchestration: int = 1,
+    orchestration: int = 2,
     env: Mapping[str, str] | None = None,
 ) -> Iterator[Mesh]:
-    """The mesh with ``replicas`` of classification and context (context on ``store``);
-    ``switchboard down`` after, then SIGKILL to any process group it left behind, and
-    redis-server stopped by its PID."""
+    """The mesh with ``replicas`` of classification and context (context on ``store``)
+    and ``orchestration`` replicas (several share a conversation log on a redis-server
+    of its own; one keeps it in SQLite); ``switchboard down`` after, then SIGKILL to
+    any process group it left behind, and the redis-servers stopped by their PIDs."""
     tmp.mkdir(parents=True, exist_ok=True)
     ports = PortPool()
     edge_port = ports()
@@ -230,19 +234,24 @@ def chaos_mesh(
         "SWITCHBOARD_CONTEXT_EPISODIC_CAP": "10000",
         **(env or {}),
     }
-    redis_server = None
+    redis_server = log_redis = None
     pids: list[int] = []
     try:
         if store == "redis":
             redis_server = RedisProcess(ports(), tmp / "redis")
             redis_server.start()
             full_env["SWITCHBOARD_CONTEXT_REDIS_URL"] = redis_server.url
+        if orchestration > 1:
+            log_redis = RedisProcess(ports(), tmp / "redis-log")
+            log_redis.start()
+            full_env["SWITCHBOARD_ORCHESTRATION_STORE"] = "redis"
+            full_env["SWITCHBOARD_ORCHESTRATION_REDIS_URL"] = log_redis.url
         up = _mesh_cli(
             full_env, "up", "--detach",
             "--replicas", f"classification={replicas}", "--replicas", f"context={replicas}",
             "--replicas", f"orchestration={orchestration}",
         )  # fmt: skip
-        mesh = Mesh(f"127.0.0.1:{edge_port}", tmp / "data", full_env, redis_server)
+        mesh = Mesh(f"127.0.0.1:{edge_port}", tmp / "data", full_env, redis_server, log_redis)
         if mesh.state_file.exists():
             pids = [p["pid"] for p in mesh.processes().values() if p["pid"]]
             pids.append(json.loads(mesh.state_file.read_text())["supervisor_pid"])
@@ -262,5 +271,6 @@ def chaos_mesh(
             if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
-        if redis_server is not None:
-            redis_server.stop()
+        for server in (redis_server, log_redis):
+            if server is not None:
+                server.stop()

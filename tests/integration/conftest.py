@@ -10,14 +10,15 @@ a service or override settings)::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from switchboard_server.config import ServiceName
-from switchboard_server.testing import RunningServices, start_services
+from switchboard_server.testing import RunningServices, free_port, start_services, stop_process
 from tests.support.classification import train_default_model
+from tests.support.context import RedisServer, start_redis
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +40,15 @@ def hwu64_models(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) ->
     trained once per session (shared through ``model_cache``)."""
     data_dir = tmp_path_factory.mktemp("hwu64-seed") / ServiceName.CLASSIFICATION.value
     return train_default_model(data_dir, model_cache)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port (append-only, fsync always), once per
+    session, stopped by PID; tests keep apart by key prefix."""
+    port = free_port()
+    proc = start_redis(port, tmp_path_factory.mktemp("redis"))
+    try:
+        yield RedisServer(f"redis://127.0.0.1:{port}/0", proc.pid)
+    finally:
+        stop_process(proc)

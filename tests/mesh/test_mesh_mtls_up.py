@@ -120,7 +120,7 @@ async def test_rotation_under_a_steady_load_of_chats(mesh: UpMesh) -> None:
             while loop.time() < end:
                 request = orch_pb.ChatRequest(message="what is my balance?", session_id=f"r{i}")
                 try:
-                    reply = await stub.Chat(request, timeout=10)
+                    reply = await stub.Chat(request, timeout=10, metadata=mesh.metadata)
                     codes.append("OK" if not reply.degraded else "DEGRADED")
                 except grpc.aio.AioRpcError as exc:
                     codes.append(exc.code().name)

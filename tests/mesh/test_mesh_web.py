@@ -8,6 +8,7 @@ configured as an extra allowed origin.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import grpc
 import httpx
 import pytest
 from google.rpc import error_details_pb2
-from playwright.async_api import Browser, ConsoleMessage, async_playwright, expect
+from playwright.async_api import Browser, ConsoleMessage, Route, async_playwright, expect
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from switchboard_server.mesh.envoy import counters
@@ -283,3 +284,41 @@ async def test_the_chat_page_in_headless_chromium(
         ["wake me up at 7 tomorrow", "actually make that alarm tomorrow at 8"]
     )
     assert problems == []
+
+
+async def test_the_page_resends_a_message_with_its_request_id_and_gets_one_turn(
+    mesh: UpMesh, browser: Browser
+) -> None:
+    """The first ChatStream reaches the mesh (which commits the turn) but its answer
+    never reaches the page (the connection is cut); the page resends the same bytes,
+    request_id included, and shows the committed turn: one turn, not two."""
+    page = await browser.new_page()
+    sent: list[bytes] = []
+
+    async def cut_the_first_answer(route: Route) -> None:
+        sent.append(route.request.post_data_buffer or b"")
+        if len(sent) == 1:
+            await route.fetch()  # the mesh answers; the page never sees it
+            await route.abort("connectionreset")
+        else:
+            await route.continue_()
+
+    await page.route("**/ChatStream", cut_the_first_answer)
+    await page.goto(f"{mesh.url}/")
+    await expect(page.get_by_test_id("status")).to_have_text("ready", timeout=15_000)
+    await page.get_by_test_id("message-input").fill("set a timer for ten minutes")
+    await page.get_by_test_id("message-input").press("Enter")
+    turn = page.get_by_test_id("turn").nth(0)
+    await expect(turn).to_have_attribute("data-state", "done", timeout=30_000)
+    await expect(turn.get_by_test_id("turn-index")).to_have_text("turn 1")
+    assert len(sent) == 2
+    assert sent[0] == sent[1]
+    request_id = await turn.get_attribute("data-request-id") or ""
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+                        request_id)  # fmt: skip
+    assert request_id.encode() in sent[0]
+
+    await page.unroute("**/ChatStream")
+    await page.reload()
+    await expect(page.get_by_test_id("status")).to_have_text("ready", timeout=15_000)
+    await expect(page.get_by_test_id("user-message")).to_have_text(["set a timer for ten minutes"])

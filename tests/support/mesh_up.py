@@ -10,9 +10,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -69,11 +70,19 @@ def _mesh(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 
 @contextlib.contextmanager
-def mesh_up(tmp: Path, env: Mapping[str, str] | None = None) -> Iterator[UpMesh]:
-    """Start the mesh with ``env`` on top of generous test defaults; stop it after."""
+def mesh_up(
+    tmp: Path,
+    env: Mapping[str, str] | None = None,
+    edit_topology: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[UpMesh]:
+    """Start the mesh with ``env`` on top of generous test defaults; stop it after.
+    ``edit_topology`` changes the topology document first (variants, say)."""
     ports = PortPool()
     topology = tmp / "topology.yaml"
-    topology.write_text(yaml.safe_dump(_topology(ports)))
+    raw = _topology(ports)
+    if edit_topology is not None:
+        edit_topology(raw)
+    topology.write_text(yaml.safe_dump(raw))
     edge_port, admin_port = ports(), ports()
     full_env = {
         **os.environ,

@@ -178,10 +178,16 @@ class Classifier:
         return self._serving
 
     async def classify(
-        self, texts: Sequence[str], options: Options, sessions: Sequence[str] | None = None
+        self,
+        texts: Sequence[str],
+        options: Options,
+        sessions: Sequence[str] | None = None,
+        *,
+        shadow: bool = False,
     ) -> list[Verdict]:
         """Verdicts in order; ``sessions`` (one per text, "" for none) go with the texts
-        answered out of scope to the discovery log, hashed there."""
+        answered out of scope to the discovery log, hashed there. A ``shadow`` request
+        (a mirrored copy whose answer nobody sees) is counted apart and writes nothing."""
         serving = self.serving
         if serving.model.backend == "tfidf" and len(texts) <= self.settings.inline_max_texts:
             # Sub-millisecond: cheaper than a thread hop, which can wait on the GIL.
@@ -191,8 +197,8 @@ class Classifier:
                 self._inference, self._infer, serving, list(texts), options
             )
         if self._metrics is not None:
-            self._metrics.observe(verdicts)
-        if self._discovery is not None:
+            self._metrics.observe(verdicts, shadow=shadow)
+        if self._discovery is not None and not shadow:
             await self._keep_out_of_scope(texts, sessions, verdicts)
         return verdicts
 

@@ -16,8 +16,26 @@ OTHER = "other"
 class ClassificationMetrics:
     """Requests by l1, confidences, out-of-scope verdicts, the serving model, retrains."""
 
-    def __init__(self, registry: CollectorRegistry, *, max_l1_labels: int = 64) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, *, max_l1_labels: int = 64, variant: str = "stable"
+    ) -> None:
         self._l1_labels: set[str] = {OOS, OTHER}
+        self._variant = variant
+        # For comparing variants in a rollout (docs/rollouts.md): labelled by the variant
+        # this process serves and by traffic (live, or shadow: mirrored copies).
+        self.variant_verdicts = Counter(
+            "switchboard_classification_variant_verdicts",
+            "Verdicts by model variant, traffic (live|shadow) and scope (in|out).",
+            ["variant", "traffic", "scope"],
+            registry=registry,
+        )
+        self.variant_confidence = Histogram(
+            "switchboard_classification_variant_confidence",
+            "Confidence of verdicts by model variant and traffic (live|shadow).",
+            ["variant", "traffic"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=registry,
+        )
         self._max_l1 = max_l1_labels
         self.requests = Counter(
             "switchboard_classification_requests",
@@ -78,8 +96,12 @@ class ClassificationMetrics:
                 break
             self._l1_labels.add(domain)
 
-    def observe(self, verdicts: Sequence[Verdict]) -> None:
+    def observe(self, verdicts: Sequence[Verdict], *, shadow: bool = False) -> None:
+        traffic = "shadow" if shadow else "live"
         for verdict in verdicts:
+            scope = "out" if verdict.out_of_scope else "in"
+            self.variant_verdicts.labels(self._variant, traffic, scope).inc()
+            self.variant_confidence.labels(self._variant, traffic).observe(verdict.confidence)
             l1 = verdict.hierarchy.l1
             self.requests.labels(l1 if l1 in self._l1_labels else OTHER).inc()
             self.confidence.observe(verdict.confidence)

@@ -10,6 +10,7 @@ import structlog
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
+from switchboard_server.classification.answers import AnswerReporter
 from switchboard_server.classification.artifacts import ArtifactStore
 from switchboard_server.classification.backends.encoder import CachedEncoderFactory
 from switchboard_server.classification.domain import Classifier
@@ -46,7 +47,7 @@ class ClassificationModule:
             settings.inference_threads, thread_name_prefix="classify"
         )
         self._training = ThreadPoolExecutor(1, thread_name_prefix="classify-train")
-        self.metrics = ClassificationMetrics(runtime.metrics)
+        self.metrics = ClassificationMetrics(runtime.metrics, variant=settings.variant)
         self.classifier = Classifier(
             settings,
             self.artifacts,
@@ -55,7 +56,12 @@ class ClassificationModule:
             training=self._training,
             metrics=self.metrics,
         )
-        self.servicer = ClassificationServicer(self.classifier, runtime.settings)
+        self.answers = (
+            AnswerReporter(settings.comparator_address, settings.variant)
+            if settings.comparator_address
+            else None
+        )
+        self.servicer = ClassificationServicer(self.classifier, runtime.settings, self.answers)
         self._store: ExampleStore | None = None
         self._discovery: OutOfScopeStore | None = None
 
@@ -96,6 +102,8 @@ class ClassificationModule:
     async def stop(self) -> None:
         await self.classifier.stop()
         self._inference.shutdown(wait=True)
+        if self.answers is not None:
+            self.answers.close()
         self._training.shutdown(wait=False, cancel_futures=True)
         if self._store is not None:
             self._store.close()

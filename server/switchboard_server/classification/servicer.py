@@ -9,18 +9,23 @@ import grpc
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
 from switchboard_server.classification import translate
+from switchboard_server.classification.answers import AnswerReporter
 from switchboard_server.classification.domain import Classifier
 from switchboard_server.config import Settings
 from switchboard_server.request_keys import header_request_id, request_key
+from switchboard_server.rollout_headers import envoy_request_id, is_shadow
 from switchboard_server.validation import Violations
 
 
 class ClassificationServicer(pb_grpc.ClassificationServiceServicer):
     """Validates requests, calls the classifier, builds responses."""
 
-    def __init__(self, classifier: Classifier, settings: Settings) -> None:
+    def __init__(
+        self, classifier: Classifier, settings: Settings, answers: AnswerReporter | None = None
+    ) -> None:
         self._classifier = classifier
         self._settings = settings
+        self._answers = answers  # to the rollout comparator, when variants run
 
     async def Classify(
         self,
@@ -30,7 +35,12 @@ class ClassificationServicer(pb_grpc.ClassificationServiceServicer):
         v = Violations()
         text, options = translate.classify_request(v, request, self._settings)
         v.raise_if_any()
-        (verdict,) = await self._classifier.classify([text], options, [request.session_id])
+        shadow = is_shadow(context)
+        (verdict,) = await self._classifier.classify(
+            [text], options, [request.session_id], shadow=shadow
+        )
+        if self._answers is not None:
+            self._answers.report(envoy_request_id(context), verdict, shadow=shadow)
         return pb.ClassifyResponse(
             classification=translate.classification(verdict, options.include_debug)
         )

@@ -19,6 +19,22 @@ class ClassificationSettings(BaseSettings):
     backend: Literal["tfidf", "embeddings", "hybrid"] = Field(
         default="tfidf", description="Model backend."
     )
+    variant: str = Field(
+        default="stable",
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description=(
+            "The model variant this process serves (set by the mesh from the topology's "
+            "variants); labels the rollout metrics."
+        ),
+    )
+    comparator_address: str = Field(
+        default="",
+        pattern=r"^$|^[^:]+:[0-9]+$",
+        description=(
+            "host:port (UDP) of the rollout comparator that joins shadow answers with "
+            "stable's (set by the mesh for a service with variants); empty: none."
+        ),
+    )
     default_top_k: int = Field(default=3, ge=0, le=20, description="Alternatives returned.")
     train_path: Path | None = Field(
         default=None,

@@ -17,8 +17,12 @@ DNS name, as ``STRICT_DNS`` clusters:
 from __future__ import annotations
 
 from switchboard_server.config import Settings
-from switchboard_server.mesh.addresses import CONTAINER_ASSET_ROOT, AddressPlan
-from switchboard_server.mesh.topology import Plan, Topology, make_plan
+from switchboard_server.mesh.addresses import (
+    CONTAINER_ASSET_ROOT,
+    AddressPlan,
+    endpoints_by_cluster,
+)
+from switchboard_server.mesh.topology import Plan, Topology, TopologyError, make_plan
 
 ANY_HOST = "0.0.0.0"
 LOOPBACK = "127.0.0.1"
@@ -34,10 +38,7 @@ def compose_addresses(plan: Plan, settings: Settings) -> AddressPlan:
     return AddressPlan(
         listen_host=ANY_HOST,
         app_host=LOOPBACK,
-        endpoints={
-            name: tuple((r.name, r.sidecar_port) for r in group)
-            for name, group in plan.replicas.items()
-        },
+        endpoints=endpoints_by_cluster(plan, lambda r: (r.name, r.sidecar_port)),
         dns=True,
         dns_refresh_s=settings.deploy.dns_refresh_s,
         asset_root=CONTAINER_ASSET_ROOT,
@@ -45,6 +46,12 @@ def compose_addresses(plan: Plan, settings: Settings) -> AddressPlan:
 
 
 def k8s_addresses(plan: Plan, settings: Settings) -> AddressPlan:
+    with_variants = [n for n, s in plan.topology.services.items() if s.variants]
+    if with_variants:  # one Deployment per service so far: a variant needs its own
+        raise TopologyError(
+            f"services.{with_variants[0]}.variants: the Kubernetes rendering does not run "
+            "variants yet (local and Compose do); render without them"
+        )
     return AddressPlan(
         listen_host=ANY_HOST,
         app_host=LOOPBACK,

@@ -29,10 +29,11 @@ def render_command(args: argparse.Namespace) -> int:
     try:
         topology = load_topology(settings.mesh.topology_file)
         topology = topology.with_replicas(parse_replicas(args.replicas))
+        files = render_files(args.target, topology, settings)
     except TopologyError as exc:
         print(f"switchboard render: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    for path in write_files(render_files(args.target, topology, settings), Path(args.out_dir)):
+    for path in write_files(files, Path(args.out_dir)):
         print(path)
     return 0
 

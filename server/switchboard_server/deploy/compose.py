@@ -18,6 +18,7 @@ service routable); ``depends_on: service_healthy`` orders startup on those.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from switchboard_server.config import Settings
@@ -41,6 +42,7 @@ from switchboard_server.deploy.pods import (
 )
 from switchboard_server.mesh.envoy_config import Config
 from switchboard_server.mesh.topology import Plan, Topology
+from switchboard_server.mesh.variants import variant_env
 
 PROJECT = "switchboard"
 JAEGER = "jaeger"
@@ -95,6 +97,9 @@ class ComposeRender:
                 otlp_endpoint=self.deploy.compose_otlp_endpoint,
                 trace_sample_ratio=self.deploy.dev_trace_sample_ratio,
             )
+            spec = self.plan.topology.services[replica.service]
+            if spec.variants:  # its variant's own model; the split stays at 100 % stable
+                env.update(variant_env(spec, replica, Path(DATA_DIR), comparator=""))
             if replica.service == "context":
                 env["SWITCHBOARD_CONTEXT_STORE"] = "redis"
                 env["SWITCHBOARD_CONTEXT_REDIS_URL"] = f"redis://{REDIS}:{REDIS_PORT}/0"

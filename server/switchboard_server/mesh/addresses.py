@@ -10,10 +10,10 @@ Kubernetes Service listing every pod), as ``STRICT_DNS`` clusters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from switchboard_server.mesh.topology import Plan
+from switchboard_server.mesh.topology import Plan, Replica
 
 Endpoint = tuple[str, int]
 # Where docker/envoy.Dockerfile puts the web page and the descriptor set.
@@ -26,7 +26,9 @@ class AddressPlan:
 
     listen_host: str  # where the edge and each ingress listener bind
     app_host: str  # where a sidecar finds its app and the edge its front door
-    endpoints: Mapping[str, tuple[Endpoint, ...]]  # service -> its sidecars' ingress
+    # cluster (a service, or a service's variant: ``classification-candidate``) -> its
+    # sidecars' ingress
+    endpoints: Mapping[str, tuple[Endpoint, ...]]
     dns: bool = False  # endpoints are names: STRICT_DNS clusters, re-resolved
     dns_refresh_s: float = 5.0  # how often a DNS cluster re-resolves its names
     # Where the edge's Envoy reads the page (``<root>/web/``) and the REST descriptor set
@@ -41,8 +43,15 @@ def local_addresses(plan: Plan) -> AddressPlan:
     return AddressPlan(
         listen_host=plan.host,
         app_host=plan.host,
-        endpoints={
-            name: tuple((plan.host, r.sidecar_port) for r in group)
-            for name, group in plan.replicas.items()
-        },
+        endpoints=endpoints_by_cluster(plan, lambda r: (plan.host, r.sidecar_port)),
     )
+
+
+def endpoints_by_cluster(
+    plan: Plan, endpoint: Callable[[Replica], Endpoint]
+) -> dict[str, tuple[Endpoint, ...]]:
+    """Each replica's endpoint under its variant's cluster (the service's for stable)."""
+    clusters: dict[str, list[Endpoint]] = {}
+    for replica in plan.all_replicas():
+        clusters.setdefault(replica.cluster, []).append(endpoint(replica))
+    return {name: tuple(group) for name, group in clusters.items()}

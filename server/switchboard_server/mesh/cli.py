@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 
 from switchboard_client.cli import Subparsers, requires_extra
+from switchboard_server.mesh import rollout_cli
 
 
 def up_command(args: argparse.Namespace) -> int:
@@ -140,3 +141,4 @@ def register(subparsers: Subparsers) -> None:
         "mounts its identity's directory) instead of the mesh's certs dir.",
     )
     certs.set_defaults(func=certs_command)
+    rollout_cli.register(subparsers)

@@ -132,12 +132,19 @@ def load_balancing(settings: MeshSettings) -> Config:
 
 
 def service_cluster(
-    plan: Plan, service: str, settings: MeshSettings, addresses: AddressPlan
+    plan: Plan,
+    service: str,
+    settings: MeshSettings,
+    addresses: AddressPlan,
+    *,
+    name: str | None = None,
 ) -> Config:
+    """The callers' cluster of a service (``name``: of one of its variants)."""
     spec = plan.topology.services[service]
+    name = name or service
     return cluster(
-        service,
-        list(addresses.endpoints[service]),
+        name,
+        list(addresses.endpoints[name]),
         settings,
         health_service=spec.grpc_service,
         dns_refresh_s=addresses.dns_refresh_s if addresses.dns else None,

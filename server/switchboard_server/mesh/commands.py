@@ -31,7 +31,13 @@ from switchboard_server.mesh.runner import MeshRunner, certs_dir, mesh_dir, port
 from switchboard_server.mesh.state import MeshState, read_state
 from switchboard_server.mesh.stats import collect, format_summary
 from switchboard_server.mesh.tokens import DevAuth, ensure_keys, init_deploy_keys, load_key, mint
-from switchboard_server.mesh.topology import Plan, TopologyError, load_topology, make_plan
+from switchboard_server.mesh.topology import (
+    Plan,
+    Topology,
+    TopologyError,
+    load_topology,
+    make_plan,
+)
 from switchboard_server.observability.logging import configure_logging
 
 EXIT_FAILED = 1
@@ -49,10 +55,24 @@ def parse_replicas(values: list[str]) -> dict[str, int]:
     return replicas
 
 
+SHARED_LOG_ORCHESTRATION_REPLICAS = 2
+"""Orchestration replicas `up` runs when their conversation log is on Redis (shared) and
+neither ``--replicas`` nor the topology asks for more than one: a replica can then die
+or restart while the other answers."""
+
+
+def _default_replicas(settings: Settings, topology: Topology) -> dict[str, int]:
+    """Replicas the settings imply: two orchestration replicas on a shared (Redis) log."""
+    orchestration = topology.services.get(ServiceName.ORCHESTRATION)
+    if settings.orchestration.store == "redis" and orchestration and orchestration.replicas == 1:
+        return {ServiceName.ORCHESTRATION.value: SHARED_LOG_ORCHESTRATION_REPLICAS}
+    return {}
+
+
 def _plan(settings: Settings, replicas: list[str]) -> Plan:
     topology = load_topology(settings.mesh.topology_file)
-    topology = topology.with_replicas(parse_replicas(replicas))
-    return make_plan(topology, settings.mesh)
+    chosen = _default_replicas(settings, topology) | parse_replicas(replicas)
+    return make_plan(topology.with_replicas(chosen), settings.mesh)
 
 
 def _shared_store_conflict(settings: Settings, plan: Plan) -> str | None:

@@ -49,7 +49,7 @@ from switchboard_server.mesh.certs import (
 from switchboard_server.mesh.envoy_config import Config, typed
 from switchboard_server.mesh.routes import HEALTH_SERVICE
 from switchboard_server.mesh.settings import MeshSettings
-from switchboard_server.mesh.topology import Plan, ServiceSpec, Topology
+from switchboard_server.mesh.topology import Plan, ServiceSpec, Topology, variant_cluster
 
 SECRET_TYPE = "envoy.extensions.transport_sockets.tls.v3.Secret"
 SDS_DIR = "sds"
@@ -324,9 +324,15 @@ def secure_edge(config: Config, plan: Plan, tls: MeshTls) -> Config:
 
 
 def _secure_clusters(clusters: list[Config], plan: Plan, identity: str, tls: MeshTls) -> None:
+    # every variant's cluster (``classification-candidate``) is its service's identity
+    peers = {
+        variant_cluster(name, variant): name
+        for name, spec in plan.topology.services.items()
+        for variant in spec.variant_names()
+    }
     for cluster in clusters:
-        if cluster["name"] in plan.topology.services:
-            cluster["transport_socket"] = upstream_tls(tls, identity, cluster["name"])
+        if cluster["name"] in peers:
+            cluster["transport_socket"] = upstream_tls(tls, identity, peers[cluster["name"]])
 
 
 def secure_all(configs: dict[str, Config], plan: Plan, tls: MeshTls) -> dict[str, Config]:

@@ -35,7 +35,8 @@ from switchboard_server.mesh.envoy_config import Config, address, seconds, typed
 from switchboard_server.mesh.mtls import MeshTls, secure_all
 from switchboard_server.mesh.routes import HEALTH_SERVICE, NOT_DELIVERED_HEADER, service_routes
 from switchboard_server.mesh.settings import MeshSettings
-from switchboard_server.mesh.topology import Plan, Replica
+from switchboard_server.mesh.topology import Plan, Replica, variant_cluster
+from switchboard_server.mesh.variants import runtime_layer, shadow_ingress_routes, split_routes
 
 LOCAL_APP = "local_app"
 MAX_DOWNSTREAM_CONNECTIONS = 10_000
@@ -273,19 +274,21 @@ def _listener(
     }
 
 
-def _runtime(settings: MeshSettings, otlp_endpoint: str) -> Config:
-    """Runtime layers: span batching of the OpenTelemetry tracer, then the admin layer
-    (``/runtime_modify`` keeps working)."""
+def _runtime(
+    settings: MeshSettings, otlp_endpoint: str, rollout_root: Path | None = None
+) -> Config:
+    """Runtime layers: span batching of the OpenTelemetry tracer, the rollout policy
+    (a watched disk layer, :mod:`.variants`) at callers of a service with variants,
+    then the admin layer (``/runtime_modify`` keeps working)."""
     static: Config = {}
     if otlp_endpoint:
         static["tracing.opentelemetry.min_flush_spans"] = settings.trace_flush_spans
         static["tracing.opentelemetry.flush_interval_ms"] = settings.trace_flush_interval_ms
-    return {
-        "layers": [
-            {"name": "static", "static_layer": static},
-            {"name": "admin", "admin_layer": {}},
-        ]
-    }
+    layers: list[Config] = [{"name": "static", "static_layer": static}]
+    if rollout_root is not None:
+        layers.append(runtime_layer(rollout_root))
+    layers.append({"name": "admin", "admin_layer": {}})
+    return {"layers": layers}
 
 
 def _bootstrap(
@@ -295,12 +298,13 @@ def _bootstrap(
     listeners: list[Config],
     clusters: list[Config],
     otlp_endpoint: str,
+    rollout_root: Path | None = None,
 ) -> Config:
     if otlp_endpoint:
         clusters = [*clusters, otlp_cluster(otlp_endpoint)]
     return {
         "admin": {"address": address("127.0.0.1", admin_port)},
-        "layered_runtime": _runtime(settings, otlp_endpoint),
+        "layered_runtime": _runtime(settings, otlp_endpoint, rollout_root),
         "static_resources": {"listeners": listeners, "clusters": clusters},
         "overload_manager": {
             "resource_monitors": [
@@ -376,10 +380,13 @@ def render_sidecar(
     *,
     trace_sample_ratio: float = 1.0,
     addresses: AddressPlan | None = None,
+    rollout_root: Path | None = None,
 ) -> Config:
     addresses = addresses or local_addresses(plan)
     spec = plan.topology.services[replica.service]
-    ingress_routes = service_routes(spec, LOCAL_APP, settings, retries=False)
+    ingress_routes = shadow_ingress_routes(
+        spec, service_routes(spec, LOCAL_APP, settings, retries=False)
+    )
     ingress_routes.append(
         {
             "name": "ops",
@@ -412,7 +419,9 @@ def render_sidecar(
                 f"egress_{callee}",
                 "127.0.0.1",
                 replica.egress_ports[callee],
-                service_routes(callee_spec, callee, settings, retries=True),
+                split_routes(
+                    callee_spec, service_routes(callee_spec, callee, settings, retries=True)
+                ),
                 plan,
                 settings,
                 tracing_name,
@@ -421,8 +430,19 @@ def render_sidecar(
                 outbound=True,
             )
         )
-        clusters.append(service_cluster(plan, callee, settings, addresses))
-    return _bootstrap(plan, settings, replica.admin_port, listeners, clusters, otlp_endpoint)
+        for variant in callee_spec.variant_names():
+            name = variant_cluster(callee, variant)
+            clusters.append(service_cluster(plan, callee, settings, addresses, name=name))
+    with_variants = any(plan.topology.services[c].variants for c in spec.calls)
+    return _bootstrap(
+        plan,
+        settings,
+        replica.admin_port,
+        listeners,
+        clusters,
+        otlp_endpoint,
+        rollout_root if with_variants else None,
+    )
 
 
 def render_all(
@@ -433,6 +453,7 @@ def render_all(
     trace_sample_ratio: float = 1.0,
     addresses: AddressPlan | None = None,
     tls: MeshTls | None = None,
+    rollout_root: Path | None = None,
 ) -> dict[str, Config]:
     """Every Envoy config of the plan by process name (``edge``, ``<replica>.sidecar``).
 
@@ -442,6 +463,8 @@ def render_all(
     Envoys listen and find each other (Compose and Kubernetes: :mod:`switchboard_server.deploy`).
     With ``tls`` the sidecar-to-sidecar hops are mutual TLS with per-method RBAC
     (:mod:`.mtls`); without it they are plaintext (``--insecure``).
+    ``rollout_root``: where the callers of a service with variants watch the rollout
+    policy (:mod:`.variants`); without it every variant but stable gets no traffic.
     """
     addresses = addresses or local_addresses(plan)
     configs = {
@@ -461,6 +484,7 @@ def render_all(
             otlp_endpoint,
             trace_sample_ratio=trace_sample_ratio,
             addresses=addresses,
+            rollout_root=rollout_root,
         )
     return configs if tls is None else secure_all(configs, plan, tls)
 

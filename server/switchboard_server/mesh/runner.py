@@ -35,9 +35,11 @@ from switchboard_server.mesh.health import envoy_ready, grpc_health
 from switchboard_server.mesh.mtls import MeshTls, cert_store, identities, prepare
 from switchboard_server.mesh.processes import Child, ChildSpec
 from switchboard_server.mesh.render import render_all, write_configs
+from switchboard_server.mesh.rollout_state import ensure_runtime
 from switchboard_server.mesh.state import MeshState, ProcessInfo, write_state
 from switchboard_server.mesh.tokens import DevAuth, prepare_dev_auth
 from switchboard_server.mesh.topology import Plan, Replica
+from switchboard_server.mesh.variants import variant_env
 
 log = structlog.get_logger(__name__)
 
@@ -155,6 +157,10 @@ class MeshRunner:
             env[f"SWITCHBOARD_{replica.service.upper()}_{callee.upper()}_TARGET"] = (
                 f"127.0.0.1:{port}"
             )
+        spec = self.plan.topology.services[replica.service]
+        if spec.variants:
+            comparator = f"{self.plan.host}:{self.mesh.rollout_comparator_port}"
+            env.update(variant_env(spec, replica, self.settings.core.data_dir, comparator))
         return env
 
     def build(self) -> list[Entry]:
@@ -163,6 +169,8 @@ class MeshRunner:
         self.mesh = prepare_dev_auth(self.mesh, self.settings.core.data_dir)
         if not self.mesh.insecure:
             self.tls = prepare(self.plan, self.mesh, self.certs_dir)
+        rollout_root = self.dir / "rollout"
+        ensure_runtime(rollout_root, self.plan.topology)
         configs = write_configs(
             render_all(
                 self.plan,
@@ -170,6 +178,7 @@ class MeshRunner:
                 self.otlp_endpoint,
                 trace_sample_ratio=self.mesh.trace_sample_ratio,
                 tls=self.tls,
+                rollout_root=rollout_root,
             ),
             self.dir / "envoy",
         )
@@ -202,6 +211,8 @@ class MeshRunner:
             name = f"{replica.name}.sidecar"
             entries.append(self._envoy(name, "sidecar", configs[name], replica.admin_port))
             self._sidecar_info(entries[-1], replica)
+        if any(spec.variants for spec in self.plan.topology.services.values()):
+            entries.append(self._comparator())
         entries.append(self._frontdoor())
         edge = self._envoy("edge", "edge", configs["edge"], self.plan.edge_admin_port)
         edge.info["grpc"] = f"{host}:{self.plan.edge_port}"
@@ -218,6 +229,20 @@ class MeshRunner:
         if self.mesh.edge_jwks_file == dev.jwks_path.absolute():
             return f"jwt, development token in {dev.token_path}"
         return f"jwt, keys from {self.mesh.edge_jwks_url or self.mesh.edge_jwks_file}"
+
+    def _comparator(self) -> Entry:
+        """Joins shadow answers with stable's (:mod:`.comparator`)."""
+        argv = [self.python, "-m", "switchboard_server.mesh", "rollout-comparator"]
+        argv += ["--host", self.plan.host, "--port", str(self.mesh.rollout_comparator_port)]
+        argv += ["--metrics-port", str(self.mesh.rollout_comparator_metrics_port)]
+        argv += ["--max-pending", str(self.mesh.rollout_comparator_max_pending)]
+        metrics = f"http://{self.plan.host}:{self.mesh.rollout_comparator_metrics_port}/metrics"
+        udp = f"{self.plan.host}:{self.mesh.rollout_comparator_port}"
+        return Entry(
+            ChildSpec("comparator", "comparator", argv, {"SWITCHBOARD_LOG_FORMAT": "json"}),
+            Probe("http", metrics),
+            {"udp": udp, "metrics": metrics},
+        )
 
     def _frontdoor(self) -> Entry:
         """Health and reflection behind the edge; healthy once every exposed service is

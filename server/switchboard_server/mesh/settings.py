@@ -405,6 +405,41 @@ class MeshSettings(BaseSettings):
         default=10.0, gt=0, description="Wait for a child after SIGTERM before SIGKILL."
     )
 
+    # -- rollouts (docs/rollouts.md) -------------------------------------------------------
+    rollout_comparator_port: int = Field(
+        default=9920,
+        ge=1,
+        le=65535,
+        description="UDP port of the shadow comparator (run when a service has variants).",
+    )
+    rollout_comparator_metrics_port: int = Field(
+        default=9921, ge=1, le=65535, description="Prometheus port of the shadow comparator."
+    )
+    rollout_comparator_max_pending: int = Field(
+        default=10_000,
+        ge=1,
+        description="Requests the comparator holds waiting for their other half (oldest "
+        "evicted first): its memory bound.",
+    )
+    rollout_window_s: float = Field(
+        default=30.0, gt=0, description="`rollout watch`: the window each check compares over."
+    )
+    rollout_min_requests: int = Field(
+        default=20, ge=1, description="Calls a variant needs in a window before it is judged."
+    )
+    rollout_max_error_rate_margin: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Roll back when the candidate's error rate exceeds stable's by this "
+        "much (0.05: five points).",
+    )
+    rollout_max_p99_margin_ms: float = Field(
+        default=100.0,
+        ge=0,
+        description="Roll back when the candidate's p99 latency exceeds stable's by this.",
+    )
+
     @model_validator(mode="after")
     def _own_ca(self) -> MeshSettings:
         if (self.ca_cert_file is None) != (self.ca_key_file is None):

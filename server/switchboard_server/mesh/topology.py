@@ -81,8 +81,34 @@ class ServiceSpec:
     def admin_methods(self) -> tuple[str, ...]:
         return tuple(m for m in self.methods if self.admin.get(m, False))
 
+    # Variants besides the baseline (``stable``: the service's own replicas and env),
+    # each with its own replicas and app env overrides; see :mod:`.variants`.
+    variants: Mapping[str, VariantSpec] = field(default_factory=dict)
+    # Methods split between variants by weight at the callers (canary), and mirrored to
+    # them (shadow); empty without variants.
+    split_methods: tuple[str, ...] = ()
+    shadow_methods: tuple[str, ...] = ()
+
     def policy(self, method: str) -> MethodPolicy:
         return self.overrides.get(method, self.default)
+
+    def variant_names(self) -> tuple[str, ...]:
+        """``stable`` first, then the declared variants in file order."""
+        return (STABLE, *self.variants)
+
+    def variant_replicas(self, variant: str) -> int:
+        return self.replicas if variant == STABLE else self.variants[variant].replicas
+
+
+STABLE = "stable"
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """A variant of a service (e.g. a candidate model): its own replicas and app env."""
+
+    replicas: int
+    env: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -147,6 +173,20 @@ class _OverrideFile(BaseModel):
     admin: bool | None = None
 
 
+class _VariantFile(BaseModel):
+    model_config = _STRICT
+
+    replicas: int = Field(default=1, ge=1)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class _RolloutFile(BaseModel):
+    model_config = _STRICT
+
+    split_methods: list[str] = Field(default_factory=list)
+    shadow_methods: list[str] = Field(default_factory=list)
+
+
 class _ServiceFile(BaseModel):
     model_config = _STRICT
 
@@ -160,6 +200,8 @@ class _ServiceFile(BaseModel):
     egress_ports: dict[str, Port] = Field(default_factory=dict)
     default: _PolicyFile
     methods: dict[str, _OverrideFile] = Field(default_factory=dict)
+    variants: dict[str, _VariantFile] = Field(default_factory=dict)
+    rollout: _RolloutFile | None = None
 
 
 class _EdgeFile(BaseModel):
@@ -232,6 +274,7 @@ def _service(name: str, raw: _ServiceFile) -> ServiceSpec:
             keyed_retry=default.keyed_retry if policy.keyed_retry is None else policy.keyed_retry,
         )
         _check_keyed(f"{where}.methods.{method}", overrides[method], method, streams)
+    variants, split, shadow = _variants(where, raw, methods)
     missing = [c for c in raw.calls if c not in raw.egress_ports]
     if missing:
         raise TopologyError(f"{where}.egress_ports: missing {missing}")
@@ -249,7 +292,38 @@ def _service(name: str, raw: _ServiceFile) -> ServiceSpec:
         default=default,
         overrides=overrides,
         admin=admin,
+        variants=variants,
+        split_methods=split,
+        shadow_methods=shadow,
     )
+
+
+def _variants(
+    where: str, raw: _ServiceFile, methods: tuple[str, ...]
+) -> tuple[dict[str, VariantSpec], tuple[str, ...], tuple[str, ...]]:
+    """The declared variants and the methods split / mirrored between them."""
+    if STABLE in raw.variants:
+        raise TopologyError(f"{where}.variants.{STABLE}: the service's own replicas are stable")
+    for name in raw.variants:
+        if not name.isidentifier() or not name.islower():
+            raise TopologyError(f"{where}.variants.{name}: a lower-case name, like candidate")
+    rollout = raw.rollout or _RolloutFile()
+    if rollout != _RolloutFile() and not raw.variants:
+        raise TopologyError(f"{where}.rollout: the service declares no variants")
+    for key, names in (
+        ("split_methods", rollout.split_methods),
+        ("shadow_methods", rollout.shadow_methods),
+    ):
+        for method in names:
+            if method not in methods:
+                raise TopologyError(f"{where}.rollout.{key}: {method} is not a method")
+    for method in rollout.shadow_methods:
+        if method in streaming_methods(raw.grpc_service):
+            raise TopologyError(f"{where}.rollout.shadow_methods: {method} streams")
+    variants = {
+        name: VariantSpec(replicas=v.replicas, env=dict(v.env)) for name, v in raw.variants.items()
+    }
+    return variants, tuple(rollout.split_methods), tuple(rollout.shadow_methods)
 
 
 def _check_keyed(
@@ -314,10 +388,21 @@ class Replica:
     admin_port: int
     metrics_port: int
     egress_ports: Mapping[str, int] = field(default_factory=dict)
+    variant: str = STABLE
 
     @property
     def name(self) -> str:
         return f"{self.service}-{self.index}"
+
+    @property
+    def cluster(self) -> str:
+        """The callers' cluster this replica is an endpoint of (one per variant)."""
+        return variant_cluster(self.service, self.variant)
+
+
+def variant_cluster(service: str, variant: str) -> str:
+    """The stable variant keeps the service's cluster name; others get their own."""
+    return service if variant == STABLE else f"{service}-{variant}"
 
 
 @dataclass(frozen=True)
@@ -350,7 +435,8 @@ def make_plan(
     replicas: dict[str, tuple[Replica, ...]] = {}
     for spec in topology.services.values():
         group = []
-        for i in range(spec.replicas):
+        variants = [v for v in spec.variant_names() for _ in range(spec.variant_replicas(v))]
+        for i, variant in enumerate(variants):
             off = i * stride
             group.append(
                 Replica(
@@ -364,6 +450,7 @@ def make_plan(
                         callee: port(f"{spec.name}-{i}.egress.{callee}", p + off)
                         for callee, p in spec.egress_ports.items()
                     },
+                    variant=variant,
                 )
             )
         replicas[spec.name] = tuple(group)

@@ -38,6 +38,7 @@ from switchboard_server.orchestration.ports import (
     ContextPort,
     ConversationLog,
     DependencyFailed,
+    TurnAlreadyRecorded,
 )
 from switchboard_server.orchestration.turn_run import EventSink, TurnRun
 from switchboard_server.orchestration.values import (
@@ -117,22 +118,27 @@ class ChatPipeline:
 
         With a ``key``, one call per key runs at a time in this process: a repeat
         waits for the first, then gets its recorded answer (or runs, if the first
-        committed nothing)."""
+        committed nothing). A duplicate running elsewhere (another replica) that
+        commits first makes the log refuse this one's turn; this one then answers
+        with the recorded turn too."""
         if key is None:
             return await self._answer(
                 message, session_id, options, correlation_id, deadline, on_event, None
             )
         async with self._gate.hold(key.request_id):
             prior = await self._log.replay(key)
-            if prior is not None:
-                log.info("chat.replayed")
-                result = result_from_json(prior)
-                if not options.skip_memory:
-                    await self._complete_memory(message, result, key, deadline)
-                return result
-            return await self._answer(
-                message, session_id, options, correlation_id, deadline, on_event, key
-            )
+            if prior is None:
+                try:
+                    return await self._answer(
+                        message, session_id, options, correlation_id, deadline, on_event, key
+                    )
+                except TurnAlreadyRecorded as recorded:  # a duplicate elsewhere came first
+                    prior = recorded.outcome
+            log.info("chat.replayed")
+            result = result_from_json(prior)
+            if not options.skip_memory:
+                await self._complete_memory(message, result, key, deadline)
+            return result
 
     async def _answer(
         self,

@@ -14,7 +14,9 @@ import structlog
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as pb_grpc
-from switchboard_server.config import ServiceName
+from switchboard_client.cli import requires_extra
+from switchboard_server.config import ServiceName, Settings
+from switchboard_server.errors import Unavailable
 from switchboard_server.orchestration.breaker import (
     BreakerComposer,
     BreakerConfig,
@@ -28,10 +30,13 @@ from switchboard_server.orchestration.peers import Peers
 from switchboard_server.orchestration.ports import Classifier, Composer, ContextPort
 from switchboard_server.orchestration.servicer import OrchestrationServicer
 from switchboard_server.orchestration.settings import OrchestrationSettings
-from switchboard_server.orchestration.store import SqliteConversationLog
+from switchboard_server.orchestration.store import LogStore, SqliteConversationLog
 from switchboard_server.service import Runtime, ServiceModule
 
 log = structlog.get_logger(__name__)
+
+LOG_RETRY_MAX_S = 5.0
+"""Longest wait between two attempts to open an unavailable conversation log."""
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrchestrationService"].full_name
 
@@ -64,6 +69,24 @@ def llm_behind_breaker(
     return BreakerComposer(llm, breaker)
 
 
+def conversation_log(settings: Settings) -> LogStore:
+    """The conversation log the settings choose (no I/O until ``open``)."""
+    s, retention_s = settings.orchestration, settings.core.request_retention_s
+    if s.store == "redis":
+        with requires_extra("redis"):  # redis-py is an extra, imported only when chosen
+            from switchboard_server.orchestration.store.redis_log import RedisConversationLog
+        return RedisConversationLog(
+            s.redis_url.get_secret_value(),
+            password=s.redis_password.get_secret_value(),
+            prefix=s.redis_key_prefix,
+            timeout_s=s.redis_timeout_s,
+            retention_s=retention_s,
+        )
+    return SqliteConversationLog(
+        settings.core.data_dir_for(ServiceName.ORCHESTRATION), retention_s=retention_s
+    )
+
+
 class OrchestrationModule:
     """The orchestration service: peers' channels and the conversation log are its resources."""
 
@@ -94,10 +117,7 @@ class OrchestrationModule:
                 max_message_bytes=settings.core.max_message_bytes,
             )
             classifier, context = self._peers.classifier, self._peers.context
-        self._log = SqliteConversationLog(
-            settings.core.data_dir_for(ServiceName.ORCHESTRATION),
-            retention_s=settings.core.request_retention_s,
-        )
+        self._log = conversation_log(settings)
         rules = RuleComposer(
             default_registry(s.fallback_intent),
             min_relevance=s.min_citation_relevance,
@@ -146,9 +166,22 @@ class OrchestrationModule:
 
     async def start(self) -> None:
         """Ready once the conversation log (and any in-process peer) is."""
-        await asyncio.gather(self._log.open(), *(m.start() for m in self._in_process))
+        await asyncio.gather(self._open_log(), *(m.start() for m in self._in_process))
         if self._in_process:
             log.info("orchestration.in_process_peers", services=self.service_names[1:])
+
+    async def _open_log(self) -> None:
+        """Open the log, retrying while it is unavailable (its Redis not up yet): health
+        stays NOT_SERVING until it opens."""
+        delay = 0.1
+        while True:
+            try:
+                await self._log.open()
+                return
+            except Unavailable:
+                log.warning("orchestration.log_unavailable", retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LOG_RETRY_MAX_S)
 
     async def stop(self) -> None:
         for module in self._in_process:

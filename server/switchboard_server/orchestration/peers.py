@@ -28,6 +28,7 @@ from switchboard_server.orchestration.values import (
     Source,
     SourceKind,
 )
+from switchboard_server.rollout_headers import BUCKET_HEADER, session_bucket
 
 _MEMORY_TYPES = {
     "working": ctx_pb.MEMORY_TYPE_WORKING,
@@ -75,8 +76,11 @@ class GrpcClassifier:
         if threshold is not None:
             options.confidence_threshold = threshold
         request = cls_pb.ClassifyRequest(text=text, session_id=session_id, options=options)
+        # The session's bucket keeps a conversation on one model variant (a canary split
+        # at our sidecar, mesh/variants.py).
+        metadata = ((BUCKET_HEADER, str(session_bucket(session_id))),) if session_id else ()
         try:
-            response = await self._stub.Classify(request, timeout=budget_s)
+            response = await self._stub.Classify(request, timeout=budget_s, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             raise _failed(exc) from exc
         return intent_from_proto(response.classification)

@@ -40,6 +40,16 @@ class CallerDeadline(DependencyFailed):
         super().__init__(DEADLINE_EXCEEDED)
 
 
+class TurnAlreadyRecorded(Exception):
+    """The turn's request_id was recorded meanwhile (a concurrent duplicate, perhaps on
+    another replica, committed first): nothing was written; ``outcome`` is the
+    recorded answer."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__("the request_id was recorded meanwhile")
+        self.outcome = outcome
+
+
 class Classifier(Protocol):
     """The classification service."""
 
@@ -85,7 +95,8 @@ class ConversationLog(Protocol):
         outcome: Callable[[int], str] = str,
     ) -> int:
         """Store the turn durably; return its index in the session. With a ``key``,
-        ``outcome(index)`` is recorded under it in the same transaction."""
+        ``outcome(index)`` is recorded under it in the same transaction; a key recorded
+        meanwhile raises :class:`TurnAlreadyRecorded` (and writes nothing)."""
         ...
 
     async def replay(self, key: RequestKey) -> str | None:

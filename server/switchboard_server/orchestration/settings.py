@@ -32,6 +32,33 @@ class OrchestrationSettings(BaseSettings):
         default="127.0.0.1:50052",
         description="Where to reach context (the sidecar's egress listener in the mesh).",
     )
+    store: Literal["sqlite", "redis"] = Field(
+        default="sqlite",
+        description="Where the conversation log lives: SQLite in the data directory (one "
+        "replica), or Redis, shared by every replica (`switchboard up` then runs two).",
+    )
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis URL of the conversation log (a secret: it may hold a password).",
+    )
+    redis_url_file: Path | None = Field(
+        default=None, description="A file holding REDIS_URL (a Docker/Kubernetes secret)."
+    )
+    redis_password: SecretStr = Field(
+        default=SecretStr(""), description="Redis password, if not in the URL; empty: none."
+    )
+    redis_password_file: Path | None = Field(
+        default=None, description="A file holding REDIS_PASSWORD."
+    )
+    redis_key_prefix: str = Field(
+        default="switchboard:orchestration:",
+        min_length=1,
+        max_length=64,
+        description="Prefix of every Redis key the orchestration service writes.",
+    )
+    redis_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="Socket timeout of Redis commands, in seconds."
+    )
     deadline_margin_ms: float = Field(
         default=10.0,
         ge=0,
@@ -130,4 +157,4 @@ class OrchestrationSettings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _secret_files(cls, values: Any) -> Any:
-        return read_secret_files(values, ("llm_api_key",))
+        return read_secret_files(values, ("llm_api_key", "redis_url", "redis_password"))

@@ -1,39 +1,26 @@
 """Fixtures of the context-service tests: a real redis-server and a real context server.
 
-``store_kind`` parametrises a test over both backends; the Redis server is started
-once per session on a free loopback port (append-only, fsync always) and stopped by
-PID; each test gets its own key prefix, so tests never see each other's data.
+``store_kind`` parametrises a test over both backends; the Redis server
+(``redis_server``, tests/integration/conftest.py) is started once per session; each
+test gets its own key prefix, so tests never see each other's data.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from switchboard_server.config import Settings
-from switchboard_server.testing import free_port, stop_process
 from tests.support.context import (
     STORES,
-    RedisServer,
     Running,
     context_settings,
     running,
-    start_redis,
 )
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    port = free_port()
-    proc = start_redis(port, tmp_path_factory.mktemp("redis"))
-    try:
-        yield RedisServer(f"redis://127.0.0.1:{port}/0", proc.pid)
-    finally:
-        stop_process(proc)
 
 
 @pytest.fixture(

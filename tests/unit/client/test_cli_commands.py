@@ -30,6 +30,8 @@ COMMANDS = {
     "render-envoy",
     "certs",
     "render",
+    "rollout",
+    "rollout-comparator",
     "traces",
     "trace-receiver",
 }

@@ -19,8 +19,6 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from switchboard_server.context.knowledge_index import IndexedPassage, LogEntry
 from switchboard_server.context.store import redis_scripts
@@ -38,7 +36,8 @@ from switchboard_server.context.values import (
     PreparedDocument,
 )
 from switchboard_server.errors import ErrorReason, Unavailable
-from switchboard_server.idempotency import RequestKey, reused
+from switchboard_server.idempotency import RequestKey
+from switchboard_server.redis_writes import CONNECTION_ERRORS, idempotent, run_keyed
 
 _TYPE_INDEX = {t: i + 1 for i, t in enumerate(ALL_MEMORY_TYPES)}
 
@@ -83,7 +82,7 @@ class RedisStore:
         )
         self._client = client
         self._scripts = {
-            name: client.register_script(redis_scripts.idempotent(body))
+            name: client.register_script(idempotent(body))
             for name, body in (
                 ("append", redis_scripts.APPEND_MEMORY),
                 ("clear", redis_scripts.CLEAR_MEMORY),
@@ -117,7 +116,7 @@ class RedisStore:
     async def _guard(self) -> AsyncIterator[None]:
         try:
             yield
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except CONNECTION_ERRORS as exc:
             raise Unavailable(
                 "context store unavailable", reason=ErrorReason.STORE_UNAVAILABLE
             ) from exc
@@ -133,17 +132,17 @@ class RedisStore:
     ) -> tuple[Any, str, bool]:
         """Run a write script under ``key``: (its outcome, ``extra``, whether it is the
         recorded outcome of an earlier call with the key)."""
-        tail: list[Any] = (
-            [f"{self._p}req:{key.request_id}", key.request_hash, self._retention_ms, extra]
-            if key is not None
-            else ["", "", self._retention_ms, extra]
-        )
         async with self._guard():
-            mode, outcome, kept = await self._scripts[script](keys=keys, args=[*args, *tail])
-        if int(mode) == 2:
-            assert key is not None, "only a keyed write can be refused"
-            raise reused(key)
-        return json.loads(outcome), kept, int(mode) == 1
+            done = await run_keyed(
+                self._scripts[script],
+                key,
+                outcome_key_prefix=f"{self._p}req:",
+                retention_ms=self._retention_ms,
+                keys=keys,
+                args=args,
+                extra=extra,
+            )
+        return json.loads(done.outcome), done.extra, done.replayed
 
     def _memory_keys(self, session_id: str) -> list[str]:
         return [f"{self._p}m:{{{session_id}}}:{t.value}" for t in ALL_MEMORY_TYPES]

@@ -1,4 +1,5 @@
-"""Lua scripts of the Redis backend: each write is one atomic script.
+"""Lua scripts of the Redis backend: each write is one atomic script (made idempotent
+under a request key by :func:`switchboard_server.redis_writes.idempotent`).
 
 With ``appendonly yes`` + ``appendfsync always`` Redis fsyncs the script's effects
 before it replies, so an acknowledged write survives a crash of Redis too. The
@@ -7,46 +8,6 @@ ingest/delete scripts touch keys they compute, so the backend needs a single Red
 """
 
 from __future__ import annotations
-
-
-def idempotent(body: str) -> str:
-    """``body`` (a script ending in ``return``) made idempotent under a request key.
-
-    Four more ARGV come last: the Redis key of the outcome ('' for no request key), the
-    request hash, the retention in milliseconds, and a JSON ``extra`` the caller keeps
-    with the outcome. The script returns ``{mode, outcome JSON, extra}``: mode 0 wrote
-    now, 1 replays the recorded outcome without writing, 2 refuses a key recorded for
-    another request. The check, the write and the record are one atomic script, so
-    concurrent duplicates (from any replica) write once; the outcome expires with the
-    retention (PEXPIRE), which bounds the storage.
-    """
-    return (
-        """
-local idem_extra = table.remove(ARGV)
-local idem_ttl = table.remove(ARGV)
-local idem_hash = table.remove(ARGV)
-local idem_key = table.remove(ARGV)
-if idem_key ~= '' then
-  local seen = redis.call('HMGET', idem_key, 'hash', 'outcome', 'extra')
-  if seen[1] then
-    if seen[1] ~= idem_hash then return {2, '', ''} end
-    return {1, seen[2], seen[3]}
-  end
-end
-local function body()
-"""
-        + body
-        + """
-end
-local outcome = cjson.encode(body())
-if idem_key ~= '' then
-  redis.call('HSET', idem_key, 'hash', idem_hash, 'outcome', outcome, 'extra', idem_extra)
-  redis.call('PEXPIRE', idem_key, idem_ttl)
-end
-return {0, outcome, idem_extra}
-"""
-    )
-
 
 # KEYS: working, episodic, semantic lists, seq counter, session generation.
 # ARGV: caps (3), then per entry: type index (1-3), JSON payload.

@@ -1,7 +1,10 @@
 // The chat page: sends each message with ChatStream over gRPC-Web and shows the reply
 // as it streams, then the intent with its confidence, the cited sources and the stage
 // timings. The session id lives in localStorage, so a reload continues the conversation
-// (its earlier turns are read back with GetConversation).
+// (its earlier turns are read back with GetConversation). Each message goes out with
+// its own request_id (AIP-155), and every resend of it (after UNAVAILABLE or a broken
+// connection, automatically, or with the card's retry button) carries the same one: the
+// server answers a resend with the turn it committed, never records a second.
 import { adoptToken, call, unary, GrpcError } from "/grpc-web.js";
 
 const SERVICE = "/switchboard.orchestration.v1.OrchestrationService";
@@ -17,7 +20,15 @@ const STAGES = {
   STAGE_REMEMBER: "remember",
 };
 
+// Resends of a failed message: UNAVAILABLE (no replica answered, or the one that did
+// went away) and a broken connection; others (a refusal, a timeout) are shown at once.
+const RETRYABLE = new Set([14]);
+const MAX_ATTEMPTS = 3;
+const RETRY_BASE_MS = 250;
+
 const $ = (id) => document.getElementById(id);
+const sleep = (delayMs) => new Promise((resolve) => setTimeout(resolve, delayMs));
+const retryable = (error) => !(error instanceof GrpcError) || RETRYABLE.has(error.code);
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -36,6 +47,15 @@ const fill = (node, ...children) => node.replaceChildren(...children.filter(Bool
 function newSessionId() {
   const bytes = crypto.getRandomValues(new Uint8Array(8));
   return "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// A random (version 4) UUID; crypto.randomUUID exists only on secure origins.
+function newRequestId() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return [hex.slice(0, 8), hex.slice(8, 12), hex.slice(12, 16), hex.slice(16, 20), hex.slice(20)].join("-");
 }
 
 function sessionId() {
@@ -82,6 +102,17 @@ class TurnView {
     );
     $("transcript").append(el("div", { class: "user", "data-testid": "user-message", text: message }), this.card);
     scrollDown();
+  }
+
+  // Back to an empty card, for a resend of the message.
+  restart() {
+    this.reply.textContent = "";
+    this.stages.replaceChildren();
+    this.stageRows.clear();
+    this.chunks = 0;
+    delete this.card.dataset.chunks;
+    for (const node of this.card.querySelectorAll(".error, .retry")) node.remove();
+    this.card.dataset.state = "streaming";
   }
 
   stage(event) {
@@ -157,9 +188,14 @@ class TurnView {
     scrollDown();
   }
 
-  fail(error) {
+  fail(error, retry) {
     const text = error instanceof GrpcError ? `${error.codeName}: ${error.message}` : String(error);
     this.card.append(el("p", { class: "error", "data-testid": "error", text }));
+    if (retry) {
+      const button = el("button", { type: "button", class: "retry", "data-testid": "retry", text: "Retry" });
+      button.addEventListener("click", retry);
+      this.card.append(button);
+    }
     this.card.dataset.state = "error";
   }
 }
@@ -195,22 +231,45 @@ async function main() {
     }
   }
 
+  async function stream(view, request) {
+    for await (const bytes of call(`${SERVICE}/ChatStream`, request)) {
+      const event = ChatStreamResponse.toObject(ChatStreamResponse.decode(bytes), TO_OBJECT);
+      if (event.event === "stage") view.stage(event.stage);
+      else if (event.event === "replyChunk") view.chunk(event.replyChunk);
+      else if (event.event === "summary") view.summary(event.summary);
+    }
+    if (view.card.dataset.state !== "done") throw new GrpcError(13, "the stream ended without a summary");
+  }
+
+  // Sends the request (resending it as it is, request_id included, while retryable).
+  async function deliver(view, request) {
+    for (let attempt = 1; ; attempt++) {
+      if (attempt > 1 || view.card.dataset.state !== "streaming") view.restart();
+      try {
+        await stream(view, request);
+        setStatus("ready");
+        return;
+      } catch (error) {
+        if (attempt < MAX_ATTEMPTS && retryable(error)) {
+          setStatus(`resending… (${error.message})`);
+          await sleep(RETRY_BASE_MS * 2 ** (attempt - 1));
+          continue;
+        }
+        view.fail(error, async () => {
+          setStatus("resending…");
+          await deliver(view, request);
+        });
+        setStatus("the last message failed", true);
+        return;
+      }
+    }
+  }
+
   async function send(message) {
     const view = new TurnView(message);
-    const request = encode(ChatStreamRequest, { message, sessionId: session });
-    try {
-      for await (const bytes of call(`${SERVICE}/ChatStream`, request)) {
-        const event = ChatStreamResponse.toObject(ChatStreamResponse.decode(bytes), TO_OBJECT);
-        if (event.event === "stage") view.stage(event.stage);
-        else if (event.event === "replyChunk") view.chunk(event.replyChunk);
-        else if (event.event === "summary") view.summary(event.summary);
-      }
-      if (view.card.dataset.state !== "done") throw new GrpcError(13, "the stream ended without a summary");
-      setStatus("ready");
-    } catch (error) {
-      view.fail(error);
-      setStatus("the last message failed", true);
-    }
+    const requestId = newRequestId();
+    view.card.dataset.requestId = requestId;
+    await deliver(view, encode(ChatStreamRequest, { message, sessionId: session, requestId }));
   }
 
   $("composer").addEventListener("submit", async (event) => {

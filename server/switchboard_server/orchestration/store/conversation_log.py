@@ -4,7 +4,8 @@ Each turn is committed (WAL, ``synchronous=FULL``) before the chat turn is answe
 The index of a turn is assigned inside the insert, so concurrent turns of one
 session get distinct, gapless indices. A turn with a request_id records its answer
 under the key in the same transaction (``idempotency.SQLITE_SCHEMA``), so a turn and
-its recorded answer exist together or not at all.
+its recorded answer exist together or not at all; a key another process sharing the
+file recorded meanwhile raises ``TurnAlreadyRecorded``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import structlog
 from switchboard_server import idempotency
 from switchboard_server.errors import Unavailable
 from switchboard_server.idempotency import RequestKey
-from switchboard_server.orchestration.ports import DependencyFailed
+from switchboard_server.orchestration.ports import DependencyFailed, TurnAlreadyRecorded
 from switchboard_server.orchestration.values import Alternative, Intent, Turn, TurnPage
 
 log = structlog.get_logger(__name__)
@@ -142,8 +143,12 @@ class SqliteConversationLog:
                 return self._insert(conn, session_id, turn)
             conn.execute("BEGIN IMMEDIATE")
             try:
+                now = time.time()
+                recorded = idempotency.sqlite_replay(conn, key, now)
+                if recorded is not None:  # another process sharing the file committed it
+                    raise TurnAlreadyRecorded(recorded)
                 index = self._insert(conn, session_id, turn)
-                idempotency.sqlite_record(conn, key, outcome(index), time.time(), self._retention_s)
+                idempotency.sqlite_record(conn, key, outcome(index), now, self._retention_s)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

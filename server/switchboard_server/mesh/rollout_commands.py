@@ -1,0 +1,130 @@
+"""What ``switchboard rollout ...`` does (parsers: :mod:`.rollout_cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from switchboard_server.config import Settings, load_settings_or_report
+from switchboard_server.mesh.rollout import collect, delta, table, verdict
+from switchboard_server.mesh.rollout_state import ServicePolicy, read_policies, write_policies
+from switchboard_server.mesh.runner import mesh_dir
+from switchboard_server.mesh.state import MeshState, read_state
+from switchboard_server.mesh.topology import Topology, TopologyError, load_topology
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_NOT_RUNNING = 3
+
+
+def rollout_root(settings: Settings) -> Path:
+    return mesh_dir(settings) / "rollout"
+
+
+def _share(value: str) -> tuple[str, int]:
+    variant, sep, percent = value.partition("=")
+    if not sep or not percent.isdigit():
+        raise TopologyError(f"{value!r}: expected VARIANT=PERCENT, like candidate=10")
+    return variant, int(percent)
+
+
+def change(
+    settings: Settings, topology: Topology, service: str, action: str, arg: str = ""
+) -> ServicePolicy:
+    """Apply one change to the persisted policy and swap the sidecars' runtime tree."""
+    root = rollout_root(settings)
+    policies = read_policies(root)
+    policy = policies.get(service, ServicePolicy())
+    if action == "set":
+        variant, percent = _share(arg)
+        policy.weights = {**policy.weights, variant: percent}
+    elif action == "shadow":
+        variant, percent = _share(arg)
+        policy.shadow = {**policy.shadow, variant: percent}
+    elif action == "promote":
+        policy.weights, policy.shadow = {arg: 100}, {}
+    elif action.startswith("rollback") or action.startswith("auto-rollback"):
+        policy.weights, policy.shadow = {}, {}
+    policy.last_change = f"{action} {arg}".strip()
+    policies[service] = policy
+    write_policies(root, topology, policies)
+    return policy
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings_or_report("switchboard")
+    if settings is None:
+        return EXIT_CONFIG
+    try:
+        topology = load_topology(settings.mesh.topology_file)
+        if args.action in ("set", "shadow"):
+            policy = change(settings, topology, args.service, args.action, args.share)
+        elif args.action == "promote":
+            policy = change(settings, topology, args.service, "promote", args.variant)
+        elif args.action == "rollback":
+            policy = change(settings, topology, args.service, "rollback")
+        else:
+            return _observe(args, settings, topology)
+    except TopologyError as exc:
+        print(f"switchboard rollout: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{args.service}: weights {policy.weights or 'all on stable'}, shadow {policy.shadow}")
+    return 0
+
+
+def _observe(args: argparse.Namespace, settings: Settings, topology: Topology) -> int:
+    spec = topology.services.get(args.service)
+    if spec is None or not spec.variants:
+        raise TopologyError(f"{args.service}: not a service with variants")
+    state = read_state(mesh_dir(settings) / "state.json")
+    if state is None:
+        print("switchboard rollout: the mesh is not running", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    if args.action == "status":
+        return _status(args, settings, topology, state)
+    return asyncio.run(_watch(args, settings, topology, state))
+
+
+def _status(
+    args: argparse.Namespace, settings: Settings, topology: Topology, state: MeshState
+) -> int:
+    stats = asyncio.run(collect(state, topology, args.service))
+    policy = asdict(read_policies(rollout_root(settings)).get(args.service, ServicePolicy()))
+    spec = topology.services[args.service]
+    verdicts = [verdict(stats, v, settings.mesh) for v in spec.variants]
+    if args.json:
+        doc = {
+            "policy": policy,
+            "variants": {name: asdict(s) for name, s in stats.items()},
+            "verdicts": [asdict(v) for v in verdicts],
+        }
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        print(f"{args.service}: last change: {policy['last_change'] or '-'}")
+        print(table(stats, policy))
+        for v in verdicts:
+            print(v.text)
+    return 0 if all(v.ok for v in verdicts) else EXIT_FAILED
+
+
+async def _watch(
+    args: argparse.Namespace, settings: Settings, topology: Topology, state: MeshState
+) -> int:
+    """Compare over each window; roll back (and exit 1) when the variant is worse."""
+    while True:
+        before = await collect(state, topology, args.service)
+        await asyncio.sleep(settings.mesh.rollout_window_s)
+        now = await collect(state, topology, args.service)
+        window = {name: delta(now[name], before[name]) for name in now}
+        result = verdict(window, args.variant, settings.mesh)
+        print(result.text, flush=True)
+        if not result.ok:
+            change(settings, topology, args.service, f"auto-rollback: {result.text}")
+            print(f"{args.service}: rolled back to stable", flush=True)
+            return EXIT_FAILED
+        if args.once:
+            return 0
