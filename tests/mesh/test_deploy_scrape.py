@@ -60,6 +60,10 @@ def test_scrape_listener_serves_stats_metrics_and_ready_only(
     settings = default_settings()
     scrape = pool()
     settings = dataclasses.replace(settings, deploy=DeploySettings(scrape_port=scrape))
+    # The listener, not mTLS (the certificates live where a container mounts them).
+    settings = dataclasses.replace(
+        settings, mesh=settings.mesh.model_copy(update={"insecure": True})
+    )
 
     def port(purpose: str, default: int) -> int:
         return app_metrics if purpose.endswith(".metrics") else pool()
@@ -73,6 +77,7 @@ def test_scrape_listener_serves_stats_metrics_and_ready_only(
         [replica],
         otlp_endpoint="",
         trace_sample_ratio=1.0,
+        sds_dir=str(tmp_path),
     )
     paths = write_configs({"sidecar": configs[f"{replica.name}.sidecar"]}, tmp_path)
     envoy = subprocess.Popen(
@@ -105,6 +110,8 @@ def test_scrape_listener_serves_stats_metrics_and_ready_only(
             assert client.post(f"{base}/quitquitquit").status_code == 404
             assert client.get(f"{base}/config_dump").status_code == 404
             assert client.get(f"{base}/stats").status_code == 404
+            # Of the app's gRPC, only the health Check is routed (for the probes).
+            assert client.post(f"{base}/grpc.health.v1.Health/Watch").status_code == 404
             time.sleep(0.2)
             assert envoy.poll() is None
     finally:

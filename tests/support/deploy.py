@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from switchboard_server.config import Settings, load_settings
+from switchboard_server.mesh.addresses import CONTAINER_ASSET_ROOT
+from switchboard_server.mesh.edge_web import WEB_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
+MESH_PACKAGE = str(WEB_DIR.parent.resolve())  # where the local edge reads its files
 Doc = dict[str, Any]
 
 
@@ -196,10 +199,29 @@ DISCOVERY_KEYS = ("type", "cluster_type", "load_assignment")
 DEPLOY_ONLY = {"scrape", "envoy_admin", "local_metrics"}
 
 
+ASSET_KEYS = ("filename", "proto_descriptor")
+
+
+def _relative_asset_paths(node: Any) -> Any:
+    """Every file path an Envoy config names, relative to its asset root."""
+    roots = (f"{MESH_PACKAGE}/", f"{CONTAINER_ASSET_ROOT}/")
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ASSET_KEYS and isinstance(value, str):
+                node[key] = next((value[len(r) :] for r in roots if value.startswith(r)), value)
+            else:
+                _relative_asset_paths(value)
+    elif isinstance(node, list):
+        for item in node:
+            _relative_asset_paths(item)
+    return node
+
+
 def without_addressing(config: Doc) -> Doc:
     """``config`` less what a target may change: listener and admin addresses, cluster
-    discovery (static/DNS) and endpoints, the scrape listener and its clusters."""
-    config = copy.deepcopy(config)
+    discovery (static/DNS) and endpoints, the scrape listener and its clusters, and where
+    the edge's files are (this package's, or the Envoy image's copies)."""
+    config = _relative_asset_paths(copy.deepcopy(config))
     config["admin"].pop("address")
     resources = config["static_resources"]
     resources["listeners"] = [

@@ -41,6 +41,7 @@ def test_the_smoke_file_swaps_what_cannot_be_had_and_lists_it() -> None:
     assert services["prometheus"]["image"] == images.SUBSTITUTES
     assert services["jaeger"]["image"] == images.APP
     assert services["jaeger"]["command"][:2] == ["switchboard", "trace-receiver"]
+    assert services["jaeger"]["healthcheck"] == {"disable": True}  # nothing more: refused
     assert sorted(smoke.apps().values()) == ["classification", "context", "orchestration"]
     assert len(smoke.changes) >= 6
     for name, spec in services.items():
@@ -55,3 +56,15 @@ def test_the_committed_file_keeps_the_upstream_images() -> None:
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     for name in ("redis", "prometheus", "grafana", "jaeger"):
         assert "switchboard" not in services[name]["image"], (name, services[name]["image"])
+
+
+def test_the_smoke_file_mounts_the_runs_own_jwks_and_certificates(tmp_path: Path) -> None:
+    own = {"auth": tmp_path / "auth", "certs": tmp_path / "certs"}
+    smoke = compose.derive(COMPOSE, free_port, own)
+    edge = smoke.compose["services"]["edge"]["volumes"]
+    assert f"{(tmp_path / 'auth').resolve()}/jwks:/etc/switchboard/jwks:ro" in edge
+    assert f"{(tmp_path / 'certs').resolve()}/edge:/etc/switchboard/certs/edge:ro" in edge
+    sidecar = smoke.compose["services"]["context-0"]["volumes"]
+    assert f"{(tmp_path / 'certs').resolve()}/context:/etc/switchboard/certs/context:ro" in sidecar
+    everything = [v for s in smoke.compose["services"].values() for v in s.get("volumes", [])]
+    assert not [v for v in everything if "/docker/auth" in v or "/docker/certs" in v]

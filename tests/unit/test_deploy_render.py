@@ -3,6 +3,7 @@ same Envoy features, Compose pods and Kubernetes manifests are wired as document
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from typing import Any
@@ -11,7 +12,12 @@ import pytest
 import yaml
 
 from switchboard_server.config import Settings, settings_table
+from switchboard_server.deploy.envoy import CONTAINER_JWKS_FILE, container_mesh_settings
+from switchboard_server.deploy.mesh_tls import CONTAINER_CERTS_DIR, container_tls
+from switchboard_server.deploy.pods import ENVOY_CONFIG_DIR
 from switchboard_server.deploy.render import render_files
+from switchboard_server.mesh.addresses import CONTAINER_ASSET_ROOT
+from switchboard_server.mesh.mtls import secure_all
 from switchboard_server.mesh.render import render_all
 from switchboard_server.mesh.topology import load_topology, make_plan
 from tests.support.deploy import (
@@ -63,6 +69,33 @@ def test_committed_rendering_matches_a_fresh_render(target: str, settings: Setti
     assert not changed, message
 
 
+def _envoy_file_paths(text: str) -> set[str]:
+    """Every file an Envoy config names: direct-response bodies, descriptor sets."""
+    return set(re.findall(r"(?:filename|proto_descriptor): (\S+)", text))
+
+
+@pytest.mark.parametrize("target", ["compose", "k8s"])
+def test_container_renderings_name_the_envoy_images_files_not_the_checkouts(target: str) -> None:
+    # Rendered in one checkout, committed, compared in another: no host path may leak in.
+    files = _render(target)
+    assert not [path for path, text in files.items() if str(ROOT) in text]
+    named = set().union(*(_envoy_file_paths(t) for p, t in files.items() if "envoy/" in p))
+    assert f"{CONTAINER_ASSET_ROOT}/web/index.html" in named
+    assert f"{CONTAINER_ASSET_ROOT}/api_descriptor.binpb" in named
+    # ... and the Envoy image has each of them where the config says.
+    dockerfile = (ROOT / "docker" / "envoy.Dockerfile").read_text()
+    copies = dict(
+        (dest, src) for src, dest in re.findall(r"^COPY (server/\S+) (\S+)$", dockerfile, re.M)
+    )
+    # Mounted, not in the image: the JWKS and each identity's certificates.
+    mounted = {p for p in named if p == CONTAINER_JWKS_FILE or p.startswith(CONTAINER_CERTS_DIR)}
+    assert named - mounted == {p for p in named if p.startswith(CONTAINER_ASSET_ROOT)}
+    for path in named - mounted:
+        dest = next((d for d in copies if path == d or path.startswith(d + "/")), None)
+        assert dest is not None, f"{path} is not in the Envoy image"
+        assert (ROOT / (copies[dest] + path.removeprefix(dest))).is_file(), path
+
+
 def test_the_local_target_is_what_switchboard_up_runs() -> None:
     files = _render("local")
     assert set(files) == {
@@ -79,17 +112,23 @@ def test_the_local_target_is_what_switchboard_up_runs() -> None:
 def _envoys(settings: Settings) -> dict[str, dict[str, dict[str, Any]]]:
     """Per target: the edge's and each service's (first) sidecar config, by service."""
     # `switchboard up` traces to its own receiver on loopback, sampling every new trace.
-    plan = make_plan(load_topology(settings.mesh.topology_file), settings.mesh)
-    local = render_all(plan, settings.mesh, "127.0.0.1:4317", trace_sample_ratio=1.0)
+    # The container edges authenticate clients against a mounted JWKS; so does `up`'s.
+    mesh = container_mesh_settings(settings).mesh
+    plan = make_plan(load_topology(mesh.topology_file), mesh)
+    local = render_all(plan, mesh, "127.0.0.1:4317", trace_sample_ratio=1.0)
+    # ... and the same mTLS and RBAC, the certificates where the containers mount them.
+    tls = container_tls(settings, ENVOY_CONFIG_DIR)
+    assert tls is not None
+    local = secure_all(local, plan, tls)
     compose = {
         k.removeprefix("envoy/").removesuffix(".yaml"): yaml.safe_load(v)
         for k, v in _render("compose").items()
-        if k.startswith("envoy/")
+        if k.startswith("envoy/") and not k.endswith((".cert.yaml", ".ca.yaml"))  # not SDS
     }
     k8s = {
         k.removeprefix("overlays/dev/envoy/").removesuffix(".yaml"): yaml.safe_load(v)
         for k, v in _render("k8s").items()
-        if k.startswith("overlays/dev/envoy/")
+        if k.startswith("overlays/dev/envoy/") and "/sds/" not in k
     }
     by_service = {
         "local": {k.split("-")[0].removesuffix(".sidecar"): v for k, v in local.items()},
@@ -160,7 +199,7 @@ def test_compose_pods_share_the_sidecars_namespace_and_gate_startup_on_health(
     envoys = {
         k.removeprefix("envoy/").removesuffix(".yaml"): yaml.safe_load(v)
         for k, v in _render("compose").items()
-        if k.startswith("envoy/")
+        if k.startswith("envoy/") and not k.endswith((".cert.yaml", ".ca.yaml"))  # not SDS
     }
     apps = {name: s for name, s in services.items() if name.endswith("-app")}
     assert set(apps) == {"classification-0-app", "context-0-app", "orchestration-0-app"}
@@ -169,11 +208,20 @@ def test_compose_pods_share_the_sidecars_namespace_and_gate_startup_on_health(
         assert app["network_mode"] == f"service:{sidecar}"
         assert services[sidecar]["image"] == settings.deploy.envoy_image
         assert app["image"] == settings.deploy.app_image
-        # The health check asks grpc.health.v1 on the port the sidecar's ingress binds.
+        # The health check asks grpc.health.v1 through the sidecar's plaintext scrape
+        # listener (its mTLS ingress wants a client certificate), which forwards the
+        # Check alone to the app.
         test = app["healthcheck"]["test"]
         assert test[:3] == ["CMD", "switchboard-health", "--address"]
-        ingress = envoys[f"{sidecar}.sidecar"]["static_resources"]["listeners"][0]
-        assert test[3] == f"127.0.0.1:{ingress['address']['socket_address']['port_value']}"
+        listeners = envoys[f"{sidecar}.sidecar"]["static_resources"]["listeners"]
+        scrape = next(lst for lst in listeners if lst["name"] == "scrape")
+        assert test[3] == f"127.0.0.1:{scrape['address']['socket_address']['port_value']}"
+        hcm = scrape["filter_chains"][0]["filters"][0]["typed_config"]
+        routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+        health = [r for r in routes if r["route"]["cluster"] == "local_app"]
+        assert [r["match"] for r in health] == [{"path": "/grpc.health.v1.Health/Check"}]
+        ingress = next(lst for lst in listeners if lst["name"] == "ingress")
+        assert "transport_socket" in ingress["filter_chains"][0]
     for name, service in services.items():
         assert service["init"] is True, name
         for dependency, condition in service.get("depends_on", {}).items():
@@ -259,3 +307,43 @@ def test_network_policies_admit_exactly_the_topology_call_graph(settings: Settin
         rules = doc["spec"]["ingress"]
         monitoring = [r for r in rules if "namespaceSelector" in r.get("from", [{}])[0]]
         assert [p["port"] for r in monitoring for p in r["ports"]] == [scrape]
+
+
+# -- client authentication at the container edges ------------------------------------
+
+
+def _edge_jwt(files: dict[str, str], path: str) -> dict[str, Any] | None:
+    filters = yaml.safe_load(files[path])["static_resources"]["listeners"][0]["filter_chains"][0]
+    hcm = filters["filters"][0]["typed_config"]
+    found = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.jwt_authn"]
+    return found[0]["typed_config"] if found else None
+
+
+def test_container_edges_check_tokens_against_the_mounted_jwks(settings: Settings) -> None:
+    compose, k8s = _render("compose"), _render("k8s")
+    for files, path in ((compose, "envoy/edge.yaml"), (k8s, "base/envoy/edge.yaml")):
+        jwt = _edge_jwt(files, path)
+        assert jwt is not None, path
+        provider = jwt["providers"]["switchboard"]
+        assert provider["local_jwks"] == {"filename": CONTAINER_JWKS_FILE}
+    edge = yaml.safe_load(compose["compose.yaml"])["services"]["edge"]
+    assert "./auth/jwks:/etc/switchboard/jwks:ro" in edge["volumes"]
+    pod = next(d for d in yaml.safe_load_all(k8s["base/edge.yaml"]) if d["kind"] == "Deployment")
+    spec = pod["spec"]["template"]["spec"]
+    assert {"name": "jwks", "secret": {"secretName": "switchboard-edge-jwks"}} in spec["volumes"]
+    envoy = next(c for c in spec["containers"] if c["name"] == "envoy")
+    assert {"name": "jwks", "mountPath": "/etc/switchboard/jwks", "readOnly": True} in envoy[
+        "volumeMounts"
+    ]
+
+
+def test_an_insecure_container_edge_mounts_no_jwks_and_checks_no_token(
+    settings: Settings,
+) -> None:
+    insecure = dataclasses.replace(
+        settings, mesh=settings.mesh.model_copy(update={"insecure": True})
+    )
+    files = render_files("compose", load_topology(insecure.mesh.topology_file), insecure)
+    assert _edge_jwt(files, "envoy/edge.yaml") is None
+    edge = yaml.safe_load(files["compose.yaml"])["services"]["edge"]
+    assert not [v for v in edge["volumes"] if "jwks" in v]

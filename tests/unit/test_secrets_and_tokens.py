@@ -209,3 +209,35 @@ def test_token_mint_prints_a_token_for_the_subject(tmp_path: Path) -> None:
     )
     assert claims["sub"] == "ci"
     assert claims["exp"] - claims["iat"] == 7200
+
+
+def test_token_init_writes_a_private_key_and_a_public_jwks_a_minted_token_verifies_against(
+    tmp_path: Path,
+) -> None:
+    auth = tmp_path / "auth"
+    cli = [sys.executable, "-m", "switchboard_client.cli", "token"]
+    env = {**os.environ, "SWITCHBOARD_DATA_DIR": str(tmp_path / "data")}
+    subprocess.run([*cli, "init", "--out", str(auth)], env=env, check=True, timeout=60)
+    key, jwks_file = auth / "dev-signing-key.pem", auth / "jwks" / "jwks.json"
+    assert key.stat().st_mode & 0o777 == 0o600
+    # The edge's Envoy reads the JWKS under its own uid: public, and alone in its dir.
+    assert jwks_file.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in jwks_file.parent.iterdir()) == ["jwks.json"]
+    before = key.read_bytes()
+    subprocess.run([*cli, "init", "--out", str(auth)], env=env, check=True, timeout=60)
+    assert key.read_bytes() == before  # kept: tokens minted before stay valid
+    minted = subprocess.run(
+        [*cli, "mint", "--subject", "ops", "--key", str(key)],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    token = minted.stdout.strip()
+    jwks = jwt.PyJWKSet.from_dict(json.loads(jwks_file.read_text()))
+    claims = jwt.decode(
+        token,
+        jwks[jwt.get_unverified_header(token)["kid"]].key,
+        algorithms=["ES256"],
+        audience=MeshSettings().edge_jwt_audience,
+        issuer=MeshSettings().edge_jwt_issuer,
+    )
+    assert claims["sub"] == "ops"
+    assert not (tmp_path / "data").exists()  # the mesh's own development key untouched

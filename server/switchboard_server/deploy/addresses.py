@@ -17,7 +17,11 @@ DNS name, as ``STRICT_DNS`` clusters:
 from __future__ import annotations
 
 from switchboard_server.config import Settings
-from switchboard_server.mesh.addresses import AddressPlan, endpoints_by_cluster
+from switchboard_server.mesh.addresses import (
+    CONTAINER_ASSET_ROOT,
+    AddressPlan,
+    endpoints_by_cluster,
+)
 from switchboard_server.mesh.topology import Plan, Topology, TopologyError, make_plan
 
 ANY_HOST = "0.0.0.0"
@@ -37,6 +41,7 @@ def compose_addresses(plan: Plan, settings: Settings) -> AddressPlan:
         endpoints=endpoints_by_cluster(plan, lambda r: (r.name, r.sidecar_port)),
         dns=True,
         dns_refresh_s=settings.deploy.dns_refresh_s,
+        asset_root=CONTAINER_ASSET_ROOT,
     )
 
 
@@ -53,4 +58,5 @@ def k8s_addresses(plan: Plan, settings: Settings) -> AddressPlan:
         endpoints={name: ((name, group[0].sidecar_port),) for name, group in plan.replicas.items()},
         dns=True,
         dns_refresh_s=settings.deploy.dns_refresh_s,
+        asset_root=CONTAINER_ASSET_ROOT,
     )

@@ -23,7 +23,14 @@ from typing import Any
 
 from switchboard_server.config import Settings
 from switchboard_server.deploy.addresses import compose_addresses, container_plan
-from switchboard_server.deploy.envoy import EDGE, render_envoys
+from switchboard_server.deploy.envoy import (
+    COMPOSE_JWKS_DIR,
+    CONTAINER_JWKS_DIR,
+    EDGE,
+    mounts_jwks,
+    render_envoys,
+)
+from switchboard_server.deploy.mesh_tls import COMPOSE_CERTS_DIR, identity_mount
 from switchboard_server.deploy.pods import (
     DATA_DIR,
     ENVOY_CONFIG_DIR,
@@ -67,6 +74,7 @@ class ComposeRender:
             self.plan.all_replicas(),
             otlp_endpoint=self.deploy.compose_otlp_endpoint,
             trace_sample_ratio=self.deploy.dev_trace_sample_ratio,
+            sds_dir=ENVOY_CONFIG_DIR,
         )
 
     def compose(self) -> dict[str, Any]:
@@ -76,7 +84,9 @@ class ComposeRender:
         for replica in self.plan.all_replicas():
             sidecar = replica.name
             app = f"{replica.name}-app"
-            services[sidecar] = self._envoy(f"{sidecar}.sidecar", {JAEGER: "service_started"})
+            services[sidecar] = self._envoy(
+                f"{sidecar}.sidecar", {JAEGER: "service_started"}, replica.service
+            )
             depends = {sidecar: "service_started", JAEGER: "service_started"}
             for callee in self.plan.topology.services[replica.service].calls:
                 depends.update(
@@ -106,13 +116,21 @@ class ComposeRender:
                 "tmpfs": ["/tmp"],
                 "volumes": [f"{app}-data:{DATA_DIR}"],
                 "healthcheck": {
-                    "test": ["CMD", *health_command(replica.sidecar_port)],
+                    # Through the sidecar's plaintext health route: its mTLS ingress
+                    # wants a client certificate no healthcheck has.
+                    "test": ["CMD", *health_command(self.deploy.scrape_port)],
                     **HEALTHCHECK,
                 },
                 "depends_on": _depends(depends),
             }
         edge_ports = [f"{self.settings.mesh.edge_port}:{self.plan.edge_port}"]
-        services[EDGE] = {**self._envoy(EDGE, {JAEGER: "service_started"}), "ports": edge_ports}
+        services[EDGE] = {
+            **self._envoy(EDGE, {JAEGER: "service_started"}, EDGE),
+            "ports": edge_ports,
+        }
+        if mounts_jwks(self.settings):
+            # Filled by `switchboard token init --out docker/auth` (public keys only).
+            services[EDGE]["volumes"].append(f"{COMPOSE_JWKS_DIR}:{CONTAINER_JWKS_DIR}:ro")
         services[f"{EDGE}-frontdoor"] = {
             "image": self.deploy.app_image,
             "init": True,
@@ -137,7 +155,11 @@ class ComposeRender:
         # name comes from the .env file beside compose.yaml.
         return {"services": services, "volumes": volumes}
 
-    def _envoy(self, config_name: str, depends: dict[str, str]) -> dict[str, Any]:
+    def _envoy(self, config_name: str, depends: dict[str, str], identity: str) -> dict[str, Any]:
+        volumes = [f"./envoy:{ENVOY_CONFIG_DIR}:ro"]
+        if not self.settings.mesh.insecure:
+            # Its own identity only, from `switchboard certs init --out docker/certs`.
+            volumes.append(f"{COMPOSE_CERTS_DIR}/{identity}:{identity_mount(identity)}:ro")
         return {
             "image": self.deploy.envoy_image,
             "init": True,
@@ -145,7 +167,7 @@ class ComposeRender:
             "command": envoy_command(config_name, self.settings),
             "environment": {"SWITCHBOARD_ENVOY_NAME": config_name},
             "read_only": True,
-            "volumes": [f"./envoy:{ENVOY_CONFIG_DIR}:ro"],
+            "volumes": volumes,
             "depends_on": _depends(depends),
         }
 

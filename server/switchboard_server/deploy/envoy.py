@@ -9,16 +9,48 @@ Prometheus and the kubelet reach those and nothing else.
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 from switchboard_server.config import Settings
+from switchboard_server.deploy.mesh_tls import (
+    HEALTH_CHECK_PATH,
+    container_tls,
+    sds_files,
+    secure_envoys,
+)
 from switchboard_server.mesh.addresses import AddressPlan
 from switchboard_server.mesh.envoy_config import Config, address, typed
-from switchboard_server.mesh.render import render_all
+from switchboard_server.mesh.render import LOCAL_APP, render_all
 from switchboard_server.mesh.topology import Plan, Replica
 
 SCRAPE_LISTENER = "scrape"
 ADMIN_CLUSTER = "envoy_admin"
 METRICS_CLUSTER = "local_metrics"
 EDGE = "edge"
+# Where a container edge finds the JWKS of the keys that sign client tokens: Compose
+# bind-mounts the `jwks/` directory `switchboard token init --out docker/auth` fills,
+# Kubernetes mounts the Secret EDGE_JWKS_SECRET (key `jwks.json`).
+CONTAINER_JWKS_DIR = "/etc/switchboard/jwks"
+CONTAINER_JWKS_FILE = f"{CONTAINER_JWKS_DIR}/jwks.json"
+EDGE_JWKS_SECRET = "switchboard-edge-jwks"
+COMPOSE_JWKS_DIR = "./auth/jwks"
+
+
+def container_mesh_settings(settings: Settings) -> Settings:
+    """The settings a container target renders with: the edge authenticates clients
+    (against SWITCHBOARD_MESH_EDGE_JWKS_URL if set, else the mounted JWKS file) unless
+    SWITCHBOARD_MESH_INSECURE; a JWKS file path of the host means nothing in a container."""
+    mesh = settings.mesh
+    if mesh.insecure or mesh.edge_jwks_url:
+        return settings
+    mounted = mesh.model_copy(update={"edge_jwks_file": Path(CONTAINER_JWKS_FILE)})
+    return dataclasses.replace(settings, mesh=mounted)
+
+
+def mounts_jwks(settings: Settings) -> bool:
+    """Whether the container edge reads its JWKS from the mounted file."""
+    return container_mesh_settings(settings).mesh.edge_jwks_file is not None
 
 
 def _static_cluster(name: str, port: int) -> Config:
@@ -43,6 +75,9 @@ def scrape_listener(host: str, port: int, *, app_metrics: bool) -> Config:
     routes = [_route("/stats/prometheus", ADMIN_CLUSTER), _route("/ready", ADMIN_CLUSTER)]
     if app_metrics:
         routes.append(_route("/metrics", METRICS_CLUSTER))
+        # The probes' way in (they present no client certificate): the health Check
+        # alone, to the pod's app through this sidecar (see .mesh_tls).
+        routes.append(_route(HEALTH_CHECK_PATH, LOCAL_APP))
     hcm = typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix=SCRAPE_LISTENER,
@@ -100,9 +135,13 @@ def render_envoys(
     *,
     otlp_endpoint: str,
     trace_sample_ratio: float,
+    sds_dir: str,
 ) -> dict[str, Config]:
     """The edge's and the given replicas' sidecar configs, by name (``edge``,
-    ``<replica>.sidecar``), each with its scrape listener."""
+    ``<replica>.sidecar``), each with its scrape listener and (unless insecure) mTLS and
+    RBAC; plus the SDS files those name, by file name (``<identity>.cert`` ...), to go
+    in ``sds_dir`` (the Envoy config directory)."""
+    settings = container_mesh_settings(settings)
     configs = render_all(
         plan,
         settings.mesh,
@@ -124,4 +163,9 @@ def render_envoys(
             admin_port=replica.admin_port,
             metrics_port=replica.metrics_port,
         )
+    tls = container_tls(settings, sds_dir)
+    if tls is not None:
+        out = secure_envoys(out, plan, wanted, tls)
+        for file, document in sds_files([*plan.topology.services, EDGE], tls).items():
+            out[file.removesuffix(".yaml")] = document
     return out

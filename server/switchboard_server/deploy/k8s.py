@@ -19,7 +19,13 @@ from __future__ import annotations
 
 from switchboard_server.config import Settings
 from switchboard_server.deploy.addresses import container_plan, k8s_addresses
-from switchboard_server.deploy.envoy import EDGE, render_envoys
+from switchboard_server.deploy.envoy import (
+    CONTAINER_JWKS_DIR,
+    EDGE,
+    EDGE_JWKS_SECRET,
+    mounts_jwks,
+    render_envoys,
+)
 from switchboard_server.deploy.k8s_objects import (
     GRPC,
     REDIS,
@@ -36,6 +42,7 @@ from switchboard_server.deploy.k8s_objects import (
     redis,
     service_monitors,
 )
+from switchboard_server.deploy.mesh_tls import certs_secret, identity_mount
 from switchboard_server.deploy.pods import (
     DATA_DIR,
     ENVOY_CONFIG_DIR,
@@ -104,19 +111,29 @@ class K8sRender:
             list(self.first.values()),
             otlp_endpoint=self.deploy.k8s_otlp_endpoint,
             trace_sample_ratio=ratio,
+            sds_dir=ENVOY_CONFIG_DIR,
         )
         out = {"edge.yaml": dump(configs[EDGE])}
         for service, replica in self.first.items():
             out[f"{service}.yaml"] = dump(configs[f"{replica.name}.sidecar"])
+        for name in self._sds_names(EDGE, *self.first):
+            out[f"sds/{name}"] = dump(configs[name.removesuffix(".yaml")])
         return out
+
+    def _sds_names(self, *identities: str) -> list[str]:
+        """The SDS files of the identities, in the Envoy ConfigMaps (unless insecure)."""
+        if self.settings.mesh.insecure:
+            return []
+        return [f"{identity}.{kind}.yaml" for identity in identities for kind in ("cert", "ca")]
 
     def _generators(self, directory: str, behavior: str | None) -> list[Doc]:
         names = [EDGE, *self.plan.topology.services]
         generators = []
         for name in names:
+            sds = [f"{f}={directory}/sds/{f}" for f in self._sds_names(name)]
             generator: Doc = {
                 "name": f"envoy-{name}",
-                "files": [f"envoy.yaml={directory}/{name}.yaml"],
+                "files": [f"envoy.yaml={directory}/{name}.yaml", *sds],
             }
             if behavior:
                 generator["behavior"] = behavior
@@ -232,7 +249,10 @@ class K8sRender:
         if service == CONTEXT:
             env["SWITCHBOARD_CONTEXT_STORE"] = "redis"
             env["SWITCHBOARD_CONTEXT_REDIS_URL"] = f"redis://{REDIS}:{REDIS_PORT}/0"
-        grpc_probe = {"port": replica.sidecar_port, "service": spec.grpc_service}
+        # Through the sidecar's plaintext health route (the kubelet has no client
+        # certificate for its mTLS ingress): the sidecar and the app checked together.
+        health_port = self.deploy.scrape_port
+        grpc_probe = {"port": health_port, "service": spec.grpc_service}
         app = {
             "name": "app",
             "image": self.deploy.app_image,
@@ -244,7 +264,7 @@ class K8sRender:
             # The overall status; more patient than the sidecar's own liveness, so a dead
             # sidecar is restarted before its app is.
             "livenessProbe": {
-                "grpc": {"port": replica.sidecar_port},
+                "grpc": {"port": health_port},
                 "periodSeconds": 10,
                 "timeoutSeconds": 2,
                 "failureThreshold": 6,
@@ -261,6 +281,7 @@ class K8sRender:
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             {"name": "envoy-config", "configMap": {"name": f"envoy-{service}"}},
         ]
+        self._certs(service, sidecar, volumes)
         d = self.deploy
         return [
             deployment(d, service, [app, sidecar], volumes, scrape_path="/metrics"),
@@ -291,7 +312,16 @@ class K8sRender:
             {"name": "envoy-config", "configMap": {"name": f"envoy-{EDGE}"}},
         ]
         d = self.deploy
-        containers = [frontdoor, self._envoy_container(EDGE, port)]
+        envoy = self._envoy_container(EDGE, port)
+        if mounts_jwks(self.settings):
+            # The public JWKS only; created by hand or by whatever rotates the keys:
+            # kubectl create secret generic switchboard-edge-jwks --from-file=jwks.json
+            volumes.append({"name": "jwks", "secret": {"secretName": EDGE_JWKS_SECRET}})
+            envoy["volumeMounts"].append(
+                {"name": "jwks", "mountPath": CONTAINER_JWKS_DIR, "readOnly": True}
+            )
+        self._certs(EDGE, envoy, volumes)
+        containers = [frontdoor, envoy]
         return [
             deployment(d, EDGE, containers, volumes, scrape_path="/stats/prometheus"),
             pod_service(d, EDGE, port, headless=False),
@@ -314,6 +344,15 @@ class K8sRender:
             },
             "securityContext": container_security(),
         }
+
+    def _certs(self, identity: str, envoy: Doc, volumes: list[Doc]) -> None:
+        """Mount the identity's certificate Secret into its Envoy (unless insecure)."""
+        if self.settings.mesh.insecure:
+            return
+        volumes.append({"name": "certs", "secret": {"secretName": certs_secret(identity)}})
+        envoy["volumeMounts"].append(
+            {"name": "certs", "mountPath": identity_mount(identity), "readOnly": True}
+        )
 
     def _envoy_container(self, name: str, port: int) -> Doc:
         d = self.deploy

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from switchboard_server.mesh.topology import Plan, Replica
 
 Endpoint = tuple[str, int]
+# Where docker/envoy.Dockerfile puts the web page and the descriptor set.
+CONTAINER_ASSET_ROOT = "/usr/share/switchboard"
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,11 @@ class AddressPlan:
     endpoints: Mapping[str, tuple[Endpoint, ...]]
     dns: bool = False  # endpoints are names: STRICT_DNS clusters, re-resolved
     dns_refresh_s: float = 5.0  # how often a DNS cluster re-resolves its names
+    # Where the edge's Envoy reads the page (``<root>/web/``) and the REST descriptor set
+    # (``<root>/api_descriptor.binpb``); None: this package's own files (local processes).
+    # Containers: the Envoy image's copies (``CONTAINER_ASSET_ROOT``), so a rendering
+    # names no path of the checkout it was rendered in.
+    asset_root: str | None = None
 
 
 def local_addresses(plan: Plan) -> AddressPlan:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from switchboard_server.config import load_settings_or_report
+from switchboard_server.deploy.mesh_tls import open_for_containers
 from switchboard_server.mesh.certs import CertError, CertInfo
 from switchboard_server.mesh.commands import EXIT_CONFIG, _plan
 from switchboard_server.mesh.mtls import (
@@ -35,7 +37,8 @@ def certs_command(args: argparse.Namespace) -> int:
     except TopologyError as exc:
         print(f"switchboard certs: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    root = certs_dir(settings)
+    # --out: certificates for Compose (mounted per identity; SDS files are rendered)
+    root = Path(args.out) if getattr(args, "out", None) else certs_dir(settings)
     store = cert_store(settings.mesh, root)
     names = identities(plan.topology)
     try:
@@ -49,7 +52,10 @@ def certs_command(args: argparse.Namespace) -> int:
         print(f"switchboard certs {args.action}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     mesh = settings.mesh
-    write_sds(all_sds_documents(plan, MeshTls(root, mesh.trust_domain, mesh.namespace)))
+    if getattr(args, "out", None):
+        open_for_containers(root, names)
+    else:
+        write_sds(all_sds_documents(plan, MeshTls(root, mesh.trust_domain, mesh.namespace)))
     what = f"issued {' '.join(done)}" if done else "up to date, nothing issued"
     print(f"switchboard certs {args.action}: {what} (in {root})")
     return 0

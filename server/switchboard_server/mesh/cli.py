@@ -59,6 +59,12 @@ def token_mint_command(args: argparse.Namespace) -> int:
     return commands.token_mint_command(args)
 
 
+def token_init_command(args: argparse.Namespace) -> int:
+    with requires_extra("mesh"):
+        from switchboard_server.mesh import commands
+    return commands.token_init_command(args)
+
+
 def _ttl(value: str) -> int:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
     scale = units.get(value[-1:], 1)
@@ -115,6 +121,13 @@ def register(subparsers: Subparsers) -> None:
     mint.add_argument("--ttl", type=_ttl, default=3600, help="Lifetime: seconds or N[smhd].")
     mint.add_argument("--key", help="PEM EC private key; default: the mesh's development key.")
     mint.set_defaults(func=token_mint_command)
+    init = token_commands.add_parser(
+        "init",
+        help="Create a deployment's signing key (kept if present) and its JWKS for the "
+        "Compose or Kubernetes edge: DIR/dev-signing-key.pem, DIR/jwks/jwks.json.",
+    )
+    init.add_argument("--out", required=True, help="Directory, e.g. docker/auth.")
+    init.set_defaults(func=token_init_command)
     certs = subparsers.add_parser("certs", help="The mesh CA and workload certificates.")
     certs.add_argument(
         "action",
@@ -122,5 +135,10 @@ def register(subparsers: Subparsers) -> None:
         help="init: create what is missing or due; rotate: reissue all; show: list them.",
     )
     certs.add_argument("--json", action="store_true", help="show: print JSON.")
+    certs.add_argument(
+        "--out",
+        help="init/rotate: write to this directory for Compose (docker/certs: each Envoy "
+        "mounts its identity's directory) instead of the mesh's certs dir.",
+    )
     certs.set_defaults(func=certs_command)
     rollout_cli.register(subparsers)

@@ -30,7 +30,7 @@ from switchboard_server.mesh.report import endpoint_table, probe_all, status_tab
 from switchboard_server.mesh.runner import MeshRunner, certs_dir, mesh_dir, ports_in_use
 from switchboard_server.mesh.state import MeshState, read_state
 from switchboard_server.mesh.stats import collect, format_summary
-from switchboard_server.mesh.tokens import DevAuth, ensure_keys, load_key, mint
+from switchboard_server.mesh.tokens import DevAuth, ensure_keys, init_deploy_keys, load_key, mint
 from switchboard_server.mesh.topology import (
     Plan,
     Topology,
@@ -338,6 +338,18 @@ def render_command(args: argparse.Namespace) -> int:
 
 
 # -- token --------------------------------------------------------------------------------
+
+
+def token_init_command(args: argparse.Namespace) -> int:
+    """Create (or keep) a deployment's signing key and write its public JWKS."""
+    try:
+        key_path, jwks_path = init_deploy_keys(Path(args.out))
+    except (OSError, ValueError) as exc:
+        print(f"switchboard token init: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"signing key: {key_path} (keep it private; mint with --key {key_path})")
+    print(f"JWKS for the edge: {jwks_path}")
+    return 0
 
 
 def token_mint_command(args: argparse.Namespace) -> int:

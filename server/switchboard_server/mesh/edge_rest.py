@@ -48,13 +48,17 @@ def descriptor_set_path() -> Path:
     return Path(str(resources.files("switchboard_server.mesh").joinpath(DESCRIPTOR_SET)))
 
 
-def transcoder_filter(grpc_services: Sequence[str]) -> Config:
-    """The gRPC-JSON transcoder for the services the edge exposes."""
+def transcoder_filter(grpc_services: Sequence[str], asset_root: str | None = None) -> Config:
+    """The gRPC-JSON transcoder for the services the edge exposes, reading the packaged
+    descriptor set, or its copy under ``asset_root`` (an Envoy image's)."""
+    descriptor = (
+        str(descriptor_set_path()) if asset_root is None else f"{asset_root}/{DESCRIPTOR_SET}"
+    )
     return {
         "name": TRANSCODER,
         "typed_config": typed(
             "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
-            proto_descriptor=str(descriptor_set_path()),
+            proto_descriptor=descriptor,
             services=list(grpc_services),
             print_options={
                 "always_print_primitive_fields": True,

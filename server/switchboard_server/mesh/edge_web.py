@@ -127,10 +127,16 @@ def _header(key: str, value: str) -> Config:
     return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
 
 
-def page_routes() -> list[Config]:
-    """One route per file of the page, answered by the edge from the file."""
+def page_routes(asset_root: str | None = None) -> list[Config]:
+    """One route per file of the page, answered by the edge from the file: this
+    package's file, or its copy under ``<asset_root>/web/`` (an Envoy image's)."""
     routes = []
     for url, path in page_files().items():
+        filename = (
+            str(path.resolve())
+            if asset_root is None
+            else f"{asset_root}/web/{path.relative_to(WEB_DIR).as_posix()}"
+        )
         headers = [
             _header("content-type", CONTENT_TYPES[path.suffix]),
             # No ETag on a direct response: revalidate, so a new release shows at once.
@@ -144,7 +150,7 @@ def page_routes() -> list[Config]:
             {
                 "name": f"web:{url}",
                 "match": {"path": url},
-                "direct_response": {"status": 200, "body": {"filename": str(path.resolve())}},
+                "direct_response": {"status": 200, "body": {"filename": filename}},
                 "response_headers_to_add": headers,
             }
         )

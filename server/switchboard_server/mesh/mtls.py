@@ -83,12 +83,16 @@ class MeshTls:
     certs_dir: Path
     trust_domain: str
     namespace: str
+    # Where the SDS files are: <certs_dir>/sds locally; a container target renders them
+    # beside the Envoy config (its ConfigMap), the certificates being mounted Secrets.
+    sds_dir: Path | None = None
 
     def spiffe_id(self, name: str) -> str:
         return spiffe_id(self.trust_domain, self.namespace, name)
 
     def sds_path(self, identity: str, kind: str) -> Path:
-        return self.certs_dir / SDS_DIR / f"{identity}.{kind}.yaml"
+        directory = self.sds_dir if self.sds_dir is not None else self.certs_dir / SDS_DIR
+        return directory / f"{identity}.{kind}.yaml"
 
 
 def _secret_name(identity: str, kind: str) -> str:
@@ -128,7 +132,7 @@ def _sds(tls: MeshTls, identity: str, kind: str) -> Config:
         "sds_config": {
             "path_config_source": {
                 "path": str(tls.sds_path(identity, kind)),
-                "watched_directory": {"path": str(tls.certs_dir / SDS_DIR)},
+                "watched_directory": {"path": str(tls.sds_path(identity, kind).parent)},
             },
             "resource_api_version": "V3",
         },

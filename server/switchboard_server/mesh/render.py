@@ -332,7 +332,7 @@ def render_edge(
     addresses = addresses or local_addresses(plan)
     services = plan.topology.edge_routes
     # The page by path, CORS preflights, then gRPC (and gRPC-Web) by service prefix.
-    routes = [*page_routes(), preflight_route(services[0], settings)]
+    routes = [*page_routes(addresses.asset_root), preflight_route(services[0], settings)]
     for name in services:
         spec = plan.topology.services[name]
         routes += service_routes(spec, name, settings, retries=True, grpc_web=True)
@@ -344,7 +344,7 @@ def render_edge(
     mappers = local_reply_mappers(settings)
     if settings.edge_rest:
         grpc_services = [plan.topology.services[name].grpc_service for name in services]
-        leading.append(transcoder_filter(grpc_services))
+        leading.append(transcoder_filter(grpc_services, addresses.asset_root))
         mappers += local_reply_config()["mappers"]
     extra_hcm: Config = {"local_reply_config": {"mappers": mappers}} if mappers else {}
     listener = _listener(

@@ -103,6 +103,27 @@ def ensure_keys(auth: DevAuth) -> ec.EllipticCurvePrivateKey:
     return key
 
 
+PUBLIC_JWKS_DIR = "jwks"
+
+
+def init_deploy_keys(directory: Path) -> tuple[Path, Path]:
+    """A signing key pair for a container deployment's edge (created once, kept after):
+    ``<directory>/dev-signing-key.pem`` (0600, stays with whoever mints tokens) and its
+    JWKS ``<directory>/jwks/jwks.json`` (0644: public, and read by the edge's Envoy under
+    another uid), the directory that Compose mounts and a Kubernetes Secret carries."""
+    auth = DevAuth(directory)
+    key = ensure_keys(auth)
+    jwks = directory / PUBLIC_JWKS_DIR / JWKS_FILE
+    jwks.parent.mkdir(parents=True, exist_ok=True)
+    jwks.parent.chmod(0o755)
+    tmp = jwks.with_name(f".{jwks.name}.tmp")
+    tmp.write_text(json.dumps(public_jwks(key), indent=2))
+    tmp.chmod(0o644)
+    os.replace(tmp, jwks)
+    auth.jwks_path.unlink(missing_ok=True)  # the private copy ensure_keys wrote
+    return auth.key_path, jwks
+
+
 def mint(
     key: ec.EllipticCurvePrivateKey,
     *,
