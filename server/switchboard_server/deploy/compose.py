@@ -96,6 +96,7 @@ class ComposeRender:
                 replica,
                 otlp_endpoint=self.deploy.compose_otlp_endpoint,
                 trace_sample_ratio=self.deploy.dev_trace_sample_ratio,
+                drain_delay_s=self.settings.mesh.app_drain_delay_s,
             )
             spec = self.plan.topology.services[replica.service]
             if spec.variants:  # its variant's own model; the split stays at 100 % stable

@@ -239,7 +239,12 @@ class K8sRender:
     def _service_docs(self, service: str) -> list[Doc]:
         replica = self.first[service]
         spec = self.plan.topology.services[service]
-        env = app_env(replica, otlp_endpoint="", trace_sample_ratio=0.0)
+        env = app_env(
+            replica,
+            otlp_endpoint="",
+            trace_sample_ratio=0.0,
+            drain_delay_s=self.settings.mesh.app_drain_delay_s,
+        )
         for key in (
             "SWITCHBOARD_LOG_FORMAT",
             "SWITCHBOARD_OBS_OTLP_ENDPOINT",

@@ -22,7 +22,9 @@ def app_command(service: str) -> list[str]:
     return ["python", "-m", "switchboard_server", service]
 
 
-def app_env(replica: Replica, *, otlp_endpoint: str, trace_sample_ratio: float) -> dict[str, str]:
+def app_env(
+    replica: Replica, *, otlp_endpoint: str, trace_sample_ratio: float, drain_delay_s: float
+) -> dict[str, str]:
     env = {
         "SWITCHBOARD_HOST": "127.0.0.1",
         "SWITCHBOARD_PORT": str(replica.app_port),
@@ -31,6 +33,7 @@ def app_env(replica: Replica, *, otlp_endpoint: str, trace_sample_ratio: float) 
         "SWITCHBOARD_OBS_METRICS_PORT": str(replica.metrics_port),
         "SWITCHBOARD_OBS_OTLP_ENDPOINT": otlp_endpoint,
         "SWITCHBOARD_OBS_TRACE_SAMPLE_RATIO": str(trace_sample_ratio),
+        "SWITCHBOARD_DRAIN_DELAY_S": str(drain_delay_s),
     }
     for callee, port in replica.egress_ports.items():
         env[f"SWITCHBOARD_{replica.service.upper()}_{callee.upper()}_TARGET"] = f"127.0.0.1:{port}"
