@@ -165,6 +165,8 @@ class ContextService:
         prepared = [prepare(d, self._passage_max_chars) for d in documents]
         try:
             result = await self._store.ingest(prepared, self._clock(), key=key)
+            if result.first_seq:  # the index takes these passages instead of reading them
+                self._knowledge.written(result.first_seq, prepared)
         finally:  # also after a failure: it may have committed (outcome unknown)
             await self._index_written()
         await self._refresh_knowledge_gauges()

@@ -33,6 +33,7 @@ from switchboard_server.context.knowledge_index import (
     KnowledgeLog,
     ScoredPassage,
 )
+from switchboard_server.context.values import PreparedDocument
 
 log = structlog.get_logger(__name__)
 
@@ -117,6 +118,9 @@ class DenseIndex:
                     self._graph().add(np.array(keys, dtype=np.uint64), vectors)
                 self._applied = changes[-1].seq
 
+    def written(self, first_seq: int, documents: Sequence[PreparedDocument]) -> None:
+        """Ignored: encoding, not reading the passages back, is what a batch costs here."""
+
     def _encode(self, texts: Sequence[str]) -> FloatArray:
         assert self._encoder is not None, "index not open"
         return self._encoder.encode(texts)
@@ -178,6 +182,10 @@ class HybridIndex:
     async def close(self) -> None:
         await self.dense.close()
         await self.lexical.close()
+
+    def written(self, first_seq: int, documents: Sequence[PreparedDocument]) -> None:
+        self.lexical.written(first_seq, documents)
+        self.dense.written(first_seq, documents)
 
     async def catch_up(self) -> int:
         await self.lexical.catch_up()

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from switchboard_server.context.values import PreparedDocument
+
 
 @dataclass(frozen=True, slots=True)
 class LogEntry:
@@ -85,6 +87,13 @@ class KnowledgeIndex(Protocol):
 
     async def catch_up(self) -> int:
         """Apply every change after ``applied_seq``; returns the new ``applied_seq``."""
+        ...
+
+    def written(self, first_seq: int, documents: Sequence[PreparedDocument]) -> None:
+        """A hint from a write through this replica: ``documents`` were logged at
+        ``first_seq``, ``first_seq + 1``, ... An index may take their passages from here
+        in the next ``catch_up`` instead of reading them back from the log (a change
+        whose sequence it holds is exactly that write); it may also ignore the hint."""
         ...
 
     async def search(self, terms: Sequence[str], limit: int) -> list[ScoredPassage]:

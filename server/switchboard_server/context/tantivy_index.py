@@ -20,7 +20,9 @@ The index records the last log sequence it applied in ``applied_seq`` beside its
 files, written (atomically) only after the tantivy commit that applied it returned:
 after a crash it is at most behind, and catching up again is idempotent. An index
 that cannot be opened, or that claims more than the log holds (a store replaced
-under it), is rebuilt from the log. Writes run on one thread, searches on the
+under it), is rebuilt from the log. A write through this replica hands its passages
+over (``written``, keyed by the log sequences it took), so catching up after it does
+not read them back from the log. Writes run on one thread, searches on the
 caller's executor; tantivy releases the GIL while it works.
 """
 
@@ -40,14 +42,15 @@ import structlog
 import tantivy
 
 from switchboard_server.context.knowledge_index import (
-    IndexedPassage,
     KnowledgeLog,
     LogEntry,
     ScoredPassage,
 )
+from switchboard_server.context.values import PreparedDocument
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+_Row = tuple[str, str, tuple[str, ...]]  # a passage to index: its id, its document's, terms
 
 K1 = 1.2
 B = 0.75
@@ -93,6 +96,7 @@ class TantivyIndex:
         self._index: tantivy.Index | None = None
         self._writer: tantivy.IndexWriter | None = None
         self._applied = 0
+        self._written: dict[int, PreparedDocument] = {}  # log sequence -> its write
         self._lock = asyncio.Lock()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="context-index-w")
         self._lock_file: IO[str] | None = None
@@ -165,29 +169,65 @@ class TantivyIndex:
 
     # -- the log --------------------------------------------------------------------
 
+    def written(self, first_seq: int, documents: Sequence[PreparedDocument]) -> None:
+        """Keep the passages of a write just made through this replica for ``catch_up``:
+        a log entry at one of these sequences is exactly that write (a later change of
+        the document takes a later sequence), so its passages need not be read back."""
+        if len(self._written) + len(documents) > 4 * self._batch:
+            self._written.clear()  # catch-ups failing (a full disk): read back instead
+        for n, document in enumerate(documents):
+            if first_seq + n > self._applied:
+                self._written[first_seq + n] = document
+
     async def catch_up(self) -> int:
         """Apply the log after ``applied_seq``, ``batch_documents`` documents per
         tantivy commit. Concurrent callers wait for one another (one writer)."""
         async with self._lock:
-            while True:
-                changes = await self._source.changes_since(self._applied, self._batch)
-                if not changes:
-                    return self._applied
-                passages = await self._source.passages_of([c.document_id for c in changes])
-                await self._run(self._apply, changes, passages)
+            # writes committed in the same transaction as the caller's resume next: let
+            # them hand over their passages (``written``) before the log is read
+            await asyncio.sleep(0)
+            try:
+                while True:
+                    changes = await self._source.changes_since(self._applied, self._batch)
+                    if not changes:
+                        return self._applied
+                    await self._run(self._apply, changes, await self._passages(changes))
+            finally:
+                for seq in [s for s in self._written if s <= self._applied]:
+                    del self._written[seq]
 
-    def _apply(self, changes: Sequence[LogEntry], passages: Sequence[IndexedPassage]) -> None:
+    async def _passages(self, changes: Sequence[LogEntry]) -> list[_Row]:
+        """The current passages of the changed documents, in log order: those of a write
+        through this replica from ``written``, the others read back from the log."""
+        held = self._written
+        unknown = [
+            c.document_id
+            for c in changes
+            if (w := held.get(c.seq)) is None or w.document.id != c.document_id
+        ]
+        read: dict[str, list[_Row]] = {}
+        for p in await self._source.passages_of(unknown) if unknown else ():
+            read.setdefault(p.document_id, []).append((p.passage_id, p.document_id, p.terms))
+        rows: list[_Row] = []
+        for c in changes:
+            w = held.get(c.seq)
+            if w is not None and w.document.id == c.document_id:
+                rows.extend((p.id, p.document_id, p.terms) for p in w.passages)
+            else:
+                rows.extend(read.get(c.document_id, ()))
+        return rows
+
+    def _apply(self, changes: Sequence[LogEntry], passages: Sequence[_Row]) -> None:
         writer, index = self._writer, self._index
         assert writer is not None, "index not open"
         assert index is not None, "index not open"
+        document = tantivy.Document
         try:
             for change in changes:
                 writer.delete_documents_by_term("document_id", change.document_id)
-            for p in passages:
+            for passage_id, document_id, terms in passages:
                 writer.add_document(
-                    tantivy.Document(
-                        passage_id=p.passage_id, document_id=p.document_id, terms=" ".join(p.terms)
-                    )
+                    document(passage_id=passage_id, document_id=document_id, terms=" ".join(terms))
                 )
             writer.commit()
         except BaseException:  # e.g. a full disk: drop the batch, the next catch-up redoes it

@@ -125,6 +125,9 @@ class IngestResult:
     document_count: int
     passage_count: int
     replaced_count: int
+    # the log sequence the write gave its first document (the next ones follow in
+    # order), 0 when unknown (a replayed outcome, a store that does not say)
+    first_seq: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

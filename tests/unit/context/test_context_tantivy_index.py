@@ -15,6 +15,7 @@ import pytest
 from switchboard_server.context.bm25 import exhaustive_top
 from switchboard_server.context.knowledge_index import IndexedPassage, LogEntry
 from switchboard_server.context.tantivy_index import IndexInUse, TantivyIndex
+from switchboard_server.context.values import Document, Passage, PreparedDocument
 
 
 class MemoryLog:
@@ -24,6 +25,7 @@ class MemoryLog:
         self.documents: dict[str, list[tuple[str, ...]]] = {}
         self.changed: dict[str, int] = {}
         self.seq = 0
+        self.read: list[str] = []  # the documents whose passages were read back
 
     def write(self, documents: dict[str, list[tuple[str, ...]] | None]) -> None:
         """One write: each document set to its passages, or deleted (None)."""
@@ -43,6 +45,7 @@ class MemoryLog:
         return [LogEntry(s, d) for s, d in found]
 
     async def passages_of(self, document_ids: Sequence[str]) -> list[IndexedPassage]:
+        self.read.extend(document_ids)
         return [
             IndexedPassage(f"{d}#{i}", d, "", "", terms)
             for d in document_ids
@@ -122,6 +125,45 @@ async def test_reingest_and_delete_change_what_is_found(tmp_path: Path) -> None:
         (hit,) = await index.search(["car", "green"], 1)
         assert hit.passage_id == "a#0"
         assert 0 < hit.relevance <= 1
+    finally:
+        await index.close()
+
+
+def prepared(doc_id: str, passages: list[tuple[str, ...]]) -> PreparedDocument:
+    return PreparedDocument(
+        Document(doc_id, "", ""),
+        tuple(Passage(f"{doc_id}#{i}", doc_id, i, "", "", t) for i, t in enumerate(passages)),
+    )
+
+
+async def test_written_passages_are_not_read_back_unless_stale(tmp_path: Path) -> None:
+    """A write's hand-over (``written``) spares reading its passages back from the log;
+    a hint for a sequence that is no longer a document's latest change is not used."""
+    log = MemoryLog()
+    index = await opened(tmp_path / "index", log)
+    try:
+        first = log.seq + 1
+        log.write({"a": [("red", "boat")], "b": [("blue", "boat")]})
+        index.written(first, [prepared("a", [("red", "boat")]), prepared("b", [("blue", "boat")])])
+        assert await index.catch_up() == log.seq
+        assert log.read == []  # both taken from the hand-over
+        assert {p.passage_id for p in await index.search(["boat"], 8)} == {"a#0", "b#0"}
+
+        first = log.seq + 1
+        log.write({"c": [("old", "car")]})
+        index.written(first, [prepared("c", [("old", "car")])])
+        log.write({"c": [("new", "car")]})  # a later write (another replica): no hint
+        assert await index.catch_up() == log.seq
+        assert log.read == ["c"]
+        assert await index.search(["old"], 8) == []
+        assert [p.passage_id for p in await index.search(["new"], 8)] == ["c#0"]
+
+        index.written(log.seq + 1, [prepared("x", [("ghost",)])])  # not what was logged there
+        log.write({"d": [("real",)]})
+        assert await index.catch_up() == log.seq
+        assert log.read == ["c", "d"]
+        assert await index.search(["ghost"], 8) == []
+        assert [p.passage_id for p in await index.search(["real"], 8)] == ["d#0"]
     finally:
         await index.close()
 

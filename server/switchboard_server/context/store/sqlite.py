@@ -336,9 +336,9 @@ class SqliteStore:
                     for p in d.passages
                 ],
             )
-            _log(conn, ids)
+            first = _log(conn, ids)
             passages = sum(len(d.passages) for d in documents)
-            return IngestResult(len(documents), passages, replaced)
+            return IngestResult(len(documents), passages, replaced, first)
 
         return await self._write_knowledge(self._keyed(write, key, outcomes.INGEST, []))
 
@@ -473,11 +473,12 @@ def _in(conn: sqlite3.Connection, query: str, values: Sequence[Any]) -> list[Any
     return conn.execute(query.format(",".join("?" * len(values))), tuple(values)).fetchall()
 
 
-def _log(conn: sqlite3.Connection, ids: Sequence[tuple[str]]) -> None:
+def _log(conn: sqlite3.Connection, ids: Sequence[tuple[str]]) -> int:
     """Record that the documents ``ids`` changed, in the write's transaction: each takes
-    the log's next sequence (one per document, so a reader can page by sequence)."""
+    the log's next sequence (one per document, so a reader can page by sequence).
+    Returns the first document's sequence (0 for none)."""
     if not ids:
-        return
+        return 0
     (last,) = conn.execute("UPDATE kb_seq SET seq = seq + ? RETURNING seq", (len(ids),)).fetchone()
     first = int(last) - len(ids) + 1
     conn.executemany(
@@ -485,6 +486,7 @@ def _log(conn: sqlite3.Connection, ids: Sequence[tuple[str]]) -> None:
         " ON CONFLICT (document_id) DO UPDATE SET seq = excluded.seq",
         [(i, first + n) for n, (i,) in enumerate(ids)],
     )
+    return first
 
 
 def _delete_documents(conn: sqlite3.Connection, ids: Sequence[tuple[str]]) -> int:

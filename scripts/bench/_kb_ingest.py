@@ -1,0 +1,86 @@
+"""Ingest a synthetic corpus through the context service's domain (as ``kb`` does) in
+this process and print JSON ``{"ingest_per_s": .., "cpu_s": ..}``.
+
+    python -m scripts.bench._kb_ingest SIZE
+
+The code measured is whichever ``switchboard_server`` is first on ``PYTHONPATH`` (so
+that ``kb_ingest`` can put two versions side by side); the corpus is ``kb.Corpus``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from scripts.bench.kb import BATCH, HEAP_MB, INGEST_IN_FLIGHT, Corpus
+from switchboard_server.config import CoreSettings, Settings
+from switchboard_server.context.cache import ResultCache
+from switchboard_server.context.domain import ContextService
+from switchboard_server.context.metrics import ContextMetrics
+from switchboard_server.context.module import build_index, build_store, memory_caps
+from switchboard_server.context.settings import ContextSettings
+from switchboard_server.context.values import Document
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def ingest(documents: list[list[Document]], data_dir: Path) -> tuple[float, float]:
+    """Seconds and CPU seconds (every thread) to ingest ``documents``, batch by batch."""
+    settings = Settings(
+        core=CoreSettings(data_dir=data_dir),
+        context=ContextSettings(
+            cache_ttl_s=0,
+            seed_default_knowledge=False,
+            passage_max_chars=4000,
+            index_heap_mb=HEAP_MB,
+        ),
+    )
+    store = build_store(settings)
+    index = build_index(settings, store)
+    await store.open()
+    await index.open()
+    service = ContextService(
+        store,
+        index,
+        ResultCache(0, 0),
+        ContextMetrics(CollectorRegistry()),
+        caps=memory_caps(settings),
+        passage_max_chars=settings.context.passage_max_chars,
+    )
+    batches = iter(documents)
+
+    async def ingester() -> None:
+        for batch in batches:
+            await service.ingest(batch)
+
+    cpu, started = _cpu_s(), time.perf_counter()
+    await asyncio.gather(*(ingester() for _ in range(INGEST_IN_FLIGHT)))
+    elapsed, cpu = time.perf_counter() - started, _cpu_s() - cpu
+    await index.close()
+    await store.close()
+    return elapsed, cpu
+
+
+def main(size: int) -> None:
+    corpus = Corpus(size)
+    documents = [
+        [Document(f"p{n}", "", corpus.passage(n), {}) for n in batch] for batch in corpus.batches()
+    ]
+    assert all(len(b) <= BATCH for b in documents)
+    with tempfile.TemporaryDirectory(prefix="kb-ingest-") as tmp:
+        elapsed, cpu = asyncio.run(ingest(documents, Path(tmp)))
+    print(json.dumps({"ingest_per_s": round(size / elapsed), "cpu_s": round(cpu, 2)}))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
