@@ -258,7 +258,10 @@ def verdict(stats: dict[str, VariantStats], variant: str, settings: MeshSettings
     verdicts = candidate.live_verdicts + candidate.shadow_verdicts
     stable_verdicts = stable.live_verdicts + stable.shadow_verdicts
     oos_margin = candidate.out_of_scope_rate - stable.out_of_scope_rate
-    if min(verdicts, stable_verdicts) >= n and oos_margin > settings.rollout_max_out_of_scope_margin:
+    if (
+        min(verdicts, stable_verdicts) >= n
+        and oos_margin > settings.rollout_max_out_of_scope_margin
+    ):
         return Verdict(
             False,
             True,
