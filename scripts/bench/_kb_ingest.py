@@ -17,15 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
-from scripts.bench.kb import BATCH, HEAP_MB, INGEST_IN_FLIGHT, Corpus
-from switchboard_server.config import CoreSettings, Settings
-from switchboard_server.context.cache import ResultCache
-from switchboard_server.context.domain import ContextService
-from switchboard_server.context.metrics import ContextMetrics
-from switchboard_server.context.module import build_index, build_store, memory_caps
-from switchboard_server.context.settings import ContextSettings
+from scripts.bench.kb import BATCH, INGEST_IN_FLIGHT, Corpus, service, service_settings
+from switchboard_server.context.module import build_index, build_store
 from switchboard_server.context.values import Document
 
 
@@ -36,32 +29,17 @@ def _cpu_s() -> float:
 
 async def ingest(documents: list[list[Document]], data_dir: Path) -> tuple[float, float]:
     """Seconds and CPU seconds (every thread) to ingest ``documents``, batch by batch."""
-    settings = Settings(
-        core=CoreSettings(data_dir=data_dir),
-        context=ContextSettings(
-            cache_ttl_s=0,
-            seed_default_knowledge=False,
-            passage_max_chars=4000,
-            index_heap_mb=HEAP_MB,
-        ),
-    )
+    settings = service_settings(data_dir)
     store = build_store(settings)
     index = build_index(settings, store)
     await store.open()
     await index.open()
-    service = ContextService(
-        store,
-        index,
-        ResultCache(0, 0),
-        ContextMetrics(CollectorRegistry()),
-        caps=memory_caps(settings),
-        passage_max_chars=settings.context.passage_max_chars,
-    )
+    sb = service(settings, store, index)
     batches = iter(documents)
 
     async def ingester() -> None:
         for batch in batches:
-            await service.ingest(batch)
+            await sb.ingest(batch)
 
     cpu, started = _cpu_s(), time.perf_counter()
     await asyncio.gather(*(ingester() for _ in range(INGEST_IN_FLIGHT)))

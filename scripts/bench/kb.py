@@ -270,9 +270,11 @@ def _direct(path: Path) -> Callable[[list[str]], list[int]]:
 # -- Switchboard ----------------------------------------------------------------------
 
 
-async def _switchboard(corpus: Corpus, tmp: Path) -> dict[str, Any]:
-    settings = Settings(
-        core=CoreSettings(data_dir=tmp / "sb"),
+def service_settings(data_dir: Path) -> Settings:
+    """The context service as the benchmarks run it: no cache, no seeding, one passage
+    per document, the engine's writer heap."""
+    return Settings(
+        core=CoreSettings(data_dir=data_dir),
         context=ContextSettings(
             cache_ttl_s=0,
             seed_default_knowledge=False,
@@ -280,11 +282,11 @@ async def _switchboard(corpus: Corpus, tmp: Path) -> dict[str, Any]:
             index_heap_mb=HEAP_MB,
         ),
     )
-    store = build_store(settings)
-    index = build_index(settings, store)
-    await store.open()
-    await index.open()
-    service = ContextService(
+
+
+def service(settings: Settings, store: Any, index: Any) -> ContextService:
+    """The context service's domain over an opened store and index."""
+    return ContextService(
         store,
         index,
         ResultCache(0, 0),
@@ -292,11 +294,20 @@ async def _switchboard(corpus: Corpus, tmp: Path) -> dict[str, Any]:
         caps=memory_caps(settings),
         passage_max_chars=settings.context.passage_max_chars,
     )
+
+
+async def _switchboard(corpus: Corpus, tmp: Path) -> dict[str, Any]:
+    settings = service_settings(tmp / "sb")
+    store = build_store(settings)
+    index = build_index(settings, store)
+    await store.open()
+    await index.open()
+    sb = service(settings, store, index)
     batches = iter(list(corpus.batches()))
 
     async def ingester() -> None:  # INGEST_IN_FLIGHT of these: batches overlap
         for batch in batches:
-            await service.ingest([Document(f"p{n}", "", corpus.passage(n), {}) for n in batch])
+            await sb.ingest([Document(f"p{n}", "", corpus.passage(n), {}) for n in batch])
 
     started = time.perf_counter()
     await asyncio.gather(*(ingester() for _ in range(INGEST_IN_FLIGHT)))
@@ -316,14 +327,7 @@ async def _switchboard(corpus: Corpus, tmp: Path) -> dict[str, Any]:
     await store.open()
     await index.open()
     figures["open_in_process_s"] = round(time.perf_counter() - opened, 3)
-    service = ContextService(
-        store,
-        index,
-        ResultCache(0, 0),
-        ContextMetrics(CollectorRegistry()),
-        caps=memory_caps(settings),
-        passage_max_chars=settings.context.passage_max_chars,
-    )
+    sb = service(settings, store, index)
     try:
 
         def query(words: list[str]) -> ContextQuery:
@@ -344,14 +348,14 @@ async def _switchboard(corpus: Corpus, tmp: Path) -> dict[str, Any]:
                 index.search_now(text.query_terms(" ".join(words)), 8)
                 out["ranking"].append((time.perf_counter() - started) * 1000)
                 started = time.perf_counter()
-                await service.get_context(query(words))
+                await sb.get_context(query(words))
                 out["full"].append((time.perf_counter() - started) * 1000)
             return out
 
         words = [corpus.words(q) for q in corpus.queries]
         found = []
         for w in words:
-            sources = (await service.get_context(query(w))).sources
+            sources = (await sb.get_context(query(w))).sources
             found.append([int(s.id[1:].partition("#")[0]) for s in sources])
         timed = await measure(words)
         worst = await measure([corpus.words([0])] * WORST_REPEATS)
