@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from switchboard_server.mesh.openapi import openapi_document, to_yaml
+from switchboard_server.mesh.edge.openapi import openapi_document, to_yaml
 from switchboard_server.mesh.settings import MeshSettings
 
 

@@ -28,8 +28,8 @@ from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
 from switchboard_server.mesh.envoy import envoy_command, is_ready
 from switchboard_server.mesh.render import render_edge, write_configs
+from switchboard_server.mesh.security.tokens import DevAuth, ensure_keys, mint
 from switchboard_server.mesh.settings import MeshSettings
-from switchboard_server.mesh.tokens import DevAuth, ensure_keys, mint
 from switchboard_server.mesh.topology import Topology, load_topology, make_plan
 from switchboard_server.standard_services import add_health
 from switchboard_server.testing import PortPool

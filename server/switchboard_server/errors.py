@@ -57,7 +57,7 @@ class ErrorReason(StrEnum):
     """INVALID_ARGUMENT: the request bytes do not decode as the method's request message."""
     METADATA_TOO_LARGE = "METADATA_TOO_LARGE"
     """RESOURCE_EXHAUSTED: the request metadata (headers) exceed the server's limit."""
-    # Sent by a sidecar's RBAC filter (mesh/mtls.py), not by an app.
+    # Sent by a sidecar's RBAC filter (mesh/security/mtls.py), not by an app.
     OPERATOR_IDENTITY_REQUIRED = "OPERATOR_IDENTITY_REQUIRED"
     """PERMISSION_DENIED: an admin method needs the mesh's operator identity."""
     CALLER_NOT_ALLOWED = "CALLER_NOT_ALLOWED"

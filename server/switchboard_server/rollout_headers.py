@@ -1,4 +1,4 @@
-"""Headers of a rollout between variants (:mod:`switchboard_server.mesh.variants`).
+"""Headers of a rollout between variants (:mod:`switchboard_server.mesh.rollout.variants`).
 
 * :data:`BUCKET_HEADER`: set by a caller (orchestration) on calls to a service that may
   have variants: the session's bucket in ``[0, TOTAL_WEIGHT)``. The caller's Envoy picks

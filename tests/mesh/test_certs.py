@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from switchboard_server.mesh.certs import (
+from switchboard_server.mesh.security.certs import (
     CA_CERT,
     DATA_LINK,
     TLS_CERT,

@@ -37,14 +37,14 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from switchboard.classification.v1 import classification_service_pb2 as cls_pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as cls_grpc
 from switchboard_client import ClassificationClient, ConnectConfig, PermissionDenied, Unavailable
-from switchboard_server.mesh.edge_auth import (
+from switchboard_server.mesh.envoy import counters
+from switchboard_server.mesh.security.edge_auth import (
     CLIENT_HEADER,
     ERROR_DOMAIN,
     REASON_CLIENT_RATE_LIMITED,
 )
-from switchboard_server.mesh.envoy import counters
+from switchboard_server.mesh.security.tokens import DevAuth, ensure_keys, mint, write_private
 from switchboard_server.mesh.settings import MeshSettings
-from switchboard_server.mesh.tokens import DevAuth, ensure_keys, mint, write_private
 from switchboard_server.mesh.topology import Topology
 from tests.support.grpc_web import call as grpc_web_call
 from tests.support.mesh_fakes import CLASSIFICATION

@@ -14,7 +14,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from switchboard_server.mesh.edge_web import CONTENT_TYPES, WEB_DIR, page_files
+from switchboard_server.mesh.edge.web import CONTENT_TYPES, WEB_DIR, page_files
 from switchboard_server.mesh.render import render_edge, render_sidecar
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Topology, make_plan

@@ -22,10 +22,10 @@ from switchboard.classification.v1 import classification_service_pb2_grpc as cls
 from switchboard.context.v1 import context_service_pb2 as ctx_pb
 from switchboard.context.v1 import context_service_pb2_grpc as ctx_grpc
 from switchboard_client import ErrorReason, PermissionDenied, from_rpc_error
-from switchboard_server.mesh.certs import CertPolicy, CertStore
 from switchboard_server.mesh.envoy import counters
-from switchboard_server.mesh.mtls import REASON_CALLER, REASON_OPERATOR
 from switchboard_server.mesh.peer import secure_channel
+from switchboard_server.mesh.security.certs import CertPolicy, CertStore
+from switchboard_server.mesh.security.mtls import REASON_CALLER, REASON_OPERATOR
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Topology
 from tests.support.mesh_harness import Mesh, running_mesh, sub_topology, wait_healthy

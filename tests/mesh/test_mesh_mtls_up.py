@@ -24,7 +24,7 @@ from cryptography import x509
 
 from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
-from switchboard_server.mesh.certs import CA_CERT, TLS_CERT, TLS_KEY
+from switchboard_server.mesh.security.certs import CA_CERT, TLS_CERT, TLS_KEY
 from tests.support.mesh_up import UpMesh, mesh_up
 
 pytestmark = pytest.mark.mesh

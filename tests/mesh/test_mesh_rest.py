@@ -21,7 +21,7 @@ import pytest
 import yaml
 from google.protobuf import descriptor_pb2
 
-from switchboard_server.mesh.edge_rest import TRANSCODER, descriptor_set_path
+from switchboard_server.mesh.edge.rest import TRANSCODER, descriptor_set_path
 from switchboard_server.mesh.render import render_edge, render_sidecar
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Topology, make_plan

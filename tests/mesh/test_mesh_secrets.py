@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from switchboard_client import ConnectConfig, OrchestrationClient
-from switchboard_server.mesh.tokens import DevAuth
+from switchboard_server.mesh.security.tokens import DevAuth
 from switchboard_server.testing import PortPool, stop_process
 from tests.support.context import start_redis
 from tests.support.fake_llm import completion, fake_llm

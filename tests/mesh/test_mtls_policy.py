@@ -11,9 +11,9 @@ import yaml
 from cryptography import x509
 
 from switchboard_server.config import CoreSettings, Settings
-from switchboard_server.mesh.mtls import MeshTls, callers, rbac_filter, secure_all
 from switchboard_server.mesh.render import render_all
 from switchboard_server.mesh.runner import MeshRunner
+from switchboard_server.mesh.security.mtls import MeshTls, callers, rbac_filter, secure_all
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import _PB2_MODULES, Topology, make_plan
 

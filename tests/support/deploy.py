@@ -12,7 +12,7 @@ from typing import Any
 
 from switchboard_server.config import Settings, load_settings
 from switchboard_server.mesh.addresses import CONTAINER_ASSET_ROOT
-from switchboard_server.mesh.edge_web import WEB_DIR
+from switchboard_server.mesh.edge.web import WEB_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 MESH_PACKAGE = str(WEB_DIR.parent.resolve())  # where the local edge reads its files

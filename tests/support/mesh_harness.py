@@ -24,10 +24,10 @@ from switchboard_server.app import AppServer, create_server
 from switchboard_server.config import CoreSettings, ServiceName, Settings
 from switchboard_server.frontdoor.server import FrontDoor, create_frontdoor
 from switchboard_server.mesh.addresses import AddressPlan
-from switchboard_server.mesh.edge_frontdoor import exposed_services
+from switchboard_server.mesh.edge.frontdoor import exposed_services
 from switchboard_server.mesh.envoy import cluster_hosts, counters, envoy_command, is_ready
-from switchboard_server.mesh.mtls import MeshTls, prepare
 from switchboard_server.mesh.render import render_all, write_configs
+from switchboard_server.mesh.security.mtls import MeshTls, prepare
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, Topology, make_plan
 from switchboard_server.service import ServiceModule

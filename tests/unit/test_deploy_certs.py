@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from switchboard_server.mesh.certs import read_certificate
+from switchboard_server.mesh.security.certs import read_certificate
 
 
 def test_certs_for_compose_are_readable_in_the_container_and_private_on_the_host(

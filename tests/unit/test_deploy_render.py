@@ -17,8 +17,8 @@ from switchboard_server.deploy.mesh_tls import CONTAINER_CERTS_DIR, container_tl
 from switchboard_server.deploy.pods import ENVOY_CONFIG_DIR
 from switchboard_server.deploy.render import render_files
 from switchboard_server.mesh.addresses import CONTAINER_ASSET_ROOT
-from switchboard_server.mesh.mtls import secure_all
 from switchboard_server.mesh.render import render_all
+from switchboard_server.mesh.security.mtls import secure_all
 from switchboard_server.mesh.topology import load_topology, make_plan
 from tests.support.deploy import (
     ANYONE,

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from switchboard_server.mesh.comparator import Answer, AnswerJoin, ComparatorMetrics
 from switchboard_server.mesh.render import render_all
-from switchboard_server.mesh.rollout import VariantStats, verdict
-from switchboard_server.mesh.rollout_state import ServicePolicy, read_policies, write_policies
+from switchboard_server.mesh.rollout.comparator import Answer, AnswerJoin, ComparatorMetrics
+from switchboard_server.mesh.rollout.state import ServicePolicy, read_policies, write_policies
+from switchboard_server.mesh.rollout.status import VariantStats, verdict
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import (
     Topology,

@@ -17,11 +17,11 @@ import yaml
 from switchboard_client import DEV_TOKEN_RELPATH, ConnectConfig, discover_token
 from switchboard_client._config import DEFAULT_DATA_DIR
 from switchboard_server.config import ConfigError, CoreSettings, Settings, load_settings
-from switchboard_server.mesh.edge_auth import CLIENT_RATE_LIMIT_FILTER, JWT_FILTER
 from switchboard_server.mesh.render import render_edge
 from switchboard_server.mesh.runner import MeshRunner
+from switchboard_server.mesh.security.edge_auth import CLIENT_RATE_LIMIT_FILTER, JWT_FILTER
+from switchboard_server.mesh.security.tokens import DevAuth, ensure_keys, mint, prepare_dev_auth
 from switchboard_server.mesh.settings import MeshSettings
-from switchboard_server.mesh.tokens import DevAuth, ensure_keys, mint, prepare_dev_auth
 from switchboard_server.mesh.topology import load_topology, make_plan
 
 SECRET = "sk-unit-0123456789abcdef"

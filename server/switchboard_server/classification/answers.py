@@ -1,6 +1,7 @@
-"""Each ``Classify`` answer to the rollout comparator (:mod:`switchboard_server.mesh.comparator`)
-as one UDP datagram on loopback: fire-and-forget, so a slow or absent comparator never
-slows or fails a call. Only set up when the mesh runs the service with variants."""
+"""Each ``Classify`` answer to the rollout comparator
+(:mod:`switchboard_server.mesh.rollout.comparator`) as one UDP datagram on loopback:
+fire-and-forget, so a slow or absent comparator never slows or fails a call. Only set up
+when the mesh runs the service with variants."""
 
 from __future__ import annotations
 

@@ -41,8 +41,8 @@ from switchboard_server.deploy.pods import (
     health_command,
 )
 from switchboard_server.mesh.envoy_config import Config
+from switchboard_server.mesh.rollout.variants import variant_env
 from switchboard_server.mesh.topology import Plan, Topology
-from switchboard_server.mesh.variants import variant_env
 
 PROJECT = "switchboard"
 JAEGER = "jaeger"

@@ -1,4 +1,4 @@
-"""mTLS and RBAC in the container targets: the local mesh's (:mod:`..mesh.mtls`), with
+"""mTLS and RBAC in the container targets: the local mesh's (:mod:`..mesh.security.mtls`), with
 the certificates where a container finds them.
 
 * Each Envoy mounts only its own identity's directory at
@@ -21,9 +21,14 @@ import os
 from pathlib import Path
 
 from switchboard_server.config import Settings
-from switchboard_server.mesh.certs import CA_DIR, TLS_KEY
 from switchboard_server.mesh.envoy_config import Config
-from switchboard_server.mesh.mtls import MeshTls, sds_documents, secure_edge, secure_sidecar
+from switchboard_server.mesh.security.certs import CA_DIR, TLS_KEY
+from switchboard_server.mesh.security.mtls import (
+    MeshTls,
+    sds_documents,
+    secure_edge,
+    secure_sidecar,
+)
 from switchboard_server.mesh.topology import Plan, Replica
 
 CONTAINER_CERTS_DIR = "/etc/switchboard/certs"

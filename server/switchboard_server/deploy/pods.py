@@ -9,7 +9,7 @@ listeners on loopback for the app's callees.
 from __future__ import annotations
 
 from switchboard_server.config import Settings
-from switchboard_server.mesh.edge_frontdoor import exposed_services
+from switchboard_server.mesh.edge.frontdoor import exposed_services
 from switchboard_server.mesh.topology import Plan, Replica
 
 DATA_DIR = "/data"  # the app image's writable volume

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 
 from switchboard_client.cli import Subparsers, requires_extra
-from switchboard_server.mesh import rollout_cli
+from switchboard_server.mesh.rollout import cli as rollout_cli
 
 
 def up_command(args: argparse.Namespace) -> int:
@@ -76,7 +76,7 @@ def _ttl(value: str) -> int:
 
 def certs_command(args: argparse.Namespace) -> int:
     with requires_extra("mesh"):
-        from switchboard_server.mesh import certs_commands
+        from switchboard_server.mesh.security import certs_commands
     return certs_commands.certs_command(args)
 
 

@@ -21,16 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from switchboard_server.config import ServiceName, Settings, load_settings_or_report
-from switchboard_server.mesh.certs import CertError
 from switchboard_server.mesh.envoy import envoy_binary
-from switchboard_server.mesh.mtls import cert_store, identities
 from switchboard_server.mesh.processes import pid_alive
 from switchboard_server.mesh.render import render_all, write_configs
 from switchboard_server.mesh.report import endpoint_table, probe_all, status_table
 from switchboard_server.mesh.runner import MeshRunner, certs_dir, mesh_dir, ports_in_use
+from switchboard_server.mesh.security.certs import CertError
+from switchboard_server.mesh.security.mtls import cert_store, identities
+from switchboard_server.mesh.security.tokens import (
+    DevAuth,
+    ensure_keys,
+    init_deploy_keys,
+    load_key,
+    mint,
+)
 from switchboard_server.mesh.state import MeshState, read_state
 from switchboard_server.mesh.stats import collect, format_summary
-from switchboard_server.mesh.tokens import DevAuth, ensure_keys, init_deploy_keys, load_key, mint
 from switchboard_server.mesh.topology import (
     Plan,
     Topology,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from switchboard_server.mesh.certs import CA_CERT, TLS_CERT, TLS_KEY
+from switchboard_server.mesh.security.certs import CA_CERT, TLS_CERT, TLS_KEY
 
 ChannelOptions = list[tuple[str, str]]
 

@@ -16,15 +16,9 @@ import yaml
 
 from switchboard_server.mesh.addresses import AddressPlan, local_addresses
 from switchboard_server.mesh.clusters import OTLP_CLUSTER, cluster, otlp_cluster, service_cluster
-from switchboard_server.mesh.edge_auth import (
-    edge_auth_filters,
-    jwks_clusters,
-    local_reply_mappers,
-    tls_transport_socket,
-)
-from switchboard_server.mesh.edge_frontdoor import frontdoor_cluster, frontdoor_routes
-from switchboard_server.mesh.edge_rest import local_reply_config, transcoder_filter
-from switchboard_server.mesh.edge_web import (
+from switchboard_server.mesh.edge.frontdoor import frontdoor_cluster, frontdoor_routes
+from switchboard_server.mesh.edge.rest import local_reply_config, transcoder_filter
+from switchboard_server.mesh.edge.web import (
     cors_virtual_host_config,
     page_route_config,
     page_routes,
@@ -32,11 +26,21 @@ from switchboard_server.mesh.edge_web import (
     web_filters,
 )
 from switchboard_server.mesh.envoy_config import Config, address, seconds, typed
-from switchboard_server.mesh.mtls import MeshTls, secure_all
+from switchboard_server.mesh.rollout.variants import (
+    runtime_layer,
+    shadow_ingress_routes,
+    split_routes,
+)
 from switchboard_server.mesh.routes import HEALTH_SERVICE, NOT_DELIVERED_HEADER, service_routes
+from switchboard_server.mesh.security.edge_auth import (
+    edge_auth_filters,
+    jwks_clusters,
+    local_reply_mappers,
+    tls_transport_socket,
+)
+from switchboard_server.mesh.security.mtls import MeshTls, secure_all
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, Replica, variant_cluster
-from switchboard_server.mesh.variants import runtime_layer, shadow_ingress_routes, split_routes
 
 LOCAL_APP = "local_app"
 MAX_DOWNSTREAM_CONNECTIONS = 10_000
@@ -278,7 +282,7 @@ def _runtime(
     settings: MeshSettings, otlp_endpoint: str, rollout_root: Path | None = None
 ) -> Config:
     """Runtime layers: span batching of the OpenTelemetry tracer, the rollout policy
-    (a watched disk layer, :mod:`.variants`) at callers of a service with variants,
+    (a watched disk layer, :mod:`.rollout.variants`) at callers of a service with variants,
     then the admin layer (``/runtime_modify`` keeps working)."""
     static: Config = {}
     if otlp_endpoint:
@@ -462,9 +466,9 @@ def render_all(
     (default: the local plan's, :func:`.addresses.local_addresses`) says where the
     Envoys listen and find each other (Compose and Kubernetes: :mod:`switchboard_server.deploy`).
     With ``tls`` the sidecar-to-sidecar hops are mutual TLS with per-method RBAC
-    (:mod:`.mtls`); without it they are plaintext (``--insecure``).
+    (:mod:`.security.mtls`); without it they are plaintext (``--insecure``).
     ``rollout_root``: where the callers of a service with variants watch the rollout
-    policy (:mod:`.variants`); without it every variant but stable gets no traffic.
+    policy (:mod:`.rollout.variants`); without it every variant but stable gets no traffic.
     """
     addresses = addresses or local_addresses(plan)
     configs = {

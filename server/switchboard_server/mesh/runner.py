@@ -27,19 +27,19 @@ import httpx
 import structlog
 
 from switchboard_server.config import Settings
-from switchboard_server.mesh.certs import OPERATOR, CertError
-from switchboard_server.mesh.edge_frontdoor import exposed_services
-from switchboard_server.mesh.edge_web import page_origin
+from switchboard_server.mesh.edge.frontdoor import exposed_services
+from switchboard_server.mesh.edge.web import page_origin
 from switchboard_server.mesh.envoy import admin_url, counters, envoy_command
 from switchboard_server.mesh.health import envoy_ready, grpc_health
-from switchboard_server.mesh.mtls import MeshTls, cert_store, identities, prepare
 from switchboard_server.mesh.processes import Child, ChildSpec
 from switchboard_server.mesh.render import render_all, write_configs
-from switchboard_server.mesh.rollout_state import ensure_runtime
+from switchboard_server.mesh.rollout.state import ensure_runtime
+from switchboard_server.mesh.rollout.variants import variant_env
+from switchboard_server.mesh.security.certs import OPERATOR, CertError
+from switchboard_server.mesh.security.mtls import MeshTls, cert_store, identities, prepare
+from switchboard_server.mesh.security.tokens import DevAuth, prepare_dev_auth
 from switchboard_server.mesh.state import MeshState, ProcessInfo, write_state
-from switchboard_server.mesh.tokens import DevAuth, prepare_dev_auth
 from switchboard_server.mesh.topology import Plan, Replica
-from switchboard_server.mesh.variants import variant_env
 
 log = structlog.get_logger(__name__)
 
@@ -232,7 +232,7 @@ class MeshRunner:
         return f"jwt, keys from {self.mesh.edge_jwks_url or self.mesh.edge_jwks_file}"
 
     def _comparator(self) -> Entry:
-        """Joins shadow answers with stable's (:mod:`.comparator`)."""
+        """Joins shadow answers with stable's (:mod:`.rollout.comparator`)."""
         argv = [self.python, "-m", "switchboard_server.mesh", "rollout-comparator"]
         argv += ["--host", self.plan.host, "--port", str(self.mesh.rollout_comparator_port)]
         argv += ["--metrics-port", str(self.mesh.rollout_comparator_metrics_port)]

@@ -82,7 +82,7 @@ class ServiceSpec:
         return tuple(m for m in self.methods if self.admin.get(m, False))
 
     # Variants besides the baseline (``stable``: the service's own replicas and env),
-    # each with its own replicas and app env overrides; see :mod:`.variants`.
+    # each with its own replicas and app env overrides; see :mod:`.rollout.variants`.
     variants: Mapping[str, VariantSpec] = field(default_factory=dict)
     # Methods split between variants by weight at the callers (canary), and mirrored to
     # them (shadow); empty without variants.

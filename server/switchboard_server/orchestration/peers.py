@@ -77,7 +77,7 @@ class GrpcClassifier:
             options.confidence_threshold = threshold
         request = cls_pb.ClassifyRequest(text=text, session_id=session_id, options=options)
         # The session's bucket keeps a conversation on one model variant (a canary split
-        # at our sidecar, mesh/variants.py).
+        # at our sidecar, mesh/rollout/variants.py).
         metadata = ((BUCKET_HEADER, str(session_bucket(session_id))),) if session_id else ()
         try:
             response = await self._stub.Classify(request, timeout=budget_s, metadata=metadata)

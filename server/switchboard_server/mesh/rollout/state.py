@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from switchboard_server.mesh.rollout.variants import RUNTIME_SUBDIR, runtime_values
 from switchboard_server.mesh.topology import Topology, TopologyError
-from switchboard_server.mesh.variants import RUNTIME_SUBDIR, runtime_values
 
 
 @dataclass

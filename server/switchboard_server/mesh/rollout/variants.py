@@ -133,7 +133,7 @@ def weighted_clusters(spec: ServiceSpec) -> Config:
 
 
 def runtime_layer(root: Path) -> Config:
-    """The disk layer ``switchboard rollout`` writes (see :mod:`.rollout_state`)."""
+    """The disk layer ``switchboard rollout`` writes (see :mod:`.state`)."""
     return {
         "name": "rollout",
         "disk_layer": {"symlink_root": str(root / "current"), "subdirectory": RUNTIME_SUBDIR},

@@ -1,4 +1,4 @@
-"""What ``switchboard rollout ...`` does (parsers: :mod:`.rollout_cli`)."""
+"""What ``switchboard rollout ...`` does (parsers: :mod:`.cli`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from switchboard_server.config import Settings, load_settings_or_report
-from switchboard_server.mesh.rollout import collect, delta, table, verdict
-from switchboard_server.mesh.rollout_state import ServicePolicy, read_policies, write_policies
+from switchboard_server.mesh.rollout.state import ServicePolicy, read_policies, write_policies
+from switchboard_server.mesh.rollout.status import collect, delta, table, verdict
 from switchboard_server.mesh.runner import mesh_dir
 from switchboard_server.mesh.state import MeshState, read_state
 from switchboard_server.mesh.topology import Topology, TopologyError, load_topology

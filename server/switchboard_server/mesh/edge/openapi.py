@@ -1,7 +1,7 @@
 """An OpenAPI 3.1 document of the edge's REST surface, read from the descriptor set.
 
 Every method with a ``google.api.http`` option becomes an operation. The schemas follow
-what the transcoder sends and accepts (see ``edge_rest``): lowerCamelCase JSON names,
+what the transcoder sends and accepts (see :mod:`.rest`): lowerCamelCase JSON names,
 enums as strings, ``google.protobuf.Timestamp`` as an RFC 3339 string, a server stream
 as newline-delimited JSON, errors as ``google.rpc.Status``. Descriptions are the proto
 comments. ``make proto`` writes ``docs/openapi.yaml``; a test regenerates it and fails

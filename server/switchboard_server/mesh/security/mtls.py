@@ -36,7 +36,9 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from switchboard_server.errors import ERROR_DOMAIN, ErrorReason
-from switchboard_server.mesh.certs import (
+from switchboard_server.mesh.envoy_config import Config, typed
+from switchboard_server.mesh.routes import HEALTH_SERVICE
+from switchboard_server.mesh.security.certs import (
     CA_CERT,
     EDGE,
     OPERATOR,
@@ -46,8 +48,6 @@ from switchboard_server.mesh.certs import (
     CertStore,
     spiffe_id,
 )
-from switchboard_server.mesh.envoy_config import Config, typed
-from switchboard_server.mesh.routes import HEALTH_SERVICE
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan, ServiceSpec, Topology, variant_cluster
 

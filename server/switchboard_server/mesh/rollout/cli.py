@@ -11,7 +11,7 @@
 * ``watch SERVICE VARIANT``: check every window, roll back automatically when the
   variant is worse than stable by the margins of the settings.
 
-Parsers only; :mod:`.rollout_commands` runs them (needs the ``mesh`` extra).
+Parsers only; :mod:`.commands` runs them (needs the ``mesh`` extra).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from switchboard_client.cli import Subparsers, requires_extra
 
 def rollout_command(args: argparse.Namespace) -> int:
     with requires_extra("mesh"):
-        from switchboard_server.mesh import rollout_commands
+        from switchboard_server.mesh.rollout import commands as rollout_commands
     return rollout_commands.run(args)
 
 
 def comparator_command(args: argparse.Namespace) -> int:
     with requires_extra("mesh"):
-        from switchboard_server.mesh import comparator
+        from switchboard_server.mesh.rollout import comparator
     asyncio.run(comparator.serve(args.host, args.port, args.metrics_port, args.max_pending))
     return 0
 

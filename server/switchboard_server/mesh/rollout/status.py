@@ -1,7 +1,7 @@
 """``switchboard rollout``: change a service's split between variants at run time, and
 compare the variants side by side.
 
-The policy is a file the callers' sidecars watch (:mod:`.rollout_state`); nothing
+The policy is a file the callers' sidecars watch (:mod:`.state`); nothing
 restarts. The comparison reads two sources, both labelled by variant:
 
 * the callers' sidecars (Envoy admin): per variant cluster, calls, gRPC failures and

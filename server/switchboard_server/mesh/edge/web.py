@@ -21,7 +21,7 @@ from switchboard_server.mesh.envoy_config import Config, seconds, typed
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Plan
 
-WEB_DIR = Path(__file__).with_name("web")
+WEB_DIR = Path(__file__).parent.parent / "web"
 INDEX = "index.html"
 
 # What a gRPC-Web or REST page may send, and what it may read of the answer.

@@ -1,4 +1,4 @@
-"""What ``switchboard certs init | rotate | show`` do (parsers in :mod:`.cli`).
+"""What ``switchboard certs init | rotate | show`` do (parsers in :mod:`..cli`).
 
 ``init`` creates the mesh CA (or uses yours: SWITCHBOARD_MESH_CA_CERT_FILE and
 SWITCHBOARD_MESH_CA_KEY_FILE) and a certificate for every identity that has none or
@@ -15,16 +15,16 @@ from pathlib import Path
 
 from switchboard_server.config import load_settings_or_report
 from switchboard_server.deploy.mesh_tls import open_for_containers
-from switchboard_server.mesh.certs import CertError, CertInfo
 from switchboard_server.mesh.commands import EXIT_CONFIG, _plan
-from switchboard_server.mesh.mtls import (
+from switchboard_server.mesh.runner import certs_dir
+from switchboard_server.mesh.security.certs import CertError, CertInfo
+from switchboard_server.mesh.security.mtls import (
     MeshTls,
     all_sds_documents,
     cert_store,
     identities,
     write_sds,
 )
-from switchboard_server.mesh.runner import certs_dir
 from switchboard_server.mesh.topology import TopologyError
 
 

@@ -13,7 +13,7 @@
   gives each distinct value its own token bucket (a descriptor entry with an empty
   value, at most ``edge_client_rate_limit_max_clients`` at once). Over the limit:
   RESOURCE_EXHAUSTED with an ``ErrorInfo`` (reason ``CLIENT_RATE_LIMITED``), a
-  ``RetryInfo`` and ``retry-after``. The edge-wide limit of :mod:`.render` still holds.
+  ``RetryInfo`` and ``retry-after``. The edge-wide limit of :mod:`..render` still holds.
 * With a certificate and key from files the listener terminates TLS (1.2 or later).
 """
 
@@ -27,8 +27,8 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from switchboard_client import EdgeReason
-from switchboard_server.mesh.edge_frontdoor import HEALTH_PREFIX, REFLECTION_PREFIX
-from switchboard_server.mesh.edge_web import page_files
+from switchboard_server.mesh.edge.frontdoor import HEALTH_PREFIX, REFLECTION_PREFIX
+from switchboard_server.mesh.edge.web import page_files
 from switchboard_server.mesh.envoy_config import Config, seconds, typed
 from switchboard_server.mesh.settings import MeshSettings
 
@@ -215,7 +215,7 @@ def _all(*filters: Config) -> Config:
 
 def local_reply_mappers(settings: MeshSettings) -> list[Config]:
     """Envoy's refusals of a token, as UNAUTHENTICATED with an ``ErrorInfo``; they go
-    before the REST mappers of :mod:`.edge_rest`.
+    before the REST mappers of :mod:`..edge.rest`.
 
     Envoy answers 401, or 403 for a token of another audience; both become 401, since
     the caller has no valid credentials for this edge. A gRPC (or gRPC-Web) caller gets

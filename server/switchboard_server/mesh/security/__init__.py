@@ -1,0 +1,1 @@
+"""Mesh security: certificates, mTLS and RBAC between sidecars, the edge's JWT and rate limit."""
