@@ -10,6 +10,12 @@ LOCK := requirements.lock
 # One lock for every supported Python (>= 3.11) and platform; `make lock` writes this header.
 LOCK_ARGS := pyproject.toml --all-extras --generate-hashes --universal --python-version 3.11 \
 	--custom-compile-command "make lock"
+# The app image's lock: its extras (server, redis) and the build backend, at the pins of
+# $(LOCK) (a subset of it, so images and venvs run the same versions).
+APP_LOCK := docker/requirements-app.lock
+APP_LOCK_ARGS := pyproject.toml docker/build-backend.in --extra server --extra redis \
+	--generate-hashes --universal --python-version 3.11 --custom-compile-command "make lock" \
+	--constraints $(LOCK)
 BUF := node_modules/.bin/buf
 PYTEST_ARGS ?=
 CHAOS_ARGS ?=
@@ -40,10 +46,12 @@ venv: $(STAMP) ## Create .venv with Switchboard and every extra at the locked ve
 .PHONY: lock
 lock: $(STAMP) ## Re-resolve requirements.lock after a change to pyproject.toml (keeps other pins)
 	$(BIN)/uv pip compile --quiet $(LOCK_ARGS) -o $(LOCK)
+	$(BIN)/uv pip compile --quiet $(APP_LOCK_ARGS) -o $(APP_LOCK)
 
 .PHONY: lock-upgrade
 lock-upgrade: $(STAMP) ## Upgrade every pin in requirements.lock within pyproject.toml's bounds
 	$(BIN)/uv pip compile --quiet $(LOCK_ARGS) --upgrade -o $(LOCK)
+	$(BIN)/uv pip compile --quiet $(APP_LOCK_ARGS) -o $(APP_LOCK)
 
 node_modules/.installed: package.json
 	npm install --no-audit --no-fund --no-package-lock --loglevel=error

