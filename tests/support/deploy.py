@@ -245,10 +245,10 @@ def without_addressing(config: Doc) -> Doc:
 CANDIDATE_ENV = {"SWITCHBOARD_CLASSIFICATION_TFIDF_C": "2"}
 
 
-def topology_with_candidate(replicas: int = 1) -> Topology:
-    """The default topology with a classification ``candidate`` (its own env), split on
-    Classify and ClassifyStream, mirrored on Classify (as in docs/rollouts.md)."""
-    raw = yaml.safe_load(default_topology().read_text())
+def candidate_raw(replicas: int = 1) -> dict[str, Any]:
+    """The default topology document with a classification ``candidate`` (its own env),
+    split on Classify and ClassifyStream, mirrored on Classify (as in docs/rollouts.md)."""
+    raw: dict[str, Any] = yaml.safe_load(default_topology().read_text())
     raw["services"]["classification"]["variants"] = {
         "candidate": {"replicas": replicas, "env": dict(CANDIDATE_ENV)}
     }
@@ -256,4 +256,9 @@ def topology_with_candidate(replicas: int = 1) -> Topology:
         "split_methods": ["Classify", "ClassifyStream"],
         "shadow_methods": ["Classify"],
     }
-    return parse_topology(raw)
+    return raw
+
+
+def topology_with_candidate(replicas: int = 1) -> Topology:
+    """:func:`candidate_raw`, parsed."""
+    return parse_topology(candidate_raw(replicas))
