@@ -252,6 +252,9 @@ def test_compose_runs_the_variant_the_comparator_and_mounts_the_policy_dir() -> 
         "rollout-comparator:9920"
     )
     assert "rollout-comparator" in candidate["depends_on"]
+    assert candidate["labels"] == {VARIANT: "candidate"}
+    assert services["classification-1"]["labels"] == {VARIANT: "candidate"}
+    assert services["classification-0-app"]["labels"] == {VARIANT: "stable"}
     comparator = services["rollout-comparator"]
     assert comparator["command"][3] == "rollout-comparator"
     assert comparator["read_only"] is True

@@ -44,6 +44,7 @@ from switchboard_server.deploy.variants import (
     COMPARATOR,
     COMPOSE_ROLLOUT_DIR,
     ROLLOUT_MOUNT,
+    VARIANT_LABEL,
     callees_with_variants,
     comparator_address,
     comparator_command,
@@ -151,6 +152,9 @@ class ComposeRender:
                 },
                 "depends_on": _depends(depends),
             }
+            if spec.variants:  # `docker ps --filter label=switchboard.dev/variant=candidate`
+                for name in (sidecar, app):
+                    services[name]["labels"] = {VARIANT_LABEL: replica.variant}
         edge_ports = [f"{self.settings.mesh.edge_port}:{self.plan.edge_port}"]
         services[EDGE] = {
             **self._envoy(EDGE, {JAEGER: "service_started"}, EDGE),
