@@ -197,6 +197,7 @@ def test_k8s_runs_the_comparator_and_monitoring_scrapes_it() -> None:
     docs = _base()
     deployment = _find(docs, "Deployment", "rollout-comparator")
     assert deployment["spec"]["replicas"] == 1  # a join needs both halves in one process
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     container = _containers(deployment)["comparator"]
     assert container["image"] == settings.deploy.app_image
     assert container["command"][2:4] == ["switchboard_server.mesh", "rollout-comparator"]

@@ -211,7 +211,8 @@ def comparator_docs(settings: Settings, senders: list[str]) -> list[Doc]:
     }
     volumes = [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}]
     workload = deployment(d, COMPARATOR, [container], volumes, scrape_path="/metrics")
-    workload["spec"] = {"replicas": 1, **workload["spec"]}
+    # One at a time, also during an update: two would split a request's halves.
+    workload["spec"] = {"replicas": 1, **workload["spec"], "strategy": {"type": "Recreate"}}
     service = {
         "apiVersion": "v1",
         "kind": "Service",
