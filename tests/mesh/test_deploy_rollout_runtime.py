@@ -57,9 +57,10 @@ def _wait_for(admin: int, process: subprocess.Popen[bytes], want: dict[str, str]
         try:
             seen = _runtime(admin)
         except httpx.HTTPError:
-            seen = {}
-        if all(seen.get(k) == v for k, v in want.items()):
-            return
+            seen = {}  # not up yet
+        else:
+            if all(seen.get(k) == v for k, v in want.items()):
+                return
         time.sleep(0.1)
     raise AssertionError(f"runtime {seen} never showed {want}")
 
@@ -126,5 +127,26 @@ def test_rollout_dir_reaches_the_compose_callers_envoy_without_a_restart(tmp_pat
         change_in(root, topology, "classification", "rollback")
         _wait_for(admin, process, {WEIGHT: "0", STABLE_WEIGHT: "10000", SHADOW: "0"})
         assert process.poll() is None
+    finally:
+        stop_process(process)
+
+
+def test_a_configmap_created_after_the_pod_started_still_reaches_envoy(tmp_path: Path) -> None:
+    """The volume is optional: the pod starts (all on stable) with an empty mount, and
+    the first `rollout ... --emit-configmap | kubectl apply` lands without a restart."""
+    settings = default_settings()
+    topology = topology_with_candidate()
+    mount = tmp_path / "mount"
+    (mount / "classification").mkdir(parents=True)
+    process, admin = _start_envoy(
+        tmp_path, _rendered_layers("k8s", "base/envoy/orchestration.yaml", mount)
+    )
+    try:
+        _wait_for(admin, process, {})  # its admin answers
+        assert WEIGHT not in _runtime(admin)  # the routes' defaults: all on stable
+        policy = ServicePolicy(weights={"candidate": 25})
+        doc = rollout_configmap(topology, "classification", policy, settings.deploy.namespace)
+        write_configmap_volume(mount / "classification", doc["data"])
+        _wait_for(admin, process, {WEIGHT: "2500", STABLE_WEIGHT: "7500"})
     finally:
         stop_process(process)
