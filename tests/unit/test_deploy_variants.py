@@ -238,6 +238,19 @@ def test_emitted_configmap_carries_exactly_the_keys_the_callers_routes_read(
     back = emit("rollback", "classification", "--from-configmap", "-", stdin=yaml.safe_dump(second))
     assert back["data"]["rollout.classification.weight.classification"] == "10000"
     assert back["data"]["rollout.classification.shadow.candidate"] == "0"
+    # A file that is no rollout ConfigMap, or a variant the topology lacks: a clear error.
+    bad_annotation = {"metadata": {"annotations": {POLICY_ANNOTATION: "{not json"}}}
+    unknown = {"metadata": {"annotations": {POLICY_ANNOTATION: '{"weights": {"nope": 5}}'}}}
+    for stdin, says in (
+        ("key: [unclosed", "not a rollout ConfigMap"),
+        (yaml.safe_dump(bad_annotation), "not a rollout ConfigMap"),
+        (yaml.safe_dump(unknown), "unknown variant 'nope'"),
+    ):
+        argv = ["set", "classification", "candidate=5", "--emit-configmap", "--from-configmap", "-"]
+        done = _rollout(tmp_path, argv, stdin)
+        assert done.returncode == 2, done.stderr
+        assert says in done.stderr
+        assert done.stdout == ""
 
 
 # -- Compose -----------------------------------------------------------------------------

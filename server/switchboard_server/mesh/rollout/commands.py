@@ -170,8 +170,13 @@ def change_for_target(args: argparse.Namespace, settings: Settings, topology: To
         except OSError as exc:
             print(f"switchboard rollout: {exc}", file=sys.stderr)
             return EXIT_CONFIG
-        doc = yaml.safe_load(text) if text.strip() else None
-        current = policy_from_configmap(doc) if isinstance(doc, dict) else current
+        try:
+            doc = yaml.safe_load(text) if text.strip() else None
+            current = policy_from_configmap(doc) if isinstance(doc, dict) else current
+        except (yaml.YAMLError, ValueError, TypeError) as exc:
+            print(f"switchboard rollout: --from-configmap: not a rollout ConfigMap: {exc}",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_CONFIG
     with tempfile.TemporaryDirectory(prefix="switchboard-rollout-") as tmp:
         root = Path(args.dir) if args.dir else Path(tmp)
         if not args.dir:
