@@ -1,5 +1,6 @@
 """Helpers of the deployment tests: default settings, the checks the Kubernetes schemas
-miss, the call graph the NetworkPolicies admit, Envoy configs with addressing masked."""
+miss, the call graph the NetworkPolicies admit, Envoy configs with addressing masked, a
+topology with a model variant."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from switchboard_server.config import Settings, load_settings
 from switchboard_server.mesh.addresses import CONTAINER_ASSET_ROOT
 from switchboard_server.mesh.edge.web import WEB_DIR
+from switchboard_server.mesh.topology import Topology, default_topology, parse_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 MESH_PACKAGE = str(WEB_DIR.parent.resolve())  # where the local edge reads its files
@@ -234,3 +238,27 @@ def without_addressing(config: Doc) -> Doc:
         for key in DISCOVERY_KEYS:
             cluster.pop(key, None)
     return config
+
+
+# -- a topology with a model variant -----------------------------------------------------
+
+CANDIDATE_ENV = {"SWITCHBOARD_CLASSIFICATION_TFIDF_C": "2"}
+
+
+def candidate_raw(replicas: int = 1) -> dict[str, Any]:
+    """The default topology document with a classification ``candidate`` (its own env),
+    split on Classify and ClassifyStream, mirrored on Classify (as in docs/rollouts.md)."""
+    raw: dict[str, Any] = yaml.safe_load(default_topology().read_text())
+    raw["services"]["classification"]["variants"] = {
+        "candidate": {"replicas": replicas, "env": dict(CANDIDATE_ENV)}
+    }
+    raw["services"]["classification"]["rollout"] = {
+        "split_methods": ["Classify", "ClassifyStream"],
+        "shadow_methods": ["Classify"],
+    }
+    return raw
+
+
+def topology_with_candidate(replicas: int = 1) -> Topology:
+    """:func:`candidate_raw`, parsed."""
+    return parse_topology(candidate_raw(replicas))

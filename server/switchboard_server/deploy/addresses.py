@@ -11,7 +11,8 @@ DNS name, as ``STRICT_DNS`` clusters:
   scaled Compose service would not do: a sidecar joined with ``network_mode`` shares the
   namespace of one container of the app service, not of each.)
 * Kubernetes: the service's headless Service, whose name resolves to every ready pod's
-  address; a scaled Deployment's new pods appear at the next DNS refresh.
+  address; a scaled Deployment's new pods appear at the next DNS refresh. A variant
+  (``classification-candidate``) has its own Deployment and headless Service.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from switchboard_server.mesh.addresses import (
     AddressPlan,
     endpoints_by_cluster,
 )
-from switchboard_server.mesh.topology import Plan, Topology, TopologyError, make_plan
+from switchboard_server.mesh.topology import Plan, Topology, make_plan, variant_cluster
 
 ANY_HOST = "0.0.0.0"
 LOOPBACK = "127.0.0.1"
@@ -46,16 +47,16 @@ def compose_addresses(plan: Plan, settings: Settings) -> AddressPlan:
 
 
 def k8s_addresses(plan: Plan, settings: Settings) -> AddressPlan:
-    with_variants = [n for n, s in plan.topology.services.items() if s.variants]
-    if with_variants:  # one Deployment per service so far: a variant needs its own
-        raise TopologyError(
-            f"services.{with_variants[0]}.variants: the Kubernetes rendering does not run "
-            "variants yet (local and Compose do); render without them"
-        )
+    """Per service (and per variant: ``classification-candidate``) its headless Service."""
+    endpoints = {
+        variant_cluster(name, variant): ((variant_cluster(name, variant), group[0].sidecar_port),)
+        for name, group in plan.replicas.items()
+        for variant in plan.topology.services[name].variant_names()
+    }
     return AddressPlan(
         listen_host=ANY_HOST,
         app_host=LOOPBACK,
-        endpoints={name: ((name, group[0].sidecar_port),) for name, group in plan.replicas.items()},
+        endpoints=endpoints,
         dns=True,
         dns_refresh_s=settings.deploy.dns_refresh_s,
         asset_root=CONTAINER_ASSET_ROOT,

@@ -35,6 +35,12 @@ def render_command(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     for path in write_files(files, Path(args.out_dir)):
         print(path)
+    if args.target == "compose":
+        from switchboard_server.deploy.variants import write_compose_rollout
+
+        rollout = write_compose_rollout(Path(args.out_dir), topology)
+        if rollout is not None:
+            print(rollout)
     return 0
 
 

@@ -40,6 +40,16 @@ from switchboard_server.deploy.pods import (
     frontdoor_command,
     health_command,
 )
+from switchboard_server.deploy.variants import (
+    COMPARATOR,
+    COMPOSE_ROLLOUT_DIR,
+    ROLLOUT_MOUNT,
+    VARIANT_LABEL,
+    callees_with_variants,
+    comparator_address,
+    comparator_command,
+    with_variants,
+)
 from switchboard_server.mesh.envoy_config import Config
 from switchboard_server.mesh.rollout.variants import variant_env
 from switchboard_server.mesh.topology import Plan, Topology
@@ -65,6 +75,7 @@ class ComposeRender:
         self.deploy = settings.deploy
         self.plan: Plan = container_plan(topology, settings)
         self.addresses = compose_addresses(self.plan, settings)
+        self.variants = with_variants(topology)
 
     def envoy_configs(self) -> dict[str, Config]:
         return render_envoys(
@@ -75,11 +86,22 @@ class ComposeRender:
             otlp_endpoint=self.deploy.compose_otlp_endpoint,
             trace_sample_ratio=self.deploy.dev_trace_sample_ratio,
             sds_dir=ENVOY_CONFIG_DIR,
+            rollout_root=Path(ROLLOUT_MOUNT) if self.variants else None,
         )
 
     def compose(self) -> dict[str, Any]:
         services: dict[str, Any] = {}
         services.update(self._infrastructure())
+        if self.variants:
+            services[COMPARATOR] = {
+                "image": self.deploy.app_image,
+                "init": True,
+                "restart": "unless-stopped",
+                "command": comparator_command(self.settings),
+                "environment": {"SWITCHBOARD_LOG_FORMAT": "json"},
+                "read_only": True,
+                "tmpfs": ["/tmp"],
+            }
         volumes: dict[str, Any] = {}
         for replica in self.plan.all_replicas():
             sidecar = replica.name
@@ -87,6 +109,9 @@ class ComposeRender:
             services[sidecar] = self._envoy(
                 f"{sidecar}.sidecar", {JAEGER: "service_started"}, replica.service
             )
+            if callees_with_variants(self.plan.topology, replica.service):
+                # The rollout policy `switchboard rollout ... --dir docker/rollout` writes.
+                services[sidecar]["volumes"].append(f"{COMPOSE_ROLLOUT_DIR}:{ROLLOUT_MOUNT}:ro")
             depends = {sidecar: "service_started", JAEGER: "service_started"}
             for callee in self.plan.topology.services[replica.service].calls:
                 depends.update(
@@ -99,8 +124,11 @@ class ComposeRender:
                 drain_delay_s=self.settings.mesh.app_drain_delay_s,
             )
             spec = self.plan.topology.services[replica.service]
-            if spec.variants:  # its variant's own model; the split stays at 100 % stable
-                env.update(variant_env(spec, replica, Path(DATA_DIR), comparator=""))
+            if spec.variants:  # its variant's model; every answer to the comparator
+                env.update(
+                    variant_env(spec, replica, Path(DATA_DIR), comparator_address(self.settings))
+                )
+                depends[COMPARATOR] = "service_started"
             if replica.service == "context":
                 env["SWITCHBOARD_CONTEXT_STORE"] = "redis"
                 env["SWITCHBOARD_CONTEXT_REDIS_URL"] = f"redis://{REDIS}:{REDIS_PORT}/0"
@@ -124,6 +152,9 @@ class ComposeRender:
                 },
                 "depends_on": _depends(depends),
             }
+            if spec.variants:  # `docker ps --filter label=switchboard.dev/variant=candidate`
+                for name in (sidecar, app):
+                    services[name]["labels"] = {VARIANT_LABEL: replica.variant}
         edge_ports = [f"{self.settings.mesh.edge_port}:{self.plan.edge_port}"]
         services[EDGE] = {
             **self._envoy(EDGE, {JAEGER: "service_started"}, EDGE),
@@ -240,6 +271,17 @@ class ComposeRender:
             }
             for r in self.plan.all_replicas()
         ]
+        jobs = []
+        if self.variants:
+            jobs.append(
+                {
+                    "job_name": "switchboard-rollout",
+                    "metrics_path": "/metrics",
+                    "static_configs": [
+                        {"targets": [f"{COMPARATOR}:{port}"], "labels": {"component": COMPARATOR}}
+                    ],
+                }
+            )
         return {
             "global": {
                 "scrape_interval": "15s",
@@ -255,6 +297,7 @@ class ComposeRender:
                     "metrics_path": "/stats/prometheus",
                     "static_configs": envoys,
                 },
+                *jobs,
             ],
         }
 

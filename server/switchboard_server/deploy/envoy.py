@@ -136,11 +136,13 @@ def render_envoys(
     otlp_endpoint: str,
     trace_sample_ratio: float,
     sds_dir: str,
+    rollout_root: Path | None = None,
 ) -> dict[str, Config]:
     """The edge's and the given replicas' sidecar configs, by name (``edge``,
     ``<replica>.sidecar``), each with its scrape listener and (unless insecure) mTLS and
     RBAC; plus the SDS files those name, by file name (``<identity>.cert`` ...), to go
-    in ``sds_dir`` (the Envoy config directory)."""
+    in ``sds_dir`` (the Envoy config directory). ``rollout_root``: where the callers of a
+    service with variants find the rollout runtime layer (:mod:`.variants`)."""
     settings = container_mesh_settings(settings)
     configs = render_all(
         plan,
@@ -148,6 +150,7 @@ def render_envoys(
         otlp_endpoint,
         trace_sample_ratio=trace_sample_ratio,
         addresses=addresses,
+        rollout_root=rollout_root,
     )
     wanted = {f"{r.name}.sidecar": r for r in replicas}
     out = {

@@ -17,6 +17,8 @@ ask Envoy's ``/ready`` on the scrape listener.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from switchboard_server.config import Settings
 from switchboard_server.deploy.addresses import container_plan, k8s_addresses
 from switchboard_server.deploy.envoy import (
@@ -52,7 +54,20 @@ from switchboard_server.deploy.pods import (
     frontdoor_command,
 )
 from switchboard_server.deploy.render import dump, dump_all
-from switchboard_server.mesh.topology import Topology
+from switchboard_server.deploy.variants import (
+    COMPARATOR,
+    ROLLOUT_MOUNT,
+    callees_with_variants,
+    comparator_address,
+    comparator_docs,
+    comparator_monitor,
+    kubelet_runtime_layers,
+    label_variant,
+    rollout_volumes,
+    with_variants,
+)
+from switchboard_server.mesh.rollout.variants import variant_env
+from switchboard_server.mesh.topology import STABLE, Replica, Topology, variant_cluster
 
 SETTINGS_MAP = "switchboard-settings"
 REDIS_SECRET = "switchboard-redis"
@@ -68,6 +83,7 @@ class K8sRender:
         self.plan = container_plan(topology, settings)
         self.addresses = k8s_addresses(self.plan, settings)
         self.first = {name: group[0] for name, group in self.plan.replicas.items()}
+        self.variants = with_variants(self.plan.topology)
 
     # -- the files ---------------------------------------------------------------------
 
@@ -78,9 +94,20 @@ class K8sRender:
             {"apiVersion": "v1", "kind": "Namespace", "metadata": meta(self.deploy.namespace)}
         )
         files["base/redis.yaml"] = dump_all(redis(self.deploy, CONTEXT))
-        for service in self.plan.topology.services:
-            files[f"base/{service}.yaml"] = dump_all(self._service_docs(service))
+        for service, spec in self.plan.topology.services.items():
+            docs = self._service_docs(service)
+            for variant in spec.variants:  # its own Deployment and Service (.variants)
+                docs += self._service_docs(service, variant)
+            files[f"base/{service}.yaml"] = dump_all(docs)
             base.append(f"{service}.yaml")
+        if self.variants:
+            senders = [
+                variant_cluster(name, variant)
+                for name in self.variants
+                for variant in self.plan.topology.services[name].variant_names()
+            ]
+            files[f"base/{COMPARATOR}.yaml"] = dump_all(comparator_docs(self.settings, senders))
+            base.append(f"{COMPARATOR}.yaml")
         files["base/edge.yaml"] = dump_all(self._edge_docs())
         base.append("edge.yaml")
         for name, text in self._envoy_files(self.deploy.trace_sample_ratio).items():
@@ -90,9 +117,10 @@ class K8sRender:
             files[f"overlays/dev/envoy/{name}"] = text
         files["overlays/dev/kustomization.yaml"] = dump(self._dev())
         files["overlays/prod/kustomization.yaml"] = dump(self._prod())
-        files["overlays/monitoring/servicemonitors.yaml"] = dump_all(
-            service_monitors([EDGE, *self.plan.topology.services], without_app=EDGE)
-        )
+        monitors = service_monitors([EDGE, *self._workloads()], without_app=EDGE)
+        if self.variants:
+            monitors.append(comparator_monitor())
+        files["overlays/monitoring/servicemonitors.yaml"] = dump_all(monitors)
         files["overlays/monitoring/kustomization.yaml"] = dump(
             {
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -112,10 +140,15 @@ class K8sRender:
             otlp_endpoint=self.deploy.k8s_otlp_endpoint,
             trace_sample_ratio=ratio,
             sds_dir=ENVOY_CONFIG_DIR,
+            rollout_root=Path(ROLLOUT_MOUNT) if self.variants else None,
         )
         out = {"edge.yaml": dump(configs[EDGE])}
         for service, replica in self.first.items():
-            out[f"{service}.yaml"] = dump(configs[f"{replica.name}.sidecar"])
+            config = configs[f"{replica.name}.sidecar"]
+            callees = callees_with_variants(self.plan.topology, service)
+            if callees:  # the policy from the callees' ConfigMaps, as the kubelet lays it
+                config = kubelet_runtime_layers(config, callees)
+            out[f"{service}.yaml"] = dump(config)
         for name in self._sds_names(EDGE, *self.first):
             out[f"sds/{name}"] = dump(configs[name.removesuffix(".yaml")])
         return out
@@ -211,8 +244,9 @@ class K8sRender:
         }
         patches.append({"patch": dump(context_patch).rstrip()})
         for service in [EDGE, *self.plan.topology.services]:
-            replicas = self.plan.replicas.get(service, ())
-            minimum = max(self.deploy.hpa_min_replicas, len(replicas))
+            spec = self.plan.topology.services.get(service)
+            stable = spec.variant_replicas(STABLE) if spec else 1
+            minimum = max(self.deploy.hpa_min_replicas, stable)
             hpa = {
                 "apiVersion": "autoscaling/v2",
                 "kind": "HorizontalPodAutoscaler",
@@ -229,16 +263,38 @@ class K8sRender:
 
     # -- per service -------------------------------------------------------------------
 
-    def _callers(self, service: str) -> list[str]:
+    def _callers(self, service: str, variant: str = STABLE) -> list[str]:
+        """The workloads whose pods may call ``service`` (every variant of a caller);
+        the edge calls stable only."""
         topology = self.plan.topology
-        callers = [name for name, spec in topology.services.items() if service in spec.calls]
-        if service in topology.edge_routes:
+        callers = [
+            variant_cluster(name, v)
+            for name, spec in topology.services.items()
+            if service in spec.calls
+            for v in spec.variant_names()
+        ]
+        if service in topology.edge_routes and variant == STABLE:
             callers.insert(0, EDGE)
         return callers
 
-    def _service_docs(self, service: str) -> list[Doc]:
-        replica = self.first[service]
+    def _workloads(self) -> list[str]:
+        """Every Deployment of a service: one per service and per variant."""
+        return [
+            variant_cluster(name, variant)
+            for name, spec in self.plan.topology.services.items()
+            for variant in spec.variant_names()
+        ]
+
+    def _replica(self, service: str, variant: str) -> Replica:
+        return next(r for r in self.plan.replicas[service] if r.variant == variant)
+
+    def _service_docs(self, service: str, variant: str = STABLE) -> list[Doc]:
+        """The Deployment, Service, HPA, PDB and NetworkPolicy of a service, or of one of
+        its variants (``classification-candidate``: the variant's env over the service's,
+        the service's identity and Envoy config, its own pods and headless Service)."""
+        replica = self._replica(service, variant)
         spec = self.plan.topology.services[service]
+        name = variant_cluster(service, variant)
         env = app_env(
             replica,
             otlp_endpoint="",
@@ -254,6 +310,10 @@ class K8sRender:
         if service == CONTEXT:
             env["SWITCHBOARD_CONTEXT_STORE"] = "redis"
             env["SWITCHBOARD_CONTEXT_REDIS_URL"] = f"redis://{REDIS}:{REDIS_PORT}/0"
+        if spec.variants:
+            env.update(
+                variant_env(spec, replica, Path(DATA_DIR), comparator_address(self.settings))
+            )
         # Through the sidecar's plaintext health route (the kubelet has no client
         # certificate for its mTLS ingress): the sidecar and the app checked together.
         health_port = self.deploy.scrape_port
@@ -287,16 +347,22 @@ class K8sRender:
             {"name": "envoy-config", "configMap": {"name": f"envoy-{service}"}},
         ]
         self._certs(service, sidecar, volumes)
+        rollout, mounts = rollout_volumes(callees_with_variants(self.plan.topology, service))
+        volumes += rollout
+        sidecar["volumeMounts"] += mounts
         d = self.deploy
-        return [
-            deployment(d, service, [app, sidecar], volumes, scrape_path="/metrics"),
-            pod_service(d, service, replica.sidecar_port, headless=True),
-            hpa(d, service, len(self.plan.replicas[service])),
-            pdb(service),
+        docs = [
+            deployment(d, name, [app, sidecar], volumes, scrape_path="/metrics"),
+            pod_service(d, name, replica.sidecar_port, headless=True),
+            hpa(d, name, spec.variant_replicas(variant)),
+            pdb(name),
             network_policy(
-                service, replica.sidecar_port, self._callers(service), scrape=self._scrape()
+                name, replica.sidecar_port, self._callers(service, variant), scrape=self._scrape()
             ),
         ]
+        if spec.variants:
+            docs = [label_variant(doc, variant) for doc in docs]
+        return docs
 
     def _edge_docs(self) -> list[Doc]:
         port = self.plan.edge_port

@@ -11,6 +11,10 @@
 * ``watch SERVICE VARIANT``: check every window, roll back automatically when the
   variant is worse than stable by the margins of the settings.
 
+The changes take ``--dir DIR`` (a Compose rendering's ``docker/rollout``) or
+``--emit-configmap [--from-configmap FILE]`` (Kubernetes: print the ConfigMap the
+callers' sidecars mount, for ``kubectl apply -f -``).
+
 Parsers only; :mod:`.commands` runs them (needs the ``mesh`` extra).
 """
 
@@ -35,6 +39,29 @@ def comparator_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target_flags(parser: argparse.ArgumentParser) -> None:
+    """Where a change goes when the mesh is not the local one (docs/rollouts.md)."""
+    parser.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="The rollout directory the sidecars mount instead of the local mesh's "
+        "(Compose: docker/rollout beside compose.yaml).",
+    )
+    parser.add_argument(
+        "--emit-configmap",
+        action="store_true",
+        help="Kubernetes: print the <service>-rollout ConfigMap for `kubectl apply -f -` "
+        "instead of changing a local policy.",
+    )
+    parser.add_argument(
+        "--from-configmap",
+        metavar="FILE",
+        help="With --emit-configmap: the live ConfigMap (YAML or JSON; - for stdin, e.g. "
+        "from `kubectl get configmap <service>-rollout -o yaml`) to change; default: all "
+        "on stable.",
+    )
+
+
 def register(subparsers: Subparsers) -> None:
     rollout = subparsers.add_parser(
         "rollout", help="Canary and shadow rollouts of a service's variants (no restarts)."
@@ -47,11 +74,14 @@ def register(subparsers: Subparsers) -> None:
         action = actions.add_parser(name, help=help_text)
         action.add_argument("service")
         action.add_argument("share", metavar="VARIANT=PERCENT")
+        _target_flags(action)
     promote = actions.add_parser("promote", help="All traffic on a variant.")
     promote.add_argument("service")
     promote.add_argument("variant")
+    _target_flags(promote)
     rollback = actions.add_parser("rollback", help="All traffic back on stable, no shadow.")
     rollback.add_argument("service")
+    _target_flags(rollback)
     status = actions.add_parser("status", help="Policy and variants side by side.")
     status.add_argument("service")
     status.add_argument("--json", action="store_true", help="Print JSON.")

@@ -6,8 +6,11 @@ import argparse
 import asyncio
 import json
 import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
+
+import yaml
 
 from switchboard_server.config import Settings, load_settings_or_report
 from switchboard_server.mesh.rollout.state import ServicePolicy, read_policies, write_policies
@@ -36,7 +39,14 @@ def change(
     settings: Settings, topology: Topology, service: str, action: str, arg: str = ""
 ) -> ServicePolicy:
     """Apply one change to the persisted policy and swap the sidecars' runtime tree."""
-    root = rollout_root(settings)
+    return change_in(rollout_root(settings), topology, service, action, arg)
+
+
+def change_in(
+    root: Path, topology: Topology, service: str, action: str, arg: str = ""
+) -> ServicePolicy:
+    """:func:`change` on the policy kept under ``root`` (the local mesh's, or a Compose
+    rendering's ``docker/rollout``)."""
     policies = read_policies(root)
     policy = policies.get(service, ServicePolicy())
     if action == "set":
@@ -61,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         topology = load_topology(settings.mesh.topology_file)
+        if getattr(args, "dir", None) or getattr(args, "emit_configmap", False):
+            return change_for_target(args, settings, topology)
         if args.action in ("set", "shadow"):
             policy = change(settings, topology, args.service, args.action, args.share)
         elif args.action == "promote":
@@ -128,3 +140,48 @@ async def _watch(
             return EXIT_FAILED
         if args.once:
             return 0
+
+
+def change_for_target(args: argparse.Namespace, settings: Settings, topology: Topology) -> int:
+    """``set|shadow|promote|rollback`` for a container target: ``--dir DIR`` changes the
+    policy a Compose rendering's sidecars mount (``docker/rollout``) with the local code;
+    ``--emit-configmap`` prints the policy as the ``<service>-rollout`` ConfigMap for
+    ``kubectl apply -f -`` (starting from ``--from-configmap FILE``, the live one, else
+    from all on stable), changing nothing on this machine."""
+    from switchboard_server.deploy.render import dump
+    from switchboard_server.deploy.variants import policy_from_configmap, rollout_configmap
+
+    arg = {"set": "share", "shadow": "share", "promote": "variant"}.get(args.action)
+    value = getattr(args, arg) if arg else ""
+    if not args.emit_configmap:
+        policy = change_in(Path(args.dir), topology, args.service, args.action, value)
+        print(
+            f"{args.service}: weights {policy.weights or 'all on stable'}, shadow {policy.shadow}"
+        )
+        return 0
+    current = ServicePolicy()
+    if args.from_configmap:
+        try:
+            text = (
+                sys.stdin.read()
+                if args.from_configmap == "-"
+                else Path(args.from_configmap).read_text()
+            )
+        except OSError as exc:
+            print(f"switchboard rollout: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            doc = yaml.safe_load(text) if text.strip() else None
+            current = policy_from_configmap(doc) if isinstance(doc, dict) else current
+        except (yaml.YAMLError, ValueError, TypeError) as exc:
+            print(f"switchboard rollout: --from-configmap: not a rollout ConfigMap: {exc}",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_CONFIG
+    with tempfile.TemporaryDirectory(prefix="switchboard-rollout-") as tmp:
+        root = Path(args.dir) if args.dir else Path(tmp)
+        if not args.dir:
+            write_policies(root, topology, {args.service: current})
+        policy = change_in(root, topology, args.service, args.action, value)
+    namespace = settings.deploy.namespace
+    print(dump(rollout_configmap(topology, args.service, policy, namespace)), end="")
+    return 0
