@@ -6,15 +6,17 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from switchboard_server.config import Settings, load_settings_or_report
+from switchboard_server.mesh.rollout import promql
 from switchboard_server.mesh.rollout.state import ServicePolicy, read_policies, write_policies
-from switchboard_server.mesh.rollout.status import collect, delta, table, verdict
+from switchboard_server.mesh.rollout.status import VariantStats, collect, delta, table, verdict
 from switchboard_server.mesh.runner import mesh_dir
 from switchboard_server.mesh.state import MeshState, read_state
-from switchboard_server.mesh.topology import Topology, TopologyError, load_topology
+from switchboard_server.mesh.topology import STABLE, Topology, TopologyError, load_topology
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -80,6 +82,8 @@ def _observe(args: argparse.Namespace, settings: Settings, topology: Topology) -
     spec = topology.services.get(args.service)
     if spec is None or not spec.variants:
         raise TopologyError(f"{args.service}: not a service with variants")
+    if getattr(args, "prometheus", None):
+        return _observe_prometheus(args, settings, topology)
     state = read_state(mesh_dir(settings) / "state.json")
     if state is None:
         print("switchboard rollout: the mesh is not running", file=sys.stderr)
@@ -93,38 +97,116 @@ def _status(
     args: argparse.Namespace, settings: Settings, topology: Topology, state: MeshState
 ) -> int:
     stats = asyncio.run(collect(state, topology, args.service))
+    return _report(args, settings, topology, stats, None, "sidecar admin")
+
+
+def _report(
+    args: argparse.Namespace,
+    settings: Settings,
+    topology: Topology,
+    total: dict[str, VariantStats],
+    window: dict[str, VariantStats] | None,
+    source: str,
+) -> int:
+    """The policy, the window's figures (when there is one) and since-start figures,
+    each labelled, and a verdict per variant (on the window when there is one)."""
     policy = asdict(read_policies(rollout_root(settings)).get(args.service, ServicePolicy()))
     spec = topology.services[args.service]
-    verdicts = [verdict(stats, v, settings.mesh) for v in spec.variants]
+    judged = window if window is not None else total
+    verdicts = [verdict(judged, v, settings.mesh) for v in spec.variants]
+    window_title = f"last {settings.mesh.rollout_window_s:g} s"
     if args.json:
         doc = {
+            "source": source,
             "policy": policy,
-            "variants": {name: asdict(s) for name, s in stats.items()},
+            "variants": {name: asdict(s) for name, s in total.items()},
+            "window_s": settings.mesh.rollout_window_s if window is not None else None,
+            "window": {n: asdict(s) for n, s in window.items()} if window is not None else None,
             "verdicts": [asdict(v) for v in verdicts],
         }
         print(json.dumps(doc, indent=2, default=str))
     else:
-        print(f"{args.service}: last change: {policy['last_change'] or '-'}")
-        print(table(stats, policy))
+        print(f"{args.service}: last change: {policy['last_change'] or '-'} (from {source})")
+        if window is not None:
+            print(table(window, policy, window_title))
+        print(table(total, policy, "since start"))
         for v in verdicts:
             print(v.text)
     return 0 if all(v.ok for v in verdicts) else EXIT_FAILED
+
+
+def rollback_hook(
+    args: argparse.Namespace, settings: Settings, topology: Topology
+) -> Callable[[str], None]:
+    """How ``watch`` rolls back: the local policy tree the sidecars watch (:func:`change`).
+    A Compose or Kubernetes target (a rendered policy file or ConfigMap) plugs in here,
+    chosen from ``args``, with the same ``reason``."""
+
+    def local(reason: str) -> None:
+        change(settings, topology, args.service, reason)
+
+    return local
 
 
 async def _watch(
     args: argparse.Namespace, settings: Settings, topology: Topology, state: MeshState
 ) -> int:
     """Compare over each window; roll back (and exit 1) when the variant is worse."""
+    rollback = rollback_hook(args, settings, topology)
     while True:
         before = await collect(state, topology, args.service)
         await asyncio.sleep(settings.mesh.rollout_window_s)
         now = await collect(state, topology, args.service)
         window = {name: delta(now[name], before[name]) for name in now}
-        result = verdict(window, args.variant, settings.mesh)
-        print(result.text, flush=True)
-        if not result.ok:
-            change(settings, topology, args.service, f"auto-rollback: {result.text}")
-            print(f"{args.service}: rolled back to stable", flush=True)
+        if not _judge(args, settings, window, now, rollback):
             return EXIT_FAILED
         if args.once:
             return 0
+
+
+def _judge(
+    args: argparse.Namespace,
+    settings: Settings,
+    window: dict[str, VariantStats],
+    total: dict[str, VariantStats],
+    rollback: Callable[[str], None],
+) -> bool:
+    """One window's verdict, printed with both figures; False: rolled back."""
+    result = verdict(window, args.variant, settings.mesh)
+    c_win, c_all = window[args.variant], total[args.variant]
+    print(
+        f"window {settings.mesh.rollout_window_s:g} s: {args.variant} p99 "
+        f"{_ms(c_win.p99_ms)} vs {_ms(window[STABLE].p99_ms)} on stable, "
+        f"{c_win.calls} calls; since start: p99 {_ms(c_all.p99_ms)}, {c_all.calls} calls",
+        flush=True,
+    )
+    print(result.text, flush=True)
+    if result.ok:
+        return True
+    rollback(f"auto-rollback: {result.text}")
+    print(f"{args.service}: rolled back to stable", flush=True)
+    return False
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def _observe_prometheus(args: argparse.Namespace, settings: Settings, topology: Topology) -> int:
+    """``status``/``watch`` with ``--prometheus URL``: the same figures by PromQL."""
+    window_s = settings.mesh.rollout_window_s
+    try:
+        if args.action == "status":
+            figures = asyncio.run(promql.collect(args.prometheus, topology, args.service, window_s))
+            return _report(args, settings, topology, figures.total, figures.window, "prometheus")
+        rollback = rollback_hook(args, settings, topology)
+        while True:
+            asyncio.run(asyncio.sleep(window_s))
+            figures = asyncio.run(promql.collect(args.prometheus, topology, args.service, window_s))
+            if not _judge(args, settings, figures.window, figures.total, rollback):
+                return EXIT_FAILED
+            if args.once:
+                return 0
+    except promql.PrometheusError as exc:
+        print(f"switchboard rollout: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
