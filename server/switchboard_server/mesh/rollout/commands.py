@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -200,13 +201,13 @@ def _observe_prometheus(args: argparse.Namespace, settings: Settings, topology: 
             figures = asyncio.run(promql.collect(args.prometheus, topology, args.service, window_s))
             return _report(args, settings, topology, figures.total, figures.window, "prometheus")
         rollback = rollback_hook(args, settings, topology)
-        while True:
-            asyncio.run(asyncio.sleep(window_s))
+        while True:  # Prometheus keeps the history: judge the last window, then wait
             figures = asyncio.run(promql.collect(args.prometheus, topology, args.service, window_s))
             if not _judge(args, settings, figures.window, figures.total, rollback):
                 return EXIT_FAILED
             if args.once:
                 return 0
+            time.sleep(window_s)
     except promql.PrometheusError as exc:
         print(f"switchboard rollout: {exc}", file=sys.stderr)
         return EXIT_NOT_RUNNING
