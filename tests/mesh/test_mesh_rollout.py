@@ -673,6 +673,7 @@ def test_prometheus_source_reports_what_the_sidecars_do(rollout: Rollout, tmp_pa
         watch = rollout.rollout_env(
             env, "watch", "classification", "candidate", "--prometheus", url, "--once"
         )
+        text = rollout.rollout_env(env, "status", "classification", "--prometheus", url).stdout
     assert prom["source"] == "prometheus"
     (judged,) = prom["verdicts"]
     assert watch.returncode == (0 if judged["ok"] else 1), watch.stdout + watch.stderr
@@ -703,7 +704,7 @@ def test_prometheus_source_reports_what_the_sidecars_do(rollout: Rollout, tmp_pa
     assert errors > 0
     window_errors = prom["window"]["candidate"]["failures"]
     assert abs(window_errors - errors) <= 0.15 * errors + 2, (window_errors, errors)
-    text = rollout.rollout_env(env, "status", "classification", "--prometheus", url).stdout
     assert "last 30 s" in text
     assert "since start" in text
+    print(text, watch.stdout)
     _set(rollout, "rollback", "classification")
