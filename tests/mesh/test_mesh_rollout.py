@@ -615,6 +615,10 @@ def test_automatic_rollback_of_a_candidate_slow_in_the_window(rollout: Rollout) 
         window_p99, total_p99 = (float(part.split(" ms")[0]) for part in line.split("p99 ")[1:])
         assert window_p99 >= 250.0, line
         assert total_p99 < window_p99, line
+        # `status` shows watch's window beside the since-start figures, labelled
+        status = rollout.rollout_env(env, "status", "classification").stdout
+        assert "last 10 s (watch," in status, status
+        assert "since start" in status, status
         policy = json.loads(
             (rollout.mesh.data_dir / "mesh" / "rollout" / "policy.json").read_text()
         )

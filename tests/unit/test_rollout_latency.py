@@ -1,14 +1,17 @@
 """Per-window latency: quantiles from histogram buckets (Prometheus's
-``histogram_quantile``), summed over callers, subtracted between readings, and the
-verdict that catches a candidate slow only in the latest window."""
+``histogram_quantile``), summed over callers, subtracted between readings, the verdict
+that catches a candidate slow only in the latest window, and the window ``watch``
+keeps for ``status``."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
 from switchboard_server.mesh.rollout import latency
+from switchboard_server.mesh.rollout.commands import load_window, save_window
 from switchboard_server.mesh.rollout.status import VariantStats, delta, rq_time_buckets, verdict
 from switchboard_server.mesh.settings import MeshSettings
 
@@ -106,3 +109,18 @@ def test_a_candidate_slow_only_in_the_second_window_is_caught() -> None:
     assert (window["stable"].p99_ms or 0) <= 5.0
     result = verdict(window, "candidate", settings)
     assert (result.ok, "p99" in result.text) == (False, True)
+
+
+def test_watch_keeps_its_latest_window_for_status(tmp_path: Path) -> None:
+    window = {
+        "stable": _stats("stable", 120, {5: 120}),
+        "candidate": _stats("candidate", 30, {5: 10, 500: 20}),
+    }
+    save_window(tmp_path, "classification", window)
+    loaded = load_window(tmp_path, "classification", max_age_s=60)
+    assert loaded is not None
+    again, age = loaded
+    assert 0 <= age < 60
+    assert again == window  # buckets (with +Inf) and quantiles survive the round trip
+    assert load_window(tmp_path, "classification", max_age_s=-1) is None  # too old
+    assert load_window(tmp_path, "context", max_age_s=60) is None  # no watch there

@@ -98,7 +98,13 @@ def _status(
     args: argparse.Namespace, settings: Settings, topology: Topology, state: MeshState
 ) -> int:
     stats = asyncio.run(collect(state, topology, args.service))
-    return _report(args, settings, topology, stats, None, "sidecar admin")
+    window_s = settings.mesh.rollout_window_s
+    last = load_window(rollout_root(settings), args.service, max_age_s=2 * window_s + 5)
+    if last is None:
+        return _report(args, settings, topology, stats, None, "sidecar admin")
+    window, age = last
+    title = f"last {window_s:g} s (watch, {age:.0f} s ago)"
+    return _report(args, settings, topology, stats, window, "sidecar admin", title)
 
 
 def _report(
@@ -108,6 +114,7 @@ def _report(
     total: dict[str, VariantStats],
     window: dict[str, VariantStats] | None,
     source: str,
+    window_title: str = "",
 ) -> int:
     """The policy, the window's figures (when there is one) and since-start figures,
     each labelled, and a verdict per variant (on the window when there is one)."""
@@ -115,7 +122,7 @@ def _report(
     spec = topology.services[args.service]
     judged = window if window is not None else total
     verdicts = [verdict(judged, v, settings.mesh) for v in spec.variants]
-    window_title = f"last {settings.mesh.rollout_window_s:g} s"
+    window_title = window_title or f"last {settings.mesh.rollout_window_s:g} s"
     if args.json:
         doc = {
             "source": source,
@@ -172,8 +179,10 @@ def _judge(
     total: dict[str, VariantStats],
     rollback: Callable[[str], None],
 ) -> bool:
-    """One window's verdict, printed with both figures; False: rolled back."""
+    """One window's verdict, printed with both figures (and kept for ``status``);
+    False: rolled back."""
     result = verdict(window, args.variant, settings.mesh)
+    save_window(rollout_root(settings), args.service, window)
     c_win, c_all = window[args.variant], total[args.variant]
     print(
         f"window {settings.mesh.rollout_window_s:g} s: {args.variant} p99 "
@@ -187,6 +196,40 @@ def _judge(
     rollback(f"auto-rollback: {result.text}")
     print(f"{args.service}: rolled back to stable", flush=True)
     return False
+
+
+def _window_file(root: Path, service: str) -> Path:
+    return root / f"window-{service}.json"
+
+
+def save_window(root: Path, service: str, window: dict[str, VariantStats]) -> None:
+    """``watch``'s latest window, for ``status`` to show beside the since-start figures."""
+    root.mkdir(parents=True, exist_ok=True)
+    doc = {"at": time.time(), "variants": {name: asdict(s) for name, s in window.items()}}
+    path = _window_file(root, service)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    tmp.replace(path)
+
+
+def load_window(
+    root: Path, service: str, max_age_s: float
+) -> tuple[dict[str, VariantStats], float] | None:
+    """``watch``'s latest window and its age in seconds; None when no watch wrote one
+    within ``max_age_s``."""
+    try:
+        doc = json.loads(_window_file(root, service).read_text())
+    except (OSError, ValueError):
+        return None
+    age = time.time() - float(doc["at"])
+    if age > max_age_s:
+        return None
+    window = {}
+    for name, fields in doc["variants"].items():
+        for key in ("latency_buckets", "confidence_buckets"):
+            fields[key] = {float(le): n for le, n in fields[key].items()}
+        window[name] = VariantStats(**fields)
+    return window, age
 
 
 def _ms(value: float | None) -> str:
