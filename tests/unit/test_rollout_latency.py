@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from switchboard_server.mesh.rollout import latency
-from switchboard_server.mesh.rollout.commands import load_window, save_window
+from switchboard_server.mesh.rollout.lastwindow import load_window, save_window
 from switchboard_server.mesh.rollout.status import VariantStats, delta, rq_time_buckets, verdict
 from switchboard_server.mesh.settings import MeshSettings
 

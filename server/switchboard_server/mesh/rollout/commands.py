@@ -6,15 +6,21 @@ import argparse
 import asyncio
 import json
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from switchboard_server.config import Settings, load_settings_or_report
 from switchboard_server.mesh.rollout import promql
+from switchboard_server.mesh.rollout.lastwindow import load_window, save_window
 from switchboard_server.mesh.rollout.state import ServicePolicy, read_policies, write_policies
-from switchboard_server.mesh.rollout.status import VariantStats, collect, delta, table, verdict
+from switchboard_server.mesh.rollout.status import (
+    Rollback,
+    VariantStats,
+    collect,
+    delta,
+    table,
+    verdict,
+)
 from switchboard_server.mesh.runner import mesh_dir
 from switchboard_server.mesh.state import MeshState, read_state
 from switchboard_server.mesh.topology import STABLE, Topology, TopologyError, load_topology
@@ -143,9 +149,7 @@ def _report(
     return 0 if all(v.ok for v in verdicts) else EXIT_FAILED
 
 
-def rollback_hook(
-    args: argparse.Namespace, settings: Settings, topology: Topology
-) -> Callable[[str], None]:
+def rollback_hook(args: argparse.Namespace, settings: Settings, topology: Topology) -> Rollback:
     """How ``watch`` rolls back: the local policy tree the sidecars watch (:func:`change`).
     A Compose or Kubernetes target (a rendered policy file or ConfigMap) plugs in here,
     chosen from ``args``, with the same ``reason``."""
@@ -156,28 +160,12 @@ def rollback_hook(
     return local
 
 
-async def _watch(
-    args: argparse.Namespace, settings: Settings, topology: Topology, state: MeshState
-) -> int:
-    """Compare over each window; roll back (and exit 1) when the variant is worse."""
-    rollback = rollback_hook(args, settings, topology)
-    while True:
-        before = await collect(state, topology, args.service)
-        await asyncio.sleep(settings.mesh.rollout_window_s)
-        now = await collect(state, topology, args.service)
-        window = {name: delta(now[name], before[name]) for name in now}
-        if not _judge(args, settings, window, now, rollback):
-            return EXIT_FAILED
-        if args.once:
-            return 0
-
-
 def _judge(
     args: argparse.Namespace,
     settings: Settings,
     window: dict[str, VariantStats],
     total: dict[str, VariantStats],
-    rollback: Callable[[str], None],
+    rollback: Rollback,
 ) -> bool:
     """One window's verdict, printed with both figures (and kept for ``status``);
     False: rolled back."""
@@ -198,42 +186,23 @@ def _judge(
     return False
 
 
-def _window_file(root: Path, service: str) -> Path:
-    return root / f"window-{service}.json"
-
-
-def save_window(root: Path, service: str, window: dict[str, VariantStats]) -> None:
-    """``watch``'s latest window, for ``status`` to show beside the since-start figures."""
-    root.mkdir(parents=True, exist_ok=True)
-    doc = {"at": time.time(), "variants": {name: asdict(s) for name, s in window.items()}}
-    path = _window_file(root, service)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc))
-    tmp.replace(path)
-
-
-def load_window(
-    root: Path, service: str, max_age_s: float
-) -> tuple[dict[str, VariantStats], float] | None:
-    """``watch``'s latest window and its age in seconds; None when no watch wrote one
-    within ``max_age_s``."""
-    try:
-        doc = json.loads(_window_file(root, service).read_text())
-    except (OSError, ValueError):
-        return None
-    age = time.time() - float(doc["at"])
-    if age > max_age_s:
-        return None
-    window = {}
-    for name, fields in doc["variants"].items():
-        for key in ("latency_buckets", "confidence_buckets"):
-            fields[key] = {float(le): n for le, n in fields[key].items()}
-        window[name] = VariantStats(**fields)
-    return window, age
-
-
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
+
+
+async def _watch_prometheus(
+    args: argparse.Namespace, settings: Settings, topology: Topology
+) -> int:
+    """Prometheus keeps the history: judge the last window at once, then every window."""
+    rollback = rollback_hook(args, settings, topology)
+    window_s = settings.mesh.rollout_window_s
+    while True:
+        figures = await promql.collect(args.prometheus, topology, args.service, window_s)
+        if not _judge(args, settings, figures.window, figures.total, rollback):
+            return EXIT_FAILED
+        if args.once:
+            return 0
+        await asyncio.sleep(window_s)
 
 
 def _observe_prometheus(args: argparse.Namespace, settings: Settings, topology: Topology) -> int:
@@ -243,14 +212,23 @@ def _observe_prometheus(args: argparse.Namespace, settings: Settings, topology: 
         if args.action == "status":
             figures = asyncio.run(promql.collect(args.prometheus, topology, args.service, window_s))
             return _report(args, settings, topology, figures.total, figures.window, "prometheus")
-        rollback = rollback_hook(args, settings, topology)
-        while True:  # Prometheus keeps the history: judge the last window, then wait
-            figures = asyncio.run(promql.collect(args.prometheus, topology, args.service, window_s))
-            if not _judge(args, settings, figures.window, figures.total, rollback):
-                return EXIT_FAILED
-            if args.once:
-                return 0
-            time.sleep(window_s)
+        return asyncio.run(_watch_prometheus(args, settings, topology))
     except promql.PrometheusError as exc:
         print(f"switchboard rollout: {exc}", file=sys.stderr)
         return EXIT_NOT_RUNNING
+
+
+async def _watch(
+    args: argparse.Namespace, settings: Settings, topology: Topology, state: MeshState
+) -> int:
+    """Compare over each window; roll back (and exit 1) when the variant is worse."""
+    rollback = rollback_hook(args, settings, topology)
+    while True:
+        before = await collect(state, topology, args.service)
+        await asyncio.sleep(settings.mesh.rollout_window_s)
+        now = await collect(state, topology, args.service)
+        window = {name: delta(now[name], before[name]) for name in now}
+        if not _judge(args, settings, window, now, rollback):
+            return EXIT_FAILED
+        if args.once:
+            return 0

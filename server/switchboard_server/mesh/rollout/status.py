@@ -19,6 +19,7 @@ exceeds stable's by the margins in the settings, over a window of calls.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,6 +241,9 @@ def add_app_sample(
     elif name == "switchboard_classification_variant_confidence_bucket":
         le = float(labels["le"])
         variant.confidence_buckets[le] = variant.confidence_buckets.get(le, 0.0) + value
+
+
+Rollback = Callable[[str], None]  # how ``watch`` applies a rollback, given the reason
 
 
 @dataclass(frozen=True)
