@@ -29,9 +29,11 @@ from switchboard.classification.v1 import classification_service_pb2_grpc as pb_
 from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from switchboard_server.mesh.peer import secure_channel
+from switchboard_server.mesh.rollout import latency
 from switchboard_server.rollout_headers import BUCKET_HEADER, TOTAL_WEIGHT, session_bucket
 from switchboard_server.testing import PortPool
 from tests.support.mesh_up import ROOT, UpMesh, mesh_up
+from tests.support.prometheus import prometheus
 
 pytestmark = pytest.mark.mesh
 
@@ -81,9 +83,13 @@ class Rollout:
     sidecar_admins: dict[str, int]
 
     def rollout(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.rollout_env({}, *args)
+
+    def rollout_env(self, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        """``switchboard rollout ...`` with ``env`` on top of the mesh's."""
         return subprocess.run(
             [sys.executable, "-m", "switchboard_server.mesh", "rollout", *args],
-            env=self.env,
+            env={**self.env, **env},
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -524,3 +530,185 @@ def test_automatic_rollback_of_a_failing_candidate(rollout: Rollout) -> None:
         httpx.post(
             f"http://127.0.0.1:{admin}/runtime_modify?fault.http.abort.abort_percent=0", timeout=5
         )
+
+
+async def _steady(target: str, sessions: list[str], stop: asyncio.Event) -> tuple[int, int]:
+    """One worker per session, calling until ``stop``: (ok, failed)."""
+    ok = failed = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub: pb_grpc.ClassificationServiceAsyncStub = pb_grpc.ClassificationServiceStub(channel)
+
+        async def worker(session: str) -> None:
+            nonlocal ok, failed
+            while not stop.is_set():
+                try:
+                    await _classify(stub, session)
+                except grpc.aio.AioRpcError:
+                    failed += 1
+                    continue
+                ok += 1
+
+        await asyncio.gather(*(worker(s) for s in sessions))
+    return ok, failed
+
+
+async def _burst(target: str, calls: int, prefix: str) -> int:
+    """``calls`` calls, 16 at a time, one session each: how many failed."""
+    failed = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub: pb_grpc.ClassificationServiceAsyncStub = pb_grpc.ClassificationServiceStub(channel)
+        sem = asyncio.Semaphore(16)
+
+        async def one(i: int) -> None:
+            nonlocal failed
+            async with sem:
+                try:
+                    await _classify(stub, f"{prefix}-{i}")
+                except grpc.aio.AioRpcError:
+                    failed += 1
+
+        await asyncio.gather(*(one(i) for i in range(calls)))
+    return failed
+
+
+def _sessions(prefix: str, on_candidate: bool, n: int) -> list[str]:
+    """``n`` sessions whose bucket puts them on the candidate at 50 % (or on stable)."""
+    names = (f"{prefix}-{i}" for i in range(10_000))
+    return [s for s in names if (session_bucket(s) < TOTAL_WEIGHT // 2) == on_candidate][:n]
+
+
+def test_automatic_rollback_of_a_candidate_slow_in_the_window(rollout: Rollout) -> None:
+    """The candidate answers fast for a while, then its sidecar delays every call by
+    300 ms (its fault filter; Classify's per-try timeout is 400 ms, so nothing fails):
+    the window's p99 is the slow one, since start it is diluted by the fast history, and
+    `watch` rolls back on the window's."""
+    _set(rollout, "set", "classification", "candidate=100")
+    _wait_runtime(rollout, "rollout.classification.weight.classification-candidate", 10_000)
+    assert asyncio.run(_burst(rollout.egress, 2000, "fast")) == 0  # a history of fast calls
+    _set(rollout, "set", "classification", "candidate=50")
+    _wait_runtime(rollout, "rollout.classification.weight.classification-candidate", 5000)
+    admin = rollout.sidecar_admins["candidate"]
+    delay = "fault.http.delay.fixed_delay_percent=100&fault.http.delay.fixed_duration_ms=300"
+    httpx.post(f"http://127.0.0.1:{admin}/runtime_modify?{delay}", timeout=5).raise_for_status()
+    # a window spanning two of Envoy's 5 s histogram flushes; 5 calls suffice to judge
+    env = {"SWITCHBOARD_MESH_ROLLOUT_WINDOW_S": "10", "SWITCHBOARD_MESH_ROLLOUT_MIN_REQUESTS": "5"}
+    sessions = _sessions("slow", True, 1) + _sessions("slow", False, 2)
+    try:
+
+        async def run() -> tuple[subprocess.CompletedProcess[str], tuple[int, int]]:
+            stop = asyncio.Event()
+            load = asyncio.create_task(_steady(rollout.egress, sessions, stop))
+            watch = await asyncio.to_thread(
+                rollout.rollout_env, env, "watch", "classification", "candidate", "--once"
+            )
+            stop.set()
+            return watch, await load
+
+        watch, (ok, failed) = asyncio.run(run())
+        assert watch.returncode == 1, watch.stdout + watch.stderr
+        assert "WORSE - p99" in watch.stdout, watch.stdout
+        assert failed == 0  # slow, not failing: only latency can tell
+        assert ok > 0
+        # the window's p99 is a slow one (in Envoy's 250-500 ms bucket); since start the
+        # fast history dilutes it
+        line = next(x for x in watch.stdout.splitlines() if x.startswith("window "))
+        window_p99, total_p99 = (float(part.split(" ms")[0]) for part in line.split("p99 ")[1:])
+        assert window_p99 >= 250.0, line
+        assert total_p99 < window_p99, line
+        # `status` shows watch's window beside the since-start figures, labelled
+        status = rollout.rollout_env(env, "status", "classification").stdout
+        assert "last 10 s (watch," in status, status
+        assert "since start" in status, status
+        policy = json.loads(
+            (rollout.mesh.data_dir / "mesh" / "rollout" / "policy.json").read_text()
+        )
+        assert policy["classification"]["weights"] == {}
+        assert "p99" in policy["classification"]["last_change"]
+        _wait_runtime(rollout, "rollout.classification.weight.classification-candidate", 0)
+    finally:
+        httpx.post(
+            f"http://127.0.0.1:{admin}/runtime_modify?fault.http.delay.fixed_delay_percent=0",
+            timeout=5,
+        )
+
+
+def _status(r: Rollout, env: dict[str, str], *args: str) -> dict[str, Any]:
+    done = r.rollout_env(env, "status", "classification", "--json", *args)
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    doc: dict[str, Any] = json.loads(done.stdout)
+    return doc
+
+
+def _p99(buckets: dict[str, float]) -> float | None:
+    return latency.quantile(0.99, {float(le): n for le, n in buckets.items()})
+
+
+def test_prometheus_source_reports_what_the_sidecars_do(rollout: Rollout, tmp_path: Path) -> None:
+    """A real Prometheus scrapes the mesh (the Compose scrape config's labels); over the
+    same traffic, `status --prometheus` reports the admin collector's figures: since
+    start exactly (once both have the last flush), the window within Prometheus's
+    extrapolation, and the window's p99 from the same buckets."""
+    processes = json.loads((rollout.mesh.data_dir / "mesh" / "state.json").read_text())["processes"]
+    _set(rollout, "set", "classification", "candidate=50")
+    _wait_runtime(rollout, "rollout.classification.weight.classification-candidate", 5000)
+    admin = rollout.sidecar_admins["candidate"]
+    abort = f"http://127.0.0.1:{admin}/runtime_modify?fault.http.abort.abort_percent="
+    # Envoy creates a cluster's grpc counters at its first call (and `failure` at its
+    # first error): create them before Prometheus's first scrape, or `increase` would
+    # miss what they held when they first appeared (as with any new series)
+    httpx.post(f"{abort}100", timeout=5).raise_for_status()
+    try:
+        assert asyncio.run(_burst(rollout.egress, 20, "warm")) > 0
+    finally:
+        httpx.post(f"{abort}0", timeout=5).raise_for_status()
+    with prometheus(tmp_path, processes, interval_s=1.0) as url:
+        before = _status(rollout, {})
+        # the candidate fails a quarter of its calls: errors must match too
+        httpx.post(f"{abort}25", timeout=5).raise_for_status()
+        try:
+            failed = asyncio.run(_burst(rollout.egress, 600, "prom"))
+        finally:
+            httpx.post(f"{abort}0", timeout=5).raise_for_status()
+        time.sleep(7)  # Envoy's 5 s histogram flush, then a 1 s scrape
+        after = _status(rollout, {})
+        env = {"SWITCHBOARD_MESH_ROLLOUT_WINDOW_S": "30"}  # the whole test's traffic
+        prom = _status(rollout, env, "--prometheus", url)
+        # `watch --prometheus` judges the same window, and acts on the same verdict
+        watch = rollout.rollout_env(
+            env, "watch", "classification", "candidate", "--prometheus", url, "--once"
+        )
+        text = rollout.rollout_env(env, "status", "classification", "--prometheus", url).stdout
+    assert prom["source"] == "prometheus"
+    (judged,) = prom["verdicts"]
+    assert watch.returncode == (0 if judged["ok"] else 1), watch.stdout + watch.stderr
+    reading = " ".join(judged["text"].split()[:2])  # "candidate: OK" or "candidate: WORSE"
+    assert reading in watch.stdout, watch.stdout
+    for variant in ("stable", "candidate"):
+        mine, theirs = after["variants"][variant], prom["variants"][variant]
+        for key in ("calls", "failures", "live_verdicts", "out_of_scope"):
+            assert theirs[key] == mine[key], (variant, key)
+        assert theirs["p99_ms"] == pytest.approx(mine["p99_ms"], rel=1e-6), variant
+        assert theirs["p50_ms"] == pytest.approx(mine["p50_ms"], rel=1e-6), variant
+        calls = mine["calls"] - before["variants"][variant]["calls"]
+        assert calls > 100, variant
+        window = prom["window"][variant]
+        assert abs(window["calls"] - calls) <= 0.15 * calls + 2, (variant, window, calls)
+        # the window's p99: Prometheus's histogram_quantile over the bucket rates is
+        # ours over the bucket deltas, up to its extrapolation (per series: a bucket that
+        # was at 0 when the window began is extrapolated less than the others)
+        delta = {
+            le: n - before["variants"][variant]["latency_buckets"].get(le, 0.0)
+            for le, n in mine["latency_buckets"].items()
+        }
+        assert window["p99_ms"] == pytest.approx(_p99(delta), rel=0.1), variant
+    assert failed > 0  # the candidate did fail calls (Envoy retried some of them)
+    errors = (
+        after["variants"]["candidate"]["failures"] - before["variants"]["candidate"]["failures"]
+    )
+    assert errors > 0
+    window_errors = prom["window"]["candidate"]["failures"]
+    assert abs(window_errors - errors) <= 0.15 * errors + 2, (window_errors, errors)
+    assert "last 30 s" in text
+    assert "since start" in text
+    print(text, watch.stdout)
+    _set(rollout, "rollback", "classification")

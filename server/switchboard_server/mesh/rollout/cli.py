@@ -7,9 +7,10 @@
 * ``promote SERVICE VARIANT``: all traffic on the variant (then make it the new stable
   in the topology at leisure);
 * ``rollback SERVICE``: all traffic back on stable, no shadowing;
-* ``status SERVICE [--json]``: the policy and the variants side by side, with a verdict;
-* ``watch SERVICE VARIANT``: check every window, roll back automatically when the
-  variant is worse than stable by the margins of the settings.
+* ``status SERVICE [--json] [--prometheus URL]``: the policy and the variants side by
+  side (since start; with ``--prometheus`` also over the last window), with a verdict;
+* ``watch SERVICE VARIANT [--prometheus URL]``: check every window, roll back
+  automatically when the variant is worse than stable by the margins of the settings.
 
 The changes take ``--dir DIR`` (a Compose rendering's ``docker/rollout``) or
 ``--emit-configmap [--from-configmap FILE]`` (Kubernetes: print the ConfigMap the
@@ -89,6 +90,13 @@ def register(subparsers: Subparsers) -> None:
     watch.add_argument("service")
     watch.add_argument("variant")
     watch.add_argument("--once", action="store_true", help="One window, then exit.")
+    for action in (status, watch):
+        action.add_argument(
+            "--prometheus",
+            metavar="URL",
+            help="Read the figures from this Prometheus (Compose, Kubernetes), not the "
+            "sidecars' admin ports.",
+        )
     rollout.set_defaults(func=rollout_command)
     comparator = subparsers.add_parser(
         "rollout-comparator", help="Join shadow answers with stable's (run by `switchboard up`)."

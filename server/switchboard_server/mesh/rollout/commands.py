@@ -13,11 +13,20 @@ from pathlib import Path
 import yaml
 
 from switchboard_server.config import Settings, load_settings_or_report
+from switchboard_server.mesh.rollout import promql
+from switchboard_server.mesh.rollout.lastwindow import load_window, save_window
 from switchboard_server.mesh.rollout.state import ServicePolicy, read_policies, write_policies
-from switchboard_server.mesh.rollout.status import collect, delta, table, verdict
+from switchboard_server.mesh.rollout.status import (
+    Rollback,
+    VariantStats,
+    collect,
+    delta,
+    table,
+    verdict,
+)
 from switchboard_server.mesh.runner import mesh_dir
 from switchboard_server.mesh.state import MeshState, read_state
-from switchboard_server.mesh.topology import Topology, TopologyError, load_topology
+from switchboard_server.mesh.topology import STABLE, Topology, TopologyError, load_topology
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -92,6 +101,8 @@ def _observe(args: argparse.Namespace, settings: Settings, topology: Topology) -
     spec = topology.services.get(args.service)
     if spec is None or not spec.variants:
         raise TopologyError(f"{args.service}: not a service with variants")
+    if getattr(args, "prometheus", None):
+        return _observe_prometheus(args, settings, topology)
     state = read_state(mesh_dir(settings) / "state.json")
     if state is None:
         print("switchboard rollout: the mesh is not running", file=sys.stderr)
@@ -105,38 +116,131 @@ def _status(
     args: argparse.Namespace, settings: Settings, topology: Topology, state: MeshState
 ) -> int:
     stats = asyncio.run(collect(state, topology, args.service))
+    window_s = settings.mesh.rollout_window_s
+    last = load_window(rollout_root(settings), args.service, max_age_s=2 * window_s + 5)
+    if last is None:
+        return _report(args, settings, topology, stats, None, "sidecar admin")
+    window, age = last
+    title = f"last {window_s:g} s (watch, {age:.0f} s ago)"
+    return _report(args, settings, topology, stats, window, "sidecar admin", title)
+
+
+def _report(
+    args: argparse.Namespace,
+    settings: Settings,
+    topology: Topology,
+    total: dict[str, VariantStats],
+    window: dict[str, VariantStats] | None,
+    source: str,
+    window_title: str = "",
+) -> int:
+    """The policy, the window's figures (when there is one) and since-start figures,
+    each labelled, and a verdict per variant (on the window when there is one)."""
     policy = asdict(read_policies(rollout_root(settings)).get(args.service, ServicePolicy()))
     spec = topology.services[args.service]
-    verdicts = [verdict(stats, v, settings.mesh) for v in spec.variants]
+    judged = window if window is not None else total
+    verdicts = [verdict(judged, v, settings.mesh) for v in spec.variants]
+    window_title = window_title or f"last {settings.mesh.rollout_window_s:g} s"
     if args.json:
         doc = {
+            "source": source,
             "policy": policy,
-            "variants": {name: asdict(s) for name, s in stats.items()},
+            "variants": {name: asdict(s) for name, s in total.items()},
+            "window_s": settings.mesh.rollout_window_s if window is not None else None,
+            "window": {n: asdict(s) for n, s in window.items()} if window is not None else None,
             "verdicts": [asdict(v) for v in verdicts],
         }
         print(json.dumps(doc, indent=2, default=str))
     else:
-        print(f"{args.service}: last change: {policy['last_change'] or '-'}")
-        print(table(stats, policy))
+        print(f"{args.service}: last change: {policy['last_change'] or '-'} (from {source})")
+        if window is not None:
+            print(table(window, policy, window_title))
+        print(table(total, policy, "since start"))
         for v in verdicts:
             print(v.text)
     return 0 if all(v.ok for v in verdicts) else EXIT_FAILED
+
+
+def rollback_hook(args: argparse.Namespace, settings: Settings, topology: Topology) -> Rollback:
+    """How ``watch`` rolls back: the local policy tree the sidecars watch (:func:`change`).
+    A Compose or Kubernetes target (a rendered policy file or ConfigMap) plugs in here,
+    chosen from ``args``, with the same ``reason``."""
+
+    def local(reason: str) -> None:
+        change(settings, topology, args.service, reason)
+
+    return local
+
+
+def _judge(
+    args: argparse.Namespace,
+    settings: Settings,
+    window: dict[str, VariantStats],
+    total: dict[str, VariantStats],
+    rollback: Rollback,
+) -> bool:
+    """One window's verdict, printed with both figures (and kept for ``status``);
+    False: rolled back."""
+    result = verdict(window, args.variant, settings.mesh)
+    save_window(rollout_root(settings), args.service, window)
+    c_win, c_all = window[args.variant], total[args.variant]
+    print(
+        f"window {settings.mesh.rollout_window_s:g} s: {args.variant} p99 "
+        f"{_ms(c_win.p99_ms)} vs {_ms(window[STABLE].p99_ms)} on stable, "
+        f"{c_win.calls} calls; since start: p99 {_ms(c_all.p99_ms)}, {c_all.calls} calls",
+        flush=True,
+    )
+    print(result.text, flush=True)
+    if result.ok:
+        return True
+    rollback(f"auto-rollback: {result.text}")
+    print(f"{args.service}: rolled back to stable", flush=True)
+    return False
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+async def _watch_prometheus(
+    args: argparse.Namespace, settings: Settings, topology: Topology
+) -> int:
+    """Prometheus keeps the history: judge the last window at once, then every window."""
+    rollback = rollback_hook(args, settings, topology)
+    window_s = settings.mesh.rollout_window_s
+    while True:
+        figures = await promql.collect(args.prometheus, topology, args.service, window_s)
+        if not _judge(args, settings, figures.window, figures.total, rollback):
+            return EXIT_FAILED
+        if args.once:
+            return 0
+        await asyncio.sleep(window_s)
+
+
+def _observe_prometheus(args: argparse.Namespace, settings: Settings, topology: Topology) -> int:
+    """``status``/``watch`` with ``--prometheus URL``: the same figures by PromQL."""
+    window_s = settings.mesh.rollout_window_s
+    try:
+        if args.action == "status":
+            figures = asyncio.run(promql.collect(args.prometheus, topology, args.service, window_s))
+            return _report(args, settings, topology, figures.total, figures.window, "prometheus")
+        return asyncio.run(_watch_prometheus(args, settings, topology))
+    except promql.PrometheusError as exc:
+        print(f"switchboard rollout: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
 
 
 async def _watch(
     args: argparse.Namespace, settings: Settings, topology: Topology, state: MeshState
 ) -> int:
     """Compare over each window; roll back (and exit 1) when the variant is worse."""
+    rollback = rollback_hook(args, settings, topology)
     while True:
         before = await collect(state, topology, args.service)
         await asyncio.sleep(settings.mesh.rollout_window_s)
         now = await collect(state, topology, args.service)
         window = {name: delta(now[name], before[name]) for name in now}
-        result = verdict(window, args.variant, settings.mesh)
-        print(result.text, flush=True)
-        if not result.ok:
-            change(settings, topology, args.service, f"auto-rollback: {result.text}")
-            print(f"{args.service}: rolled back to stable", flush=True)
+        if not _judge(args, settings, window, now, rollback):
             return EXIT_FAILED
         if args.once:
             return 0

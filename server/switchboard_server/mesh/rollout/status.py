@@ -5,18 +5,21 @@ The policy is a file the callers' sidecars watch (:mod:`.state`); nothing
 restarts. The comparison reads two sources, both labelled by variant:
 
 * the callers' sidecars (Envoy admin): per variant cluster, calls, gRPC failures and
-  latency quantiles (what a user of that variant waited);
+  the latency histogram's buckets, summed over every caller (what a user of that variant
+  waited; quantiles by :mod:`.latency`, so a window's p99 is the window's own);
 * the variants' apps (Prometheus ``/metrics``): verdicts by traffic (live or shadow)
   and scope (out-of-scope rate), and the confidence distribution.
 
 ``verdict`` is the plain reading of one comparison, and what ``rollout watch`` acts on:
 it rolls the candidate back (weight and shadow to 0) when its error rate or its p99
 exceeds stable's by the margins in the settings, over a window of calls.
+:mod:`.promql` reads the same figures from Prometheus instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,11 +27,16 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from switchboard_server.mesh.envoy import ADMIN_TIMEOUT_S, admin_url
+from switchboard_server.mesh.rollout import latency
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.state import MeshState
 from switchboard_server.mesh.topology import STABLE, Topology, variant_cluster
 
 QUANTILES = (0.5, 0.99)
+# Envoy's request time per upstream cluster, in its Prometheus format (ms)
+RQ_TIME_BUCKET = "envoy_cluster_upstream_rq_time_bucket"
+CLUSTER_LABEL = "envoy_cluster_name"
+RQ_TIME_FILTER = r"^cluster\.[^.]+\.upstream_rq_time$"  # Envoy's name, before the tags
 
 
 @dataclass
@@ -49,6 +57,11 @@ class VariantStats:
     agreed_intent: int = 0
     agreed_l1: int = 0
     unmatched: int = 0
+    latency_buckets: latency.Buckets = field(default_factory=dict)  # ms, cumulative
+
+    def set_quantiles(self) -> None:
+        """p50 and p99 from :attr:`latency_buckets` (Prometheus's ``histogram_quantile``)."""
+        self.p50_ms, self.p99_ms = (latency.quantile(q, self.latency_buckets) for q in QUANTILES)
 
     @property
     def error_rate(self) -> float:
@@ -74,13 +87,12 @@ class VariantStats:
 
 
 def delta(now: VariantStats, before: VariantStats) -> VariantStats:
-    """The counters of a window; quantiles are Envoy's latest (cumulative) ones."""
-    return VariantStats(
+    """The figures of a window: counters and latency buckets as differences, so p50
+    and p99 are those of the window's calls alone."""
+    window = VariantStats(
         variant=now.variant,
         calls=now.calls - before.calls,
         failures=now.failures - before.failures,
-        p50_ms=now.p50_ms,
-        p99_ms=now.p99_ms,
         live_verdicts=now.live_verdicts - before.live_verdicts,
         shadow_verdicts=now.shadow_verdicts - before.shadow_verdicts,
         out_of_scope=now.out_of_scope - before.out_of_scope,
@@ -89,7 +101,10 @@ def delta(now: VariantStats, before: VariantStats) -> VariantStats:
         agreed_intent=now.agreed_intent - before.agreed_intent,
         agreed_l1=now.agreed_l1 - before.agreed_l1,
         unmatched=now.unmatched - before.unmatched,
+        latency_buckets=latency.subtract(now.latency_buckets, before.latency_buckets),
     )
+    window.set_quantiles()
+    return window
 
 
 def caller_admins(state: MeshState, topology: Topology, service: str) -> list[int]:
@@ -127,7 +142,7 @@ async def collect(state: MeshState, topology: Topology, service: str) -> dict[st
         apps = await asyncio.gather(
             *(_app_text(client, url) for url in app_metrics(state, service))
         )
-    for counters, quantiles in envoys:
+    for counters, buckets in envoys:
         for name, value in counters.items():
             parts = name.split(".")
             if len(parts) < 4 or parts[0] != "cluster" or parts[1] not in clusters:
@@ -137,43 +152,48 @@ async def collect(state: MeshState, topology: Topology, service: str) -> dict[st
                 variant.calls += value
             elif parts[2] == "grpc" and parts[-1] == "failure":
                 variant.failures += value
-        for cluster, (p50, p99) in quantiles.items():
-            if cluster in clusters:  # one caller replica's figures; the worst is shown
-                variant = stats[clusters[cluster]]
-                variant.p50_ms = max(p50, variant.p50_ms or 0.0)
-                variant.p99_ms = max(p99, variant.p99_ms or 0.0)
+        for cluster, cluster_buckets in buckets.items():
+            if cluster in clusters:  # summed over every caller replica
+                latency.add(stats[clusters[cluster]].latency_buckets, cluster_buckets)
     for text in apps:
         _add_app_metrics(stats, text)
+    for variant in stats.values():
+        variant.set_quantiles()
     return stats
 
 
 async def _envoy_stats(
     client: httpx.AsyncClient, port: int
-) -> tuple[dict[str, int], dict[str, tuple[float, float]]]:
+) -> tuple[dict[str, int], dict[str, latency.Buckets]]:
+    """One sidecar's counters, and its request-time buckets per cluster."""
     try:
         response = await client.get(admin_url(port, "/stats?format=json"), timeout=ADMIN_TIMEOUT_S)
         response.raise_for_status()
+        histograms = await client.get(
+            admin_url(port, "/stats"),
+            params={"format": "prometheus", "filter": RQ_TIME_FILTER},
+            timeout=ADMIN_TIMEOUT_S,
+        )
+        histograms.raise_for_status()
     except httpx.HTTPError:
         return {}, {}
     counters: dict[str, int] = {}
-    quantiles: dict[str, tuple[float, float]] = {}
     for stat in response.json().get("stats", []):
         if isinstance(stat.get("value"), int):
             counters[stat["name"]] = stat["value"]
-        histograms = stat.get("histograms")
-        if not histograms:
-            continue
-        supported = histograms.get("supported_quantiles", [])
-        for computed in histograms.get("computed_quantiles", []):
-            name = computed["name"]
-            if not name.startswith("cluster.") or not name.endswith(".upstream_rq_time"):
-                continue
-            values = [v.get("cumulative") for v in computed["values"]]
-            by_q = {q / 100 if q > 1 else q: v for q, v in zip(supported, values, strict=False)}
-            p50, p99 = (by_q.get(q) for q in QUANTILES)
-            if p50 is not None and p99 is not None:
-                quantiles[name.split(".")[1]] = (float(p50), float(p99))
-    return counters, quantiles
+    return counters, rq_time_buckets(histograms.text)
+
+
+def rq_time_buckets(text: str) -> dict[str, latency.Buckets]:
+    """``envoy_cluster_upstream_rq_time_bucket`` per cluster from Envoy's Prometheus text."""
+    buckets: dict[str, latency.Buckets] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == RQ_TIME_BUCKET and CLUSTER_LABEL in sample.labels:
+                cluster = buckets.setdefault(sample.labels[CLUSTER_LABEL], {})
+                le = float(sample.labels["le"])
+                cluster[le] = cluster.get(le, 0.0) + sample.value
+    return buckets
 
 
 async def _app_text(client: httpx.AsyncClient, url: str) -> str:
@@ -188,33 +208,42 @@ async def _app_text(client: httpx.AsyncClient, url: str) -> str:
 def _add_app_metrics(stats: dict[str, VariantStats], text: str) -> None:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            variant = stats.get(sample.labels.get("variant", ""))
-            if variant is None:
-                continue
-            if sample.name == "switchboard_classification_variant_verdicts_total":
-                n = int(sample.value)
-                if sample.labels["traffic"] == "shadow":
-                    variant.shadow_verdicts += n
-                else:
-                    variant.live_verdicts += n
-                if sample.labels["scope"] == "out":
-                    variant.out_of_scope += n
-            elif sample.name == "switchboard_rollout_shadow_compared_total":
-                variant.compared += int(sample.value)
-            elif sample.name == "switchboard_rollout_shadow_unmatched_total":
-                variant.unmatched += int(sample.value)
-            elif sample.name == "switchboard_rollout_shadow_agreed_total":
-                if sample.labels["level"] == "intent":
-                    variant.agreed_intent += int(sample.value)
-                else:
-                    variant.agreed_l1 += int(sample.value)
-            elif sample.name == "switchboard_classification_variant_confidence_sum":
-                variant.confidence_sum += sample.value
-            elif sample.name == "switchboard_classification_variant_confidence_bucket":
-                le = float(sample.labels["le"])
-                variant.confidence_buckets[le] = (
-                    variant.confidence_buckets.get(le, 0.0) + sample.value
-                )
+            add_app_sample(stats, sample.name, sample.labels, sample.value)
+
+
+def add_app_sample(
+    stats: dict[str, VariantStats], name: str, labels: dict[str, str], value: float
+) -> None:
+    """One sample of the apps' or the comparator's metrics into its variant's figures
+    (also fed by :mod:`.promql`, whose window values are not whole numbers)."""
+    variant = stats.get(labels.get("variant", ""))
+    if variant is None:
+        return
+    n = round(value)
+    if name == "switchboard_classification_variant_verdicts_total":
+        if labels.get("traffic") == "shadow":
+            variant.shadow_verdicts += n
+        else:
+            variant.live_verdicts += n
+        if labels.get("scope") == "out":
+            variant.out_of_scope += n
+    elif name == "switchboard_rollout_shadow_compared_total":
+        variant.compared += n
+    elif name == "switchboard_rollout_shadow_unmatched_total":
+        variant.unmatched += n
+    elif name == "switchboard_rollout_shadow_agreed_total":
+        if labels.get("level") == "intent":
+            variant.agreed_intent += n
+        else:
+            variant.agreed_l1 += n
+    elif name == "switchboard_classification_variant_confidence_sum":
+        variant.confidence_sum += value
+    elif name == "switchboard_classification_variant_confidence_bucket":
+        le = float(labels["le"])
+        variant.confidence_buckets[le] = variant.confidence_buckets.get(le, 0.0) + value
+
+
+Rollback = Callable[[str], None]  # how ``watch`` applies a rollback, given the reason
 
 
 @dataclass(frozen=True)
@@ -293,8 +322,9 @@ def _below(stats: VariantStats, le: float) -> str:
     return f"{stats.confidence_buckets.get(le, 0.0) / total:.1%}"
 
 
-def table(stats: dict[str, VariantStats], policy: dict[str, Any]) -> str:
-    """Side by side, one column per variant."""
+def table(stats: dict[str, VariantStats], policy: dict[str, Any], title: str = "") -> str:
+    """Side by side, one column per variant; ``title`` says over what (a window, or
+    since start)."""
     variants = list(stats)
 
     def fmt(value: float | None, pattern: str) -> str:
@@ -320,9 +350,9 @@ def table(stats: dict[str, VariantStats], policy: dict[str, Any]) -> str:
         ("agree: intent", [fmt(stats[v].intent_agreement, "{:.1%}") for v in variants]),
         ("agree: l1", [fmt(stats[v].l1_agreement, "{:.1%}") for v in variants]),
     ]
-    width = max(len(r[0]) for r in rows) + 2
+    width = max(len(title), *(len(r[0]) for r in rows)) + 2
     cols = [max(12, len(v) + 2) for v in variants]
-    lines = ["".ljust(width) + "".join(v.rjust(c) for v, c in zip(variants, cols, strict=True))]
+    lines = [title.ljust(width) + "".join(v.rjust(c) for v, c in zip(variants, cols, strict=True))]
     for label, values in rows:
         lines.append(
             label.ljust(width) + "".join(x.rjust(c) for x, c in zip(values, cols, strict=True))
