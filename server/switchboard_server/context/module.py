@@ -11,7 +11,6 @@ import structlog
 
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_client.cli import requires_extra
-from switchboard_server.classification.backends.encoder import CachedEncoderFactory
 from switchboard_server.config import Settings
 from switchboard_server.context.cache import ResultCache
 from switchboard_server.context.domain import ContextService
@@ -105,6 +104,9 @@ def build_knowledge(settings: Settings, store: ContextStore) -> TantivyIndex | H
     lexical = build_index(settings, store)
     if not hybrid_enabled(settings):
         return lexical
+    # the encoder's modules (numpy, scipy) only when hybrid ranking is on
+    from switchboard_server.classification.backends.encoder import CachedEncoderFactory
+
     cls = settings.classification
     encoder = CachedEncoderFactory(
         threads=cls.onnx_threads,
