@@ -1,0 +1,144 @@
+"""Context service start-up: spawn to health SERVING on a large knowledge base, with
+the platform's floor beside it, versions side by side.
+
+Builds (once, kept under ``KB_START_DIR``) a context data directory per size with the
+``kb`` benchmark's corpus, ingested as that benchmark does; then each round runs, in
+turn, the floor (``python -c pass``; ``import grpc``; ``import grpc,
+opentelemetry.sdk.trace``), and for every size and variant a real ``python -m
+switchboard_server context`` on that data, from spawn to SERVING (health polled every
+20 ms on a channel that reconnects every 20-100 ms). A variant is ``name=TREE``:
+``TREE`` goes first on ``PYTHONPATH`` (``.`` for this checkout, or the ``server``
+directory of another version from ``git archive``)::
+
+    git archive main server/switchboard_server | tar -x -C /tmp/kb-base
+    KB_START_VARIANTS=before=/tmp/kb-base/server,after=. KB_START_SIZES=100000 \\
+        .venv/bin/python -m scripts.bench kb_start
+
+``KB_START_SIZES`` (100000), ``KB_START_ROUNDS`` (7), ``KB_START_DIR``
+(``.switchboard/kb-start``); medians, and each median over the ``python -c pass`` one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from scripts.bench.kb import Corpus, service, service_settings
+from switchboard_server.context.module import build_index, build_store
+from switchboard_server.context.values import Document
+from switchboard_server.testing import (
+    free_port,
+    probe_channel,
+    stop_process,
+    wait_serving_async,
+)
+
+FLOOR = {
+    "python -c pass": "pass",
+    "import grpc": "import grpc",
+    "import grpc, opentelemetry.sdk.trace": "import grpc, opentelemetry.sdk.trace",
+}
+DONE = "built"  # a data directory is complete once this file exists in it
+
+
+async def _build(size: int, data_dir: Path) -> None:
+    """The ``kb`` corpus of ``size`` passages ingested into a context data directory."""
+    settings = service_settings(data_dir)
+    store = build_store(settings)
+    index = build_index(settings, store)
+    await store.open()
+    await index.open()
+    corpus = Corpus(size)
+    sb = service(settings, store, index)
+    try:
+        for batch in corpus.batches():
+            await sb.ingest([Document(f"p{n}", "", corpus.passage(n), {}) for n in batch])
+    finally:
+        await index.close()
+        await store.close()
+    (data_dir / DONE).write_text(str(size))
+
+
+def data_dir(root: Path, size: int) -> Path:
+    """The data directory of ``size`` passages under ``root``, built if missing."""
+    where = root / str(size)
+    if not (where / DONE).exists():
+        print(f"building {size} passages in {where}", flush=True)
+        asyncio.run(_build(size, where))
+    return where
+
+
+def _floor(code: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - started
+
+
+async def _serving(where: Path, tree: str) -> float:
+    """Spawn a context service on ``where`` with ``tree`` first on the path: seconds to
+    health SERVING."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([tree, "."]),
+        "SWITCHBOARD_DATA_DIR": str(where),
+        "SWITCHBOARD_PORT": str(port),
+        "SWITCHBOARD_LOG_LEVEL": "warning",
+        "SWITCHBOARD_CONTEXT_SEED_DEFAULT_KNOWLEDGE": "false",
+        "SWITCHBOARD_CONTEXT_PASSAGE_MAX_CHARS": "4000",
+        "SWITCHBOARD_CONTEXT_HYBRID": "off",
+    }
+    started = time.perf_counter()
+    proc = _spawn(env)
+    try:
+        # reconnecting every 20-100 ms: what is timed is the server, not gRPC's backoff
+        async with probe_channel(f"127.0.0.1:{port}") as channel:
+            await wait_serving_async(channel, proc, timeout=120, interval=0.02)
+            return time.perf_counter() - started
+    finally:
+        stop_process(proc)
+
+
+def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "switchboard_server", "context"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _variants() -> list[tuple[str, str]]:
+    spec = os.environ.get("KB_START_VARIANTS", "current=.")
+    return [(name, tree) for name, _, tree in (i.partition("=") for i in spec.split(","))]
+
+
+def run() -> dict[str, Any]:
+    sizes = [int(s) for s in os.environ.get("KB_START_SIZES", "100000").split(",")]
+    rounds = int(os.environ.get("KB_START_ROUNDS", "7"))
+    root = Path(os.environ.get("KB_START_DIR", ".switchboard/kb-start")).resolve()
+    dirs = {size: data_dir(root, size) for size in sizes}
+    runs: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name, code in FLOOR.items():
+            runs.setdefault(name, []).append(_floor(code))
+        for size, where in dirs.items():
+            for variant, tree in _variants():
+                key = f"{variant} context SERVING at {size}"
+                runs.setdefault(key, []).append(asyncio.run(_serving(where, tree)))
+        print({k: round(v[-1], 3) for k, v in runs.items()}, flush=True)
+    base = statistics.median(runs["python -c pass"])
+    results: dict[str, Any] = {"rounds": rounds}
+    for key, measured in runs.items():
+        median = statistics.median(measured)
+        results[key] = {
+            "median_s": round(median, 3),
+            "vs_python": round(median / base, 1),
+            "runs": [round(r, 3) for r in measured],
+        }
+    results["load_average_1m"] = round(os.getloadavg()[0], 2)
+    return results
