@@ -15,7 +15,8 @@ directory of another version from ``git archive``)::
         .venv/bin/python -m scripts.bench kb_start
 
 ``KB_START_SIZES`` (100000), ``KB_START_ROUNDS`` (7), ``KB_START_DIR``
-(``.switchboard/kb-start``); medians, and each median over the ``python -c pass`` one.
+(``.switchboard/kb-start``); medians of wall clock (and each over the ``python -c
+pass`` one) and of the CPU the process used until then (steadier on a busy machine).
 ``KB_START_DEFAULT_CHANNEL=1`` also times each start through a default gRPC channel
 (whose reconnect backoff, 1 s then x1.6, decides when it sees SERVING).
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -78,16 +80,27 @@ def data_dir(root: Path, size: int) -> Path:
     return where
 
 
-def _floor(code: str) -> float:
+def _floor(code: str) -> tuple[float, float]:
+    """Seconds of wall clock and of CPU that ``python -c code`` takes."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
-async def _serving(where: Path, tree: str, probe: bool = True) -> float:
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) the process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _serving(where: Path, tree: str, probe: bool = True) -> tuple[float, float]:
     """Spawn a context service on ``where`` with ``tree`` first on the path: seconds to
-    health SERVING (``probe``: seen through :func:`probe_channel`, polled every 20 ms;
-    else through a default channel polled every 100 ms, as ``kb`` measured it before)."""
+    health SERVING and the CPU seconds it used until then. ``probe``: seen through
+    :func:`probe_channel`, polled every 20 ms; else through a default channel polled
+    every 100 ms, as ``kb`` measured it before."""
     port = free_port()
     env = {
         **os.environ,
@@ -107,7 +120,7 @@ async def _serving(where: Path, tree: str, probe: bool = True) -> float:
         channel = probe_channel(target) if probe else grpc.aio.insecure_channel(target)
         async with channel:
             await wait_serving_async(channel, proc, timeout=120, interval=0.02 if probe else 0.1)
-            return time.perf_counter() - started
+            return time.perf_counter() - started, _cpu_s(proc.pid)
     finally:
         stop_process(proc)
 
@@ -129,7 +142,7 @@ def run() -> dict[str, Any]:
     rounds = int(os.environ.get("KB_START_ROUNDS", "7"))
     root = Path(os.environ.get("KB_START_DIR", ".switchboard/kb-start")).resolve()
     dirs = {size: data_dir(root, size) for size in sizes}
-    runs: dict[str, list[float]] = {}
+    runs: dict[str, list[tuple[float, float]]] = {}
     for _ in range(rounds):
         for name, code in FLOOR.items():
             runs.setdefault(name, []).append(_floor(code))
@@ -140,15 +153,16 @@ def run() -> dict[str, Any]:
                 if os.environ.get("KB_START_DEFAULT_CHANNEL"):
                     key += ", default channel"
                     runs.setdefault(key, []).append(asyncio.run(_serving(where, tree, False)))
-        print({k: round(v[-1], 3) for k, v in runs.items()}, flush=True)
-    base = statistics.median(runs["python -c pass"])
+        print({k: round(v[-1][0], 3) for k, v in runs.items()}, flush=True)
+    base = statistics.median(wall for wall, _ in runs["python -c pass"])
     results: dict[str, Any] = {"rounds": rounds}
     for key, measured in runs.items():
-        median = statistics.median(measured)
+        median = statistics.median(wall for wall, _ in measured)
         results[key] = {
             "median_s": round(median, 3),
             "vs_python": round(median / base, 1),
-            "runs": [round(r, 3) for r in measured],
+            "cpu_s": round(statistics.median(cpu for _, cpu in measured), 3),
+            "runs": [round(wall, 3) for wall, _ in measured],
         }
     results["load_average_1m"] = round(os.getloadavg()[0], 2)
     return results
