@@ -17,8 +17,10 @@ directory of another version from ``git archive``)::
 ``KB_START_SIZES`` (100000), ``KB_START_ROUNDS`` (7), ``KB_START_DIR``
 (``.switchboard/kb-start``); medians of wall clock (and each over the ``python -c
 pass`` one) and of the CPU the process used until then (steadier on a busy machine).
-``KB_START_DEFAULT_CHANNEL=1`` also times each start through a default gRPC channel
-(whose reconnect backoff, 1 s then x1.6, decides when it sees SERVING).
+A data directory is kept between runs: delete it when the store's format changes
+(every variant opens the same one). ``KB_START_DEFAULT_CHANNEL=1`` also times each
+start through a default gRPC channel (whose reconnect backoff, 1 s then x1.6, decides
+when it sees SERVING).
 """
 
 from __future__ import annotations
