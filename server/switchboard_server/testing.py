@@ -4,6 +4,7 @@
 * :func:`wait_serving` / :func:`wait_serving_async`: until a server reports
   ``grpc.health.v1`` SERVING (a connected channel is not enough: until its store is
   open or its model loaded, a service answers UNAVAILABLE "not ready");
+  :func:`probe_channel`: a channel to wait on a server that is still starting;
 * :func:`start_services`: any of the three services in this process on port 0,
   orchestration pointed straight at the peers started with it, stopped on exit;
 * :func:`stop_process`: stop a server process by its PID.
@@ -40,6 +41,7 @@ __all__ = [
     "RunningServices",
     "ServerExited",
     "free_port",
+    "probe_channel",
     "start_services",
     "stop_process",
     "wait_serving",
@@ -162,6 +164,17 @@ def wait_serving(
                 return
         time.sleep(interval)
     raise TimeoutError(f"the server did not become SERVING within {timeout} s")
+
+
+def probe_channel(target: str) -> grpc.aio.Channel:
+    """An insecure channel to ``target`` that reconnects every 20-100 ms.
+
+    With gRPC's default backoff a channel that tried before the server listened waits
+    1 s, then 1.6 s, 2.6 s, .. before it tries again: the moment it sees SERVING is then
+    its own schedule, not the server's (a start-up benchmark measured exactly that).
+    """
+    options = [("grpc.initial_reconnect_backoff_ms", 20), ("grpc.max_reconnect_backoff_ms", 100)]
+    return grpc.aio.insecure_channel(target, options=options)
 
 
 async def wait_serving_async(

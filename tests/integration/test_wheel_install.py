@@ -105,3 +105,14 @@ def test_the_wheel_ships_the_topology(base_venv: Path) -> None:
     )
     proc = run(base_venv / "bin" / "python", "-c", probe)
     assert proc.stdout.strip() == "True", proc.stderr
+
+
+def test_switchboard_kb_splits_text_in_the_base_install(base_venv: Path) -> None:
+    """``switchboard kb``'s splitting is the server's, from a package the base install has."""
+    probe = (
+        "from switchboard_client.kb.files import chunk; "
+        "print(chunk('One. Two.\\n\\nThree is longer.', 12))"
+    )
+    proc = run(base_venv / "bin" / "python", "-c", probe)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['One. Two.', 'Three is', 'longer.']"

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
+from switchboard_text.passages import split_passages
+
 __all__ = [
     "SUPPORTED_SUFFIXES",
     "FileSections",
@@ -45,7 +47,6 @@ JSONL = frozenset({".jsonl"})
 SUPPORTED_SUFFIXES = MARKDOWN | HTML | TEXT | JSONL
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_ID = 128
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _ATX = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
@@ -125,30 +126,9 @@ def slug(heading: str) -> str:
 
 def chunk(text: str, max_chars: int) -> list[str]:
     """``text`` in parts of at most ``max_chars``: whole paragraphs when they fit, else cut
-    at sentence ends, and a longer sentence at its last space before the limit."""
-    pieces: list[str] = []
-    for paragraph in re.split(r"\n\s*\n", text):
-        paragraph = " ".join(paragraph.split())
-        for sentence in _SENTENCE_END.split(paragraph) if paragraph else []:
-            while len(sentence) > max_chars:
-                cut = sentence.rfind(" ", 0, max_chars + 1)
-                cut = cut if cut > max_chars // 2 else max_chars
-                pieces.append(sentence[:cut].strip())
-                sentence = sentence[cut:].strip()
-            if sentence:
-                pieces.append(sentence)
-    parts: list[str] = []
-    current = ""
-    for piece in pieces:
-        joined = f"{current} {piece}" if current else piece
-        if len(joined) <= max_chars:
-            current = joined
-        else:
-            parts.append(current)
-            current = piece
-    if current:
-        parts.append(current)
-    return parts
+    at sentence ends, and a longer sentence at its last space before the limit (the
+    server's own passage splitting, :func:`switchboard_text.split_passages`)."""
+    return split_passages(text, max_chars)
 
 
 def _markdown(text: str) -> tuple[str, list[tuple[str, str | None, str]]]:

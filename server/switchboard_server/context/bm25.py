@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # numpy only for the exhaustive reference scorer, imported when it runs
+    import numpy as np
+    import numpy.typing as npt
 
 K1 = 1.2
 B = 0.75
@@ -124,11 +126,15 @@ def fieldnorm_table() -> npt.NDArray[np.float64]:
             if len(values) < 256:
                 values.append(values[-1] + step)
         step *= 2
+    import numpy as np  # the reference scorer's: not on the service's path
+
     return np.array(values, dtype=np.float64)
 
 
 def quantized_lengths(lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
     """Each length as tantivy stores it: the largest table value not above it."""
+    import numpy as np  # the reference scorer's: not on the service's path
+
     table = fieldnorm_table()
     return table[np.searchsorted(table, lengths, side="right") - 1]
 
@@ -146,6 +152,8 @@ def exhaustive_top(
     passage, best first: ``postings[t]`` is term t's (passages, tf), ``lengths`` each
     passage's term count. With ``quantize`` the lengths are tantivy's one-byte codes
     while avgdl stays the exact mean (as tantivy does)."""
+    import numpy as np  # the reference scorer's: not on the service's path
+
     total = len(lengths)
     average = float(lengths.sum()) / total if total else 0.0
     dl = quantized_lengths(lengths) if quantize else lengths.astype(np.float64)

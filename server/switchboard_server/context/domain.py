@@ -217,11 +217,15 @@ class ContextService:
     async def seed(self, documents: Sequence[Document]) -> bool:
         """Ingest the built-in knowledge base once per store; True when it did."""
         if await self._store.is_seeded():
-            await self._refresh_knowledge_gauges()
             return False
         await self.ingest(documents)
         await self._store.mark_seeded()
         return True
+
+    async def refresh_knowledge_gauges(self) -> None:
+        """Set the document and passage gauges from the store: once the service is
+        SERVING, since counting a million passages can take a while on a cold cache."""
+        await self._refresh_knowledge_gauges()
 
     # -- retrieval ------------------------------------------------------------------
 

@@ -22,18 +22,19 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import structlog
 
-from switchboard_server.classification.backends.base import Encoder, FloatArray
 from switchboard_server.context.knowledge_index import (
     KnowledgeIndex,
     KnowledgeLog,
     ScoredPassage,
 )
 from switchboard_server.context.values import PreparedDocument
+
+if TYPE_CHECKING:  # the encoder's types pull in numpy and scipy: only where hybrid is on
+    from switchboard_server.classification.backends.base import Encoder, FloatArray
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +100,8 @@ class DenseIndex:
         self._index = None
 
     async def catch_up(self) -> int:
+        import numpy as np  # hybrid ranking's, like usearch: off the default path
+
         async with self._lock:
             while True:
                 changes = await self._source.changes_since(self._applied, self._batch)

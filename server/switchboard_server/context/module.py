@@ -11,7 +11,6 @@ import structlog
 
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_client.cli import requires_extra
-from switchboard_server.classification.backends.encoder import CachedEncoderFactory
 from switchboard_server.config import Settings
 from switchboard_server.context.cache import ResultCache
 from switchboard_server.context.domain import ContextService
@@ -105,6 +104,9 @@ def build_knowledge(settings: Settings, store: ContextStore) -> TantivyIndex | H
     lexical = build_index(settings, store)
     if not hybrid_enabled(settings):
         return lexical
+    # the encoder's modules (numpy, scipy) only when hybrid ranking is on
+    from switchboard_server.classification.backends.encoder import CachedEncoderFactory
+
     cls = settings.classification
     encoder = CachedEncoderFactory(
         threads=cls.onnx_threads,
@@ -143,6 +145,7 @@ class ContextModule:
         self._servicer = ContextServicer(runtime.settings)
         self._store_check: asyncio.Task[None] | None = None
         self._tail: asyncio.Task[None] | None = None
+        self._gauges: asyncio.Task[None] | None = None
         self.service: ContextService | None = None
 
     @property
@@ -191,7 +194,16 @@ class ContextModule:
         self._servicer.attach(service)
         self._store_check = asyncio.create_task(self._check_store(), name="context.store_check")
         self._tail = asyncio.create_task(self._tail_log(), name="context.index_tail")
+        # not before SERVING: counting the knowledge base is for metrics, not for answers
+        self._gauges = asyncio.create_task(self._count_knowledge(), name="context.gauges")
         log.info("context.ready", store=ctx.store)
+
+    async def _count_knowledge(self) -> None:
+        if self.service is None:
+            return
+        # unavailable: the store check reports it; the next ingest or delete sets them
+        with contextlib.suppress(Unavailable):
+            await self.service.refresh_knowledge_gauges()
 
     async def _check_store(self) -> None:
         """Ping the store every interval and report it to the server's health: a replica
@@ -228,12 +240,12 @@ class ContextModule:
                 log.exception("knowledge.index_tail_failed")
 
     async def stop(self) -> None:
-        for task in (self._store_check, self._tail):
+        for task in (self._store_check, self._tail, self._gauges):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._store_check = self._tail = None
+        self._store_check = self._tail = self._gauges = None
         self._servicer.attach(None)
         self.service = None
         await self._index.close()

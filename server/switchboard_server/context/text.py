@@ -1,4 +1,5 @@
-"""Text handling shared by every backend: index terms and passage splitting.
+"""Text handling shared by every backend: index terms and passage splitting
+(``split_passages``, from ``switchboard_text``).
 
 Both backends index the same terms so that they rank alike: lowercase runs of
 letters and digits (no underscore, like SQLite's ``unicode61`` tokenizer), English
@@ -12,11 +13,13 @@ import functools
 import re
 import unicodedata
 
+# shared with ``switchboard kb`` (the client), which cuts sections the same way
+from switchboard_text.passages import split_passages as split_passages
+
 _WORD = re.compile(r"[^\W_]+")
 # ASCII text: every byte that is not a letter or digit becomes a space, so that
 # ``split`` yields exactly the runs ``_WORD`` finds (about 2.5x faster than the regex)
 _ASCII_SPACES = bytes(c if chr(c).isalnum() and c < 128 else 32 for c in range(256))
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 _STOP_WORDS = """a about above after again all am an and any are as at be because been before
 being below between both but by can could did do does doing down during each few for from
@@ -82,39 +85,3 @@ def terms(text: str) -> list[str]:
 def query_terms(text: str) -> list[str]:
     """Distinct index terms of a query, in order of first appearance."""
     return list(dict.fromkeys(terms(text)))
-
-
-def split_passages(text: str, max_chars: int) -> list[str]:
-    """Split ``text`` into passages of at most ``max_chars`` characters.
-
-    Paragraphs are kept whole when they fit; longer ones are cut at sentence ends,
-    and a sentence longer than the limit at the last space before it.
-    """
-    if len(text) <= max_chars and "\n" not in text:  # one short paragraph: one passage
-        single = " ".join(text.split())
-        return [single] if single else []
-    pieces: list[str] = []
-    for paragraph in re.split(r"\n\s*\n", text):
-        paragraph = " ".join(paragraph.split())
-        if not paragraph:
-            continue
-        for sentence in _SENTENCE_END.split(paragraph):
-            while len(sentence) > max_chars:
-                cut = sentence.rfind(" ", 0, max_chars + 1)
-                cut = cut if cut > max_chars // 2 else max_chars
-                pieces.append(sentence[:cut].strip())
-                sentence = sentence[cut:].strip()
-            if sentence:
-                pieces.append(sentence)
-    passages: list[str] = []
-    current = ""
-    for piece in pieces:
-        candidate = f"{current} {piece}" if current else piece
-        if len(candidate) <= max_chars:
-            current = candidate
-        else:
-            passages.append(current)
-            current = piece
-    if current:
-        passages.append(current)
-    return passages

@@ -22,12 +22,9 @@ outbound calls and log lines themselves.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import (
     CollectorRegistry,
     PlatformCollector,
@@ -39,9 +36,11 @@ from prometheus_client.gc_collector import GCCollector
 from switchboard_server.config import ServiceName, Settings
 from switchboard_server.interceptors import ServerInterceptor
 from switchboard_server.observability.client import ClientTelemetry, telemetry_interceptors
-from switchboard_server.observability.client_tracing import traced_client_interceptors
 from switchboard_server.observability.metrics import GrpcMetrics
 from switchboard_server.observability.tracing import build_tracer_provider, tracing_enabled
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 
 class Observability:
@@ -80,6 +79,9 @@ class Observability:
         )
         if not self.tracing:
             return [ours]
+        # OpenTelemetry's instrumentation only with tracing on: its imports cost start-up
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
         library: grpc.aio.ServerInterceptor[Any, Any] = aio_server_interceptor(  # type: ignore[no-untyped-call]
             tracer_provider=self.tracer_provider
         )
@@ -95,6 +97,11 @@ class Observability:
         """
         access_log = self.settings.observability.client_access_log
         if self.tracing:
+            # with tracing on only: OpenTelemetry's instrumentation costs start-up
+            from switchboard_server.observability.client_tracing import (
+                traced_client_interceptors,
+            )
+
             return traced_client_interceptors(
                 self.tracer_provider, self.client_metrics, target=target, access_log=access_log
             )
@@ -118,5 +125,8 @@ class Observability:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
             self._metrics_server = None
-        if isinstance(self.tracer_provider, TracerProvider):
-            self.tracer_provider.shutdown()
+        if self.tracing:  # an SDK provider then (off: the API's no-op one, nothing to flush)
+            from opentelemetry.sdk.trace import TracerProvider
+
+            if isinstance(self.tracer_provider, TracerProvider):
+                self.tracer_provider.shutdown()

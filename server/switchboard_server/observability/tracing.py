@@ -27,16 +27,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.util.types import AttributeValue
 
 from switchboard_server.observability.settings import ObservabilitySettings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 TRACER_NAME = "switchboard"
 
@@ -64,11 +63,19 @@ def build_tracer_provider(
     """
     if not tracing_enabled(settings, exporter):
         return trace.NoOpTracerProvider()
+    # the SDK and the exporter (~0.1 s of imports) only when spans are exported
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_resource_name(service)}),
         sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
     )
     if exporter is None:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
         exporter = OTLPSpanExporter(
             endpoint=settings.otlp_endpoint, insecure=True, timeout=settings.otlp_timeout_s
         )

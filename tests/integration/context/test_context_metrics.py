@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
 from prometheus_client import CollectorRegistry, generate_latest
 
 from switchboard.context.v1 import context_service_pb2 as pb
-from tests.support.context import Running
+from tests.support.context import Running, running
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -43,3 +47,22 @@ async def test_memory_and_knowledge_metrics(ctx: Running) -> None:
     exposition = generate_latest(registry).decode()
     assert "secret-session-7" not in exposition
     assert "turn 1" not in exposition
+
+
+async def test_knowledge_gauges_count_the_store_after_a_restart(make_settings: Any) -> None:
+    """The gauges are set once the service is SERVING (counting a large knowledge base is
+    not on the way to it), also when nothing is seeded or ingested after the start."""
+    settings = make_settings(seed_default_knowledge=False)
+    async with running(settings) as first:
+        await first.stub.IngestDocuments(
+            pb.IngestDocumentsRequest(
+                documents=[pb.Document(id=f"d{i}", text=f"passage {i}") for i in range(3)]
+            )
+        )
+    async with running(settings) as second:
+        registry = second.server.runtime.metrics
+        deadline = time.monotonic() + 5
+        while value(registry, "context_knowledge_documents") != 3:
+            assert time.monotonic() < deadline, "the gauges never counted the store"
+            await asyncio.sleep(0.01)
+        assert value(registry, "context_knowledge_passages") == 3
