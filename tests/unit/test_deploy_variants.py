@@ -22,6 +22,7 @@ from switchboard_server.classification.answers import AnswerReporter
 from switchboard_server.classification.verdict import Verdict
 from switchboard_server.deploy.render import render_files
 from switchboard_server.deploy.variants import POLICY_ANNOTATION, write_compose_rollout
+from switchboard_server.mesh.rollout.commands import rollback_hook
 from switchboard_server.mesh.rollout.state import read_policies
 from tests.support.deploy import (
     ANYONE,
@@ -251,6 +252,44 @@ def test_emitted_configmap_carries_exactly_the_keys_the_callers_routes_read(
         assert done.returncode == 2, done.stderr
         assert says in done.stderr
         assert done.stdout == ""
+
+
+def test_watch_rolls_back_a_container_target_through_its_dir_or_apply_command(
+    tmp_path: Path,
+) -> None:
+    """`rollout watch --prometheus URL` rolls back where the target keeps its policy: a
+    Compose rendering's directory (``--dir``) or, on Kubernetes, a command that takes
+    the all-on-stable ConfigMap on stdin (``--apply-command 'kubectl apply -f -'``)."""
+    topology = topology_with_candidate()
+    settings = default_settings()
+    root = write_compose_rollout(tmp_path, topology)
+    done = _rollout(tmp_path, ["set", "classification", "candidate=40", "--dir", str(root)])
+    assert done.returncode == 0, done.stderr
+    watch = SimpleNamespace(service="classification", dir=str(root), apply_command=None)
+    rollback_hook(cast(Any, watch), settings, topology)("auto-rollback: WORSE - p99")
+    policy = read_policies(root)["classification"]
+    assert (policy.weights, policy.last_change) == ({}, "auto-rollback: WORSE - p99")
+    weight = root / "current" / "envoy" / "rollout" / "classification" / "weight"
+    assert (weight / "classification-candidate").read_text() == "0"
+
+    applied = tmp_path / "applied.yaml"
+    command = f"sh -c 'cat > {applied}'"
+    watch = SimpleNamespace(service="classification", dir=None, apply_command=command)
+    rollback_hook(cast(Any, watch), settings, topology)("auto-rollback: WORSE - errors")
+    doc = yaml.safe_load(applied.read_text())
+    assert doc["metadata"]["name"] == "classification-rollout"
+    assert doc["data"]["rollout.classification.weight.classification"] == "10000"
+    assert doc["data"]["rollout.classification.shadow.candidate"] == "0"
+    annotation = json.loads(doc["metadata"]["annotations"][POLICY_ANNOTATION])
+    assert annotation["last_change"] == "auto-rollback: WORSE - errors"
+    # A failing apply is not a silent success: watch sees the error.
+    failing = SimpleNamespace(service="classification", dir=None, apply_command="false")
+    with pytest.raises(subprocess.CalledProcessError):
+        rollback_hook(cast(Any, failing), settings, topology)("auto-rollback: x")
+    # Without --prometheus the admin ports of a container target are out of reach.
+    done = _rollout(tmp_path, ["watch", "classification", "candidate", "--dir", str(root)])
+    assert done.returncode == 2
+    assert "needs --prometheus" in done.stderr
 
 
 # -- Compose -----------------------------------------------------------------------------

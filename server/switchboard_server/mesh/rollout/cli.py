@@ -9,8 +9,10 @@
 * ``rollback SERVICE``: all traffic back on stable, no shadowing;
 * ``status SERVICE [--json] [--prometheus URL]``: the policy and the variants side by
   side (since start; with ``--prometheus`` also over the last window), with a verdict;
-* ``watch SERVICE VARIANT [--prometheus URL]``: check every window, roll back
-  automatically when the variant is worse than stable by the margins of the settings.
+* ``watch SERVICE VARIANT [--prometheus URL [--dir DIR | --apply-command CMD]]``: check
+  every window, roll back automatically when the variant is worse than stable by the
+  margins of the settings (in the local mesh, a Compose rollout directory, or through
+  ``CMD``, e.g. ``kubectl apply -f -``).
 
 The changes take ``--dir DIR`` (a Compose rendering's ``docker/rollout``) or
 ``--emit-configmap [--from-configmap FILE]`` (Kubernetes: print the ConfigMap the
@@ -97,6 +99,19 @@ def register(subparsers: Subparsers) -> None:
             help="Read the figures from this Prometheus (Compose, Kubernetes), not the "
             "sidecars' admin ports.",
         )
+    for action in (status, watch):
+        action.add_argument(
+            "--dir",
+            metavar="DIR",
+            help="The rollout directory of a Compose rendering (docker/rollout): the policy "
+            "shown, and where watch rolls back; needs --prometheus.",
+        )
+    watch.add_argument(
+        "--apply-command",
+        metavar="CMD",
+        help="Kubernetes: roll back by running CMD with the all-on-stable ConfigMap on its "
+        "stdin, e.g. 'kubectl apply -f -'; needs --prometheus.",
+    )
     rollout.set_defaults(func=rollout_command)
     comparator = subparsers.add_parser(
         "rollout-comparator", help="Join shadow answers with stable's (run by `switchboard up`)."

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shlex
+import subprocess
 import sys
 import tempfile
 from dataclasses import asdict
@@ -31,6 +33,8 @@ from switchboard_server.mesh.topology import STABLE, Topology, TopologyError, lo
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_NOT_RUNNING = 3
+CHANGES = ("set", "shadow", "promote", "rollback")
+APPLY_TIMEOUT_S = 60.0
 
 
 def rollout_root(settings: Settings) -> Path:
@@ -80,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         topology = load_topology(settings.mesh.topology_file)
-        if getattr(args, "dir", None) or getattr(args, "emit_configmap", False):
+        if args.action in CHANGES and (args.dir or args.emit_configmap):
             return change_for_target(args, settings, topology)
         if args.action in ("set", "shadow"):
             policy = change(settings, topology, args.service, args.action, args.share)
@@ -103,6 +107,8 @@ def _observe(args: argparse.Namespace, settings: Settings, topology: Topology) -
         raise TopologyError(f"{args.service}: not a service with variants")
     if getattr(args, "prometheus", None):
         return _observe_prometheus(args, settings, topology)
+    if args.dir or getattr(args, "apply_command", None):
+        raise TopologyError("--dir/--apply-command: a container target needs --prometheus URL")
     state = read_state(mesh_dir(settings) / "state.json")
     if state is None:
         print("switchboard rollout: the mesh is not running", file=sys.stderr)
@@ -136,7 +142,8 @@ def _report(
 ) -> int:
     """The policy, the window's figures (when there is one) and since-start figures,
     each labelled, and a verdict per variant (on the window when there is one)."""
-    policy = asdict(read_policies(rollout_root(settings)).get(args.service, ServicePolicy()))
+    root = Path(args.dir) if getattr(args, "dir", None) else rollout_root(settings)
+    policy = asdict(read_policies(root).get(args.service, ServicePolicy()))
     spec = topology.services[args.service]
     judged = window if window is not None else total
     verdicts = [verdict(judged, v, settings.mesh) for v in spec.variants]
@@ -162,14 +169,39 @@ def _report(
 
 
 def rollback_hook(args: argparse.Namespace, settings: Settings, topology: Topology) -> Rollback:
-    """How ``watch`` rolls back: the local policy tree the sidecars watch (:func:`change`).
-    A Compose or Kubernetes target (a rendered policy file or ConfigMap) plugs in here,
-    chosen from ``args``, with the same ``reason``."""
+    """How ``watch`` rolls back: the local policy tree the sidecars watch (:func:`change`);
+    with ``--dir DIR`` a Compose rendering's (``docker/rollout``); with ``--apply-command
+    CMD`` (Kubernetes) the all-on-stable ConfigMap on CMD's stdin, e.g. ``kubectl apply -f
+    -``. Every one records ``reason`` as the policy's last change."""
+    if getattr(args, "dir", None):
+        root = Path(args.dir)
+
+        def in_dir(reason: str) -> None:
+            change_in(root, topology, args.service, reason)
+
+        return in_dir
+    if getattr(args, "apply_command", None):
+        command = shlex.split(args.apply_command)
+
+        def apply(reason: str) -> None:
+            document = rolled_back_configmap(settings, topology, args.service, reason)
+            subprocess.run(command, input=document, text=True, check=True, timeout=APPLY_TIMEOUT_S)
+
+        return apply
 
     def local(reason: str) -> None:
         change(settings, topology, args.service, reason)
 
     return local
+
+
+def rolled_back_configmap(settings: Settings, topology: Topology, service: str, reason: str) -> str:
+    """The ``<service>-rollout`` ConfigMap with everything on stable, as YAML."""
+    from switchboard_server.deploy.render import dump
+    from switchboard_server.deploy.variants import rollout_configmap
+
+    policy = ServicePolicy(last_change=reason)
+    return dump(rollout_configmap(topology, service, policy, settings.deploy.namespace))
 
 
 def _judge(
