@@ -263,6 +263,7 @@ def test_watch_rolls_back_a_container_target_through_its_dir_or_apply_command(
     topology = topology_with_candidate()
     settings = default_settings()
     root = write_compose_rollout(tmp_path, topology)
+    assert root is not None
     done = _rollout(tmp_path, ["set", "classification", "candidate=40", "--dir", str(root)])
     assert done.returncode == 0, done.stderr
     watch = SimpleNamespace(service="classification", dir=str(root), apply_command=None)
