@@ -27,8 +27,9 @@ from pathlib import Path
 
 import yaml
 
-from scripts.container_smoke import checks, compose, images, wheelhouse
+from scripts.container_smoke import checks, compose, images, rollout, wheelhouse
 from scripts.container_smoke.dockerd import client_env, docker_cli, dockerd
+from switchboard_server.deploy.variants import COMPARATOR, ROLLOUT_MOUNT
 from switchboard_server.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,15 +85,22 @@ def run(args: argparse.Namespace, work: Path, steps: Steps) -> None:
 
         token = _edge_token(work / "auth")
         _mesh_certs(work / "certs")
+        rendered, cli_env = rollout.render(work)
+        print(f"rendered the default topology + a {rollout.SERVICE} {rollout.CANDIDATE}")
+        print(f"   ({rollout.CANDIDATE_ENV}) for Compose into {rendered}", flush=True)
+        bad = rollout.unreadable(rendered / "rollout")
+        if bad:
+            raise checks.CheckFailed(f"the rollout directory is not readable by uid 10001: {bad}")
         own = {"auth": work / "auth", "certs": work / "certs"}
-        smoke = compose.derive(ROOT / "docker/compose.yaml", free_port, own)
+        smoke = compose.derive(rendered / "compose.yaml", free_port, own)
+        smoke.changes.append(rollout.scrape_every(rendered / "prometheus/prometheus.yml", "2s"))
         compose_file = compose.write(smoke, work / "compose.smoke.yaml")
         print("substituted in the smoke test's Compose file:")
         for change in smoke.changes:
             print(f"   - {change}")
         dc = ["docker-compose", "-p", PROJECT, "-f", str(compose_file)]
         stack.callback(_down, dc, env, steps)
-        _exercise(smoke, dc, [*docker], env, steps, token)
+        _exercise(smoke, dc, [*docker], env, steps, token, rendered, cli_env)
 
 
 def _mesh_certs(certs: Path) -> None:
@@ -150,6 +158,8 @@ def _exercise(
     env: dict[str, str],
     steps: Steps,
     token: str,
+    rendered: Path,
+    cli_env: dict[str, str],
 ) -> None:
     with steps("docker-compose up -d (healthchecks gate the order)", check=True):
         subprocess.run([*dc, "up", "-d", "--no-build", *smoke.services()], env=env, check=True)
@@ -172,13 +182,13 @@ def _exercise(
         refused = checks.chat_refused_without_token(edge)
         print(f"   without a token: UNAUTHENTICATED ({refused})", flush=True)
         app = next(name for name, service in apps.items() if service == CRASHED)
-        ingress, health = _sidecar_ports(app.removesuffix("-app"))
+        ingress, health = _sidecar_ports(rendered, app.removesuffix("-app"))
         refused = checks.plaintext_refused_at_ingress(
             docker, _container(dc, env, app), ingress, health
         )
         print(f"   plaintext to the sidecar's mTLS ingress :{ingress}: refused ({refused})")
     with steps("Prometheus: up == 1 for every target", check=True):
-        expected = scrape_targets(ROOT / "docker/prometheus/prometheus.yml")
+        expected = scrape_targets(rendered / "prometheus/prometheus.yml")
         up = checks.poll("up == 1", lambda: checks.prometheus_up(prometheus, expected), 120, 3)
         print(f"   {len(up)} targets up: {', '.join(sorted(up))}", flush=True)
     with steps("the Chat's trace: edge, every sidecar, every app", check=True):
@@ -186,6 +196,7 @@ def _exercise(
         wanted |= {f"switchboard-{s}" for s in apps.values()}
         seen = checks.poll("trace", lambda: checks.trace_services(traces, trace_id, wanted), 60, 2)
         print(f"   spans from {', '.join(sorted(seen))}", flush=True)
+    _rollout(smoke, dc, docker, env, steps, token, rendered, cli_env)
     crashed = next(name for name, service in apps.items() if service == CRASHED)
     with steps(f"kill -9 the {CRASHED} app; back healthy; Chat again", check=True):
         container = _container(dc, env, crashed)
@@ -198,9 +209,120 @@ def _exercise(
         checks.poll("Chat after the restart", lambda: checks.chat(edge, "s2", token), 60)
 
 
-def _sidecar_ports(sidecar: str) -> tuple[int, int]:
+ROLLOUT_CHATS = 10  # Chats per checked phase of the rollout
+
+
+def _rollout(
+    smoke: compose.Smoke,
+    dc: list[str],
+    docker: list[str],
+    env: dict[str, str],
+    steps: Steps,
+    token: str,
+    rendered: Path,
+    cli_env: dict[str, str],
+) -> None:
+    """The candidate in containers: all on stable, ``rollout promote`` and ``rollout
+    shadow`` through the bind-mounted directory under a Chat load (no restart, no failed
+    Chat), and ``rollout status --prometheus`` with both variants."""
+    edge = f"127.0.0.1:{smoke.published[('edge', 8080)]}"
+    prometheus = f"http://127.0.0.1:{smoke.published[('prometheus', 9090)]}"
+    policy_dir = rendered / "rollout"
+    scrape = rendered / "prometheus/prometheus.yml"
+    app_scrapes = rollout.scrape_targets(scrape, "switchboard-app", rollout.SERVICE)
+    comparator_scrape = rollout.scrape_targets(scrape, "switchboard-rollout")[0]
+    comparator = _container(dc, env, COMPARATOR)
+    caller = _container(dc, env, rollout.mounting(smoke.compose, ROLLOUT_MOUNT)[0])
+    service, candidate, n = rollout.SERVICE, rollout.CANDIDATE, ROLLOUT_CHATS
+
+    def read() -> rollout.Counts:
+        return rollout.read_counts(docker, comparator, app_scrapes, comparator_scrape)
+
+    def change(*args: str) -> None:
+        said = rollout.switchboard(cli_env, "rollout", *args, "--dir", str(policy_dir))
+        print(f"   $ switchboard rollout {' '.join(args)} --dir …: {said.strip()}", flush=True)
+        bad = rollout.unreadable(policy_dir)
+        if bad:
+            raise checks.CheckFailed(f"not readable by the sidecars' uid: {bad}")
+
+    def weight_in_sidecar(expected: str) -> None:
+        uid, weight = rollout.read_as_sidecar(docker, caller, ROLLOUT_MOUNT)
+        if weight != expected:
+            raise checks.CheckFailed(f"the caller's sidecar reads weight {weight}, not {expected}")
+        print(f"   the caller's sidecar (uid {uid}) reads the candidate's weight {weight}")
+
+    with steps("rollout: all on stable; the candidate answers no Chat", check=True):
+        before = read()
+        rollout.chats(edge, token, "stable", n)
+        moved = rollout.wait_moved(
+            "stable's verdicts", read, before, lambda d: d.of("stable", "live") >= n
+        )
+        if moved.of(candidate, "live") or moved.of(candidate, "shadow"):
+            raise checks.CheckFailed(f"all on stable, yet the candidate answered: {moved.text()}")
+        print(f"   {n} Chats: {moved.text()}", flush=True)
+        weight_in_sidecar("0")
+    with steps("rollout promote --dir under a Chat load: the candidate answers", check=True):
+        before = read()
+        with rollout.ChatLoad(edge, token, "promote") as load:
+            change("promote", service, candidate)
+            rollout.wait_moved(
+                "the candidate answering", read, before, lambda d: d.of(candidate, "live") > 0, 30
+            )
+        print(f"   {load.check()}", flush=True)
+        weight_in_sidecar("10000")
+        before = read()
+        rollout.chats(edge, token, "promoted", n)
+        moved = rollout.wait_moved(
+            "the candidate's verdicts", read, before, lambda d: d.of(candidate, "live") >= n
+        )
+        if moved.of("stable", "live"):
+            raise checks.CheckFailed(f"promoted, yet stable answered: {moved.text()}")
+        print(f"   {n} Chats: {moved.text()}", flush=True)
+    with steps("rollout rollback + shadow candidate=100 under a Chat load", check=True):
+        before = read()
+        with rollout.ChatLoad(edge, token, "shadow") as load:
+            change("rollback", service)
+            change("shadow", service, f"{candidate}=100")
+            rollout.wait_moved(
+                "the candidate shadowed", read, before, lambda d: d.of(candidate, "shadow") > 0, 30
+            )
+        print(f"   {load.check()}", flush=True)
+        before = read()
+        rollout.chats(edge, token, "shadowed", n)
+        moved = rollout.wait_moved(
+            "shadow answers compared",
+            read,
+            before,
+            lambda d: d.compared >= n and d.of("stable", "live") >= n,
+        )
+        if moved.of(candidate, "live"):
+            raise checks.CheckFailed(f"shadowing, yet the candidate answered live: {moved.text()}")
+        print(f"   {n} Chats: {moved.text()}", flush=True)
+    with steps("rollout status --prometheus --dir: both variants", check=True):
+        status = [
+            "rollout",
+            "status",
+            service,
+            "--prometheus",
+            prometheus,
+            "--dir",
+            str(policy_dir),
+        ]
+        figures = checks.poll(
+            "both variants in Prometheus",
+            lambda: rollout.both_variants(
+                rollout.switchboard(cli_env, *status, "--json", ok=(0, 1))
+            ),
+            60,
+            2,
+        )
+        print(f"   {figures}")
+        print(rollout.switchboard(cli_env, *status, ok=(0, 1)), flush=True)
+
+
+def _sidecar_ports(rendered: Path, sidecar: str) -> tuple[int, int]:
     """The rendered sidecar's ingress port and its scrape (health route) port."""
-    config = yaml.safe_load((ROOT / "docker/envoy" / f"{sidecar}.sidecar.yaml").read_text())
+    config = yaml.safe_load((rendered / "envoy" / f"{sidecar}.sidecar.yaml").read_text())
     ports = {
         listener["name"]: listener["address"]["socket_address"]["port_value"]
         for listener in config["static_resources"]["listeners"]

@@ -1,16 +1,22 @@
-"""The container smoke test's pure parts: the wheelhouse's reading of requirements.lock
-and the Compose file it derives from docker/compose.yaml (what it swaps, and that the
-committed file keeps the upstream images)."""
+"""The container smoke test's pure parts: the wheelhouse's reading of requirements.lock,
+the Compose file it derives from docker/compose.yaml (what it swaps, and that the
+committed file keeps the upstream images), and its rollout: the candidate topology's
+rendering, the rollout directory's modes and link, the counters it reads."""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
-from scripts.container_smoke import compose, images, wheelhouse
+from scripts.container_smoke import checks, compose, images, rollout, wheelhouse
+from switchboard_server.deploy.variants import ROLLOUT_MOUNT
+from switchboard_server.mesh.topology import parse_topology
 from switchboard_server.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,3 +74,85 @@ def test_the_smoke_file_mounts_the_runs_own_jwks_and_certificates(tmp_path: Path
     assert f"{(tmp_path / 'certs').resolve()}/context:/etc/switchboard/certs/context:ro" in sidecar
     everything = [v for s in smoke.compose["services"].values() for v in s.get("volumes", [])]
     assert not [v for v in everything if "/docker/auth" in v or "/docker/certs" in v]
+
+
+# -- the rollout the smoke test runs (scripts/container_smoke/rollout.py) ----------------
+
+
+def test_the_candidate_topology_parses_and_renders_a_candidate_app_and_its_policy(
+    tmp_path: Path,
+) -> None:
+    raw = rollout.candidate_topology()
+    topology = parse_topology(raw)
+    assert list(topology.services["classification"].variants) == ["candidate"]
+    rendered, env = rollout.render(tmp_path)
+    assert env["SWITCHBOARD_MESH_TOPOLOGY_FILE"] == str(tmp_path / "topology.yaml")
+    smoke = compose.derive(rendered / "compose.yaml", free_port)
+    services = smoke.compose["services"]
+    apps = [name for name, service in smoke.apps().items() if service == "classification"]
+    assert len(apps) == 2
+    candidate = services[apps[1]]
+    assert candidate["labels"]["switchboard.dev/variant"] == "candidate"
+    for key, value in rollout.CANDIDATE_ENV.items():
+        assert candidate["environment"][key] == value
+    assert "SWITCHBOARD_CLASSIFICATION_TFIDF_C" not in services[apps[0]]["environment"]
+    assert "rollout-comparator" in services
+    callers = rollout.mounting(smoke.compose, ROLLOUT_MOUNT)
+    assert callers == ["orchestration-0"]
+    mount = next(v for v in services[callers[0]]["volumes"] if ROLLOUT_MOUNT in v)
+    assert mount == f"{(rendered / 'rollout').resolve()}:{ROLLOUT_MOUNT}:ro"
+    scrape = rendered / "prometheus/prometheus.yml"
+    assert rollout.scrape_targets(scrape, "switchboard-app", "classification") == [
+        "classification-0:15020",
+        "classification-1:15020",
+    ]
+    assert rollout.scrape_targets(scrape, "switchboard-rollout") == ["rollout-comparator:15020"]
+
+
+def test_the_rollout_directory_is_readable_by_the_sidecars_and_its_link_relative(
+    tmp_path: Path,
+) -> None:
+    rendered, env = rollout.render(tmp_path)
+    policy = rendered / "rollout"
+    rollout.switchboard(
+        env, "rollout", "promote", "classification", "candidate", "--dir", str(policy)
+    )
+    assert rollout.unreadable(policy) == []
+    current = policy / "current"
+    assert current.is_symlink() and not os.readlink(current).startswith("/")
+    assert (current / rollout.CANDIDATE_WEIGHT_KEY).read_text() == "10000"
+    (current / rollout.CANDIDATE_WEIGHT_KEY).chmod(0o600)
+    assert rollout.unreadable(policy) == [
+        f"rollout/{os.readlink(current)}/{rollout.CANDIDATE_WEIGHT_KEY} -rw-------"
+    ]
+
+
+EXPOSITION = """\
+# HELP switchboard_classification_variant_verdicts_total Verdicts by model variant.
+# TYPE switchboard_classification_variant_verdicts_total counter
+switchboard_classification_variant_verdicts_total{variant="candidate",traffic="live",scope="in"} 7.0
+switchboard_classification_variant_verdicts_total{variant="candidate",traffic="live",scope="out"} 2.0
+switchboard_classification_variant_verdicts_total{variant="candidate",traffic="shadow",scope="in"} 3.0
+# HELP switchboard_classification_variant_verdicts_created Verdicts by model variant.
+# TYPE switchboard_classification_variant_verdicts_created gauge
+switchboard_classification_variant_verdicts_created{variant="candidate",traffic="live",scope="in"} 1.7e9
+"""
+
+
+def test_verdicts_are_summed_by_variant_and_traffic_and_deltas_taken() -> None:
+    sums = rollout.sums(EXPOSITION, rollout.VERDICTS, ("variant", "traffic"))
+    assert sums == {("candidate", "live"): 9.0, ("candidate", "shadow"): 3.0}
+    before = rollout.Counts({("stable", "live"): 4.0}, 1.0)
+    after = rollout.Counts({("stable", "live"): 4.0, ("candidate", "live"): 9.0}, 6.0)
+    moved = after.minus(before)
+    assert (moved.of("stable", "live"), moved.of("candidate", "live"), moved.compared) == (0, 9, 5)
+    assert moved.of("candidate", "shadow") == 0
+
+
+def test_status_needs_both_variants_with_calls_and_compared_answers() -> None:
+    doc = {"variants": {"stable": {"calls": 5}, "candidate": {"calls": 3, "compared": 0}}}
+    with pytest.raises(checks.CheckFailed, match="not yet both variants"):
+        rollout.both_variants(json.dumps(doc))
+    doc["variants"]["candidate"].update(compared=2, agreed_intent=2)
+    said = rollout.both_variants(json.dumps(doc))
+    assert said is not None and "candidate 3 calls, 2 shadow answers compared" in said
