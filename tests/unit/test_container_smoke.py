@@ -16,6 +16,8 @@ import yaml
 
 from scripts.container_smoke import checks, compose, images, rollout, wheelhouse
 from switchboard_server.deploy.variants import ROLLOUT_MOUNT
+from switchboard_server.mesh.rollout.commands import change_in
+from switchboard_server.mesh.rollout.state import ensure_runtime
 from switchboard_server.mesh.topology import parse_topology
 from switchboard_server.testing import free_port
 
@@ -156,3 +158,16 @@ def test_status_needs_both_variants_with_calls_and_compared_answers() -> None:
     doc["variants"]["candidate"].update(compared=2, agreed_intent=2)
     said = rollout.both_variants(json.dumps(doc))
     assert said is not None and "candidate 3 calls, 2 shadow answers compared" in said
+
+
+def test_the_rollout_directory_is_readable_whatever_the_writers_umask(tmp_path: Path) -> None:
+    """The sidecars (uid 10001) read the bind-mounted tree that the host's user writes."""
+    topology = parse_topology(rollout.candidate_topology())
+    old = os.umask(0o077)
+    try:
+        root = tmp_path / "rollout"
+        ensure_runtime(root, topology)
+        change_in(root, topology, "classification", "shadow", "candidate=100")
+    finally:
+        os.umask(old)
+    assert rollout.unreadable(root) == []

@@ -61,9 +61,12 @@ def write_policies(root: Path, topology: Topology, policies: dict[str, ServicePo
     """Persist the policies and swap the runtime tree the sidecars watch."""
     for service, policy in policies.items():
         check_policy(topology, service, policy)
-    root.mkdir(parents=True, exist_ok=True)
+    if not root.exists():
+        root.mkdir(parents=True)
+        _world_readable(root)
     tmp = policy_path(root).with_suffix(".tmp")
     tmp.write_text(json.dumps({k: v.__dict__ for k, v in policies.items()}, indent=2))
+    _world_readable(tmp)
     os.replace(tmp, policy_path(root))
     version = root / f"v{time.time_ns()}"
     for name, spec in topology.services.items():
@@ -74,6 +77,8 @@ def write_policies(root: Path, topology: Topology, policies: dict[str, ServicePo
             path = version / RUNTIME_SUBDIR / Path(*key.split("."))
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(str(value))
+    for path in [version, *version.rglob("*")]:
+        _world_readable(path)
     link = root / "current.tmp"
     link.unlink(missing_ok=True)
     link.symlink_to(version.name)
@@ -81,6 +86,12 @@ def write_policies(root: Path, topology: Topology, policies: dict[str, ServicePo
     for old in root.glob("v*"):
         if old.name != version.name and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _world_readable(path: Path) -> None:
+    """Whatever the writer's umask: a Compose rendering's directory is read by the
+    sidecars' own uid through a bind mount (the policy holds nothing secret)."""
+    path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def ensure_runtime(root: Path, topology: Topology) -> None:
