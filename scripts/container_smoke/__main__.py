@@ -251,6 +251,8 @@ def _rollout(
             raise checks.CheckFailed(f"the caller's sidecar reads weight {weight}, not {expected}")
         print(f"   the caller's sidecar (uid {uid}) reads the candidate's weight {weight}")
 
+    every = _containers(dc, env)
+    started = rollout.starts(docker, every)
     with steps("rollout: all on stable; the candidate answers no Chat", check=True):
         before = read()
         rollout.chats(edge, token, "stable", n)
@@ -298,6 +300,10 @@ def _rollout(
         if moved.of(candidate, "live"):
             raise checks.CheckFailed(f"shadowing, yet the candidate answered live: {moved.text()}")
         print(f"   {n} Chats: {moved.text()}", flush=True)
+        restarted = sorted(k for k, v in rollout.starts(docker, every).items() if started[k] != v)
+        if restarted:
+            raise checks.CheckFailed(f"restarted during the rollout: {restarted}")
+        print(f"   none of the {len(every)} containers restarted (start times, restart counts)")
     with steps("rollout status --prometheus --dir: both variants", check=True):
         status = [
             "rollout",
@@ -328,6 +334,11 @@ def _sidecar_ports(rendered: Path, sidecar: str) -> tuple[int, int]:
         for listener in config["static_resources"]["listeners"]
     }
     return int(ports["ingress"]), int(ports["scrape"])
+
+
+def _containers(dc: list[str], env: dict[str, str]) -> list[str]:
+    run = subprocess.run([*dc, "ps", "-q"], env=env, check=True, capture_output=True, text=True)
+    return run.stdout.split()
 
 
 def _container(dc: list[str], env: dict[str, str], service: str) -> str:

@@ -287,3 +287,17 @@ def both_variants(status_json: str) -> str | None:
         f"stable {stable['calls']} calls; {CANDIDATE} {candidate['calls']} calls, "
         f"{candidate['compared']} shadow answers compared, {candidate['agreed_intent']} agreed"
     )
+
+
+def starts(docker: list[str], containers: list[str]) -> dict[str, str]:
+    """Each container's name -> its start time and restart count: equal before and
+    after a change means nothing was restarted."""
+    fields = "{{.Name}} {{.State.StartedAt}} {{.RestartCount}}"
+    run = subprocess.run(
+        [*docker, "inspect", "--format", fields, *containers],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return dict(line.split(" ", 1) for line in run.stdout.splitlines() if line.strip())

@@ -121,7 +121,8 @@ def test_the_rollout_directory_is_readable_by_the_sidecars_and_its_link_relative
     )
     assert rollout.unreadable(policy) == []
     current = policy / "current"
-    assert current.is_symlink() and not os.readlink(current).startswith("/")
+    assert current.is_symlink()
+    assert not os.readlink(current).startswith("/")
     assert (current / rollout.CANDIDATE_WEIGHT_KEY).read_text() == "10000"
     (current / rollout.CANDIDATE_WEIGHT_KEY).chmod(0o600)
     assert rollout.unreadable(policy) == [
@@ -129,15 +130,16 @@ def test_the_rollout_directory_is_readable_by_the_sidecars_and_its_link_relative
     ]
 
 
-EXPOSITION = """\
-# HELP switchboard_classification_variant_verdicts_total Verdicts by model variant.
-# TYPE switchboard_classification_variant_verdicts_total counter
-switchboard_classification_variant_verdicts_total{variant="candidate",traffic="live",scope="in"} 7.0
-switchboard_classification_variant_verdicts_total{variant="candidate",traffic="live",scope="out"} 2.0
-switchboard_classification_variant_verdicts_total{variant="candidate",traffic="shadow",scope="in"} 3.0
-# HELP switchboard_classification_variant_verdicts_created Verdicts by model variant.
-# TYPE switchboard_classification_variant_verdicts_created gauge
-switchboard_classification_variant_verdicts_created{variant="candidate",traffic="live",scope="in"} 1.7e9
+V = "switchboard_classification_variant_verdicts"
+EXPOSITION = f"""\
+# HELP {V}_total Verdicts by model variant.
+# TYPE {V}_total counter
+{V}_total{{variant="candidate",traffic="live",scope="in"}} 7.0
+{V}_total{{variant="candidate",traffic="live",scope="out"}} 2.0
+{V}_total{{variant="candidate",traffic="shadow",scope="in"}} 3.0
+# HELP {V}_created Verdicts by model variant.
+# TYPE {V}_created gauge
+{V}_created{{variant="candidate",traffic="live",scope="in"}} 1.7e9
 """
 
 
@@ -157,7 +159,8 @@ def test_status_needs_both_variants_with_calls_and_compared_answers() -> None:
         rollout.both_variants(json.dumps(doc))
     doc["variants"]["candidate"].update(compared=2, agreed_intent=2)
     said = rollout.both_variants(json.dumps(doc))
-    assert said is not None and "candidate 3 calls, 2 shadow answers compared" in said
+    assert said is not None
+    assert "candidate 3 calls, 2 shadow answers compared" in said
 
 
 def test_the_rollout_directory_is_readable_whatever_the_writers_umask(tmp_path: Path) -> None:
