@@ -1,12 +1,16 @@
 """``make container-smoke``: the Compose stack in real containers, end to end.
 
 Starts a private dockerd (by PID), builds the base image (mmdebstrap | docker import),
-the wheelhouse, the app, Envoy and substitute images, runs docker/compose.yaml (with
-the substitutions of :mod:`.compose`), sends a Chat through the edge (with a token
-``switchboard token mint`` signs with the key ``switchboard token init`` made; one
+the wheelhouse, the app, Envoy and substitute images, renders the default topology with
+a classification candidate for Compose (``switchboard render``, :mod:`.rollout`), runs
+it (with the substitutions of :mod:`.compose`), sends a Chat through the edge (with a
+token ``switchboard token mint`` signs with the key ``switchboard token init`` made; one
 without a token must be refused), checks that
 Prometheus has up == 1 for every target and that the trace store has the Chat's trace
-with spans from the edge, every sidecar and every app, kills one app's process and
+with spans from the edge, every sidecar and every app; rolls the candidate out with
+``switchboard rollout ... --dir <rendered>/rollout`` under a Chat load (all on stable,
+promote, rollback + shadow, ``status --prometheus``: the right variant answers, no Chat
+fails, no container restarts); kills one app's process and
 checks that it comes back healthy and the mesh answers again; then ``down``, stops
 dockerd and removes everything, also on failure. Prints the image sizes and the time
 of each step.
@@ -263,7 +267,7 @@ def _rollout(
             raise checks.CheckFailed(f"all on stable, yet the candidate answered: {moved.text()}")
         print(f"   {n} Chats: {moved.text()}", flush=True)
         weight_in_sidecar("0")
-    with steps("rollout promote --dir under a Chat load: the candidate answers", check=True):
+    with steps("rollout promote --dir under a Chat load: candidate answers", check=True):
         before = read()
         with rollout.ChatLoad(edge, token, "promote") as load:
             change("promote", service, candidate)
@@ -280,7 +284,7 @@ def _rollout(
         if moved.of("stable", "live"):
             raise checks.CheckFailed(f"promoted, yet stable answered: {moved.text()}")
         print(f"   {n} Chats: {moved.text()}", flush=True)
-    with steps("rollout rollback + shadow candidate=100 under a Chat load", check=True):
+    with steps("rollout rollback + shadow candidate=100 under Chat load", check=True):
         before = read()
         with rollout.ChatLoad(edge, token, "shadow") as load:
             change("rollback", service)
