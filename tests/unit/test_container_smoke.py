@@ -20,6 +20,7 @@ from switchboard_server.mesh.rollout.commands import change_in
 from switchboard_server.mesh.rollout.state import ensure_runtime
 from switchboard_server.mesh.topology import parse_topology
 from switchboard_server.testing import free_port
+from tests.support.deploy import candidate_raw
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements.lock"
@@ -85,6 +86,7 @@ def test_the_candidate_topology_parses_and_renders_a_candidate_app_and_its_polic
     tmp_path: Path,
 ) -> None:
     raw = rollout.candidate_topology()
+    assert raw == candidate_raw()  # the deployment tests' candidate
     topology = parse_topology(raw)
     assert list(topology.services["classification"].variants) == ["candidate"]
     rendered, env = rollout.render(tmp_path)
