@@ -6,11 +6,13 @@ writing the policy for both."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -21,9 +23,14 @@ import yaml
 from switchboard_server.classification.answers import AnswerReporter
 from switchboard_server.classification.verdict import Verdict
 from switchboard_server.deploy.render import render_files
-from switchboard_server.deploy.variants import POLICY_ANNOTATION, write_compose_rollout
+from switchboard_server.deploy.variants import (
+    POLICY_ANNOTATION,
+    comparator_healthcheck,
+    write_compose_rollout,
+)
 from switchboard_server.mesh.rollout.commands import rollback_hook
 from switchboard_server.mesh.rollout.state import read_policies
+from switchboard_server.testing import free_port
 from tests.support.deploy import (
     ANYONE,
     CANDIDATE_ENV,
@@ -326,6 +333,29 @@ def test_compose_runs_the_variant_the_comparator_and_mounts_the_policy_dir() -> 
     jobs = {j["job_name"]: j for j in prometheus["scrape_configs"]}
     targets = jobs["switchboard-rollout"]["static_configs"][0]["targets"]
     assert targets == ["rollout-comparator:15020"]
+
+
+def test_compose_comparator_healthcheck_passes_on_a_running_comparator() -> None:
+    """The comparator's Compose healthcheck (its metrics answer), run against a real
+    comparator; and it fails when nothing listens."""
+    settings = default_settings()
+    metrics, udp = free_port(), free_port()
+    deploy = settings.deploy.model_copy(update={"scrape_port": metrics})
+    check = comparator_healthcheck(dataclasses.replace(settings, deploy=deploy))
+    assert check[0] == "CMD"
+    probe = [sys.executable, *check[2:]]
+    assert subprocess.run(probe, capture_output=True, timeout=30).returncode != 0
+    argv = [sys.executable, "-m", "switchboard_server.mesh", "rollout-comparator", "--port",
+            str(udp), "--metrics-port", str(metrics)]  # fmt: skip
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        try:
+            deadline = time.monotonic() + 20
+            while subprocess.run(probe, capture_output=True, timeout=30).returncode != 0:
+                assert time.monotonic() < deadline, "the comparator never answered its check"
+                time.sleep(0.1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def test_compose_rollout_dir_is_written_by_render_and_changed_by_rollout_dir(

@@ -48,6 +48,7 @@ from switchboard_server.deploy.variants import (
     callees_with_variants,
     comparator_address,
     comparator_command,
+    comparator_healthcheck,
     with_variants,
 )
 from switchboard_server.mesh.envoy_config import Config
@@ -98,6 +99,7 @@ class ComposeRender:
                 "init": True,
                 "restart": "unless-stopped",
                 "command": comparator_command(self.settings),
+                "healthcheck": {"test": comparator_healthcheck(self.settings), **HEALTHCHECK},
                 "environment": {"SWITCHBOARD_LOG_FORMAT": "json"},
                 "read_only": True,
                 "tmpfs": ["/tmp"],

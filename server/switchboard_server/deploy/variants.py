@@ -96,6 +96,14 @@ def comparator_command(settings: Settings) -> list[str]:
     ]
 
 
+def comparator_healthcheck(settings: Settings) -> list[str]:
+    """Compose's check of the comparator: its metrics answer (the app image's own
+    HEALTHCHECK is a gRPC health check the comparator does not serve)."""
+    url = f"http://127.0.0.1:{settings.deploy.scrape_port}/metrics"
+    probe = f"import urllib.request; urllib.request.urlopen({url!r}, timeout=2)"
+    return ["CMD", "python", "-c", probe]
+
+
 # -- Kubernetes ------------------------------------------------------------------------
 
 
