@@ -124,6 +124,13 @@ class ContextSettings(BaseSettings):
         description="Memory budget of the index writer, in MB: more means fewer segments "
         "flushed during a large batch.",
     )
+    index_writer_threads: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="tantivy indexing threads: each analyses passages (in Rust, beside the "
+        "Python threads) into its own segments; more helps a bulk ingest only with idle cores.",
+    )
     index_batch_documents: int = Field(
         default=20_000,
         ge=1,
