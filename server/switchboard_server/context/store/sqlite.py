@@ -363,15 +363,12 @@ class SqliteStore:
         )
 
     async def knowledge_size(self) -> tuple[int, int]:
-        rows = await self._read(
-            "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM passages)"
-        )
-        return int(rows[0][0]), int(rows[0][1])
+        rows = await self._read("SELECT documents, passages FROM kb_seq")
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     async def knowledge_stats(self) -> KnowledgeStats:
         rows = await self._read(
-            "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM passages),"
-            " (SELECT max(created_at) FROM documents)"
+            "SELECT documents, passages, (SELECT max(created_at) FROM documents) FROM kb_seq"
         )
         documents, passages, updated = rows[0]
         # Everything of the knowledge base lives in the one database file (with its WAL).

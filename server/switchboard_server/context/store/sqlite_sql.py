@@ -34,7 +34,12 @@ CREATE TABLE IF NOT EXISTS passages (
 CREATE TABLE IF NOT EXISTS kb_log (document_id TEXT PRIMARY KEY, seq INTEGER NOT NULL)
     WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS kb_log_seq ON kb_log (seq);
-CREATE TABLE IF NOT EXISTS kb_seq (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS kb_seq (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    documents INTEGER NOT NULL DEFAULT 0,
+    passages INTEGER NOT NULL DEFAULT 0
+);
 INSERT OR IGNORE INTO kb_seq (id, seq) VALUES (1, 0);
 """
 
@@ -80,19 +85,32 @@ _SLIM_PASSAGES = (
     "ALTER TABLE passages_slim RENAME TO passages",
 )
 
+# the knowledge base's sizes kept with the log's sequence (a count(*) per ingest grew
+# with the corpus)
+_COUNTS = (
+    "ALTER TABLE kb_seq ADD COLUMN documents INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE kb_seq ADD COLUMN passages INTEGER NOT NULL DEFAULT 0",
+    "UPDATE kb_seq SET documents = (SELECT count(*) FROM documents),"
+    " passages = (SELECT count(*) FROM passages)",
+)
+
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a database of an earlier layout up to this one, each step in one
     transaction. Before the document log: passages take their terms from the FTS5
     table, the postings go, and every document enters the log (sequences 1..n).
     Before the slim passages: each passage is rewritten without its id and terms
-    (the knowledge index, whose schema changed too, is rebuilt from the log)."""
+    (the knowledge index, whose schema changed too, is rebuilt from the log), and the
+    log's row takes the numbers of documents and passages."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "passages_fts" in tables:
         _run(conn, _MIGRATE)
     columns = {r[1] for r in conn.execute("PRAGMA table_info(passages)")}
     if "terms" in columns:
         _run(conn, _SLIM_PASSAGES)
+    sizes = {r[1] for r in conn.execute("PRAGMA table_info(kb_seq)")}
+    if sizes and "documents" not in sizes:
+        _run(conn, _COUNTS)
 
 
 def _run(conn: sqlite3.Connection, statements: tuple[str, ...]) -> None:
