@@ -183,3 +183,13 @@ class ContextSettings(BaseSettings):
     @classmethod
     def _secret_files(cls, values: Any) -> Any:
         return read_secret_files(values, ("redis_url", "redis_password"))
+
+    @model_validator(mode="after")
+    def _heap_per_writer_thread(self) -> ContextSettings:
+        if self.index_heap_mb < 15 * self.index_writer_threads:  # tantivy's floor per thread
+            raise ValueError(
+                "SWITCHBOARD_CONTEXT_INDEX_HEAP_MB must be at least 15 per "
+                f"SWITCHBOARD_CONTEXT_INDEX_WRITER_THREADS ({self.index_heap_mb} MB for "
+                f"{self.index_writer_threads})"
+            )
+        return self
