@@ -50,12 +50,29 @@ def hash_id(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
 
 
+def pieces(body: str, max_chars: int) -> list[str]:
+    """``text.split_passages(body, max_chars)``, without its work when the answer is
+    ``body`` itself: short printable ASCII, single-spaced, no edge spaces (what a bulk
+    load sends, one passage per document)."""
+    if (
+        body
+        and len(body) <= max_chars
+        and body.isascii()
+        and body.isprintable()  # no tab, newline or other whitespace but the space
+        and "  " not in body
+        and body[0] != " "
+        and body[-1] != " "
+    ):
+        return [body]
+    return text.split_passages(body, max_chars)
+
+
 def prepare(document: Document, passage_max_chars: int) -> PreparedDocument:
     """Split a document into passages (the knowledge index analyses them itself)."""
     doc_id, title = document.id, document.title
     passages = tuple(
         Passage(f"{doc_id}#{i}", doc_id, i, title, content)
-        for i, content in enumerate(text.split_passages(document.text, passage_max_chars))
+        for i, content in enumerate(pieces(document.text, passage_max_chars))
     )
     return PreparedDocument(document, passages)
 
