@@ -17,8 +17,7 @@ by about 1/8), and ``N``, ``n_t`` and ``avgdl`` count the documents of every
 segment, deleted ones included until a merge drops them (as Lucene does). Scores are
 float32. Relevance is the score over ``sum_t idf(t) * (k1 + 1)``, the most the query
 could score. An index made with another schema (e.g. before the analyzer) fails to
-open and is rebuilt
-from the log.
+open and is rebuilt from the log.
 
 The index records the last log sequence it applied in ``applied_seq`` beside its
 files, written (atomically) only after the tantivy commit that applied it returned:
