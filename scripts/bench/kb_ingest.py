@@ -2,9 +2,11 @@
 
 Each round runs every variant once, in turn, in a fresh process
 (``_kb_ingest``): a slow spell of the machine falls on all of them alike. A variant
-is ``name=TREE`` or ``name=TREE:SYNC``: ``TREE`` is put first on ``PYTHONPATH`` (``.``
-for this checkout's code, or the ``server`` directory of another version, e.g. from
-``git archive``), ``SYNC`` sets ``SWITCHBOARD_CONTEXT_SQLITE_SYNCHRONOUS``.
+is ``name=TREE`` or ``name=TREE:SYNC``, optionally followed by ``+VAR=VALUE`` settings:
+``TREE`` is put first on ``PYTHONPATH`` (``.`` for this checkout's code, or the
+``server`` directory of another version, e.g. from ``git archive``), ``SYNC`` sets
+``SWITCHBOARD_CONTEXT_SQLITE_SYNCHRONOUS``, and each ``VAR`` is set in the child's
+environment (e.g. ``+SWITCHBOARD_CONTEXT_INDEX_WRITER_THREADS=2``).
 
     git archive 9ba8725 server/switchboard_server | tar -x -C /tmp/kb-base
     KB_INGEST_VARIANTS=before=/tmp/kb-base/server,after=. \\
@@ -23,18 +25,20 @@ import sys
 from typing import Any
 
 
-def _variants() -> list[tuple[str, str, str]]:
+def _variants() -> list[tuple[str, str, str, dict[str, str]]]:
     spec = os.environ.get("KB_INGEST_VARIANTS", "current=.")
     out = []
     for item in spec.split(","):
         name, _, where = item.partition("=")
+        where, *settings = where.split("+")
         tree, _, sync = where.partition(":")
-        out.append((name, tree, sync))
+        extra = dict(s.split("=", 1) for s in settings)
+        out.append((name, tree, sync, extra))
     return out
 
 
-def _once(size: int, tree: str, sync: str) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tree, "."])}
+def _once(size: int, tree: str, sync: str, extra: dict[str, str]) -> dict[str, float]:
+    env = {**os.environ, **extra, "PYTHONPATH": os.pathsep.join([tree, "."])}
     env["SWITCHBOARD_LOG_LEVEL"] = "warning"
     if sync:
         env["SWITCHBOARD_CONTEXT_SQLITE_SYNCHRONOUS"] = sync
@@ -49,10 +53,10 @@ def run() -> dict[str, Any]:
     size = int(os.environ.get("KB_INGEST_SIZE", "100000"))
     rounds = int(os.environ.get("KB_INGEST_ROUNDS", "3"))
     variants = _variants()
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in variants}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in variants}
     for _ in range(rounds):
-        for name, tree, sync in variants:
-            runs[name].append(_once(size, tree, sync))
+        for name, tree, sync, extra in variants:
+            runs[name].append(_once(size, tree, sync, extra))
             print(name, runs[name][-1], flush=True)
     results: dict[str, Any] = {"passages": size, "rounds": rounds}
     for name, measured in runs.items():

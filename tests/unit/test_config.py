@@ -55,6 +55,15 @@ def test_bad_value_names_the_variable(
         load_settings()
 
 
+def test_index_heap_must_cover_every_writer_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tantivy refuses a writer with under 15 MB per thread: refused at start, named."""
+    monkeypatch.setenv("SWITCHBOARD_CONTEXT_INDEX_WRITER_THREADS", "5")
+    with pytest.raises(ConfigError, match=r"SWITCHBOARD_CONTEXT_INDEX_HEAP_MB .*\(64 MB for 5\)"):
+        load_settings()
+    monkeypatch.setenv("SWITCHBOARD_CONTEXT_INDEX_HEAP_MB", "75")
+    assert load_settings().context.index_writer_threads == 5
+
+
 def test_settings_are_frozen() -> None:
     settings = CoreSettings()
     with pytest.raises(ValueError, match="frozen"):

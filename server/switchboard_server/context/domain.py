@@ -20,7 +20,6 @@ from switchboard_server.context import text
 from switchboard_server.context.assembly import assemble, rank
 from switchboard_server.context.bm25 import Corpus
 from switchboard_server.context.cache import ResultCache
-from switchboard_server.context.hybrid import HybridIndex
 from switchboard_server.context.knowledge_index import KnowledgeIndex
 from switchboard_server.context.metrics import ContextMetrics
 from switchboard_server.context.store.base import ContextStore, Generations
@@ -51,19 +50,29 @@ def hash_id(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
 
 
+def pieces(body: str, max_chars: int) -> list[str]:
+    """``text.split_passages(body, max_chars)``, without its work when the answer is
+    ``body`` itself: short printable ASCII, single-spaced, no edge spaces (what a bulk
+    load sends, one passage per document)."""
+    if (
+        body
+        and len(body) <= max_chars
+        and body.isascii()
+        and body.isprintable()  # no tab, newline or other whitespace but the space
+        and "  " not in body
+        and body[0] != " "
+        and body[-1] != " "
+    ):
+        return [body]
+    return text.split_passages(body, max_chars)
+
+
 def prepare(document: Document, passage_max_chars: int) -> PreparedDocument:
-    """Split a document into passages with their index terms (title terms included)."""
-    title_terms = tuple(text.terms(document.title))
+    """Split a document into passages (the knowledge index analyses them itself)."""
+    doc_id, title = document.id, document.title
     passages = tuple(
-        Passage(
-            id=f"{document.id}#{i}",
-            document_id=document.id,
-            ordinal=i,
-            title=document.title,
-            content=content,
-            terms=title_terms + tuple(text.terms(content)),
-        )
-        for i, content in enumerate(text.split_passages(document.text, passage_max_chars))
+        Passage(f"{doc_id}#{i}", doc_id, i, title, content)
+        for i, content in enumerate(pieces(document.text, passage_max_chars))
     )
     return PreparedDocument(document, passages)
 
@@ -267,11 +276,11 @@ class ContextService:
         terms = text.query_terms(query.query)
         if self._store.concurrent_reads:  # e.g. Redis: the two round trips overlap
             (sources, recency, stats), found = await asyncio.gather(
-                self._memory_sources(query, terms), self._knowledge_sources(query, terms)
+                self._memory_sources(query, terms), self._knowledge_sources(query)
             )
         else:  # SQLite reads run inline: two gather() tasks would cost more than they save
             sources, recency, stats = await self._memory_sources(query, terms)
-            found = await self._knowledge_sources(query, terms)
+            found = await self._knowledge_sources(query)
         sources.extend(found)
         ranked = rank(sources, recency)[: query.max_results]
         context, kept = assemble(ranked, query.max_context_chars)
@@ -315,13 +324,11 @@ class ContextService:
             )
         return sources, recency, stats
 
-    async def _knowledge_sources(self, query: ContextQuery, terms: list[str]) -> list[Source]:
+    async def _knowledge_sources(self, query: ContextQuery) -> list[Source]:
+        """The index analyses the query's text with its own analyzer (``analyzer``)."""
         if not query.include_knowledge_base:
             return []
-        if isinstance(self._knowledge, HybridIndex):
-            found = await self._knowledge.search_text(query.query, terms, query.max_results)
-        else:
-            found = await self._knowledge.search(terms, query.max_results)
+        found = await self._knowledge.search(query.query, query.max_results)
         if not found:
             return []
         rows = await self._store.knowledge_passages([f.passage_id for f in found])

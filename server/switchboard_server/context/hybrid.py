@@ -137,9 +137,8 @@ class DenseIndex:
             self._graph().remove(key)
             del self._passage_of_key[key]
 
-    async def search(self, terms: Sequence[str], limit: int) -> list[ScoredPassage]:
-        """Dense search needs the query's text: see :meth:`search_text`."""
-        return await self.search_text(" ".join(terms), limit)
+    async def search(self, query: str, limit: int) -> list[ScoredPassage]:
+        return await self.search_text(query, limit)
 
     async def search_text(self, text: str, limit: int) -> list[ScoredPassage]:
         """The ``limit`` nearest passages to ``text``, relevance the cosine clipped to [0, 1]."""
@@ -195,14 +194,13 @@ class HybridIndex:
         await self.dense.catch_up()
         return self.applied_seq
 
-    async def search(self, terms: Sequence[str], limit: int) -> list[ScoredPassage]:
-        """Lexical only: without the query's text there is nothing to encode."""
-        return await self.lexical.search(terms, limit)
+    async def search(self, query: str, limit: int) -> list[ScoredPassage]:
+        return await self.search_text(query, limit)
 
-    async def search_text(self, text: str, terms: Sequence[str], limit: int) -> list[ScoredPassage]:
+    async def search_text(self, text: str, limit: int) -> list[ScoredPassage]:
         depth = max(limit, self._depth)
         dense_search = asyncio.ensure_future(self.dense.search_text(text, depth))
-        lexical = await self.lexical.search(terms, depth)
+        lexical = await self.lexical.search(text, depth)
         try:
             dense = await asyncio.wait_for(dense_search, self._budget_s)
         except TimeoutError:  # an overloaded encoder must not stall the answer: BM25 alone

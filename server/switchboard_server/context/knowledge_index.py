@@ -35,13 +35,13 @@ class LogEntry:
 
 @dataclass(frozen=True, slots=True)
 class IndexedPassage:
-    """What an index needs of one passage: its ids, its text and its index terms."""
+    """What an index needs of one passage: its ids and its text (each index analyses
+    the text itself, as it analyses a query)."""
 
     passage_id: str
     document_id: str
     title: str
     content: str
-    terms: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +96,6 @@ class KnowledgeIndex(Protocol):
         whose sequence it holds is exactly that write); it may also ignore the hint."""
         ...
 
-    async def search(self, terms: Sequence[str], limit: int) -> list[ScoredPassage]:
-        """The ``limit`` best passages for the query's index terms, best first."""
+    async def search(self, query: str, limit: int) -> list[ScoredPassage]:
+        """The ``limit`` best passages for the query's text, best first."""
         ...

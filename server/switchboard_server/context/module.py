@@ -93,6 +93,7 @@ def build_index(settings: Settings, store: ContextStore) -> TantivyIndex:
         index_dir(settings),
         store,
         heap_bytes=ctx.index_heap_mb * 1_000_000,
+        writer_threads=ctx.index_writer_threads,
         batch_documents=ctx.index_batch_documents,
     )
 

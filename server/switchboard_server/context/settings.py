@@ -124,6 +124,13 @@ class ContextSettings(BaseSettings):
         description="Memory budget of the index writer, in MB: more means fewer segments "
         "flushed during a large batch.",
     )
+    index_writer_threads: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="tantivy indexing threads: each analyses passages (in Rust, beside the "
+        "Python threads) into its own segments; more helps a bulk ingest only with idle cores.",
+    )
     index_batch_documents: int = Field(
         default=20_000,
         ge=1,
@@ -176,3 +183,13 @@ class ContextSettings(BaseSettings):
     @classmethod
     def _secret_files(cls, values: Any) -> Any:
         return read_secret_files(values, ("redis_url", "redis_password"))
+
+    @model_validator(mode="after")
+    def _heap_per_writer_thread(self) -> ContextSettings:
+        if self.index_heap_mb < 15 * self.index_writer_threads:  # tantivy's floor per thread
+            raise ValueError(
+                "SWITCHBOARD_CONTEXT_INDEX_HEAP_MB must be at least 15 per "
+                f"SWITCHBOARD_CONTEXT_INDEX_WRITER_THREADS ({self.index_heap_mb} MB for "
+                f"{self.index_writer_threads})"
+            )
+        return self

@@ -1,20 +1,23 @@
 """The knowledge base's lexical index: tantivy, on disk and memory-mapped.
 
 One tantivy document per passage: ``passage_id`` (stored), ``document_id`` (to drop
-a document's passages) and ``terms``, the passage's index terms from ``text.terms``
-(title included) joined by spaces and split on whitespace, with term frequencies
-and no positions. A query is an OR of its distinct terms ranked by tantivy's BM25
-over the whole corpus, exact top-k (block-max WAND skips only what cannot enter
-the top k), no match budget:
+a document's passages) and ``text``, the passage's title and content analysed by
+tantivy in its indexing threads with ``analyzer`` (Snowball English), with term
+frequencies and no positions. A query's text goes through the same analyzer, so the
+index and the query agree on every term; a query is an OR of its distinct terms
+ranked by tantivy's BM25 over the whole corpus, exact top-k (block-max WAND skips
+only what cannot enter the top k), no match budget:
 
     score(p) = sum_t idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
     idf(t)   = ln(1 + (N - n_t + 0.5) / (n_t + 0.5)),   k1 = 1.2,  b = 0.75
 
-where ``dl`` is the passage's term count after tantivy's fieldnorm quantization (a
-one-byte code: exact up to 40 terms, then buckets that grow by about 1/8), and ``N``,
-``n_t`` and ``avgdl`` count the documents of every segment, deleted ones included
-until a merge drops them (as Lucene does). Scores are float32. Relevance is the
-score over ``sum_t idf(t) * (k1 + 1)``, the most the query could score.
+where ``dl`` is the passage's term count (title and content) after tantivy's
+fieldnorm quantization (a one-byte code: exact up to 40 terms, then buckets that grow
+by about 1/8), and ``N``, ``n_t`` and ``avgdl`` count the documents of every
+segment, deleted ones included until a merge drops them (as Lucene does). Scores are
+float32. Relevance is the score over ``sum_t idf(t) * (k1 + 1)``, the most the query
+could score. An index made with another schema (e.g. before the analyzer) fails to
+open and is rebuilt from the log.
 
 The index records the last log sequence it applied in ``applied_seq`` beside its
 files, written (atomically) only after the tantivy commit that applied it returned:
@@ -41,6 +44,7 @@ from typing import IO, Any, TypeVar
 import structlog
 import tantivy
 
+from switchboard_server.context import analyzer
 from switchboard_server.context.knowledge_index import (
     KnowledgeLog,
     LogEntry,
@@ -50,19 +54,19 @@ from switchboard_server.context.values import PreparedDocument
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-_Row = tuple[str, str, tuple[str, ...]]  # a passage to index: its id, its document's, terms
+_Row = tuple[str, str, str, str]  # a passage to index: its id, its document's, title, content
 
 K1 = 1.2
 B = 0.75
 SEQ_FILE = "applied_seq"
-FIELDS = ("passage_id", "document_id", "terms")
+FIELDS = ("passage_id", "document_id", "text")
 
 
 def _schema() -> tantivy.Schema:
     builder = tantivy.SchemaBuilder()
     builder.add_text_field("passage_id", stored=True, tokenizer_name="raw", index_option="basic")
     builder.add_text_field("document_id", tokenizer_name="raw", index_option="basic")
-    builder.add_text_field("terms", tokenizer_name="whitespace", index_option="freq")
+    builder.add_text_field("text", tokenizer_name=analyzer.NAME, index_option="freq")
     return builder.build()
 
 
@@ -93,6 +97,7 @@ class TantivyIndex:
         self._writer_threads = writer_threads
         self._batch = batch_documents
         self._schema = _schema()
+        self._analyzer = analyzer.build()
         self._index: tantivy.Index | None = None
         self._writer: tantivy.IndexWriter | None = None
         self._applied = 0
@@ -129,6 +134,7 @@ class TantivyIndex:
         if applied is not None and applied <= head and (self._path / "meta.json").exists():
             try:
                 self._index = tantivy.Index(self._schema, path=str(self._path), reuse=True)
+                self._index.register_tokenizer(analyzer.NAME, self._analyzer)
                 self._writer = self._index.writer(self._heap, self._writer_threads)
                 self._applied = applied
                 return
@@ -140,6 +146,7 @@ class TantivyIndex:
         shutil.rmtree(self._path)
         self._path.mkdir(parents=True)
         self._index = tantivy.Index(self._schema, path=str(self._path), reuse=False)
+        self._index.register_tokenizer(analyzer.NAME, self._analyzer)
         self._writer = self._index.writer(self._heap, self._writer_threads)
         self._applied = 0
         self._write_seq(0)
@@ -207,12 +214,14 @@ class TantivyIndex:
         ]
         read: dict[str, list[_Row]] = {}
         for p in await self._source.passages_of(unknown) if unknown else ():
-            read.setdefault(p.document_id, []).append((p.passage_id, p.document_id, p.terms))
+            read.setdefault(p.document_id, []).append(
+                (p.passage_id, p.document_id, p.title, p.content)
+            )
         rows: list[_Row] = []
         for c in changes:
             w = held.get(c.seq)
             if w is not None and w.document.id == c.document_id:
-                rows.extend((p.id, p.document_id, p.terms) for p in w.passages)
+                rows.extend((p.id, p.document_id, p.title, p.content) for p in w.passages)
             else:
                 rows.extend(read.get(c.document_id, ()))
         return rows
@@ -225,9 +234,13 @@ class TantivyIndex:
         try:
             for change in changes:
                 writer.delete_documents_by_term("document_id", change.document_id)
-            for passage_id, document_id, terms in passages:
+            for passage_id, document_id, title, content in passages:
                 writer.add_document(
-                    document(passage_id=passage_id, document_id=document_id, terms=" ".join(terms))
+                    document(
+                        passage_id=passage_id,
+                        document_id=document_id,
+                        text=[title, content] if title else content,
+                    )
                 )
             writer.commit()
         except BaseException:  # e.g. a full disk: drop the batch, the next catch-up redoes it
@@ -261,29 +274,35 @@ class TantivyIndex:
 
     # -- search ---------------------------------------------------------------------
 
-    async def search(self, terms: Sequence[str], limit: int) -> list[ScoredPassage]:
-        unique = list(dict.fromkeys(terms))
-        if not unique or limit <= 0 or self._index is None:
-            return []
-        return await asyncio.to_thread(self.search_now, unique, limit)
+    def query_terms(self, query: str) -> list[str]:
+        """The distinct terms ``query`` searches for (the index's analyzer)."""
+        return analyzer.query_terms(self._analyzer, query)
 
-    def search_now(self, terms: Sequence[str], limit: int) -> list[ScoredPassage]:
-        """``search`` on the calling thread (distinct terms)."""
+    async def search(self, query: str, limit: int) -> list[ScoredPassage]:
+        if limit <= 0 or self._index is None:
+            return []
+        return await asyncio.to_thread(self.search_now, query, limit)
+
+    def search_now(self, query: str, limit: int) -> list[ScoredPassage]:
+        """``search`` on the calling thread."""
         index = self._index
         assert index is not None, "index not open"
+        terms = self.query_terms(query)
+        if not terms or limit <= 0:
+            return []
         schema = self._schema
-        query = tantivy.Query.boolean_query(
+        boolean = tantivy.Query.boolean_query(
             [
-                (tantivy.Occur.Should, tantivy.Query.term_query(schema, "terms", t, "freq"))
+                (tantivy.Occur.Should, tantivy.Query.term_query(schema, "text", t, "freq"))
                 for t in terms
             ]
         )
         searcher = index.searcher()
-        hits = searcher.search(query, limit, count=False).hits
+        hits = searcher.search(boolean, limit, count=False).hits
         if not hits:
             return []
         total = searcher.num_docs
-        top = sum(idf(total, searcher.doc_freq("terms", t)) for t in terms) * (K1 + 1.0)
+        top = sum(idf(total, searcher.doc_freq("text", t)) for t in terms) * (K1 + 1.0)
         return [
             ScoredPassage(
                 searcher.doc(address)["passage_id"][0], min(1.0, score / top) if top > 0 else 0.0

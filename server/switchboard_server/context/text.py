@@ -1,10 +1,11 @@
 """Text handling shared by every backend: index terms and passage splitting
 (``split_passages``, from ``switchboard_text``).
 
-Both backends index the same terms so that they rank alike: lowercase runs of
-letters and digits (no underscore, like SQLite's ``unicode61`` tokenizer), English
-stop words and chat fillers ("tell me", "please", "explain") dropped, and a light
-suffix stemmer so that "retries", "retried" and "retrying" all match "retry".
+Session memory's terms (both backends alike): lowercase runs of letters and digits
+(no underscore, like SQLite's ``unicode61`` tokenizer), English stop words and chat
+fillers ("tell me", "please", "explain") dropped, and a light suffix stemmer so that
+"retries", "retried" and "retrying" all match "retry". The knowledge base is analysed
+by tantivy instead (``analyzer``), with these stop words.
 """
 
 from __future__ import annotations

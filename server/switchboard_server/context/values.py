@@ -89,14 +89,13 @@ class Document:
 
 @dataclass(frozen=True, slots=True)
 class Passage:
-    """A piece of a document; ``terms`` are its index terms (see ``text.terms``)."""
+    """A piece of a document (the index analyses its title and content itself)."""
 
     id: str
     document_id: str
     ordinal: int
     title: str
     content: str
-    terms: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tantivy
 
 from switchboard_server.context.bm25 import exhaustive_top
 from switchboard_server.context.knowledge_index import IndexedPassage, LogEntry
@@ -19,7 +20,8 @@ from switchboard_server.context.values import Document, Passage, PreparedDocumen
 
 
 class MemoryLog:
-    """A ``KnowledgeLog`` in memory: documents as lists of passages' terms."""
+    """A ``KnowledgeLog`` in memory: documents as lists of passages' words (each kept
+    as it is by the index's analyzer)."""
 
     def __init__(self) -> None:
         self.documents: dict[str, list[tuple[str, ...]]] = {}
@@ -47,9 +49,9 @@ class MemoryLog:
     async def passages_of(self, document_ids: Sequence[str]) -> list[IndexedPassage]:
         self.read.extend(document_ids)
         return [
-            IndexedPassage(f"{d}#{i}", d, "", "", terms)
+            IndexedPassage(f"{d}#{i}", d, "", " ".join(words))
             for d in document_ids
-            for i, terms in enumerate(self.documents.get(d, []))
+            for i, words in enumerate(self.documents.get(d, []))
         ]
 
 
@@ -94,7 +96,7 @@ async def test_top_k_is_exact_bm25_over_the_whole_corpus(tmp_path: Path) -> None
         recalls = []
         for _ in range(60):
             query = list(dict.fromkeys(f"w{rng.randint(0, 399)}" for _ in range(rng.randint(1, 5))))
-            found = [p.passage_id for p in await index.search(query, 8)]
+            found = [p.passage_id for p in await index.search(" ".join(query), 8)]
             top, scores = exact(log, query, 8)
             assert len(found) == len(top)
             kth = top[-1][1]
@@ -111,18 +113,18 @@ async def test_reingest_and_delete_change_what_is_found(tmp_path: Path) -> None:
     log.write({"a": [("red", "boat")], "b": [("blue", "boat")]})
     index = await opened(tmp_path / "index", log)
     try:
-        assert {p.passage_id for p in await index.search(["boat"], 8)} == {"a#0", "b#0"}
+        assert {p.passage_id for p in await index.search("boat", 8)} == {"a#0", "b#0"}
         log.write({"a": [("green", "car"), ("green", "boat")]})  # replaced: two passages
         log.write({"b": None})  # deleted
         assert await index.catch_up() == log.seq
-        assert [p.passage_id for p in await index.search(["boat"], 8)] == ["a#1"]
-        assert await index.search(["red"], 8) == []
-        assert await index.search(["blue"], 8) == []
-        assert [p.passage_id for p in await index.search(["green"], 8)] in (
+        assert [p.passage_id for p in await index.search("boat", 8)] == ["a#1"]
+        assert await index.search("red", 8) == []
+        assert await index.search("blue", 8) == []
+        assert [p.passage_id for p in await index.search("green", 8)] in (
             ["a#0", "a#1"],
             ["a#1", "a#0"],
         )
-        (hit,) = await index.search(["car", "green"], 1)
+        (hit,) = await index.search("car green", 1)
         assert hit.passage_id == "a#0"
         assert 0 < hit.relevance <= 1
     finally:
@@ -132,7 +134,7 @@ async def test_reingest_and_delete_change_what_is_found(tmp_path: Path) -> None:
 def prepared(doc_id: str, passages: list[tuple[str, ...]]) -> PreparedDocument:
     return PreparedDocument(
         Document(doc_id, "", ""),
-        tuple(Passage(f"{doc_id}#{i}", doc_id, i, "", "", t) for i, t in enumerate(passages)),
+        tuple(Passage(f"{doc_id}#{i}", doc_id, i, "", " ".join(t)) for i, t in enumerate(passages)),
     )
 
 
@@ -147,7 +149,7 @@ async def test_written_passages_are_not_read_back_unless_stale(tmp_path: Path) -
         index.written(first, [prepared("a", [("red", "boat")]), prepared("b", [("blue", "boat")])])
         assert await index.catch_up() == log.seq
         assert log.read == []  # both taken from the hand-over
-        assert {p.passage_id for p in await index.search(["boat"], 8)} == {"a#0", "b#0"}
+        assert {p.passage_id for p in await index.search("boat", 8)} == {"a#0", "b#0"}
 
         first = log.seq + 1
         log.write({"c": [("old", "car")]})
@@ -155,15 +157,15 @@ async def test_written_passages_are_not_read_back_unless_stale(tmp_path: Path) -
         log.write({"c": [("new", "car")]})  # a later write (another replica): no hint
         assert await index.catch_up() == log.seq
         assert log.read == ["c"]
-        assert await index.search(["old"], 8) == []
-        assert [p.passage_id for p in await index.search(["new"], 8)] == ["c#0"]
+        assert await index.search("old", 8) == []
+        assert [p.passage_id for p in await index.search("new", 8)] == ["c#0"]
 
         index.written(log.seq + 1, [prepared("x", [("ghost",)])])  # not what was logged there
         log.write({"d": [("real",)]})
         assert await index.catch_up() == log.seq
         assert log.read == ["c", "d"]
-        assert await index.search(["ghost"], 8) == []
-        assert [p.passage_id for p in await index.search(["real"], 8)] == ["d#0"]
+        assert await index.search("ghost", 8) == []
+        assert [p.passage_id for p in await index.search("real", 8)] == ["d#0"]
     finally:
         await index.close()
 
@@ -172,8 +174,7 @@ async def answers(index: TantivyIndex) -> list[list[str]]:
     """The passages each query matches (not their order: an index written in steps
     counts deleted passages in BM25's statistics until a merge drops them)."""
     return [
-        sorted(p.passage_id for p in await index.search([f"w{i}", f"w{i + 7}"], 1000))
-        for i in range(40)
+        sorted(p.passage_id for p in await index.search(f"w{i} w{i + 7}", 1000)) for i in range(40)
     ]
 
 
@@ -217,5 +218,48 @@ async def test_one_process_per_index_directory(tmp_path: Path) -> None:
     try:
         with pytest.raises(IndexInUse, match="SWITCHBOARD_CONTEXT_INDEX_DIR"):
             await opened(tmp_path / "index", log)
+    finally:
+        await index.close()
+
+
+async def test_index_and_query_share_the_analyzer(tmp_path: Path) -> None:
+    """Passages are analysed by tantivy (Snowball English, ASCII folding, stop words and
+    chat fillers dropped) and queries by the same analyzer: other forms of a word
+    find it, and a query of stop words alone finds nothing."""
+    log = MemoryLog()
+    log.write({"a": [("Retrying", "failed", "connections", "to", "the", "café")]})
+    log.write({"b": [("The", "weather", "report")]})
+    index = await opened(tmp_path / "index", log)
+    try:
+        for query in ("retried connection", "RETRIES", "cafe", "Café connect"):
+            assert [p.passage_id for p in await index.search(query, 8)] == ["a#0"], query
+        assert index.query_terms("Please tell me about the retries, retried!") == ["retri"]
+        assert await index.search("please tell me the", 8) == []
+    finally:
+        await index.close()
+
+
+async def test_an_index_of_another_schema_is_rebuilt(tmp_path: Path) -> None:
+    """An index written by an earlier version (pre-analysed ``terms``, no analyzer)
+    does not open with this schema: it is rebuilt from the log, not half-used."""
+    log = MemoryLog()
+    log.write({"a": [("red", "boat")], "b": [("blue", "car")]})
+    path = tmp_path / "index"
+    path.mkdir()
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("passage_id", stored=True, tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("document_id", tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("terms", tokenizer_name="whitespace", index_option="freq")
+    old = tantivy.Index(builder.build(), path=str(path), reuse=False)
+    writer = old.writer(15_000_000, 1)
+    writer.add_document(tantivy.Document(passage_id="a#0", document_id="a", terms="stale"))
+    writer.commit()
+    writer.wait_merging_threads()
+    (path / "applied_seq").write_text(str(log.seq))
+    index = await opened(path, log)
+    try:
+        assert index.applied_seq == log.seq
+        assert [p.passage_id for p in await index.search("boat", 8)] == ["a#0"]
+        assert await index.search("stale", 8) == []
     finally:
         await index.close()

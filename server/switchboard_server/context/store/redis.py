@@ -2,7 +2,7 @@
 
 Memory of a session is one list per type whose items are ``"<seq> <json>"``;
 appends, eviction and clears are single Lua scripts (atomic). The knowledge base
-keeps a hash per document and per passage (text, index terms) and the shared
+keeps a hash per document and per passage (its text) and the shared
 document log: ``kb:seq`` (the last sequence) and ``kb:log`` (a sorted set, document
 -> sequence of its latest change), written by the same script as the documents, so
 every replica's index (``context.tantivy_index``) catches up from it. The cache
@@ -249,10 +249,7 @@ class RedisStore:
                 "title": d.document.title,
                 "metadata": json.dumps(dict(d.document.metadata)),
                 "created_at": repr(now),
-                "passages": [
-                    {"id": p.id, "content": p.content, "terms": " ".join(p.terms)}
-                    for p in d.passages
-                ],
+                "passages": [{"id": p.id, "content": p.content} for p in d.passages],
             }
             for d in documents
         ]
@@ -305,10 +302,10 @@ class RedisStore:
             pids = [pid for raw in lists if raw for pid in json.loads(raw)]
             async with self._r.pipeline(transaction=False) as pipe:
                 for pid in pids:
-                    pipe.hmget(f"{self._p}p:{pid}", "document_id", "title", "content", "terms")
+                    pipe.hmget(f"{self._p}p:{pid}", "document_id", "title", "content")
                 rows = await pipe.execute()
         return [
-            IndexedPassage(pid, r[0], r[1], r[2], tuple(r[3].split()))
+            IndexedPassage(pid, r[0], r[1], r[2])
             for pid, r in zip(pids, rows, strict=True)
             if r[0] is not None
         ]

@@ -81,7 +81,7 @@ for _, doc in ipairs(docs) do
   for _, p in ipairs(doc.passages) do
     table.insert(pids, p.id)
     redis.call('HSET', P .. 'p:' .. p.id, 'document_id', doc.id, 'title', doc.title,
-      'content', p.content, 'terms', p.terms, 'metadata', doc.metadata,
+      'content', p.content, 'metadata', doc.metadata,
       'created_at', doc.created_at)
   end
   redis.call('HINCRBY', P .. 'kb', 'passages', #pids)

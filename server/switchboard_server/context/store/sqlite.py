@@ -4,12 +4,9 @@ Writes go through a group-commit writer (one connection; memory writes run their
 statements on the event loop and commit on the writer thread, knowledge writes run
 whole on the writer thread); reads use their own connection, on the event loop by
 default (``readers=0``) or on reader threads, which WAL lets run beside the writer.
-The knowledge base is ranked by BM25 over the index terms of ``text.terms``, with
-FTS5's idf, normalised to [0, 1], from a ``postings`` table (term, passage, tf,
-passage length) whose lists are read once and then ranked in memory
-(``sqlite_index``): summing BM25 in SQL, or FTS5's ``bm25()``, made every query pay
-for the SQL engine walking each posting again. The FTS5 table keeps each passage's
-terms.
+The knowledge base keeps its documents, their passages (title and content, nothing
+analysed) and the document log here (``sqlite_knowledge``); the knowledge index
+(``tantivy_index``) ranks them and is fed from the log.
 """
 
 from __future__ import annotations
@@ -29,11 +26,11 @@ from typing import Any, TypeVar
 
 from switchboard_server import idempotency
 from switchboard_server.context.knowledge_index import IndexedPassage, LogEntry
-from switchboard_server.context.store import outcomes
+from switchboard_server.context.store import outcomes, sqlite_knowledge
 from switchboard_server.context.store.base import Generations
 from switchboard_server.context.store.group_commit import GroupCommitWriter
 from switchboard_server.context.store.sqlite_memory import MemoryMirror
-from switchboard_server.context.store.sqlite_sql import PASSAGES, PASSAGES_OF, SCHEMA, migrate
+from switchboard_server.context.store.sqlite_sql import SCHEMA, migrate
 from switchboard_server.context.store.writer_thread import WriterThread
 from switchboard_server.context.values import (
     AppendResult,
@@ -50,7 +47,6 @@ from switchboard_server.idempotency import RequestKey
 
 T = TypeVar("T")
 _TYPES = {t.value: t for t in MemoryType}
-IN_CHUNK = 10_000  # values bound in one ``IN (...)``
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -318,27 +314,7 @@ class SqliteStore:
         key: RequestKey | None = None,
     ) -> IngestResult:
         def write(conn: sqlite3.Connection) -> IngestResult:
-            ids = [(d.document.id,) for d in documents]
-            replaced = _delete_documents(conn, ids)
-            conn.executemany(
-                "INSERT INTO documents (id, title, metadata, created_at) VALUES (?, ?, ?, ?)",
-                [
-                    (d.document.id, d.document.title, json.dumps(dict(d.document.metadata)), now)
-                    for d in documents
-                ],
-            )
-            conn.executemany(
-                "INSERT INTO passages (id, document_id, ordinal, title, content, terms)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (p.id, p.document_id, p.ordinal, p.title, p.content, " ".join(p.terms))
-                    for d in documents
-                    for p in d.passages
-                ],
-            )
-            first = _log(conn, ids)
-            passages = sum(len(d.passages) for d in documents)
-            return IngestResult(len(documents), passages, replaced, first)
+            return sqlite_knowledge.ingest(conn, documents, now)
 
         return await self._write_knowledge(self._keyed(write, key, outcomes.INGEST, []))
 
@@ -346,19 +322,7 @@ class SqliteStore:
         self, document_ids: Sequence[str], *, key: RequestKey | None = None
     ) -> DeleteResult:
         def write(conn: sqlite3.Connection) -> DeleteResult:
-            marks = ",".join("?" * len(document_ids))
-            present = {
-                r[0]
-                for r in conn.execute(
-                    f"SELECT id FROM documents WHERE id IN ({marks})", tuple(document_ids)
-                )
-            }
-            missing = tuple(i for i in document_ids if i not in present)
-            gone = [(i,) for i in document_ids if i in present]
-            if gone:
-                _delete_documents(conn, gone)
-                _log(conn, gone)
-            return DeleteResult(len(gone), missing)
+            return sqlite_knowledge.delete(conn, document_ids)
 
         return await self._write_knowledge(self._keyed(write, key, outcomes.DELETE, []))
 
@@ -374,7 +338,9 @@ class SqliteStore:
         return await asyncio.shield(future)
 
     async def knowledge_passages(self, passage_ids: Sequence[str]) -> dict[str, PassageRow]:
-        rows = await self._in_reader(lambda: _in(self._reader(), PASSAGES, passage_ids))
+        rows = await self._in_reader(
+            lambda: sqlite_knowledge.passages_by_id(self._reader(), passage_ids)
+        )
         return {
             r[0]: PassageRow(r[0], r[1], r[2], r[3], _frozen(_metadata(r[4])), r[5]) for r in rows
         }
@@ -392,27 +358,17 @@ class SqliteStore:
         return [LogEntry(int(r[0]), r[1]) for r in rows]
 
     async def passages_of(self, document_ids: Sequence[str]) -> list[IndexedPassage]:
-        def read() -> list[IndexedPassage]:
-            conn = self._reader()
-            found: list[IndexedPassage] = []
-            for start in range(0, len(document_ids), IN_CHUNK):
-                chunk = document_ids[start : start + IN_CHUNK]
-                for r in _in(conn, PASSAGES_OF, chunk):
-                    found.append(IndexedPassage(r[0], r[1], r[2], r[3], tuple(r[4].split())))
-            return found
-
-        return await self._in_reader(read)
+        return await self._in_reader(
+            lambda: sqlite_knowledge.passages_of(self._reader(), document_ids)
+        )
 
     async def knowledge_size(self) -> tuple[int, int]:
-        rows = await self._read(
-            "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM passages)"
-        )
-        return int(rows[0][0]), int(rows[0][1])
+        rows = await self._read("SELECT documents, passages FROM kb_seq")
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     async def knowledge_stats(self) -> KnowledgeStats:
         rows = await self._read(
-            "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM passages),"
-            " (SELECT max(created_at) FROM documents)"
+            "SELECT documents, passages, (SELECT max(created_at) FROM documents) FROM kb_seq"
         )
         documents, passages, updated = rows[0]
         # Everything of the knowledge base lives in the one database file (with its WAL).
@@ -464,35 +420,6 @@ def _interned(terms: Iterable[str]) -> tuple[str, ...]:
 
 def _failed(future: asyncio.Future[Any]) -> bool:
     return future.cancelled() or future.exception() is not None
-
-
-def _in(conn: sqlite3.Connection, query: str, values: Sequence[Any]) -> list[Any]:
-    """Run ``query`` whose ``IN ({})`` takes ``values``."""
-    if not values:
-        return []
-    return conn.execute(query.format(",".join("?" * len(values))), tuple(values)).fetchall()
-
-
-def _log(conn: sqlite3.Connection, ids: Sequence[tuple[str]]) -> int:
-    """Record that the documents ``ids`` changed, in the write's transaction: each takes
-    the log's next sequence (one per document, so a reader can page by sequence).
-    Returns the first document's sequence (0 for none)."""
-    if not ids:
-        return 0
-    (last,) = conn.execute("UPDATE kb_seq SET seq = seq + ? RETURNING seq", (len(ids),)).fetchone()
-    first = int(last) - len(ids) + 1
-    conn.executemany(
-        "INSERT INTO kb_log (document_id, seq) VALUES (?, ?)"
-        " ON CONFLICT (document_id) DO UPDATE SET seq = excluded.seq",
-        [(i, first + n) for n, (i,) in enumerate(ids)],
-    )
-    return first
-
-
-def _delete_documents(conn: sqlite3.Connection, ids: Sequence[tuple[str]]) -> int:
-    """Delete documents and their passages; how many of them existed."""
-    conn.executemany("DELETE FROM passages WHERE document_id = ?", ids)
-    return conn.executemany("DELETE FROM documents WHERE id = ?", ids).rowcount
 
 
 def _fill_counts(rows: Sequence[Sequence[Any]]) -> dict[MemoryType, int]:
