@@ -12,7 +12,12 @@ from prometheus_client import CollectorRegistry
 
 from switchboard_server.mesh.render import render_all
 from switchboard_server.mesh.rollout.comparator import Answer, AnswerJoin, ComparatorMetrics
-from switchboard_server.mesh.rollout.state import ServicePolicy, read_policies, write_policies
+from switchboard_server.mesh.rollout.state import (
+    ServicePolicy,
+    ensure_runtime,
+    read_policies,
+    write_policies,
+)
 from switchboard_server.mesh.rollout.status import VariantStats, verdict
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import (
@@ -111,6 +116,15 @@ def test_policy_is_persisted_as_runtime_files(tmp_path: Path) -> None:
         write_policies(tmp_path, topology, {"classification": ServicePolicy({"candidate": 101})})
     with pytest.raises(TopologyError, match="unknown variant"):
         write_policies(tmp_path, topology, {"classification": ServicePolicy({"other": 1})})
+
+
+def test_a_topology_without_variants_gets_an_empty_runtime_tree(tmp_path: Path) -> None:
+    """`switchboard up` prepares the rollout tree whatever the topology: without
+    variants it is empty, and `current` points at it (never dangles)."""
+    ensure_runtime(tmp_path / "rollout", parse_topology(_raw()))
+    current = tmp_path / "rollout" / "current"
+    assert current.is_dir()
+    assert list(current.iterdir()) == []
 
 
 def test_session_bucket_is_stable_and_spread() -> None:

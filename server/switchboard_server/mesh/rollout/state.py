@@ -69,6 +69,7 @@ def write_policies(root: Path, topology: Topology, policies: dict[str, ServicePo
     _world_readable(tmp)
     os.replace(tmp, policy_path(root))
     version = root / f"v{time.time_ns()}"
+    version.mkdir()  # empty when no service has variants: `current` never dangles
     for name, spec in topology.services.items():
         if not spec.variants:
             continue
