@@ -109,7 +109,8 @@ async def test_the_async_probe_channel_sees_it_soon_too() -> None:
         with pytest.raises(TimeoutError):
             await wait_serving_async(channel, timeout=0.05, interval=0.01)
         server = grpc.aio.server()
-        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # no stubs for it
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         try:
