@@ -22,6 +22,8 @@ from switchboard_server.mesh.processes import pid_alive
 from switchboard_server.testing import PortPool
 
 ROOT = Path(__file__).parents[2]
+# The origin the shared mesh (tests/mesh/conftest.py) allows besides the edge's own.
+EXTRA_CORS_ORIGIN = "https://chat.example.com"
 
 
 @dataclass(frozen=True)
