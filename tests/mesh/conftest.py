@@ -23,8 +23,9 @@ def topology() -> Topology:
 def shared_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpMesh]:
     """One `switchboard up` mesh (the default topology, plus one allowed CORS origin) for
     the modules that only call through it, each test in sessions of its own (chat, REST,
-    the web page): started once instead of once per module. A test that kills, freezes,
-    reconfigures or rotates part of a mesh starts its own."""
+    the web page, and mTLS: its certificate rotation must not fail a call): started once
+    instead of once per module. A test that kills, freezes or reconfigures part of a mesh
+    starts its own."""
     env = {"SWITCHBOARD_MESH_CORS_ALLOWED_ORIGINS": json.dumps([EXTRA_CORS_ORIGIN])}
     with mesh_up(tmp_path_factory.mktemp("mesh-shared"), env) as up:
         yield up
