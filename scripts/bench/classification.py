@@ -32,7 +32,7 @@ from switchboard_server.classification.settings import ClassificationSettings
 from switchboard_server.classification.sources import bundled_hwu64, load_source
 from switchboard_server.config import CoreSettings, ServiceName, Settings
 from switchboard_server.observability.logging import configure_logging
-from switchboard_server.testing import free_port, wait_serving
+from switchboard_server.testing import free_port, sync_probe_channel, wait_serving
 
 ROOT = Path(".switchboard/bench/classification")
 SINGLE_RUNS = 300
@@ -113,7 +113,7 @@ def _subprocess_start(data_dir: Path) -> float:
         stderr=subprocess.DEVNULL,
     )
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with sync_probe_channel(f"127.0.0.1:{port}") as channel:
             wait_serving(channel, proc, timeout=120, interval=0.02)
         return round(time.perf_counter() - started, 3)
     finally:

@@ -57,7 +57,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
@@ -75,7 +74,7 @@ from switchboard_server.context.settings import ContextSettings
 from switchboard_server.context.values import Document, MemoryType, NewMemory
 from switchboard_server.errors import Unavailable
 from switchboard_server.observability.logging import configure_logging
-from switchboard_server.testing import free_port, wait_serving_async
+from switchboard_server.testing import free_port, probe_channel, wait_serving_async
 from switchboard_server.validation import Violations
 
 PASSAGES = 10_000
@@ -364,7 +363,7 @@ async def _main() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         proc = _start_server(tmp, port)
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with probe_channel(f"127.0.0.1:{port}") as channel:
                 await wait_serving_async(channel, proc, timeout=60)
                 stub = pb_grpc.ContextServiceStub(channel)
                 started = time.perf_counter()

@@ -4,7 +4,8 @@
 * :func:`wait_serving` / :func:`wait_serving_async`: until a server reports
   ``grpc.health.v1`` SERVING (a connected channel is not enough: until its store is
   open or its model loaded, a service answers UNAVAILABLE "not ready");
-  :func:`probe_channel`: a channel to wait on a server that is still starting;
+  :func:`probe_channel` / :func:`sync_probe_channel`: a channel to wait on a server that
+  is still starting (it reconnects every 20-100 ms, not on gRPC's 1 s, 1.6 s, .. backoff);
 * :func:`start_services`: any of the three services in this process on port 0,
   orchestration pointed straight at the peers started with it, stopped on exit;
 * :func:`stop_process`: stop a server process by its PID.
@@ -44,6 +45,7 @@ __all__ = [
     "probe_channel",
     "start_services",
     "stop_process",
+    "sync_probe_channel",
     "wait_serving",
     "wait_serving_async",
     "with_parts",
@@ -166,15 +168,25 @@ def wait_serving(
     raise TimeoutError(f"the server did not become SERVING within {timeout} s")
 
 
+# gRPC's reconnect backoff (channel arguments, see grpc_types.h), shortened for a server
+# that is starting on this machine: the first retry after 20 ms, none more than 100 ms apart.
+_PROBE_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 20), ("grpc.max_reconnect_backoff_ms", 100))
+
+
 def probe_channel(target: str) -> grpc.aio.Channel:
     """An insecure channel to ``target`` that reconnects every 20-100 ms.
 
     With gRPC's default backoff a channel that tried before the server listened waits
     1 s, then 1.6 s, 2.6 s, .. before it tries again: the moment it sees SERVING is then
     its own schedule, not the server's (a start-up benchmark measured exactly that).
+    Use it for a server that is starting or restarting; the channel serves calls as usual.
     """
-    options = [("grpc.initial_reconnect_backoff_ms", 20), ("grpc.max_reconnect_backoff_ms", 100)]
-    return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.insecure_channel(target, options=list(_PROBE_OPTIONS))
+
+
+def sync_probe_channel(target: str) -> grpc.Channel:
+    """:func:`probe_channel` for blocking code (:func:`wait_serving`)."""
+    return grpc.insecure_channel(target, options=list(_PROBE_OPTIONS))
 
 
 async def wait_serving_async(

@@ -16,7 +16,7 @@ import pytest
 
 from switchboard.classification.v1 import classification_service_pb2 as pb
 from switchboard.classification.v1 import classification_service_pb2_grpc as pb_grpc
-from switchboard_server.testing import free_port, wait_serving
+from switchboard_server.testing import free_port, sync_probe_channel, wait_serving
 from tests.support.classification import small_dataset
 
 READY_TIMEOUT_S = 90.0
@@ -78,7 +78,7 @@ def launch(tmp_path: Path) -> Iterator[object]:
 
 
 def serving(target: str, process: Process) -> None:
-    with grpc.insecure_channel(target) as channel:
+    with sync_probe_channel(target) as channel:
         wait_serving(
             channel,
             process.proc,

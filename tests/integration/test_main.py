@@ -10,13 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
-from switchboard_server.testing import free_port, stop_process, wait_serving
+from switchboard_server.testing import free_port, stop_process, sync_probe_channel, wait_serving
 
 
 def test_a_service_that_cannot_get_ready_exits_non_zero_and_says_why(tmp_path: Path) -> None:
@@ -61,7 +60,7 @@ def test_a_service_serves_on_the_configured_event_loop_and_stops_cleanly(
             stderr=subprocess.STDOUT,
         )
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with sync_probe_channel(f"127.0.0.1:{port}") as channel:
             wait_serving(channel, proc)
             stub = pb_grpc.ContextServiceStub(channel)
             stub.AppendMemory(
@@ -105,7 +104,7 @@ def test_after_sigterm_a_service_answers_not_serving_but_still_serves_for_the_dr
             stderr=subprocess.STDOUT,
         )
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with sync_probe_channel(f"127.0.0.1:{port}") as channel:
             wait_serving(channel, proc)
             health = health_pb2_grpc.HealthStub(channel)
             stub = pb_grpc.ContextServiceStub(channel)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -19,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from switchboard_client.cli import main
-from tests.support.mesh_up import UpMesh, mesh_up
+from tests.support.mesh_up import UpMesh
 
 pytestmark = pytest.mark.mesh
 
@@ -31,9 +30,8 @@ CONTEXT = "switchboard.context.v1.ContextService"
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpMesh]:
-    with mesh_up(tmp_path_factory.mktemp("mesh-chat")) as up:
-        yield up
+def mesh(shared_mesh: UpMesh) -> UpMesh:
+    return shared_mesh
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -25,7 +24,7 @@ from cryptography import x509
 from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from switchboard.orchestration.v1 import orchestration_service_pb2_grpc as orch_grpc
 from switchboard_server.mesh.security.certs import CA_CERT, TLS_CERT, TLS_KEY
-from tests.support.mesh_up import UpMesh, mesh_up
+from tests.support.mesh_up import UpMesh
 
 pytestmark = pytest.mark.mesh
 
@@ -36,9 +35,9 @@ ROTATE_AT_S = 2.0
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpMesh]:
-    with mesh_up(tmp_path_factory.mktemp("mesh-mtls")) as up:
-        yield up
+def mesh(shared_mesh: UpMesh) -> UpMesh:
+    """The shared mesh: a rotation that fails no call disturbs no other test either."""
+    return shared_mesh
 
 
 def _state(mesh: UpMesh) -> dict[str, object]:

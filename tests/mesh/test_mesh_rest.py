@@ -26,7 +26,7 @@ from switchboard_server.mesh.render import render_edge, render_sidecar
 from switchboard_server.mesh.settings import MeshSettings
 from switchboard_server.mesh.topology import Topology, make_plan
 from tests.support.mesh_harness import running_mesh, sub_topology, wait_healthy
-from tests.support.mesh_up import mesh_up
+from tests.support.mesh_up import UpMesh
 
 pytestmark = pytest.mark.mesh
 
@@ -36,11 +36,9 @@ ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 
 
 @pytest.fixture(scope="module")
-def rest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    with (
-        mesh_up(tmp_path_factory.mktemp("mesh-rest")) as mesh,
-        httpx.Client(base_url=mesh.url, timeout=30, headers=mesh.headers) as client,
-    ):
+def rest(shared_mesh: UpMesh) -> Iterator[httpx.Client]:
+    headers = shared_mesh.headers
+    with httpx.Client(base_url=shared_mesh.url, timeout=30, headers=headers) as client:
         yield client
 
 

@@ -80,7 +80,7 @@ async def test_secret_files_are_used_and_never_logged_or_shown(
                 secret_dir / "redis-url", f"redis://:{password}@127.0.0.1:{port}/0"
             ),
         }
-        with mesh_up(mesh_dir, env) as mesh:
+        with mesh_up(mesh_dir, env, down=True) as mesh:  # its stop logs are searched too
             # the typed client finds the development token `up` wrote, by itself
             config = ConnectConfig.from_env(
                 {"SWITCHBOARD_DATA_DIR": str(mesh.data_dir)}, target=mesh.edge

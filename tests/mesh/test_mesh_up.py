@@ -128,7 +128,7 @@ def _wait(predicate: object, timeout_s: float = 30.0) -> None:
     while time.monotonic() < deadline:
         if predicate():  # type: ignore[operator]
             return
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise TimeoutError
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -21,12 +21,12 @@ from playwright.async_api import Browser, ConsoleMessage, Route, async_playwrigh
 from switchboard.orchestration.v1 import orchestration_service_pb2 as orch_pb
 from switchboard_server.mesh.envoy import counters
 from tests.support.grpc_web import call
-from tests.support.mesh_up import ROOT, UpMesh, mesh_up
+from tests.support.mesh_up import EXTRA_CORS_ORIGIN, ROOT, UpMesh
 
 pytestmark = pytest.mark.mesh
 
 SERVICE = "/switchboard.orchestration.v1.OrchestrationService"
-EXTRA_ORIGIN = "https://chat.example.com"
+EXTRA_ORIGIN = EXTRA_CORS_ORIGIN  # allowed by the shared mesh
 REFUSED_ORIGIN = "https://evil.example.net"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -42,10 +42,8 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpMesh]:
-    env = {"SWITCHBOARD_MESH_CORS_ALLOWED_ORIGINS": json.dumps([EXTRA_ORIGIN])}
-    with mesh_up(tmp_path_factory.mktemp("mesh-web"), env) as up:
-        yield up
+def mesh(shared_mesh: UpMesh) -> UpMesh:
+    return shared_mesh
 
 
 @pytest.fixture

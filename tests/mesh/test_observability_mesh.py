@@ -182,7 +182,7 @@ def _trace(turn: Turn, *, complete: bool) -> list[dict[str, Any]]:
             return spans
         if time.monotonic() > deadline:
             return spans
-        time.sleep(0.5)
+        time.sleep(0.1)
 
 
 def _path_to_root(spans: list[dict[str, Any]], span: dict[str, Any]) -> list[tuple[str, str]]:

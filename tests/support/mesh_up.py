@@ -1,6 +1,6 @@
 """The real mesh (``switchboard up --detach``: the real services, their sidecars and the
-edge) on free loopback ports, for tests that need it end to end; ``down`` afterwards,
-then SIGKILL to any process group it left behind."""
+edge) on free loopback ports, for tests that need it end to end; SIGKILL to every
+process group it started afterwards."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from switchboard_server.mesh.processes import pid_alive
 from switchboard_server.testing import PortPool
 
 ROOT = Path(__file__).parents[2]
+# The origin the shared mesh (tests/mesh/conftest.py) allows besides the edge's own.
+EXTRA_CORS_ORIGIN = "https://chat.example.com"
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,12 @@ def mesh_up(
     tmp: Path,
     env: Mapping[str, str] | None = None,
     edit_topology: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    down: bool = False,
 ) -> Iterator[UpMesh]:
-    """Start the mesh with ``env`` on top of generous test defaults; stop it after.
-    ``edit_topology`` changes the topology document first (variants, say)."""
+    """Start the mesh with ``env`` on top of generous test defaults; kill it after (with
+    ``down``: stop it with `switchboard down` first, for a test that reads what the
+    graceful stop logs). ``edit_topology`` changes the topology document first."""
     ports = PortPool()
     topology = tmp / "topology.yaml"
     raw = _topology(ports)
@@ -104,13 +110,24 @@ def mesh_up(
         assert up.returncode == 0, up.stdout + up.stderr
         yield UpMesh(f"127.0.0.1:{edge_port}", admin_port, tmp / "data")
     finally:
-        state_file = tmp / "data" / "mesh" / "state.json"
-        pids = []
-        if state_file.exists():
-            state = json.loads(state_file.read_text())
-            pids = [p["pid"] for p in state["processes"] if p["pid"]]
-        _mesh(full_env, "down")
-        for pid in pids:
-            if pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+        if down:
+            _mesh(full_env, "down")
+        _kill(tmp / "data" / "mesh" / "state.json")
+
+
+def _kill(state_file: Path) -> None:
+    """SIGKILL the supervisor, then every child's process group, and wait until they are
+    gone. Not `down`: its graceful drain (each app's drain delay, callers first, then the
+    sidecars: ~10 s a mesh) shows nothing once the tests are done, and
+    tests/mesh/test_mesh_up.py proves it on a mesh of its own."""
+    if not state_file.exists():
+        return
+    state = json.loads(state_file.read_text())
+    pids = [state["supervisor_pid"], *(p["pid"] for p in state["processes"] if p["pid"])]
+    for pid in pids:  # the supervisor first: it restarts a child that dies
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)

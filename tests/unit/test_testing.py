@@ -3,19 +3,24 @@ ephemeral range, and waiting for SERVING that fails instead of hanging."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
 import time
+from concurrent import futures
 
 import grpc
 import pytest
+from grpc_health.v1 import health, health_pb2_grpc
 
 from switchboard_server.testing import (
     PortPool,
     ServerExited,
     _ephemeral_low,
     free_port,
+    probe_channel,
+    sync_probe_channel,
     wait_serving,
     wait_serving_async,
 )
@@ -74,3 +79,43 @@ async def test_the_async_wait_times_out_too() -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
         with pytest.raises(TimeoutError):
             await wait_serving_async(channel, timeout=0.3, interval=0.05)
+
+
+# gRPC's default channel waits 1 s (+-20 %) before its first reconnect: a wait that ends
+# well inside that saw the server on a probe channel's own 20-100 ms schedule.
+SOON_S = 0.6
+
+
+def test_a_probe_channel_sees_a_server_that_starts_after_its_first_attempt_soon() -> None:
+    port = free_port()
+    with sync_probe_channel(f"127.0.0.1:{port}") as channel:
+        with pytest.raises(TimeoutError):  # tried (and failed) before the server listens
+            wait_serving(channel, timeout=0.05, interval=0.01)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        server.start()
+        try:
+            started = time.monotonic()
+            wait_serving(channel, timeout=10, interval=0.01)
+            assert time.monotonic() - started < SOON_S
+        finally:
+            server.stop(None)
+
+
+async def test_the_async_probe_channel_sees_it_soon_too() -> None:
+    port = free_port()
+    async with probe_channel(f"127.0.0.1:{port}") as channel:
+        with pytest.raises(TimeoutError):
+            await wait_serving_async(channel, timeout=0.05, interval=0.01)
+        server = grpc.aio.server()
+        servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]  # no stubs for it
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        try:
+            started = asyncio.get_running_loop().time()
+            await wait_serving_async(channel, timeout=10, interval=0.01)
+            assert asyncio.get_running_loop().time() - started < SOON_S
+        finally:
+            await server.stop(None)

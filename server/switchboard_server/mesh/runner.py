@@ -338,8 +338,12 @@ class MeshRunner:
         pending = set(self.entries)
         async with httpx.AsyncClient() as client:
             while not stop.is_set():
-                for name in sorted(pending):
-                    if await self.probe(client, self.entries[name]) == SERVING:
+                names = sorted(pending)  # probed side by side: a round takes the slowest one
+                results = await asyncio.gather(
+                    *(self.probe(client, self.entries[name]) for name in names)
+                )
+                for name, result in zip(names, results, strict=True):
+                    if result == SERVING:
                         pending.discard(name)
                         log.info("child.healthy", child=name)
                 if not pending and await grpc_health(edge) == SERVING:

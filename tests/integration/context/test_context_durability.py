@@ -18,7 +18,7 @@ import grpc
 
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
-from switchboard_server.testing import free_port, stop_process, wait_serving_async
+from switchboard_server.testing import free_port, probe_channel, stop_process, wait_serving_async
 from tests.support.context import server_env, start_server
 
 WRITERS = 6
@@ -51,7 +51,7 @@ async def test_acknowledged_appends_survive_kill_9(make_settings: Any, tmp_path:
     acked: list[list[int]] = [[] for _ in range(WRITERS)]
     proc = start_server(env, log)
     try:
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with probe_channel(target) as channel:
             await wait_serving_async(channel, proc)
             stub = pb_grpc.ContextServiceStub(channel)
             enough = asyncio.Event()
@@ -63,7 +63,7 @@ async def test_acknowledged_appends_survive_kill_9(make_settings: Any, tmp_path:
         assert sum(map(len, acked)) >= TARGET_ACKS
 
         proc = start_server(env, log)
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with probe_channel(target) as channel:
             await wait_serving_async(channel, proc)
             stub = pb_grpc.ContextServiceStub(channel)
             for w, done in enumerate(acked):

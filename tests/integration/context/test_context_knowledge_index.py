@@ -22,7 +22,7 @@ import pytest
 
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
-from switchboard_server.testing import free_port, stop_process, wait_serving_async
+from switchboard_server.testing import free_port, probe_channel, stop_process, wait_serving_async
 from tests.support.context import (
     knowledge_ids,
     running,
@@ -84,7 +84,7 @@ async def test_acknowledged_batches_survive_kill_9_whole(
     acked = [0] * WRITERS
     proc = start_server(env, log)
     try:
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with probe_channel(target) as channel:
             await wait_serving_async(channel, proc)
             stub = pb_grpc.ContextServiceStub(channel)
             enough = asyncio.Event()
@@ -96,7 +96,7 @@ async def test_acknowledged_batches_survive_kill_9_whole(
         assert sum(acked) >= TARGET_BATCHES
 
         proc = start_server(env, log)
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with probe_channel(target) as channel:
             await wait_serving_async(channel, proc)
             stub = pb_grpc.ContextServiceStub(channel)
             for w in range(WRITERS):

@@ -18,12 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 import yaml
 
 from switchboard_client.cli import main
-from switchboard_server.testing import free_port, stop_process, wait_serving
+from switchboard_server.testing import free_port, stop_process, sync_probe_channel, wait_serving
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 SECTIONS = 23  # sections of the shipped help centre
@@ -54,7 +53,7 @@ def address(tmp_path: Path) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with sync_probe_channel(f"127.0.0.1:{port}") as channel:
             wait_serving(channel, proc, exited=log.read_text)
         yield f"127.0.0.1:{port}"
     finally:
