@@ -701,11 +701,13 @@ def test_prometheus_source_reports_what_the_sidecars_do(rollout: Rollout, tmp_pa
             for le, n in mine["latency_buckets"].items()
         }
         assert window["p99_ms"] == pytest.approx(_p99(delta), rel=0.1), variant
-    assert failed > 0  # the candidate did fail calls (Envoy retried some of them)
     errors = (
         after["variants"]["candidate"]["failures"] - before["variants"]["candidate"]["failures"]
     )
+    # the candidate did fail calls; Envoy's retries hid most of them from the caller (a
+    # call fails only when every try was aborted: a few, or none, in 600)
     assert errors > 0
+    assert failed <= errors
     window_errors = prom["window"]["candidate"]["failures"]
     assert abs(window_errors - errors) <= 0.15 * errors + 2, (window_errors, errors)
     assert "last 30 s" in text
