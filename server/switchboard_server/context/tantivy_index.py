@@ -189,17 +189,17 @@ class TantivyIndex:
             if first_seq + n > self._applied:
                 self._written[first_seq + n] = document
 
-    async def catch_up(self) -> int:
-        """Return once the index has applied (and committed) the log as far as its head
-        when called. One applier task does the work, continuously: as soon as a tantivy
-        commit returns it takes whatever the log holds after it (up to
-        ``batch_documents`` documents), so a write waits only for the commit that
+    async def catch_up(self, seq: int = 0) -> int:
+        """Return once the index has applied (and committed) the log up to ``seq`` (0:
+        as far as its head when called). One applier task does the work, continuously:
+        as soon as a tantivy commit returns it takes whatever the log holds after it
+        (up to ``batch_documents`` documents), so a write waits only for the commit that
         covers it (Elasticsearch's ``refresh=wait_for``) while the next write is being
         stored. A failed commit (a full disk) fails the callers waiting on it; the next
         call tries again."""
         if self._writer is not None:
             self._wake()  # a write just committed: start on it while the head is read
-        target = await self._source.log_head()
+        target = seq or await self._source.log_head()
         while self._applied < target:
             if self._writer is None:
                 raise RuntimeError("index not open")
