@@ -64,8 +64,8 @@ def register(subparsers: Subparsers) -> None:
     ingest.add_argument(
         "--in-flight",
         type=int,
-        default=3,
-        help="Calls in flight at a time (3): the server stores one while it indexes another.",
+        default=2,
+        help="Calls in flight at a time (2): the server stores one while it indexes another.",
     )
     ingest.add_argument(
         "--max-file-bytes", type=int, default=16 << 20, help="Larger files are skipped (16 MiB)."
