@@ -3,6 +3,8 @@ this process and print JSON ``{"ingest_per_s": .., "cpu_s": ..}``.
 
     python -m scripts.bench._kb_ingest SIZE
 
+``KB_INGEST_IN_FLIGHT`` batches are in flight at a time (``kb.INGEST_IN_FLIGHT``).
+
 The code measured is whichever ``switchboard_server`` is first on ``PYTHONPATH`` (so
 that ``kb_ingest`` can put two versions side by side); the corpus is ``kb.Corpus``.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -42,7 +45,8 @@ async def ingest(documents: list[list[Document]], data_dir: Path) -> tuple[float
             await sb.ingest(batch)
 
     cpu, started = _cpu_s(), time.perf_counter()
-    await asyncio.gather(*(ingester() for _ in range(INGEST_IN_FLIGHT)))
+    in_flight = int(os.environ.get("KB_INGEST_IN_FLIGHT", INGEST_IN_FLIGHT))
+    await asyncio.gather(*(ingester() for _ in range(in_flight)))
     elapsed, cpu = time.perf_counter() - started, _cpu_s() - cpu
     await index.close()
     await store.close()

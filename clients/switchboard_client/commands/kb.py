@@ -16,7 +16,7 @@ import asyncio
 import json
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +40,7 @@ EXIT_FAILED = 1
 BATCH_BYTES = 4 * 1024 * 1024  # well under the 8 MiB message limit of client and server
 RETRYABLE = (Unavailable, DeadlineExceeded, ResourceExhausted)
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 def register(subparsers: Subparsers) -> None:
@@ -59,6 +60,12 @@ def register(subparsers: Subparsers) -> None:
     )
     ingest.add_argument(
         "--batch-size", type=int, default=64, help="Documents per IngestDocuments call (64)."
+    )
+    ingest.add_argument(
+        "--in-flight",
+        type=int,
+        default=2,
+        help="Calls in flight at a time (2): the server stores one while it indexes another.",
     )
     ingest.add_argument(
         "--max-file-bytes", type=int, default=16 << 20, help="Larger files are skipped (16 MiB)."
@@ -161,6 +168,24 @@ async def _retrying(call: Callable[[], Awaitable[T]], retries: int) -> T:
     raise AssertionError("unreachable")
 
 
+async def _in_flight(items: Iterable[U], limit: int, work: Callable[[U], Awaitable[None]]) -> None:
+    """``work`` on each item, ``limit`` at a time; the first failure stops the rest
+    (what was sent before it stays written) and is raised."""
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:
+            await work(item)
+
+    tasks = [asyncio.ensure_future(worker()) for _ in range(limit)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 # -- ingest -----------------------------------------------------------------------------
 
 
@@ -234,16 +259,15 @@ async def _ingest(args: argparse.Namespace, client: ContextClient, out: TextIO, 
     summary = IngestSummary()
     loaded, sections = _read(args, summary)
     with _progress(args.progress, len(sections), err) as bar:
-        for batch in _batches(sections, args.batch_size):
+
+        async def send_batch(batch: list[files.Section]) -> None:
             key = str(uuid.uuid4())
             docs = [
                 pb.Document(id=s.id, title=s.title, text=s.text, metadata={"source": s.source})
                 for s in batch
             ]
 
-            async def send(
-                docs: list[pb.Document] = docs, key: str = key
-            ) -> pb.IngestDocumentsResponse:
+            async def send() -> pb.IngestDocumentsResponse:
                 return await client.ingest_documents(docs, request_id=key)
 
             response = await _retrying(send, args.retries)
@@ -253,6 +277,8 @@ async def _ingest(args: argparse.Namespace, client: ContextClient, out: TextIO, 
             summary.passages += response.passage_count
             if bar is not None:
                 bar.update(len(batch))
+
+        await _in_flight(_batches(sections, args.batch_size), max(1, args.in_flight), send_batch)
     if not args.no_prune:
         summary.removed = await _prune(client, loaded, args.retries)
     _print_summary(summary, args.json, out)
