@@ -172,12 +172,14 @@ class ContextService:
         self, documents: Sequence[Document], *, key: RequestKey | None = None
     ) -> IngestResult:
         prepared = [prepare(d, self._passage_max_chars) for d in documents]
+        last_seq = 0  # unknown: the log's head
         try:
             result = await self._store.ingest(prepared, self._clock(), key=key)
             if result.first_seq:  # the index takes these passages instead of reading them
                 self._knowledge.written(result.first_seq, prepared)
+                last_seq = result.first_seq + len(prepared) - 1
         finally:  # also after a failure: it may have committed (outcome unknown)
-            await self._index_written()
+            await self._index_written(last_seq)
         await self._refresh_knowledge_gauges()
         log.info(
             "knowledge.ingested",
@@ -209,12 +211,13 @@ class ContextService:
     async def list_document_ids(self, prefix: str, after: str, limit: int) -> list[str]:
         return await self._store.list_document_ids(prefix, after, limit)
 
-    async def _index_written(self) -> None:
-        """Bring the index up to the write just made (one commit for the batch), so this
-        replica's next query sees it. The write is durable already: when the index fails
-        (a full disk), the write still stands and the next catch-up applies it."""
+    async def _index_written(self, seq: int = 0) -> None:
+        """Bring the index up to the write just made (its last log sequence ``seq``, 0
+        when unknown: the log's head), so this replica's next query sees it. The write
+        is durable already: when the index fails (a full disk), the write still stands
+        and the next catch-up applies it."""
         try:
-            await self._knowledge.catch_up()
+            await self._knowledge.catch_up(seq)
         except Exception:
             log.exception("knowledge.index_behind", applied=self._knowledge.applied_seq)
 

@@ -99,7 +99,7 @@ class DenseIndex:
     async def close(self) -> None:
         self._index = None
 
-    async def catch_up(self) -> int:
+    async def catch_up(self, seq: int = 0) -> int:
         import numpy as np  # hybrid ranking's, like usearch: off the default path
 
         async with self._lock:
@@ -189,8 +189,8 @@ class HybridIndex:
         self.lexical.written(first_seq, documents)
         self.dense.written(first_seq, documents)
 
-    async def catch_up(self) -> int:
-        await self.lexical.catch_up()
+    async def catch_up(self, seq: int = 0) -> int:
+        await self.lexical.catch_up(seq)
         await self.dense.catch_up()
         return self.applied_seq
 

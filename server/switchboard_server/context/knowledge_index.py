@@ -85,8 +85,9 @@ class KnowledgeIndex(Protocol):
         """Release the index (files, threads)."""
         ...
 
-    async def catch_up(self) -> int:
-        """Apply every change after ``applied_seq``; returns the new ``applied_seq``."""
+    async def catch_up(self, seq: int = 0) -> int:
+        """Apply the log up to ``seq`` (0: its head now), at least; returns the new
+        ``applied_seq``."""
         ...
 
     def written(self, first_seq: int, documents: Sequence[PreparedDocument]) -> None:

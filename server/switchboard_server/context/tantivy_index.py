@@ -102,7 +102,10 @@ class TantivyIndex:
         self._writer: tantivy.IndexWriter | None = None
         self._applied = 0
         self._written: dict[int, PreparedDocument] = {}  # log sequence -> its write
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # the applier's (and close's): one writer
+        self._applier: asyncio.Task[None] | None = None
+        self._pending = False  # woken since the applier last looked at the log
+        self._progress: asyncio.Future[bool] | None = None  # the applier's next step
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="context-index-w")
         self._lock_file: IO[str] | None = None
 
@@ -186,22 +189,68 @@ class TantivyIndex:
             if first_seq + n > self._applied:
                 self._written[first_seq + n] = document
 
-    async def catch_up(self) -> int:
-        """Apply the log after ``applied_seq``, ``batch_documents`` documents per
-        tantivy commit. Concurrent callers wait for one another (one writer)."""
+    async def catch_up(self, seq: int = 0) -> int:
+        """Return once the index has applied (and committed) the log up to ``seq`` (0:
+        as far as its head when called). One applier task does the work, continuously:
+        as soon as a tantivy commit returns it takes whatever the log holds after it
+        (up to ``batch_documents`` documents), so a write waits only for the commit that
+        covers it (Elasticsearch's ``refresh=wait_for``) while the next write is being
+        stored. A failed commit (a full disk) fails the callers waiting on it; the next
+        call tries again."""
+        if self._writer is not None:
+            self._wake()  # a write just committed: start on it while the head is read
+        target = seq or await self._source.log_head()
+        while self._applied < target:
+            if self._writer is None:
+                raise RuntimeError("index not open")
+            progress = self._progress
+            if progress is None:
+                progress = self._progress = asyncio.get_running_loop().create_future()
+            self._wake()
+            if await asyncio.shield(progress):  # the applier's next commit, or its end
+                break  # the log held nothing more (a head without a change of its own)
+        return self._applied
+
+    def _wake(self) -> None:
+        """Have the applier look at the log again (starting it when it is not running)."""
+        self._pending = True
+        if self._applier is None or self._applier.done():
+            self._applier = asyncio.get_running_loop().create_task(self._apply_log())
+
+    async def _apply_log(self) -> None:
+        """The applier: commit batches from the log while it holds anything after
+        ``applied_seq``; end when it is drained and nobody woke it since it looked."""
         async with self._lock:
-            # writes committed in the same transaction as the caller's resume next: let
-            # them hand over their passages (``written``) before the log is read
-            await asyncio.sleep(0)
             try:
-                while True:
+                while self._writer is not None:
+                    self._pending = False
+                    # writes committed in the same transaction as the last waker resume
+                    # next: let them hand over their passages (``written``) first
+                    await asyncio.sleep(0)
                     changes = await self._source.changes_since(self._applied, self._batch)
-                    if not changes:
-                        return self._applied
-                    await self._run(self._apply, changes, await self._passages(changes))
+                    if changes:
+                        await self._run(self._apply, changes, await self._passages(changes))
+                        for seq in [s for s in self._written if s <= self._applied]:
+                            del self._written[seq]
+                        self._settle(False)
+                    elif not self._pending:
+                        break
+            except Exception as exc:  # the waiters report it; the next catch-up retries
+                self._settle(exc)
             finally:
-                for seq in [s for s in self._written if s <= self._applied]:
-                    del self._written[seq]
+                self._settle(True)
+
+    def _settle(self, outcome: bool | Exception) -> None:
+        """Wake the callers waiting for the applier's next step: True when it ended
+        (the log drained), False after a commit, or the error it failed with."""
+        progress, self._progress = self._progress, None
+        if progress is None:
+            return
+        if isinstance(outcome, Exception):
+            progress.set_exception(outcome)
+            progress.exception()  # retrieved here: its callers may have gone (cancelled)
+        else:
+            progress.set_result(outcome)
 
     async def _passages(self, changes: Sequence[LogEntry]) -> list[_Row]:
         """The current passages of the changed documents, in log order: those of a write

@@ -110,3 +110,27 @@ async def test_writes_arriving_over_a_few_loop_rounds_share_one_transaction(
     assert committed(path) == [0, 1, 2, 3]
     assert statements.count("BEGIN IMMEDIATE") == 1
     assert statements.count("COMMIT") == 1
+
+
+async def test_large_writes_commit_one_per_transaction(
+    writer: tuple[GroupCommitWriter, Path],
+) -> None:
+    """Two ingests queued together commit in turn, the first answered once its own
+    transaction committed (its caller indexes it while the second is written); the
+    small writes between them still share the first one's transaction."""
+    w, path = writer
+    statements: list[str] = []
+    w._connection.set_trace_callback(statements.append)
+    seen: dict[int, list[int]] = {}
+
+    async def write_then_look(value: int, inline: bool) -> None:
+        await w.submit(insert(value), inline=inline)
+        seen[value] = committed(path)
+
+    await asyncio.gather(
+        write_then_look(1, False), write_then_look(2, True), write_then_look(3, False)
+    )
+    assert committed(path) == [1, 2, 3]
+    assert statements.count("COMMIT") == 2
+    assert seen[1] == [1, 2]  # answered before the second ingest was written
+    assert seen[3] == [1, 2, 3]

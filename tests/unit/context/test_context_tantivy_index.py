@@ -170,6 +170,41 @@ async def test_written_passages_are_not_read_back_unless_stale(tmp_path: Path) -
         await index.close()
 
 
+class WriteDuringApply(MemoryLog):
+    """A log that takes another write (``then``) right after the index first reads it,
+    while the index applies what it read: the next write lands during that commit."""
+
+    def __init__(self, then: dict[str, list[tuple[str, ...]] | None]) -> None:
+        super().__init__()
+        self.then: dict[str, list[tuple[str, ...]] | None] | None = then
+        self.read_at: list[int] = []  # the applied sequence of each read of the log
+
+    async def changes_since(self, seq: int, limit: int) -> list[LogEntry]:
+        found = await super().changes_since(seq, limit)
+        self.read_at.append(seq)
+        if found and self.then is not None:
+            self.write(self.then)
+            self.then = None
+        return found
+
+
+async def test_a_write_waits_only_for_the_commit_that_covers_it(tmp_path: Path) -> None:
+    """``catch_up`` returns once its own head is applied (``refresh=wait_for``), not once
+    the log is drained; the applier goes on with the write that came in meanwhile, in
+    a commit of its own, without another caller asking."""
+    log = WriteDuringApply({"b": [("blue", "boat")]})
+    index = await opened(tmp_path / "index", log)
+    try:
+        log.write({"a": [("red", "boat")]})
+        assert await index.catch_up() == 1  # "b" (2) came in during the commit of "a"
+        assert [p.passage_id for p in await index.search("red", 8)] == ["a#0"]
+        assert await index.catch_up() == 2
+        assert log.read_at[-3:] == [0, 1, 2]  # "a" alone, then "b", then nothing more
+        assert {p.passage_id for p in await index.search("boat", 8)} == {"a#0", "b#0"}
+    finally:
+        await index.close()
+
+
 async def answers(index: TantivyIndex) -> list[list[str]]:
     """The passages each query matches (not their order: an index written in steps
     counts deleted passages in BM25's statistics until a merge drops them)."""

@@ -18,7 +18,9 @@ Before it takes a batch, the writer lets the event loop run ``GATHER_ROUNDS`` ro
 so that writes of RPCs already on their way join it (like PostgreSQL's
 ``commit_delay``): with many appends in flight the batches grow, and BEGIN, COMMIT
 and the thread hand-off are shared by more of them. A write on an idle loop only
-waits those few empty rounds.
+waits those few empty rounds. Large writes are not gathered with one another: each
+commits in its own transaction, so that with two ingests in flight the first one's
+caller (indexing it) overlaps the second one's write.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class GroupCommitWriter:
         while self._pending:
             for _ in range(GATHER_ROUNDS):
                 await asyncio.sleep(0)
-            batch, self._pending = self._pending, []
+            batch = self._take()
             writes = [write for write, _, _ in batch]
             try:
                 if all(inline for _, inline, _ in batch):
@@ -106,6 +108,16 @@ class GroupCommitWriter:
                     future.set_exception(disk_full_as_exhausted(outcome))
                 else:
                     future.set_result(outcome)
+
+    def _take(self) -> list[tuple[Write, bool, asyncio.Future[Any]]]:
+        """The next batch: every queued write up to the second large one, which waits
+        for the next transaction. A large write (an ingest) is worth a transaction of
+        its own: its caller can move on (e.g. have it indexed) while the next one is
+        written, instead of both waiting for one commit and then for each other."""
+        large = [n for n, (_, inline, _) in enumerate(self._pending) if not inline]
+        end = large[1] if len(large) > 1 else len(self._pending)
+        batch, self._pending = self._pending[:end], self._pending[end:]
+        return batch
 
     def _run(self, writes: Sequence[Write]) -> list[Any]:
         outcomes = self._apply(writes)
