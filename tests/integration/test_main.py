@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from switchboard.context.v1 import context_service_pb2 as pb
 from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 from switchboard_server.testing import free_port, stop_process, sync_probe_channel, wait_serving
+from tests.support.context import start_server
 
 
 def test_a_service_that_cannot_get_ready_exits_non_zero_and_says_why(tmp_path: Path) -> None:
@@ -52,13 +53,7 @@ def test_a_service_serves_on_the_configured_event_loop_and_stops_cleanly(
         "SWITCHBOARD_CONTEXT_SEED_DEFAULT_KNOWLEDGE": "false",
     }
     log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "switchboard_server", "context"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_server(env, log)
     try:
         with sync_probe_channel(f"127.0.0.1:{port}") as channel:
             wait_serving(channel, proc)
@@ -96,13 +91,7 @@ def test_after_sigterm_a_service_answers_not_serving_but_still_serves_for_the_dr
         "SWITCHBOARD_DRAIN_DELAY_S": "3",
         "SWITCHBOARD_CONTEXT_SEED_DEFAULT_KNOWLEDGE": "false",
     }
-    with (tmp_path / "server.log").open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "switchboard_server", "context"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_server(env, tmp_path / "server.log")
     try:
         with sync_probe_channel(f"127.0.0.1:{port}") as channel:
             wait_serving(channel, proc)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import yaml
 
 from switchboard_client.cli import main
 from switchboard_server.testing import free_port, stop_process, sync_probe_channel, wait_serving
+from tests.support.context import start_server
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 SECTIONS = 23  # sections of the shipped help centre
@@ -45,13 +44,7 @@ def address(tmp_path: Path) -> Iterator[str]:
         "SWITCHBOARD_CONTEXT_HYBRID": "off",
     }
     log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "switchboard_server", "context"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_server(env, log)
     try:
         with sync_probe_channel(f"127.0.0.1:{port}") as channel:
             wait_serving(channel, proc, exited=log.read_text)
