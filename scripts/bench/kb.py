@@ -420,18 +420,9 @@ async def _serving(settings: Settings, query: list[str]) -> dict[str, float]:
     from switchboard.context.v1 import context_service_pb2_grpc as pb_grpc
 
     port = free_port()
-    env = {
-        **os.environ,
-        "SWITCHBOARD_DATA_DIR": str(settings.core.data_dir),
-        "SWITCHBOARD_PORT": str(port),
-        "SWITCHBOARD_LOG_LEVEL": "warning",
-        "SWITCHBOARD_CONTEXT_SEED_DEFAULT_KNOWLEDGE": "false",
-        "SWITCHBOARD_CONTEXT_PASSAGE_MAX_CHARS": "4000",
-        # the lexical engine is what is compared (hybrid would encode every passage)
-        "SWITCHBOARD_CONTEXT_HYBRID": "off",
-    }
+    env = serving_env(settings.core.data_dir, port)
     started = time.perf_counter()
-    proc = _spawn(env)
+    proc = spawn_context(env)
     try:
         # reconnecting every 20-100 ms: what is timed is the server, not gRPC's backoff
         async with probe_channel(f"127.0.0.1:{port}") as channel:
@@ -447,7 +438,22 @@ async def _serving(settings: Settings, query: list[str]) -> dict[str, float]:
     return {"serving_s": round(serving, 3), "rss_mb": rss}
 
 
-def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def serving_env(data_dir: Path, port: int) -> dict[str, str]:
+    """The environment of a benchmarked context service on ``data_dir``."""
+    return {
+        **os.environ,
+        "SWITCHBOARD_DATA_DIR": str(data_dir),
+        "SWITCHBOARD_PORT": str(port),
+        "SWITCHBOARD_LOG_LEVEL": "warning",
+        "SWITCHBOARD_CONTEXT_SEED_DEFAULT_KNOWLEDGE": "false",
+        "SWITCHBOARD_CONTEXT_PASSAGE_MAX_CHARS": "4000",
+        # the lexical engine is what is compared (hybrid would encode every passage)
+        "SWITCHBOARD_CONTEXT_HYBRID": "off",
+    }
+
+
+def spawn_context(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``python -m switchboard_server context`` in ``env``, its output discarded."""
     return subprocess.Popen(
         [sys.executable, "-m", "switchboard_server", "context"],
         env=env,

@@ -37,7 +37,7 @@ from typing import Any
 
 import grpc
 
-from scripts.bench.kb import Corpus, service, service_settings
+from scripts.bench.kb import Corpus, service, service_settings, serving_env, spawn_context
 from switchboard_server.context.module import build_index, build_store
 from switchboard_server.context.values import Document
 from switchboard_server.testing import (
@@ -104,18 +104,9 @@ async def _serving(where: Path, tree: str, probe: bool = True) -> tuple[float, f
     :func:`probe_channel`, polled every 20 ms; else through a default channel polled
     every 100 ms, as ``kb`` measured it before."""
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([tree, "."]),
-        "SWITCHBOARD_DATA_DIR": str(where),
-        "SWITCHBOARD_PORT": str(port),
-        "SWITCHBOARD_LOG_LEVEL": "warning",
-        "SWITCHBOARD_CONTEXT_SEED_DEFAULT_KNOWLEDGE": "false",
-        "SWITCHBOARD_CONTEXT_PASSAGE_MAX_CHARS": "4000",
-        "SWITCHBOARD_CONTEXT_HYBRID": "off",
-    }
+    env = serving_env(where, port) | {"PYTHONPATH": os.pathsep.join([tree, "."])}
     started = time.perf_counter()
-    proc = _spawn(env)
+    proc = spawn_context(env)
     try:
         # reconnecting every 20-100 ms: what is timed is the server, not gRPC's backoff
         target = f"127.0.0.1:{port}"
@@ -125,13 +116,6 @@ async def _serving(where: Path, tree: str, probe: bool = True) -> tuple[float, f
             return time.perf_counter() - started, _cpu_s(proc.pid)
     finally:
         stop_process(proc)
-
-
-def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "switchboard_server", "context"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
 
 
 def _variants() -> list[tuple[str, str]]:
