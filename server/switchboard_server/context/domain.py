@@ -276,13 +276,12 @@ class ContextService:
         self._retrieval[result].observe(time.perf_counter() - started)
 
     async def _compute(self, query: ContextQuery) -> ContextResult:
-        terms = text.query_terms(query.query)
         if self._store.concurrent_reads:  # e.g. Redis: the two round trips overlap
             (sources, recency, stats), found = await asyncio.gather(
-                self._memory_sources(query, terms), self._knowledge_sources(query)
+                self._memory_sources(query), self._knowledge_sources(query)
             )
         else:  # SQLite reads run inline: two gather() tasks would cost more than they save
-            sources, recency, stats = await self._memory_sources(query, terms)
+            sources, recency, stats = await self._memory_sources(query)
             found = await self._knowledge_sources(query)
         sources.extend(found)
         ranked = rank(sources, recency)[: query.max_results]
@@ -290,9 +289,10 @@ class ContextService:
         return ContextResult(context=context, sources=kept, stats=stats)
 
     async def _memory_sources(
-        self, query: ContextQuery, terms: list[str]
+        self, query: ContextQuery
     ) -> tuple[list[Source], dict[str, int], MemoryStats | None]:
-        """Matching memory entries (with their recency) and the session's stats."""
+        """Matching memory entries (with their recency) and the session's stats. Memory
+        has its own analysis (``text``); the knowledge index analyses the query itself."""
         if not query.session_id:
             return [], {}, None
         records = await self._store.list_memory(query.session_id, query.memory_types)
@@ -303,6 +303,7 @@ class ContextService:
             stats = self._stats(counts)
         else:
             stats = await self.memory_stats(query.session_id)
+        terms = text.query_terms(query.query)
         relevance = Corpus({r.id: r.terms for r in records}).relevance(terms)
         # only the best ``max_results`` by rank()'s order can be kept: make Sources of those
         matched = sorted(
