@@ -108,7 +108,12 @@ def _observe(args: argparse.Namespace, settings: Settings, topology: Topology) -
     if getattr(args, "prometheus", None):
         return _observe_prometheus(args, settings, topology)
     if args.dir or getattr(args, "apply_command", None):
-        raise TopologyError("--dir/--apply-command: a container target needs --prometheus URL")
+        print(
+            "switchboard rollout: --dir/--apply-command: a container target needs "
+            "--prometheus URL (its sidecars' admin ports are out of reach)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     state = read_state(mesh_dir(settings) / "state.json")
     if state is None:
         print("switchboard rollout: the mesh is not running", file=sys.stderr)
